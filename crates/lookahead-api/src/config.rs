@@ -1,0 +1,288 @@
+//! The router sidecar's configuration file. The operator renders it into a ConfigMap from an
+//! `LLMPool` + `RoutingPolicy`; users running the router by hand write it themselves.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::RouterMethod;
+use crate::pool::Price;
+
+/// Errors in a router configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// Top-level router configuration.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Address the OpenAI-compatible front listens on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    pub members: Vec<MemberConfig>,
+    pub policy: PolicyConfig,
+}
+
+fn default_listen() -> String {
+    "0.0.0.0:8080".to_string()
+}
+
+/// One routable member.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MemberConfig {
+    pub name: String,
+    pub model_id: String,
+    /// OpenAI-compatible base URL, including the `/v1` prefix.
+    pub base_url: String,
+    #[serde(default)]
+    pub price: Price,
+}
+
+/// Routing policy as the router applies it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub method: RouterMethod,
+    /// Trained artifact directory (methods that need training).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<PathBuf>,
+    /// gRPC address of the scoring sidecar; absent means scoring in-process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scorer: Option<String>,
+    #[serde(default)]
+    pub cost_weight: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_model: Option<String>,
+    /// The `model` value that asks for routing.
+    #[serde(default = "default_alias")]
+    pub alias: String,
+    #[serde(default = "default_request_timeout", with = "duration_str")]
+    pub request_timeout: Duration,
+    #[serde(default = "default_first_token_timeout", with = "duration_str")]
+    pub first_token_timeout: Duration,
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// File holding accepted API keys, one per line; absent means no authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_keys_file: Option<PathBuf>,
+}
+
+fn default_alias() -> String {
+    "auto".to_string()
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_first_token_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_retries() -> u32 {
+    2
+}
+
+impl RouterConfig {
+    /// Reads and validates a YAML (or JSON) config file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: RouterConfig =
+            serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.to_owned(),
+                source,
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the types cannot: unique names, a known default model, a usable method.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.members.is_empty() {
+            return Err(ConfigError::Invalid(
+                "members: at least one member is required".into(),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for m in &self.members {
+            if !seen.insert(m.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "members: duplicate name {:?}",
+                    m.name
+                )));
+            }
+            if !(m.base_url.starts_with("http://") || m.base_url.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "members.{}.baseUrl: must start with http:// or https://",
+                    m.name
+                )));
+            }
+        }
+        if self.members.iter().any(|m| m.name == self.policy.alias) {
+            return Err(ConfigError::Invalid(format!(
+                "policy.alias: {:?} is also a member name",
+                self.policy.alias
+            )));
+        }
+        if let Some(d) = &self.policy.default_model {
+            if !seen.contains(d.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "policy.defaultModel: {d:?} is not a member"
+                )));
+            }
+        }
+        if !(self.policy.cost_weight >= 0.0 && self.policy.cost_weight.is_finite()) {
+            return Err(ConfigError::Invalid(
+                "policy.costWeight: must be finite and >= 0".into(),
+            ));
+        }
+        if self.policy.method.needs_training() && self.policy.artifact.is_none() {
+            return Err(ConfigError::Invalid(
+                "policy.artifact: required by a trained method".into(),
+            ));
+        }
+        if self.policy.method == RouterMethod::Fixed && self.policy.default_model.is_none() {
+            return Err(ConfigError::Invalid(
+                "policy.defaultModel: required by the fixed method".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parses `300ms`, `30s`, `2m` (what the CRD's pattern admits).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| s.split_at(i))
+        .ok_or_else(|| format!("duration {s:?} lacks a unit (ms, s, m)"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("duration {s:?} has no number"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        _ => Err(format!("duration {s:?}: unknown unit {unit:?} (ms, s, m)")),
+    }
+}
+
+/// Formats a duration the way `parse_duration` reads it.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 60_000 == 0 && ms > 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+mod duration_str {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen: 127.0.0.1:8080
+members:
+  - { name: yi, modelId: Yi-1.5-34B-Chat, baseUrl: "http://127.0.0.1:9001/v1" }
+  - { name: phi, modelId: Phi-3-medium-4k-instruct, baseUrl: "http://127.0.0.1:9002/v1",
+      price: { inputPerMTok: 0.5, outputPerMTok: 1.5 } }
+policy:
+  method: lookahead-lite
+  artifact: /artifacts/v1
+  defaultModel: yi
+  requestTimeout: 90s
+  firstTokenTimeout: 500ms
+"#;
+
+    fn parse(s: &str) -> Result<RouterConfig, ConfigError> {
+        let c: RouterConfig = serde_yaml::from_str(s).map_err(|source| ConfigError::Parse {
+            path: "inline".into(),
+            source,
+        })?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn parses_a_full_config() {
+        let c = parse(GOOD).expect("valid");
+        assert_eq!(c.members.len(), 2);
+        assert_eq!(c.members[1].price.output_per_m_tok, 1.5);
+        assert_eq!(c.policy.alias, "auto");
+        assert_eq!(c.policy.request_timeout, Duration::from_secs(90));
+        assert_eq!(c.policy.first_token_timeout, Duration::from_millis(500));
+        assert_eq!(c.policy.retries, 2);
+        let round: RouterConfig =
+            serde_yaml::from_str(&serde_yaml::to_string(&c).expect("ser")).expect("de");
+        assert_eq!(round, c);
+    }
+
+    #[test]
+    fn rejects_what_types_cannot() {
+        let dup = GOOD.replace("name: phi", "name: yi");
+        assert!(parse(&dup)
+            .unwrap_err()
+            .to_string()
+            .contains("duplicate name"));
+        let unknown_default = GOOD.replace("defaultModel: yi", "defaultModel: nope");
+        assert!(parse(&unknown_default)
+            .unwrap_err()
+            .to_string()
+            .contains("defaultModel"));
+        let no_artifact = GOOD.replace("artifact: /artifacts/v1", "");
+        assert!(parse(&no_artifact)
+            .unwrap_err()
+            .to_string()
+            .contains("artifact"));
+        let bad_url = GOOD.replace("\"http://127.0.0.1:9001/v1\"", "ftp://x");
+        assert!(parse(&bad_url).unwrap_err().to_string().contains("baseUrl"));
+        let bad_field = GOOD.replace("listen:", "lisen:");
+        assert!(parse(&bad_field).unwrap_err().to_string().contains("lisen"));
+        let bad_duration = GOOD.replace("90s", "90 parsecs");
+        assert!(parse(&bad_duration).is_err());
+    }
+
+    #[test]
+    fn durations_round_trip() {
+        for s in ["300ms", "30s", "2m", "0s"] {
+            let d = parse_duration(s).expect("parses");
+            assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+        }
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+}

@@ -1,0 +1,289 @@
+//! `RoutingPolicy`: which router scores a pool, its trade-offs, training and serving.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// How requests to a pool are routed, and how the router is trained and served.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "lookahead.dev",
+    version = "v1alpha1",
+    kind = "RoutingPolicy",
+    plural = "routingpolicies",
+    shortname = "rp",
+    namespaced,
+    status = "RoutingPolicyStatus",
+    printcolumn = r#"{"name":"Pool","type":"string","jsonPath":".spec.poolRef.name"}"#,
+    printcolumn = r#"{"name":"Method","type":"string","jsonPath":".spec.router.method"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Artifact","type":"string","jsonPath":".status.artifact.version"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RoutingPolicySpec {
+    /// The `LLMPool` (same namespace) this policy routes over.
+    pub pool_ref: PoolRef,
+    pub router: RouterSpec,
+    #[serde(default)]
+    pub objective: Objective,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<TrainingSpec>,
+    #[serde(default)]
+    pub serving: ServingSpec,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Which router scores requests.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouterSpec {
+    pub method: RouterMethod,
+    /// Backbone the router is built on (a directory name in the image's backbone cache).
+    #[serde(default = "default_backbone")]
+    pub backbone: String,
+}
+
+fn default_backbone() -> String {
+    "minilm-l6".to_string()
+}
+
+/// Routing methods. `random` and `fixed` need no training and serve as baselines.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum RouterMethod {
+    #[serde(rename = "lookahead-lite")]
+    LookaheadLite,
+    #[serde(rename = "lookahead-mlm")]
+    LookaheadMlm,
+    #[serde(rename = "lookahead-clm")]
+    LookaheadClm,
+    #[serde(rename = "mlc")]
+    Mlc,
+    #[serde(rename = "knn")]
+    Knn,
+    #[serde(rename = "random")]
+    Random,
+    #[serde(rename = "fixed")]
+    Fixed,
+}
+
+impl RouterMethod {
+    /// Whether this method needs a trained artifact.
+    pub fn needs_training(self) -> bool {
+        !matches!(self, RouterMethod::Random | RouterMethod::Fixed)
+    }
+}
+
+/// Quality/cost trade-off and fail-open behaviour.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Objective {
+    /// Weight of price against predicted quality: the router picks
+    /// argmax(quality - costWeight * price). 0 ignores price.
+    #[serde(default)]
+    #[schemars(range(min = 0.0))]
+    pub cost_weight: f64,
+    /// Member that serves requests when scoring is unavailable (fail-open), and the `fixed`
+    /// method's choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_model: Option<String>,
+}
+
+/// How and when the router is (re)trained.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrainingSpec {
+    pub dataset: DatasetSource,
+    #[serde(default)]
+    pub trigger: TrainingTrigger,
+    /// Where artifacts are written (versioned sub-directories) and read by the router.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifacts: Option<VolumePath>,
+    /// Resources of the training Job's pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Retries of a failed training Job before `TrainingFailed`.
+    #[serde(default = "default_backoff_limit")]
+    #[schemars(range(min = 0, max = 10))]
+    pub backoff_limit: i32,
+}
+
+fn default_backoff_limit() -> i32 {
+    2
+}
+
+/// A routing dataset (see docs/dataset.md): from a ConfigMap or a PersistentVolumeClaim.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = dataset_one_source)]
+pub struct DatasetSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pvc: Option<VolumePath>,
+}
+
+fn dataset_one_source(schema: &mut schemars::Schema) {
+    schema.insert(
+        "oneOf".into(),
+        serde_json::json!([{ "required": ["configMap"] }, { "required": ["pvc"] }]),
+    );
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// A path inside a PersistentVolumeClaim.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumePath {
+    #[schemars(length(min = 1, max = 253))]
+    pub claim_name: String,
+    /// Path inside the volume: relative, no component starting with `.` (so no `..`).
+    #[schemars(
+        length(min = 1, max = 1024),
+        regex(pattern = r"^[^/.][^/]*(/[^/.][^/]*)*$")
+    )]
+    pub path: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum TrainingTrigger {
+    /// Retrain whenever the pool's fingerprint differs from the artifact's.
+    #[default]
+    OnMembershipChange,
+    /// Retrain only when asked (annotation `lookahead.dev/retrain`).
+    Manual,
+}
+
+/// How the router Deployment runs.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServingSpec {
+    #[serde(default = "default_serving_replicas")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    /// Image with the `lookahead` binary; the operator's own image when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Scorer container resources; an `nvidia.com/gpu` limit schedules it on GPU nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Extra members tried after the chosen one fails before any byte reached the client.
+    #[serde(default = "default_retries")]
+    #[schemars(range(min = 0, max = 5))]
+    pub retries: i32,
+}
+
+fn default_serving_replicas() -> i32 {
+    1
+}
+
+fn default_retries() -> i32 {
+    2
+}
+
+impl Default for ServingSpec {
+    fn default() -> Self {
+        ServingSpec {
+            replicas: default_serving_replicas(),
+            image: None,
+            resources: None,
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+            timeouts: Timeouts::default(),
+            retries: default_retries(),
+        }
+    }
+}
+
+/// Durations as Go-style strings (`300ms`, `30s`, `2m`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Timeouts {
+    #[serde(default = "default_request_timeout")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"))]
+    pub request: String,
+    #[serde(default = "default_first_token_timeout")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"))]
+    pub first_token: String,
+}
+
+fn default_request_timeout() -> String {
+    "300s".to_string()
+}
+
+fn default_first_token_timeout() -> String {
+    "30s".to_string()
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            request: default_request_timeout(),
+            first_token: default_first_token_timeout(),
+        }
+    }
+}
+
+/// Observed state of a policy.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::schema::strip_null_from_enums)]
+pub struct RoutingPolicyStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<PolicyPhase>,
+    /// The artifact the router serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<ArtifactStatus>,
+    /// In-cluster URL of the router Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PolicyPhase {
+    Pending,
+    Training,
+    Serving,
+    Degraded,
+    Failed,
+}
+
+/// A trained router artifact.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactStatus {
+    /// Pool fingerprint the artifact was trained for.
+    pub fingerprint: String,
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trained_at: Option<String>,
+    /// Validation metrics recorded by training (name -> value).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub validation: BTreeMap<String, f64>,
+}

@@ -1,0 +1,201 @@
+//! `LLMPool`: the candidate models a router chooses between.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::fingerprint::{pool_fingerprint, MemberIdentity};
+
+/// A pool of candidate LLMs. Members either point at an existing OpenAI-compatible endpoint or
+/// carry a template from which the operator creates a Deployment, Service and autoscaler.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "lookahead.dev",
+    version = "v1alpha1",
+    kind = "LLMPool",
+    plural = "llmpools",
+    shortname = "llmp",
+    namespaced,
+    status = "LLMPoolStatus",
+    printcolumn = r#"{"name":"Members","type":"integer","jsonPath":".status.memberCount"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.readyMembers"}"#,
+    printcolumn = r#"{"name":"Fingerprint","type":"string","jsonPath":".status.fingerprint"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct LLMPoolSpec {
+    /// The candidate models. Names are unique within the pool.
+    #[schemars(length(min = 1, max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub members: Vec<PoolMember>,
+}
+
+/// One candidate model.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::schema::endpoint_xor_template)]
+pub struct PoolMember {
+    /// Member name (DNS-1035 label): names the Deployment/Service and is what clients may pass
+    /// as `model` to bypass routing.
+    #[schemars(
+        length(min = 1, max = 52),
+        regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// The OpenAI `model` string the backend serves; requests are rewritten to it.
+    #[schemars(length(min = 1, max = 253))]
+    pub model_id: String,
+    /// Base URL of an existing OpenAI-compatible server (e.g. `http://vllm.models:8000/v1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://"))]
+    pub endpoint: Option<String>,
+    /// Pod template the operator runs the model from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<MemberTemplate>,
+    /// Replica range; the operator autoscales between `min` and `max`.
+    #[serde(default)]
+    pub replicas: Replicas,
+    /// Price in currency units per million tokens, for cost-aware routing.
+    #[serde(default)]
+    pub price: Price,
+}
+
+/// How the operator runs a member.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberTemplate {
+    /// Container image serving an OpenAI-compatible API (vLLM, TGI, llama.cpp, ...).
+    #[schemars(length(min = 1))]
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Container port of the OpenAI-compatible API.
+    #[serde(default = "default_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Path prefix of the OpenAI API on that port.
+    #[serde(default = "default_api_path")]
+    pub api_path: String,
+    /// Container resources; GPUs as `nvidia.com/gpu` limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+}
+
+fn default_port() -> i32 {
+    8000
+}
+
+fn default_api_path() -> String {
+    "/v1".to_string()
+}
+
+/// Replica range of a member.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::schema::replicas_min_le_max)]
+pub struct Replicas {
+    #[schemars(range(min = 0, max = 1000))]
+    pub min: i32,
+    #[schemars(range(min = 1, max = 1000))]
+    pub max: i32,
+    /// What the autoscaler tracks; absent means a fixed `min` replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<AutoscalingTarget>,
+}
+
+impl Default for Replicas {
+    fn default() -> Self {
+        Replicas {
+            min: 1,
+            max: 1,
+            target: None,
+        }
+    }
+}
+
+/// Autoscaling target, as a resource-utilisation percentage.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingTarget {
+    /// Resource whose utilisation is tracked.
+    #[serde(default)]
+    pub resource: ScalingResource,
+    /// Target average utilisation, percent of the request.
+    #[schemars(range(min = 1, max = 100))]
+    pub average_utilization: i32,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ScalingResource {
+    #[default]
+    Cpu,
+    Memory,
+}
+
+/// Token prices per million tokens.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Price {
+    #[serde(default)]
+    #[schemars(range(min = 0.0))]
+    pub input_per_m_tok: f64,
+    #[serde(default)]
+    #[schemars(range(min = 0.0))]
+    pub output_per_m_tok: f64,
+}
+
+/// Observed state of a pool.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LLMPoolStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Fingerprint of the membership (see `lookahead_api::pool_fingerprint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    #[serde(default)]
+    pub member_count: i32,
+    /// `ready/total`, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_members: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Observed state of one member.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    pub name: String,
+    pub ready: bool,
+    #[serde(default)]
+    pub ready_replicas: i32,
+    #[serde(default)]
+    pub desired_replicas: i32,
+    /// Base URL the router uses for this member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+impl LLMPoolSpec {
+    /// Fingerprint of this spec's membership.
+    pub fn fingerprint(&self) -> String {
+        pool_fingerprint(self.members.iter().map(|m| MemberIdentity {
+            name: &m.name,
+            model_id: &m.model_id,
+        }))
+    }
+}
