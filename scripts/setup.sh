@@ -4,15 +4,19 @@
 #
 #   LOOKAHEAD_HOME (default $HOME/.cache/lookahead)  where backbones go
 #   CARGO_TARGET_DIR (default $HOME/.cache/lookahead-target)
+#   --no-build   skip the release build (CI builds in test mode only)
 set -euo pipefail
+build=1
+[ "${1:-}" = "--no-build" ] && build=0
 cd "$(dirname "$0")/.."
 LOOKAHEAD_HOME="${LOOKAHEAD_HOME:-$HOME/.cache/lookahead}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lookahead-target}"
 log() { echo "[setup] $*" >&2; }
 
-# System packages the build and tests need (pkg-config/libssl for nothing yet; protoc for tonic).
+# System packages: protoc (tonic's code generation), unzip (wheels), prometheus (promtool checks
+# the router's /metrics in tests).
 need=()
-for p in protobuf-compiler unzip; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+for p in protobuf-compiler unzip prometheus; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
 if [ ${#need[@]} -gt 0 ]; then
   log "apt-get install ${need[*]}"
   apt-get update -qq >/dev/null
@@ -34,6 +38,7 @@ if [ ! -f "$dest/model.safetensors" ]; then
 fi
 log "backbone: $dest"
 
+[ "$build" = 1 ] || exit 0
 log "building lookahead (release)"
 cargo build --release -q -p lookahead-cli
 mkdir -p "$HOME/.local/bin"
