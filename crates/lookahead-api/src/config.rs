@@ -81,6 +81,12 @@ pub struct PolicyConfig {
     /// File holding accepted API keys, one per line; absent means no authentication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_keys_file: Option<PathBuf>,
+    /// Longest a routing decision may take before the router fails open to `defaultModel`.
+    #[serde(default = "default_score_timeout", with = "duration_str")]
+    pub score_timeout: Duration,
+    /// Largest accepted request body, in bytes (larger: 413).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
 }
 
 fn default_alias() -> String {
@@ -94,6 +100,12 @@ fn default_first_token_timeout() -> Duration {
 }
 fn default_retries() -> u32 {
     2
+}
+fn default_score_timeout() -> Duration {
+    Duration::from_millis(250)
+}
+fn default_max_body_bytes() -> u64 {
+    4 << 20
 }
 
 impl RouterConfig {
@@ -152,6 +164,11 @@ impl RouterConfig {
                 "policy.costWeight: must be finite and >= 0".into(),
             ));
         }
+        if self.policy.max_body_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "policy.maxBodyBytes: must be > 0".into(),
+            ));
+        }
         if self.policy.method.needs_training() && self.policy.artifact.is_none() {
             return Err(ConfigError::Invalid(
                 "policy.artifact: required by a trained method".into(),
@@ -186,9 +203,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Formats a duration the way `parse_duration` reads it.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 60_000 == 0 && ms > 0 {
+    if ms.is_multiple_of(60_000) && ms > 0 {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
@@ -245,6 +262,8 @@ policy:
         assert_eq!(c.policy.request_timeout, Duration::from_secs(90));
         assert_eq!(c.policy.first_token_timeout, Duration::from_millis(500));
         assert_eq!(c.policy.retries, 2);
+        assert_eq!(c.policy.score_timeout, Duration::from_millis(250));
+        assert_eq!(c.policy.max_body_bytes, 4 << 20);
         let round: RouterConfig =
             serde_yaml::from_str(&serde_yaml::to_string(&c).expect("ser")).expect("de");
         assert_eq!(round, c);

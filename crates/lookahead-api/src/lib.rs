@@ -3,12 +3,14 @@
 //! trained router artifact to the pool membership it was trained for.
 
 pub mod config;
+mod docs;
 pub mod fingerprint;
 pub mod policy;
 pub mod pool;
 mod schema;
 
 pub use config::{ConfigError, RouterConfig};
+pub use docs::crds_markdown;
 pub use fingerprint::{pool_fingerprint, MemberIdentity};
 pub use policy::{RoutingPolicy, RoutingPolicySpec, RoutingPolicyStatus};
 pub use pool::{LLMPool, LLMPoolSpec, LLMPoolStatus};

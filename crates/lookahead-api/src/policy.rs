@@ -28,11 +28,15 @@ use serde::{Deserialize, Serialize};
 pub struct RoutingPolicySpec {
     /// The `LLMPool` (same namespace) this policy routes over.
     pub pool_ref: PoolRef,
+    /// Which router scores requests.
     pub router: RouterSpec,
+    /// Quality/cost trade-off and fail-open member.
     #[serde(default)]
     pub objective: Objective,
+    /// How and when the router is trained (methods that need training).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training: Option<TrainingSpec>,
+    /// How the router Deployment runs.
     #[serde(default)]
     pub serving: ServingSpec,
 }
@@ -40,6 +44,7 @@ pub struct RoutingPolicySpec {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PoolRef {
+    /// Name of the `LLMPool`.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
 }
@@ -48,6 +53,7 @@ pub struct PoolRef {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RouterSpec {
+    /// Routing method.
     pub method: RouterMethod,
     /// Backbone the router is built on (a directory name in the image's backbone cache).
     #[serde(default = "default_backbone")]
@@ -103,7 +109,9 @@ pub struct Objective {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TrainingSpec {
+    /// The routing dataset to train on.
     pub dataset: DatasetSource,
+    /// When to retrain.
     #[serde(default)]
     pub trigger: TrainingTrigger,
     /// Where artifacts are written (versioned sub-directories) and read by the router.
@@ -127,8 +135,10 @@ fn default_backoff_limit() -> i32 {
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = dataset_one_source)]
 pub struct DatasetSource {
+    /// A ConfigMap whose keys are dataset files (small datasets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map: Option<ConfigMapRef>,
+    /// A directory on a PersistentVolumeClaim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pvc: Option<VolumePath>,
 }
@@ -143,6 +153,7 @@ fn dataset_one_source(schema: &mut schemars::Schema) {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigMapRef {
+    /// ConfigMap name (same namespace).
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
 }
@@ -151,6 +162,7 @@ pub struct ConfigMapRef {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VolumePath {
+    /// PersistentVolumeClaim name (same namespace).
     #[schemars(length(min = 1, max = 253))]
     pub claim_name: String,
     /// Path inside the volume: relative, no component starting with `.` (so no `..`).
@@ -161,6 +173,7 @@ pub struct VolumePath {
     pub path: String,
 }
 
+/// When the router is retrained.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum TrainingTrigger {
     /// Retrain whenever the pool's fingerprint differs from the artifact's.
@@ -174,6 +187,7 @@ pub enum TrainingTrigger {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServingSpec {
+    /// Router pods.
     #[serde(default = "default_serving_replicas")]
     #[schemars(range(min = 0, max = 100))]
     pub replicas: i32,
@@ -183,10 +197,13 @@ pub struct ServingSpec {
     /// Scorer container resources; an `nvidia.com/gpu` limit schedules it on GPU nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Node labels the router pods must match.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
+    /// Taints the router pods tolerate (`nvidia.com/gpu` is added when a GPU is requested).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
+    /// Upstream timeouts.
     #[serde(default)]
     pub timeouts: Timeouts,
     /// Extra members tried after the chosen one fails before any byte reached the client.
@@ -221,9 +238,11 @@ impl Default for ServingSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Timeouts {
+    /// Whole upstream request.
     #[serde(default = "default_request_timeout")]
     #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"))]
     pub request: String,
+    /// Until the upstream's first response byte; a retry is still possible before it.
     #[serde(default = "default_first_token_timeout")]
     #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"))]
     pub first_token: String,
@@ -251,8 +270,10 @@ impl Default for Timeouts {
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = crate::schema::strip_null_from_enums)]
 pub struct RoutingPolicyStatus {
+    /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Where the policy stands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<PolicyPhase>,
     /// The artifact the router serves.
@@ -261,10 +282,12 @@ pub struct RoutingPolicyStatus {
     /// In-cluster URL of the router Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// `Ready`, `Training`, `TrainingFailed` (with reasons).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
 
+/// Lifecycle phase of a policy.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum PolicyPhase {
     Pending,
@@ -280,7 +303,9 @@ pub enum PolicyPhase {
 pub struct ArtifactStatus {
     /// Pool fingerprint the artifact was trained for.
     pub fingerprint: String,
+    /// Artifact version (its directory name under the artifacts path).
     pub version: String,
+    /// RFC 3339 time training finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trained_at: Option<String>,
     /// Validation metrics recorded by training (name -> value).

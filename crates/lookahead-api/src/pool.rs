@@ -71,8 +71,10 @@ pub struct MemberTemplate {
     /// Container image serving an OpenAI-compatible API (vLLM, TGI, llama.cpp, ...).
     #[schemars(length(min = 1))]
     pub image: String,
+    /// Container arguments (e.g. vLLM's `--model`, `--served-model-name`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
+    /// Container environment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
     /// Container port of the OpenAI-compatible API.
@@ -85,8 +87,10 @@ pub struct MemberTemplate {
     /// Container resources; GPUs as `nvidia.com/gpu` limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Node labels the model's pods must match (e.g. a GPU node pool).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
+    /// Taints the model's pods tolerate (e.g. `nvidia.com/gpu`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
 }
@@ -104,8 +108,10 @@ fn default_api_path() -> String {
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = crate::schema::replicas_min_le_max)]
 pub struct Replicas {
+    /// Fewest replicas (0 lets an idle member scale to zero where the autoscaler allows).
     #[schemars(range(min = 0, max = 1000))]
     pub min: i32,
+    /// Most replicas.
     #[schemars(range(min = 1, max = 1000))]
     pub max: i32,
     /// What the autoscaler tracks; absent means a fixed `min` replicas.
@@ -135,6 +141,7 @@ pub struct AutoscalingTarget {
     pub average_utilization: i32,
 }
 
+/// Resource an autoscaler tracks.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum ScalingResource {
@@ -147,9 +154,11 @@ pub enum ScalingResource {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Price {
+    /// Price of a million prompt tokens.
     #[serde(default)]
     #[schemars(range(min = 0.0))]
     pub input_per_m_tok: f64,
+    /// Price of a million completion tokens.
     #[serde(default)]
     #[schemars(range(min = 0.0))]
     pub output_per_m_tok: f64,
@@ -159,18 +168,22 @@ pub struct Price {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LLMPoolStatus {
+    /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Fingerprint of the membership (see `lookahead_api::pool_fingerprint`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
+    /// Number of members in the spec.
     #[serde(default)]
     pub member_count: i32,
     /// `ready/total`, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_members: Option<String>,
+    /// Per-member readiness.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberStatus>,
+    /// `Ready`, `Degraded` (with a reason).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
@@ -179,10 +192,14 @@ pub struct LLMPoolStatus {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberStatus {
+    /// Member name.
     pub name: String,
+    /// Whether the member can take requests.
     pub ready: bool,
+    /// Ready replicas of its Deployment (template members).
     #[serde(default)]
     pub ready_replicas: i32,
+    /// Replicas its Deployment wants now.
     #[serde(default)]
     pub desired_replicas: i32,
     /// Base URL the router uses for this member.

@@ -4,7 +4,9 @@
 use std::path::Path;
 
 fn read(relative: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(relative);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(relative);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -23,5 +25,15 @@ fn chart_ships_the_generated_crds() {
     assert!(
         read("charts/lookahead/crds/lookahead.dev.yaml") == read("crds/lookahead.dev.yaml"),
         "charts/lookahead/crds/ differs from crds/: copy crds/lookahead.dev.yaml into the chart"
+    );
+}
+
+/// `docs/crds.md` documents every field; it is rendered from the schemas.
+#[test]
+fn field_reference_matches_the_schemas() {
+    let generated = lookahead_api::crds_markdown().expect("docs render");
+    assert!(
+        read("docs/crds.md") == generated,
+        "docs/crds.md is stale: run `cargo run -p lookahead-cli -- crdgen --docs > docs/crds.md`"
     );
 }

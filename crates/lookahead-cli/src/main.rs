@@ -16,15 +16,18 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Print the CustomResourceDefinitions (YAML) for `kubectl apply -f -`.
-    Crdgen,
+    Crdgen {
+        /// Print the Markdown field reference (docs/crds.md) instead.
+        #[arg(long)]
+        docs: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crdgen => {
-            print!("{}", lookahead_api::crds_yaml()?);
-        }
+        Command::Crdgen { docs: false } => print!("{}", lookahead_api::crds_yaml()?),
+        Command::Crdgen { docs: true } => print!("{}", lookahead_api::crds_markdown()?),
     }
     Ok(())
 }
