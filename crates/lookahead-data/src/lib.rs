@@ -1,1 +1,52 @@
-//! lookahead-data
+//! The routing-dataset format, its streaming reader, pool selection, deterministic splits, the
+//! paper's labels, evaluation metrics and reports. Everything a router is trained on and judged by.
+//!
+//! # Stable API (used by `lookahead-model` and `lookahead eval`)
+//! - [`Record`] / [`Response`] / [`Reference`]: one JSONL line (`docs/dataset.md`).
+//! - [`Manifest`] / [`SourceInfo`] / [`ScoreRange`]: `manifest.json`, per-source `score_range`.
+//! - [`Dataset::open`] (a directory), [`Dataset::resolve_sources`], [`Dataset::records`] (one
+//!   source, streaming), [`Dataset::records_of`], [`Dataset::select_pool`],
+//!   [`Dataset::scaled_scores`]; [`RecordReader`] for a single `.jsonl(.gz)` file, bounded by
+//!   [`ReaderOptions::max_line_bytes`]. Errors ([`DataError`]) name the file and line.
+//! - [`Pool`] (ordered models; index `i` = `models()[i]` everywhere), [`Pool::select`] ->
+//!   [`PoolSelection`] { `records`: [`PoolRecord`] with `responses` in pool order, `skipped`:
+//!   [`SkipCounts`] per source and per missing model }. [`PAPER_POOL`], [`BENCHMARK_SOURCES`].
+//! - [`SplitSpec`] (`assign(id) -> Split`), [`KFold`] (`fold_of(id)`), [`unit_hash`]: SHA-256 of
+//!   the id, so splits reproduce on every machine.
+//! - [`labels`]: [`normalise`], [`positive_labels`], [`label_targets`] (threshold
+//!   [`DEFAULT_LABEL_THRESHOLD`] = 0.8; all-equal scores -> all positive), [`scaled_scores`].
+//!
+//! # Example
+//! ```no_run
+//! use lookahead_data::{Dataset, Pool, SplitSpec, Split, label_targets, DEFAULT_LABEL_THRESHOLD};
+//! # fn main() -> Result<(), lookahead_data::DataError> {
+//! let data = Dataset::open(std::path::Path::new("../shared/data/routing"))?;
+//! let sources = data.resolve_sources(Some(&["GSM8K", "MBPP"]))?;
+//! let selection = data.select_pool(&sources, &Pool::paper())?;
+//! let split = SplitSpec::default();
+//! for r in selection.records.iter().filter(|r| split.assign(&r.id) == Split::Train) {
+//!     let _targets = label_targets(&r.scores(), DEFAULT_LABEL_THRESHOLD);
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod error;
+pub mod labels;
+pub mod manifest;
+pub mod pool;
+pub mod reader;
+pub mod record;
+pub mod split;
+
+pub use error::DataError;
+pub use labels::{
+    label_targets, normalise, positive_labels, scaled_scores, DEFAULT_LABEL_THRESHOLD,
+};
+pub use manifest::{Manifest, ScoreRange, SourceInfo, MANIFEST_FILE};
+pub use pool::{Pool, PoolRecord, PoolSelection, SkipCounts, BENCHMARK_SOURCES, PAPER_POOL};
+pub use reader::{
+    check_source_name, read_records, reader_from, Dataset, ReaderOptions, RecordReader,
+    DEFAULT_MAX_LINE_BYTES,
+};
+pub use record::{Record, Reference, Response};
+pub use split::{unit_hash, KFold, Split, SplitSpec};
