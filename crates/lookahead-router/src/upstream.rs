@@ -1,0 +1,230 @@
+//! Calls to pool members: one attempt, buffered (non-streaming) or relayed (streaming), each
+//! classified as success, a failure worth retrying elsewhere, or an answer to pass through.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::time::Instant;
+
+use crate::body::{BoxError, RespBody};
+
+/// Why an attempt failed in a way that justifies trying another member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptError {
+    Connect(String),
+    Timeout,
+    /// 5xx or 429 from the member.
+    Status(u16),
+    /// The body broke before any byte reached the client.
+    Body(String),
+}
+
+impl AttemptError {
+    /// Short label for headers and metrics.
+    pub fn label(&self) -> String {
+        match self {
+            AttemptError::Connect(_) => "connect".into(),
+            AttemptError::Timeout => "timeout".into(),
+            AttemptError::Status(s) => format!("status_{s}"),
+            AttemptError::Body(_) => "body".into(),
+        }
+    }
+
+    /// Whether it says the member is unhealthy (429 only says it is busy).
+    pub fn counts_against_member(&self) -> bool {
+        !matches!(self, AttemptError::Status(429))
+    }
+}
+
+/// The HTTP client for members (pooled keep-alive connections).
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        Self { client }
+    }
+}
+
+/// Joins a member's base URL (ending in `/v1`) and an API path.
+pub fn join_url(base: &str, path: &str) -> Result<Uri, String> {
+    format!("{}{}", base.trim_end_matches('/'), path)
+        .parse::<Uri>()
+        .map_err(|e| e.to_string())
+}
+
+/// A relayed or buffered upstream answer.
+pub struct Answer {
+    pub status: StatusCode,
+    pub content_type: Option<HeaderValue>,
+    pub body: RespBody,
+}
+
+impl Upstream {
+    async fn send(
+        &self,
+        url: &Uri,
+        body: Bytes,
+        headers: &HeaderMap,
+        deadline: Instant,
+    ) -> Result<http::Response<Incoming>, AttemptError> {
+        let mut req = Request::post(url.clone())
+            .body(Full::new(body))
+            .map_err(|e| AttemptError::Connect(e.to_string()))?;
+        *req.headers_mut() = headers.clone();
+        match tokio::time::timeout_at(deadline, self.client.request(req)).await {
+            Err(_) => Err(AttemptError::Timeout),
+            Ok(Err(e)) => Err(AttemptError::Connect(error_chain(&e))),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+
+    /// A non-streaming attempt: the whole answer is read (under `deadline`) before anything goes
+    /// to the client, so any failure can still be retried elsewhere.
+    pub async fn buffered(
+        &self,
+        url: &Uri,
+        body: Bytes,
+        headers: &HeaderMap,
+        deadline: Instant,
+    ) -> Result<Answer, AttemptError> {
+        let resp = self.send(url, body, headers, deadline).await?;
+        let status = resp.status();
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(AttemptError::Status(status.as_u16()));
+        }
+        let content_type = resp.headers().get(http::header::CONTENT_TYPE).cloned();
+        let bytes = match tokio::time::timeout_at(deadline, resp.into_body().collect()).await {
+            Err(_) => return Err(AttemptError::Timeout),
+            Ok(Err(e)) => return Err(AttemptError::Body(error_chain(&e))),
+            Ok(Ok(c)) => c.to_bytes(),
+        };
+        Ok(Answer {
+            status,
+            content_type,
+            body: crate::body::full(bytes),
+        })
+    }
+
+    /// A streaming attempt: waits for the response head and the first body chunk until
+    /// `first_byte_deadline` (failures so far are retryable), then relays the rest chunk by chunk
+    /// until `deadline`. `on_end(ok)` runs when the relay finishes.
+    pub async fn streamed(
+        &self,
+        url: &Uri,
+        body: Bytes,
+        headers: &HeaderMap,
+        first_byte_deadline: Instant,
+        deadline: Instant,
+        on_end: Box<dyn FnOnce(bool) + Send>,
+    ) -> Result<Answer, AttemptError> {
+        let resp = self.send(url, body, headers, first_byte_deadline).await?;
+        let status = resp.status();
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(AttemptError::Status(status.as_u16()));
+        }
+        let content_type = resp.headers().get(http::header::CONTENT_TYPE).cloned();
+        let mut incoming = resp.into_body();
+        let first = match tokio::time::timeout_at(first_byte_deadline, incoming.frame()).await {
+            Err(_) => return Err(AttemptError::Timeout),
+            Ok(None) => None,
+            Ok(Some(Err(e))) => return Err(AttemptError::Body(error_chain(&e))),
+            Ok(Some(Ok(f))) => Some(f),
+        };
+        Ok(Answer {
+            status,
+            content_type,
+            body: relay(first, incoming, deadline, on_end),
+        })
+    }
+}
+
+struct RelayState {
+    first: Option<Frame<Bytes>>,
+    rest: Option<Incoming>,
+    deadline: Instant,
+    on_end: Option<Box<dyn FnOnce(bool) + Send>>,
+}
+
+impl RelayState {
+    fn finish(&mut self, ok: bool) {
+        self.rest = None;
+        if let Some(f) = self.on_end.take() {
+            f(ok);
+        }
+    }
+}
+
+impl Drop for RelayState {
+    fn drop(&mut self) {
+        // The client went away mid-stream: not the member's fault.
+        self.finish(true);
+    }
+}
+
+/// Relays frames as they arrive: nothing is buffered beyond one frame.
+fn relay(
+    first: Option<Frame<Bytes>>,
+    rest: Incoming,
+    deadline: Instant,
+    on_end: Box<dyn FnOnce(bool) + Send>,
+) -> RespBody {
+    let state = RelayState {
+        first,
+        rest: Some(rest),
+        deadline,
+        on_end: Some(on_end),
+    };
+    let stream = futures::stream::unfold(state, |mut s| async move {
+        if let Some(f) = s.first.take() {
+            return Some((Ok(f), s));
+        }
+        let rest = s.rest.as_mut()?;
+        match tokio::time::timeout_at(s.deadline, rest.frame()).await {
+            Ok(Some(Ok(f))) => Some((Ok(f), s)),
+            Ok(None) => {
+                s.finish(true);
+                None
+            }
+            Ok(Some(Err(e))) => {
+                s.finish(false);
+                Some((Err(Box::new(e) as BoxError), s))
+            }
+            Err(_) => {
+                s.finish(false);
+                Some((
+                    Err("upstream stream exceeded the request timeout".into()),
+                    s,
+                ))
+            }
+        }
+    });
+    http_body_util::StreamBody::new(stream).boxed_unsync()
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}

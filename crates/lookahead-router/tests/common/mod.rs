@@ -1,0 +1,212 @@
+//! Test harness: replay members, routers and scoring sidecars on loopback, a keyword scorer, and a
+//! plain hyper client.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use lookahead_api::RouterConfig;
+use lookahead_model::{ScoreError, Scorer};
+use lookahead_router::replay::{ReplayBook, ReplayOptions, ReplayServer};
+use lookahead_router::{serve, HttpHandler, Router};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// Scores 0.9 for a model whose keyword occurs in the prompt, 0.1 otherwise (plus a small
+/// per-model tie-break so rankings are total).
+pub struct KeywordScorer {
+    pub models: Vec<String>,
+    pub keywords: Vec<String>,
+    pub delay: Duration,
+}
+
+impl KeywordScorer {
+    pub fn new(pairs: &[(&str, &str)]) -> Self {
+        Self {
+            models: pairs.iter().map(|(m, _)| m.to_string()).collect(),
+            keywords: pairs.iter().map(|(_, k)| k.to_string()).collect(),
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+impl Scorer for KeywordScorer {
+    fn models(&self) -> &[String] {
+        &self.models
+    }
+
+    fn score_batch(&self, prompts: &[&str]) -> Result<Vec<Vec<f32>>, ScoreError> {
+        if !self.delay.is_zero() {
+            std::thread::sleep(self.delay);
+        }
+        Ok(prompts
+            .iter()
+            .map(|p| {
+                self.keywords
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| if p.contains(k.as_str()) { 0.9 } else { 0.1 } - 0.01 * i as f32)
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+/// A running server; `kill()` drops it and all its connections at once.
+pub struct Running<H> {
+    pub addr: SocketAddr,
+    pub handler: Arc<H>,
+    task: JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl<H> Running<H> {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+    pub fn kill(&self) {
+        self.task.abort();
+    }
+    /// Graceful shutdown; returns the serve task to await.
+    pub fn shutdown(mut self) -> JoinHandle<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task
+    }
+}
+
+pub async fn start<H: HttpHandler>(handler: Arc<H>) -> Running<H> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let h = handler.clone();
+    let task = tokio::spawn(async move {
+        serve(
+            listener,
+            h,
+            async {
+                let _ = rx.await;
+            },
+            Duration::from_secs(10),
+        )
+        .await;
+    });
+    Running {
+        addr,
+        handler,
+        task,
+        stop: Some(tx),
+    }
+}
+
+pub async fn replay(
+    model: &str,
+    answers: &[(&str, &str)],
+    opts: ReplayOptions,
+) -> Running<ReplayServer> {
+    let mut book = ReplayBook::new(model);
+    for (p, a) in answers {
+        book.insert(p, a.to_string());
+    }
+    start(Arc::new(ReplayServer::new(book, opts))).await
+}
+
+/// A config YAML for members `(name, modelId, url)`.
+pub fn config(members: &[(&str, &str, String)], policy_extra: &str) -> RouterConfig {
+    let mut y = String::from("listen: 127.0.0.1:0\nmembers:\n");
+    for (n, id, url) in members {
+        y.push_str(&format!(
+            "  - {{ name: {n}, modelId: {id}, baseUrl: \"{url}/v1\" }}\n"
+        ));
+    }
+    y.push_str("policy:\n");
+    y.push_str(policy_extra);
+    serde_yaml::from_str(&y).expect("test config")
+}
+
+pub async fn router(router: Router) -> Running<Router> {
+    start(Arc::new(router)).await
+}
+
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+}
+
+pub async fn send(
+    c: &Client<HttpConnector, Full<Bytes>>,
+    req: http::Request<Full<Bytes>>,
+) -> Reply {
+    let resp = tokio::time::timeout(Duration::from_secs(20), c.request(req))
+        .await
+        .expect("response in time")
+        .expect("response");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub fn chat(
+    addr: SocketAddr,
+    model: &str,
+    prompt: &str,
+    stream: bool,
+) -> http::Request<Full<Bytes>> {
+    let body = serde_json::json!({
+        "model": model,
+        "stream": stream,
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": prompt}],
+    });
+    http::Request::post(format!("http://{addr}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request")
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> http::Request<Full<Bytes>> {
+    http::Request::get(format!("http://{addr}{path}"))
+        .body(Full::new(Bytes::new()))
+        .expect("request")
+}
+
+/// The routing dataset, when present (CI has it).
+pub fn data_dir() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("LOOKAHEAD_DATA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/routing")
+        });
+    dir.join("manifest.json").exists().then_some(dir)
+}
