@@ -15,6 +15,10 @@
 //!   the id, so splits reproduce on every machine.
 //! - [`labels`]: [`normalise`], [`positive_labels`], [`label_targets`] (threshold
 //!   [`DEFAULT_LABEL_THRESHOLD`] = 0.8; all-equal scores -> all positive), [`scaled_scores`].
+//! - [`metrics`] over *decisions* (per record, the chosen pool index): [`EvalSet::new`],
+//!   `router_score`, `oracle_score`, `random_expected_score`, `single_model_scores`,
+//!   `best_single`, `routing_share`, `win_loss`, `argmax_accuracy`, `mean_cost`,
+//!   `quality_cost_curve`; [`Evaluation::compute`] bundles them (the `lookahead eval --json` form).
 //!
 //! # Example
 //! ```no_run
@@ -31,18 +35,22 @@
 //! ```
 
 pub mod error;
+pub mod evaluation;
 pub mod labels;
 pub mod manifest;
+pub mod metrics;
 pub mod pool;
 pub mod reader;
 pub mod record;
 pub mod split;
 
 pub use error::DataError;
+pub use evaluation::{BestSingleSummary, EvalExtras, Evaluation, SourceEvaluation};
 pub use labels::{
     label_targets, normalise, positive_labels, scaled_scores, DEFAULT_LABEL_THRESHOLD,
 };
 pub use manifest::{Manifest, ScoreRange, SourceInfo, MANIFEST_FILE};
+pub use metrics::{EvalItem, EvalSet, PerSource};
 pub use pool::{Pool, PoolRecord, PoolSelection, SkipCounts, BENCHMARK_SOURCES, PAPER_POOL};
 pub use reader::{
     check_source_name, read_records, reader_from, Dataset, ReaderOptions, RecordReader,
