@@ -1,6 +1,24 @@
-//! Routers that score candidate models for a prompt: Lookahead (lite, MLM, CLM), MLC and kNN,
-//! their candle backbones, training loops and on-disk artifacts.
+//! Routers that score candidate models for a prompt: Lookahead-lite, MLC and kNN, their candle
+//! backbone, the frozen-layer state cache, training and on-disk artifacts.
+//!
+//! Entry points: [`train_router`] (training), [`load_scorer`] / [`load_scorer_with_backbone`]
+//! (an artifact directory as a [`Scorer`]), [`select`] (argmax or cost-aware choice).
 
+pub mod artifact;
+pub mod backbone;
+pub mod bert;
+pub mod knn;
+pub mod lite;
+pub mod ops;
 pub mod scorer;
+pub mod states;
+pub mod train;
 
+pub use artifact::{
+    load_scorer, load_scorer_for_models, load_scorer_with_backbone, rank, select, ArtifactError,
+    HyperParams, Method, Metrics, RouterMeta, RouterScorer,
+};
+pub use backbone::{default_backbone_dir, Backbone, BackboneError};
 pub use scorer::{ScoreError, Scorer};
+pub use states::{default_states_root, StateCache};
+pub use train::{train_router, Example, TrainError, TrainRequest, Trained};

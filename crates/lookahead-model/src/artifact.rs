@@ -1,0 +1,490 @@
+//! Router artifacts: a directory with `router.safetensors` (trained tensors) and `router.json`
+//! ([`RouterMeta`]: method, ordered models, pool fingerprint, backbone hash, hyper-parameters,
+//! validation metrics, format version), and loading one as a [`Scorer`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+use crate::backbone::{default_backbone_dir, Backbone, BackboneError};
+use crate::bert::mean_pool;
+use crate::knn::KnnIndex;
+use crate::lite::{UpperKind, UpperModel, UpperShape};
+use crate::ops::Mode;
+use crate::scorer::{ScoreError, Scorer};
+
+pub const FORMAT_VERSION: u32 = 1;
+pub const META_FILE: &str = "router.json";
+pub const TENSORS_FILE: &str = "router.safetensors";
+
+/// Which router an artifact holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Lookahead-lite: frozen lower layers, trained upper layers over prompt + candidate slots.
+    Lite,
+    /// Multi-label classifier: the same trained upper layers over the prompt only.
+    Mlc,
+    /// Cosine k nearest neighbours over pooled prompt embeddings.
+    Knn,
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "lite" => Ok(Method::Lite),
+            "mlc" => Ok(Method::Mlc),
+            "knn" => Ok(Method::Knn),
+            other => Err(format!("unknown method {other:?} (lite, mlc, knn)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Method::Lite => "lite",
+            Method::Mlc => "mlc",
+            Method::Knn => "knn",
+        })
+    }
+}
+
+/// Training settings, recorded in the artifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HyperParams {
+    /// L: frozen backbone layers whose states are cached.
+    pub frozen_layers: usize,
+    pub trainable_layers: usize,
+    /// K: response positions per candidate slot.
+    pub slot_tokens: usize,
+    /// Prompt tokens kept, `[CLS]` and `[SEP]` included.
+    pub max_prompt_tokens: usize,
+    /// Weight of the reconstruction loss (0 = no response objective).
+    pub lambda: f64,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    pub batch_size: usize,
+    pub max_epochs: usize,
+    /// Epochs without validation improvement before stopping.
+    pub patience: usize,
+    pub seed: u64,
+    /// Curriculum: mask rate at step 0, rising linearly to 1.0 over `mask_warm_fraction` of steps.
+    pub mask_start: f64,
+    pub mask_warm_fraction: f64,
+    /// Paper labels: positive if normalised score >= threshold x best.
+    pub label_threshold: f64,
+    pub knn_k: usize,
+}
+
+impl Default for HyperParams {
+    fn default() -> Self {
+        Self {
+            frozen_layers: 4,
+            trainable_layers: 2,
+            slot_tokens: 16,
+            max_prompt_tokens: 64,
+            lambda: 0.5,
+            learning_rate: 1e-4,
+            weight_decay: 0.01,
+            batch_size: 16,
+            max_epochs: 4,
+            patience: 1,
+            seed: 17,
+            mask_start: 0.3,
+            mask_warm_fraction: 0.2,
+            label_threshold: 0.8,
+            knn_k: 20,
+        }
+    }
+}
+
+/// Held-out quality of the trained router (scaled scores, 0..100).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub examples: usize,
+    /// Mean scaled score of the chosen model.
+    pub router: f64,
+    /// Mean of the per-prompt best model's score.
+    pub oracle: f64,
+    /// The single model with the best mean, and that mean.
+    pub best_single_model: String,
+    pub best_single: f64,
+    /// Routing BCE (lite/mlc).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bce: Option<f64>,
+    /// Per source: router score, examples.
+    #[serde(default)]
+    pub per_source: BTreeMap<String, SourceMetrics>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SourceMetrics {
+    pub examples: usize,
+    pub router: f64,
+    pub oracle: f64,
+    pub best_single: f64,
+}
+
+/// What the backbone was.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackboneInfo {
+    /// Hex SHA-256 of `model.safetensors`.
+    pub sha256: String,
+    pub hidden_size: usize,
+    pub layers: usize,
+}
+
+/// `router.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouterMeta {
+    pub format_version: u32,
+    pub method: Method,
+    /// The pool, in score order.
+    pub models: Vec<String>,
+    /// `lookahead_api::pool_fingerprint` of the pool. CLI-trained artifacts use each model id as
+    /// its member name too; the operator passes the LLMPool member names.
+    pub pool_fingerprint: String,
+    pub backbone: BackboneInfo,
+    pub hyper: HyperParams,
+    pub sources: Vec<String>,
+    /// Validation split (early stopping), and the test split/fold when one was held out.
+    pub validation: Metrics,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<Metrics>,
+    #[serde(default)]
+    pub best_epoch: usize,
+    #[serde(default)]
+    pub train_examples: usize,
+    #[serde(default)]
+    pub train_seconds: f64,
+    /// Which records were held out (`"fold 2/5"`, `"split 80/10/10"`).
+    #[serde(default)]
+    pub holdout: String,
+}
+
+/// Pool fingerprint for a CLI-trained pool: member name = model id.
+pub fn fingerprint_models(models: &[String]) -> String {
+    lookahead_api::pool_fingerprint(models.iter().map(|m| lookahead_api::MemberIdentity {
+        name: m,
+        model_id: m,
+    }))
+}
+
+/// Why an artifact could not be saved or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("artifact {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("artifact {path}: invalid router.json: {source}")]
+    Meta {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("artifact {path}: format version {found} is not supported (this build reads {FORMAT_VERSION})")]
+    Version { path: PathBuf, found: u32 },
+    #[error("artifact was trained on backbone {expected}, but {dir} holds {found}: pass --backbone with the backbone it was trained on, or retrain")]
+    BackboneMismatch {
+        expected: String,
+        found: String,
+        dir: PathBuf,
+    },
+    #[error(
+        "artifact was trained for models [{trained}], not [{requested}]: retrain for this pool"
+    )]
+    ModelsMismatch { trained: String, requested: String },
+    #[error(transparent)]
+    Backbone(#[from] BackboneError),
+    #[error("artifact tensors: {0}")]
+    Tensor(#[from] candle_core::Error),
+}
+
+impl ArtifactError {
+    /// Short label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            ArtifactError::Io { .. } => "io",
+            ArtifactError::Meta { .. } => "meta",
+            ArtifactError::Version { .. } => "version",
+            ArtifactError::BackboneMismatch { .. } => "backbone_mismatch",
+            ArtifactError::ModelsMismatch { .. } => "models_mismatch",
+            ArtifactError::Backbone(_) => "backbone",
+            ArtifactError::Tensor(_) => "tensor",
+        }
+    }
+}
+
+impl RouterMeta {
+    /// Reads and checks `router.json` of an artifact directory.
+    pub fn read(dir: &Path) -> Result<Self, ArtifactError> {
+        let path = dir.join(META_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| ArtifactError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        // Check the version before the full schema, so old/new formats get the right message.
+        #[derive(Deserialize)]
+        struct Version {
+            format_version: u32,
+        }
+        let v: Version = serde_json::from_str(&text).map_err(|source| ArtifactError::Meta {
+            path: path.clone(),
+            source,
+        })?;
+        if v.format_version != FORMAT_VERSION {
+            return Err(ArtifactError::Version {
+                path,
+                found: v.format_version,
+            });
+        }
+        serde_json::from_str(&text).map_err(|source| ArtifactError::Meta { path, source })
+    }
+
+    /// Errors unless `models` is exactly this artifact's pool, in order.
+    pub fn check_models(&self, models: &[String]) -> Result<(), ArtifactError> {
+        if self.models != models {
+            return Err(ArtifactError::ModelsMismatch {
+                trained: self.models.join(", "),
+                requested: models.join(", "),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Writes an artifact directory (created if needed).
+pub fn save_artifact(
+    dir: &Path,
+    meta: &RouterMeta,
+    tensors: &HashMap<String, Tensor>,
+) -> Result<(), ArtifactError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ArtifactError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    candle_core::safetensors::save(tensors, dir.join(TENSORS_FILE))?;
+    let json = serde_json::to_string_pretty(meta).map_err(|source| ArtifactError::Meta {
+        path: dir.join(META_FILE),
+        source,
+    })?;
+    std::fs::write(dir.join(META_FILE), json + "\n").map_err(io(&dir.join(META_FILE)))?;
+    Ok(())
+}
+
+/// Loads an artifact with the default backbone directory (`$LOOKAHEAD_BACKBONE` or the cache).
+pub fn load_scorer(dir: &Path) -> Result<Box<dyn Scorer>, ArtifactError> {
+    load_scorer_with_backbone(dir, &default_backbone_dir())
+}
+
+/// Loads an artifact with the backbone in `backbone_dir`; rejects a backbone whose hash differs.
+pub fn load_scorer_with_backbone(
+    dir: &Path,
+    backbone_dir: &Path,
+) -> Result<Box<dyn Scorer>, ArtifactError> {
+    Ok(Box::new(RouterScorer::load(dir, backbone_dir)?))
+}
+
+/// Loads an artifact for a given pool: rejects it unless it was trained for exactly `models`.
+pub fn load_scorer_for_models(
+    dir: &Path,
+    backbone_dir: &Path,
+    models: &[String],
+) -> Result<Box<dyn Scorer>, ArtifactError> {
+    RouterMeta::read(dir)?.check_models(models)?;
+    load_scorer_with_backbone(dir, backbone_dir)
+}
+
+enum Head {
+    Upper(UpperModel),
+    Knn(KnnIndex),
+}
+
+/// A loaded artifact: backbone + trained head, scoring prompts without any response.
+pub struct RouterScorer {
+    pub meta: RouterMeta,
+    backbone: Backbone,
+    head: Head,
+}
+
+impl RouterScorer {
+    pub fn load(dir: &Path, backbone_dir: &Path) -> Result<Self, ArtifactError> {
+        let meta = RouterMeta::read(dir)?;
+        let device = Device::Cpu;
+        let backbone = Backbone::load(backbone_dir, &device)?;
+        if backbone.hash != meta.backbone.sha256 {
+            return Err(ArtifactError::BackboneMismatch {
+                expected: meta.backbone.sha256.clone(),
+                found: backbone.hash.clone(),
+                dir: backbone_dir.to_path_buf(),
+            });
+        }
+        let path = dir.join(TENSORS_FILE);
+        let tensors = candle_core::safetensors::load(&path, &device)?;
+        let head = Self::head_from(&meta, &backbone, tensors, &device)?;
+        Ok(Self {
+            meta,
+            backbone,
+            head,
+        })
+    }
+
+    /// Builds a scorer from in-memory tensors (right after training).
+    pub fn from_parts(
+        meta: RouterMeta,
+        backbone: Backbone,
+        tensors: HashMap<String, Tensor>,
+    ) -> Result<Self, ArtifactError> {
+        let device = backbone.encoder.device().clone();
+        let head = Self::head_from(&meta, &backbone, tensors, &device)?;
+        Ok(Self {
+            meta,
+            backbone,
+            head,
+        })
+    }
+
+    fn head_from(
+        meta: &RouterMeta,
+        backbone: &Backbone,
+        tensors: HashMap<String, Tensor>,
+        device: &Device,
+    ) -> Result<Head, ArtifactError> {
+        let hp = &meta.hyper;
+        Ok(match meta.method {
+            Method::Knn => {
+                let get = |name: &str| {
+                    tensors.get(name).cloned().ok_or_else(|| {
+                        candle_core::Error::Msg(format!("router.safetensors lacks {name}"))
+                    })
+                };
+                Head::Knn(KnnIndex::new(
+                    &get("knn.embeddings")?,
+                    get("knn.scores")?,
+                    hp.knn_k,
+                )?)
+            }
+            Method::Lite | Method::Mlc => {
+                let shape = UpperShape {
+                    kind: if meta.method == Method::Lite {
+                        UpperKind::Lite
+                    } else {
+                        UpperKind::Mlc
+                    },
+                    frozen_layers: hp.frozen_layers,
+                    trainable_layers: hp.trainable_layers,
+                    slot_tokens: hp.slot_tokens,
+                    models: meta.models.len(),
+                };
+                let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+                Head::Upper(UpperModel::new(vb, &backbone.encoder.config, shape)?)
+            }
+        })
+    }
+
+    fn score(&self, prompts: &[&str]) -> candle_core::Result<Vec<Vec<f32>>> {
+        let batch = self
+            .backbone
+            .batch(prompts, self.meta.hyper.max_prompt_tokens)
+            .map_err(candle_core::Error::Msg)?;
+        match &self.head {
+            Head::Knn(knn) => {
+                let emb = self
+                    .backbone
+                    .encoder
+                    .sentence_embedding(&batch.ids, &batch.keep)?;
+                knn.predict(&emb)
+            }
+            Head::Upper(upper) => {
+                let states = self.backbone.encoder.forward_lower(
+                    &batch.ids,
+                    &batch.keep,
+                    self.meta.hyper.frozen_layers,
+                    Mode::Inference,
+                )?;
+                let out = upper.forward(&states, &batch.keep, None, Mode::Inference)?;
+                candle_nn::ops::sigmoid(&out.logits)?.to_vec2()
+            }
+        }
+    }
+
+    /// Pooled sentence embedding (all backbone layers), for diagnostics and kNN.
+    pub fn embed(&self, prompts: &[&str]) -> candle_core::Result<Tensor> {
+        let batch = self
+            .backbone
+            .batch(prompts, self.meta.hyper.max_prompt_tokens)
+            .map_err(candle_core::Error::Msg)?;
+        let states = self.backbone.encoder.forward_lower(
+            &batch.ids,
+            &batch.keep,
+            self.backbone.encoder.layers.len(),
+            Mode::Inference,
+        )?;
+        mean_pool(&states, &batch.keep)
+    }
+}
+
+impl Scorer for RouterScorer {
+    fn models(&self) -> &[String] {
+        &self.meta.models
+    }
+
+    fn score_batch(&self, prompts: &[&str]) -> Result<Vec<Vec<f32>>, ScoreError> {
+        if prompts.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.score(prompts)
+            .map_err(|e| ScoreError::Model(e.to_string()))
+    }
+}
+
+/// Index of the model to route to: argmax of `quality`, or of `quality - cost_weight * price`
+/// when prices are given (`prices[i]` for `models[i]`). `None` for an empty pool.
+pub fn select(quality: &[f32], prices: Option<&[f64]>, cost_weight: f64) -> Option<usize> {
+    let utility = |i: usize| -> f64 {
+        let q = f64::from(quality[i]);
+        match prices {
+            Some(p) => q - cost_weight * p.get(i).copied().unwrap_or(0.0),
+            None => q,
+        }
+    };
+    (0..quality.len()).max_by(|&a, &b| utility(a).total_cmp(&utility(b)))
+}
+
+/// Model indices ordered best first by the same utility as [`select`].
+pub fn rank(quality: &[f32], prices: Option<&[f64]>, cost_weight: f64) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..quality.len()).collect();
+    let utility = |i: usize| -> f64 {
+        let q = f64::from(quality[i]);
+        q - prices
+            .map(|p| cost_weight * p.get(i).copied().unwrap_or(0.0))
+            .unwrap_or(0.0)
+    };
+    idx.sort_by(|&a, &b| utility(b).total_cmp(&utility(a)));
+    idx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selection_trades_quality_for_price() {
+        let q = [0.9f32, 0.8, 0.2];
+        assert_eq!(select(&q, None, 0.0), Some(0));
+        let prices = [10.0, 1.0, 0.0];
+        assert_eq!(select(&q, Some(&prices), 0.05), Some(1));
+        assert_eq!(select(&q, Some(&prices), 10.0), Some(2));
+        assert_eq!(rank(&q, Some(&prices), 0.05), vec![1, 0, 2]);
+        assert_eq!(select(&[], None, 0.0), None);
+    }
+}

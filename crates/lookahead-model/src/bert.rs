@@ -1,0 +1,309 @@
+//! A BERT encoder (all-MiniLM-L6-v2 and any Hugging Face BERT directory) whose every op on the
+//! training path has a backward pass (see [`crate::ops`]). Layers can be run as a range, so the
+//! lower ones encode once (frozen, cached) and the upper ones train.
+
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_nn::VarBuilder;
+use serde::Deserialize;
+
+use crate::ops::{self, Mode};
+
+/// The subset of a Hugging Face `config.json` a BERT encoder needs.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+}
+
+fn default_max_pos() -> usize {
+    512
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_act() -> String {
+    "gelu".to_string()
+}
+
+impl BertConfig {
+    /// A tiny configuration for tests (random weights).
+    pub fn tiny(vocab_size: usize) -> Self {
+        Self {
+            vocab_size,
+            hidden_size: 32,
+            num_hidden_layers: 3,
+            num_attention_heads: 4,
+            intermediate_size: 64,
+            max_position_embeddings: 128,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            hidden_act: "gelu".to_string(),
+        }
+    }
+}
+
+/// `y = x W^T + b` for inputs of any rank.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    pub fn load(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get((out_dim, in_dim), "weight")?,
+            bias: vb.get(out_dim, "bias")?,
+        })
+    }
+
+    /// A linear layer created (and registered) with a fresh initialisation.
+    pub fn init(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
+        let std = (1.0 / in_dim as f64).sqrt();
+        Ok(Self {
+            weight: vb.get_with_hints(
+                (out_dim, in_dim),
+                "weight",
+                candle_nn::Init::Randn {
+                    mean: 0.,
+                    stdev: std,
+                },
+            )?,
+            bias: vb.get_with_hints(out_dim, "bias", candle_nn::Init::Const(0.))?,
+        })
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let w = self.weight.t()?;
+        let y = match x.dims() {
+            [b, t, h] => x.reshape((b * t, *h))?.matmul(&w)?.reshape((*b, *t, ()))?,
+            _ => x.matmul(&w)?,
+        };
+        y.broadcast_add(&self.bias)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn load(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(dim, "weight")?,
+            bias: vb.get(dim, "bias")?,
+            eps,
+        })
+    }
+
+    pub fn init(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get_with_hints(dim, "weight", candle_nn::Init::Const(1.))?,
+            bias: vb.get_with_hints(dim, "bias", candle_nn::Init::Const(0.))?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        ops::layer_norm(x, &self.weight, &self.bias, self.eps, mode)
+    }
+}
+
+/// Word + position + token-type embeddings, then layer norm.
+#[derive(Debug, Clone)]
+pub struct Embeddings {
+    word: Tensor,
+    position: Tensor,
+    token_type: Tensor,
+    norm: LayerNorm,
+}
+
+impl Embeddings {
+    pub fn load(vb: VarBuilder, cfg: &BertConfig) -> Result<Self> {
+        Ok(Self {
+            word: vb.get((cfg.vocab_size, cfg.hidden_size), "word_embeddings.weight")?,
+            position: vb.get(
+                (cfg.max_position_embeddings, cfg.hidden_size),
+                "position_embeddings.weight",
+            )?,
+            token_type: vb.get(
+                (cfg.type_vocab_size, cfg.hidden_size),
+                "token_type_embeddings.weight",
+            )?,
+            norm: LayerNorm::load(vb.pp("LayerNorm"), cfg.hidden_size, cfg.layer_norm_eps)?,
+        })
+    }
+
+    /// `ids`: `[batch, seq]` u32 token ids (token type 0 everywhere).
+    pub fn forward(&self, ids: &Tensor, mode: Mode) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let words = self
+            .word
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, ()))?;
+        let pos = self.position.narrow(0, 0, t)?.unsqueeze(0)?;
+        let tt = self.token_type.narrow(0, 0, 1)?.unsqueeze(0)?;
+        let x = words.broadcast_add(&pos)?.broadcast_add(&tt)?;
+        self.norm.forward(&x, mode)
+    }
+}
+
+/// One post-norm transformer block, BERT style.
+#[derive(Debug, Clone)]
+pub struct BertLayer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attn_out: Linear,
+    attn_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    out_norm: LayerNorm,
+    heads: usize,
+    exact_gelu: bool,
+}
+
+impl BertLayer {
+    /// Loads `encoder.layer.N`-style weights (`vb` already points at the layer).
+    pub fn load(vb: VarBuilder, cfg: &BertConfig) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let eps = cfg.layer_norm_eps;
+        let att = vb.pp("attention");
+        Ok(Self {
+            query: Linear::load(att.pp("self").pp("query"), h, h)?,
+            key: Linear::load(att.pp("self").pp("key"), h, h)?,
+            value: Linear::load(att.pp("self").pp("value"), h, h)?,
+            attn_out: Linear::load(att.pp("output").pp("dense"), h, h)?,
+            attn_norm: LayerNorm::load(att.pp("output").pp("LayerNorm"), h, eps)?,
+            intermediate: Linear::load(
+                vb.pp("intermediate").pp("dense"),
+                h,
+                cfg.intermediate_size,
+            )?,
+            output: Linear::load(vb.pp("output").pp("dense"), cfg.intermediate_size, h)?,
+            out_norm: LayerNorm::load(vb.pp("output").pp("LayerNorm"), h, eps)?,
+            heads: cfg.num_attention_heads,
+            exact_gelu: cfg.hidden_act != "gelu_new" && cfg.hidden_act != "gelu_approximate",
+        })
+    }
+
+    /// `x`: `[batch, seq, hidden]`; `mask`: additive `[batch, 1, 1, seq]` (0 keep, large negative
+    /// drop) or `None` when no position is padding.
+    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
+        let (b, t, h) = x.dims3()?;
+        let hd = h / self.heads;
+        let split = |y: Tensor| -> Result<Tensor> {
+            y.reshape((b, t, self.heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = split(self.query.forward(x)?)?;
+        let k = split(self.key.forward(x)?)?;
+        let v = split(self.value.forward(x)?)?;
+        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
+        let scores = match mask {
+            Some(m) => scores.broadcast_add(m)?,
+            None => scores,
+        };
+        let probs = ops::softmax_last_dim(&scores, mode)?;
+        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?;
+        let x = self
+            .attn_norm
+            .forward(&(self.attn_out.forward(&ctx)? + x)?, mode)?;
+        let inter = self.intermediate.forward(&x)?;
+        let inter = if self.exact_gelu {
+            inter.gelu_erf()?
+        } else {
+            inter.gelu()?
+        };
+        self.out_norm
+            .forward(&(self.output.forward(&inter)? + x)?, mode)
+    }
+}
+
+/// Additive attention mask `[batch, 1, 1, seq]` from a 0/1 `[batch, seq]` keep-mask.
+pub fn additive_mask(keep: &Tensor) -> Result<Tensor> {
+    let (b, t) = keep.dims2()?;
+    ((keep.to_dtype(DType::F32)? - 1.0)? * 1e4)?.reshape((b, 1, 1, t))
+}
+
+/// Mean of token states over kept positions: `states` `[b, t, h]`, `keep` `[b, t]` 0/1.
+pub fn mean_pool(states: &Tensor, keep: &Tensor) -> Result<Tensor> {
+    let keep = keep.to_dtype(DType::F32)?.unsqueeze(D::Minus1)?;
+    let sum = states.broadcast_mul(&keep)?.sum(1)?;
+    sum.broadcast_div(&keep.sum(1)?.clamp(1e-9, f64::MAX)?)
+}
+
+/// The whole encoder: embeddings and every layer.
+#[derive(Debug, Clone)]
+pub struct BertEncoder {
+    pub config: BertConfig,
+    pub embeddings: Embeddings,
+    pub layers: Vec<BertLayer>,
+}
+
+impl BertEncoder {
+    pub fn load(vb: VarBuilder, cfg: &BertConfig) -> Result<Self> {
+        // Some exports prefix every name with `bert.`.
+        let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
+            vb.pp("bert")
+        } else {
+            vb
+        };
+        let embeddings = Embeddings::load(vb.pp("embeddings"), cfg)?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| BertLayer::load(vb.pp("encoder").pp("layer").pp(i), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            config: cfg.clone(),
+            embeddings,
+            layers,
+        })
+    }
+
+    /// Embeddings then layers `0..upto`: `ids`, `keep` are `[batch, seq]`.
+    pub fn forward_lower(
+        &self,
+        ids: &Tensor,
+        keep: &Tensor,
+        upto: usize,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let mask = additive_mask(keep)?;
+        let mut x = self.embeddings.forward(ids, mode)?;
+        for layer in self.layers.iter().take(upto) {
+            x = layer.forward(&x, Some(&mask), mode)?;
+        }
+        Ok(x)
+    }
+
+    /// Sentence embedding as sentence-transformers computes it for MiniLM: mean pooling of the
+    /// last layer over real tokens (not L2-normalised).
+    pub fn sentence_embedding(&self, ids: &Tensor, keep: &Tensor) -> Result<Tensor> {
+        let states = self.forward_lower(ids, keep, self.layers.len(), Mode::Inference)?;
+        mean_pool(&states, keep)
+    }
+
+    pub fn device(&self) -> &Device {
+        self.embeddings.word.device()
+    }
+}

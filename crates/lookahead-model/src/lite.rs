@@ -1,0 +1,377 @@
+//! The trainable part of the lite router (and of the MLC baseline): upper encoder layers over
+//! cached lower-layer states, candidate identity slots, and the routing / reconstruction heads.
+//!
+//! Lite input layout (per prompt): `[prompt states ; slot_1 ; ... ; slot_P]`, where slot `t` is
+//! `identity_t` followed by `K` positions holding candidate `t`'s cached response states, or
+//! `identity_t` where masked (or padding). A learned per-position embedding is added to every slot
+//! position so masked positions stay distinguishable. The reconstruction head predicts each masked response state
+//! from that position's output. At inference every slot is fully masked, so the slots are the same
+//! constant for every prompt and one pass scores the whole pool without any response.
+//! The routing logits are `Linear(hidden -> P)` on `[CLS]` (the paper's MLM head, which sees the
+//! slots through attention) plus a shared `Linear(hidden -> 1)` on each slot's first position.
+//!
+//! MLC: the same upper layers over the prompt only; logits = `Linear(hidden -> P)` on `[CLS]`.
+
+use candle_core::{DType, Device, Module, Result, Tensor, Var, D};
+use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+
+use crate::bert::{additive_mask, BertConfig, BertLayer, Linear};
+use crate::ops::{self, Mode};
+
+/// Which trainable model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpperKind {
+    Lite,
+    Mlc,
+}
+
+/// Shape of the trainable part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpperShape {
+    pub kind: UpperKind,
+    /// Frozen backbone layers below (their states are the input).
+    pub frozen_layers: usize,
+    pub trainable_layers: usize,
+    /// K: response positions per candidate slot (lite only).
+    pub slot_tokens: usize,
+    pub models: usize,
+}
+
+/// Upper layers and heads.
+pub struct UpperModel {
+    pub shape: UpperShape,
+    layers: Vec<BertLayer>,
+    /// `[P, H]` candidate identity embeddings (lite).
+    identity: Option<Tensor>,
+    /// `[1 + K, H]` slot position embeddings (lite).
+    slot_pos: Option<Tensor>,
+    /// `H -> P` on `[CLS]` (lite and MLC, as in the paper's MLM head).
+    route: Linear,
+    /// Lite: `H -> 1` shared over slots, added to the `[CLS]` logits: a direct path from each
+    /// candidate's slot.
+    route_slot: Option<Linear>,
+    /// Lite: `H -> H`, predicts masked response states.
+    recon: Option<Linear>,
+}
+
+/// What one forward pass returns.
+pub struct UpperOutput {
+    /// `[B, P]` routing logits.
+    pub logits: Tensor,
+    /// `[B, P, K, H]` predicted response states (lite).
+    pub reconstruction: Option<Tensor>,
+}
+
+/// Copies the backbone's layers `frozen..frozen + n` into `varmap` as `upper.{i}.*` trainable
+/// variables (the initialisation of the upper layers).
+pub fn seed_upper_from_backbone(
+    varmap: &VarMap,
+    backbone_tensors: &std::collections::HashMap<String, Tensor>,
+    frozen: usize,
+    n: usize,
+) -> Result<()> {
+    let mut data = varmap
+        .data()
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("varmap lock poisoned".into()))?;
+    for i in 0..n {
+        let src_prefix = format!("encoder.layer.{}.", frozen + i);
+        let mut found = false;
+        for (name, t) in backbone_tensors {
+            let rest = name
+                .strip_prefix(&src_prefix)
+                .or_else(|| name.strip_prefix(&format!("bert.{src_prefix}")));
+            if let Some(rest) = rest {
+                found = true;
+                data.insert(format!("upper.{i}.{rest}"), Var::from_tensor(t)?);
+            }
+        }
+        if !found {
+            candle_core::bail!(
+                "backbone has no layer {} to initialise upper layer {i}",
+                frozen + i
+            );
+        }
+    }
+    Ok(())
+}
+
+impl UpperModel {
+    /// Builds the model from `vb` (a seeded [`VarMap`] when training, the artifact when loading).
+    /// Parameters absent from a `VarMap`-backed `vb` are created with a fresh initialisation.
+    pub fn new(vb: VarBuilder, cfg: &BertConfig, shape: UpperShape) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let layers = (0..shape.trainable_layers)
+            .map(|i| BertLayer::load(vb.pp("upper").pp(i), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        let p = shape.models;
+        Ok(match shape.kind {
+            UpperKind::Lite => Self {
+                shape,
+                layers,
+                identity: Some(vb.get_with_hints(
+                    (p, h),
+                    "identity",
+                    candle_nn::Init::Randn {
+                        mean: 0.,
+                        stdev: 0.5,
+                    },
+                )?),
+                slot_pos: Some(vb.get_with_hints(
+                    (1 + shape.slot_tokens, h),
+                    "slot_pos",
+                    candle_nn::Init::Randn {
+                        mean: 0.,
+                        stdev: 0.02,
+                    },
+                )?),
+                route: Linear::init(vb.pp("route"), h, p)?,
+                route_slot: Some(Linear::init(vb.pp("route_slot"), h, 1)?),
+                recon: Some(Linear::init(vb.pp("recon"), h, h)?),
+            },
+            UpperKind::Mlc => Self {
+                shape,
+                layers,
+                identity: None,
+                slot_pos: None,
+                route: Linear::init(vb.pp("route"), h, p)?,
+                route_slot: None,
+                recon: None,
+            },
+        })
+    }
+
+    /// The slot block `[B, P * (1 + K), H]`. `responses`: `[B, P, K, H]` states with `visible`
+    /// `[B, P, K]` (1 = show the state, 0 = identity); `None` = fully masked (inference).
+    fn slots(&self, batch: usize, responses: Option<(&Tensor, &Tensor)>) -> Result<Tensor> {
+        let (identity, slot_pos) = match (&self.identity, &self.slot_pos) {
+            (Some(i), Some(s)) => (i, s),
+            _ => candle_core::bail!("slots are a lite-router feature"),
+        };
+        let (p, h) = identity.dims2()?;
+        let k = self.shape.slot_tokens;
+        let ident = identity.reshape((1, p, 1, h))?;
+        let body = match responses {
+            Some((states, visible)) => {
+                let v = visible.to_dtype(DType::F32)?.unsqueeze(D::Minus1)?;
+                let shown = states.broadcast_mul(&v)?;
+                let hidden = ident.broadcast_mul(&(v.neg()? + 1.0)?)?;
+                (shown + hidden)?
+            }
+            None => ident.broadcast_as((batch, p, k, h))?.contiguous()?,
+        };
+        let head = ident.broadcast_as((batch, p, 1, h))?.contiguous()?;
+        let slots = Tensor::cat(&[&head, &body], 2)?;
+        let slots = slots.broadcast_add(&slot_pos.reshape((1, 1, 1 + k, h))?)?;
+        slots.reshape((batch, p * (1 + k), h))
+    }
+
+    /// `prompt`: `[B, T, H]` lower-layer states, `prompt_keep`: `[B, T]` 0/1.
+    pub fn forward(
+        &self,
+        prompt: &Tensor,
+        prompt_keep: &Tensor,
+        responses: Option<(&Tensor, &Tensor)>,
+        mode: Mode,
+    ) -> Result<UpperOutput> {
+        let (b, t, h) = prompt.dims3()?;
+        let keep = prompt_keep.to_dtype(DType::F32)?;
+        match self.shape.kind {
+            UpperKind::Mlc => {
+                let mask = additive_mask(&keep)?;
+                let mut x = prompt.clone();
+                for layer in &self.layers {
+                    x = layer.forward(&x, Some(&mask), mode)?;
+                }
+                let cls = x.narrow(1, 0, 1)?.squeeze(1)?;
+                Ok(UpperOutput {
+                    logits: self.route.forward(&cls)?,
+                    reconstruction: None,
+                })
+            }
+            UpperKind::Lite => {
+                let p = self.shape.models;
+                let k = self.shape.slot_tokens;
+                let slots = self.slots(b, responses)?;
+                let mut x = Tensor::cat(&[prompt, &slots], 1)?;
+                let keep = Tensor::cat(
+                    &[
+                        &keep,
+                        &Tensor::ones((b, p * (1 + k)), DType::F32, prompt.device())?,
+                    ],
+                    1,
+                )?;
+                let mask = additive_mask(&keep)?;
+                for layer in &self.layers {
+                    x = layer.forward(&x, Some(&mask), mode)?;
+                }
+                let out = x.narrow(1, t, p * (1 + k))?.reshape((b, p, 1 + k, h))?;
+                let cls = x.narrow(1, 0, 1)?.squeeze(1)?;
+                let mut logits = self.route.forward(&cls)?;
+                if let Some(slot_head) = &self.route_slot {
+                    let first = out.narrow(2, 0, 1)?.squeeze(2)?;
+                    logits = (logits + slot_head.forward(&first)?.squeeze(D::Minus1)?)?;
+                }
+                let reconstruction = match (&self.recon, responses) {
+                    (Some(recon), Some(_)) => Some(
+                        recon
+                            .forward(&out.narrow(2, 1, k)?.reshape((b, p * k, h))?)?
+                            .reshape((b, p, k, h))?,
+                    ),
+                    _ => None,
+                };
+                Ok(UpperOutput {
+                    logits,
+                    reconstruction,
+                })
+            }
+        }
+    }
+}
+
+/// Curriculum mask rate at `step` of `total`: linear from `start` to 1.0 over the first
+/// `warm_fraction` of steps, then 1.0.
+pub fn mask_rate(step: usize, total: usize, start: f64, warm_fraction: f64) -> f64 {
+    let warm = (total as f64 * warm_fraction).max(1.0);
+    let progress = (step as f64 / warm).min(1.0);
+    start + (1.0 - start) * progress
+}
+
+/// `[B, P, K]` visibility (1 = shown) that masks the last `ceil(rate * K)` positions of every slot
+/// (the response's suffix, as in the paper) and every padding position.
+pub fn visible_positions(resp_keep: &Tensor, rate: f64) -> Result<Tensor> {
+    let (_, _, k) = resp_keep.dims3()?;
+    let masked = ((rate * k as f64).ceil() as usize).min(k);
+    let shown = k - masked;
+    let prefix: Vec<f32> = (0..k).map(|i| if i < shown { 1.0 } else { 0.0 }).collect();
+    let prefix = Tensor::from_vec(prefix, (1, 1, k), resp_keep.device())?;
+    resp_keep.to_dtype(DType::F32)?.broadcast_mul(&prefix)
+}
+
+/// Loss of one lite/MLC batch: `BCE + lambda * reconstruction`, and its two parts.
+pub struct Loss {
+    pub total: Tensor,
+    pub bce: f32,
+    pub reconstruction: f32,
+}
+
+/// `labels` `[B, P]`; `resp` `[B, P, K, H]` targets, `resp_keep` `[B, P, K]`, `visible` as given to
+/// the forward pass. Reconstruction covers masked real response positions only.
+pub fn loss(
+    out: &UpperOutput,
+    labels: &Tensor,
+    targets: Option<(&Tensor, &Tensor, &Tensor)>,
+    lambda: f64,
+) -> Result<Loss> {
+    let bce = ops::bce_with_logits(&out.logits, labels)?;
+    let bce_value = bce.to_scalar::<f32>()?;
+    match (&out.reconstruction, targets) {
+        (Some(pred), Some((resp, resp_keep, visible))) if lambda > 0.0 => {
+            let h = pred.dim(D::Minus1)?;
+            let weights = (resp_keep.to_dtype(DType::F32)? - visible)?.flatten_all()?;
+            let rec = ops::masked_cosine_loss(
+                &pred.reshape(((), h))?,
+                &resp.reshape(((), h))?,
+                &weights,
+            )?;
+            let rec_value = rec.to_scalar::<f32>()?;
+            Ok(Loss {
+                total: (bce + (rec * lambda)?)?,
+                bce: bce_value,
+                reconstruction: rec_value,
+            })
+        }
+        _ => Ok(Loss {
+            total: bce,
+            bce: bce_value,
+            reconstruction: 0.0,
+        }),
+    }
+}
+
+/// Batch of cached states, padded and stacked for one step.
+pub struct StateBatch {
+    /// `[B, T, H]` f32.
+    pub prompt: Tensor,
+    /// `[B, T]` f32 0/1.
+    pub prompt_keep: Tensor,
+    /// `[B, P, K, H]` f32 (lite).
+    pub responses: Option<Tensor>,
+    /// `[B, P, K]` f32 0/1 (lite).
+    pub resp_keep: Option<Tensor>,
+}
+
+/// Stacks `[t_i, H]` prompt states (any float dtype) and optional per-candidate `[k_ij <= K, H]`
+/// response states into a padded batch on `device`.
+pub fn stack_states(
+    prompts: &[&Tensor],
+    responses: Option<&[Vec<&Tensor>]>,
+    k: usize,
+    device: &Device,
+) -> Result<StateBatch> {
+    let h = prompts.first().map(|t| t.dim(1)).transpose()?.unwrap_or(0);
+    let t_max = prompts
+        .iter()
+        .map(|t| t.dim(0))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .max()
+        .unwrap_or(1);
+    let mut rows = Vec::with_capacity(prompts.len());
+    let mut keep = Vec::with_capacity(prompts.len() * t_max);
+    for p in prompts {
+        let n = p.dim(0)?;
+        let p = p.to_dtype(DType::F32)?;
+        rows.push(if n < t_max {
+            Tensor::cat(
+                &[&p, &Tensor::zeros((t_max - n, h), DType::F32, p.device())?],
+                0,
+            )?
+        } else {
+            p
+        });
+        keep.extend((0..t_max).map(|i| if i < n { 1f32 } else { 0. }));
+    }
+    let prompt = Tensor::stack(&rows, 0)?.to_device(device)?;
+    let prompt_keep = Tensor::from_vec(keep, (prompts.len(), t_max), device)?;
+    let (responses, resp_keep) = match responses {
+        None => (None, None),
+        Some(per_prompt) => {
+            let p = per_prompt.first().map(Vec::len).unwrap_or(0);
+            let mut all = Vec::with_capacity(per_prompt.len() * p);
+            let mut keep = Vec::with_capacity(per_prompt.len() * p * k);
+            for cands in per_prompt {
+                for r in cands {
+                    let n = r.dim(0)?.min(k);
+                    let r = r.narrow(0, 0, n)?.to_dtype(DType::F32)?;
+                    all.push(if n < k {
+                        Tensor::cat(
+                            &[&r, &Tensor::zeros((k - n, h), DType::F32, r.device())?],
+                            0,
+                        )?
+                    } else {
+                        r
+                    });
+                    keep.extend((0..k).map(|i| if i < n { 1f32 } else { 0. }));
+                }
+            }
+            let b = per_prompt.len();
+            (
+                Some(
+                    Tensor::stack(&all, 0)?
+                        .reshape((b, p, k, h))?
+                        .to_device(device)?,
+                ),
+                Some(Tensor::from_vec(keep, (b, p, k), device)?),
+            )
+        }
+    };
+    Ok(StateBatch {
+        prompt,
+        prompt_keep,
+        responses,
+        resp_keep,
+    })
+}

@@ -1,0 +1,121 @@
+//! Differentiable building blocks. candle 0.11's fused `layer_norm`, `rms_norm` and
+//! `softmax_last_dim` have no backward pass: gradients silently stop at them. Every op here is
+//! composed from primitive tensor ops that all have one. `Mode::Inference` switches to the fused
+//! kernels where no gradient is needed (they are faster).
+
+use candle_core::{DType, Result, Tensor, D};
+
+/// Which kernels to use: composable (training, has backward) or fused (inference only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Train,
+    Inference,
+}
+
+/// Layer norm over the last dimension: `(x - mean) / sqrt(var + eps) * w + b`.
+pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> {
+    if mode == Mode::Inference {
+        return candle_nn::ops::layer_norm(x, w, b, eps as f32);
+    }
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let centered = x.broadcast_sub(&mean)?;
+    let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = centered.broadcast_div(&(var + eps)?.sqrt()?)?;
+    normed.broadcast_mul(w)?.broadcast_add(b)
+}
+
+/// Softmax over the last dimension via `exp / sum(exp)`, shifted by the (detached) max for
+/// numerical stability; the shift cancels in the gradient.
+pub fn softmax_last_dim(x: &Tensor, mode: Mode) -> Result<Tensor> {
+    if mode == Mode::Inference {
+        return candle_nn::ops::softmax_last_dim(x);
+    }
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// Numerically stable binary cross-entropy with logits, mean over all elements:
+/// `max(x, 0) - x * y + log(1 + exp(-|x|))`.
+pub fn bce_with_logits(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let relu = logits.relu()?;
+    let xy = (logits * targets)?;
+    let softplus = (logits.abs()?.neg()?.exp()? + 1.0)?.log()?;
+    ((relu - xy)? + softplus)?.mean_all()
+}
+
+/// Mean of `1 - cos(pred, target)` over rows where `weights` is 1 (`weights`: `[rows]`, 0/1).
+/// Returns zero when no row is selected.
+pub fn masked_cosine_loss(pred: &Tensor, target: &Tensor, weights: &Tensor) -> Result<Tensor> {
+    let dot = (pred * target)?.sum(D::Minus1)?;
+    let pn = pred.sqr()?.sum(D::Minus1)?;
+    let tn = target.sqr()?.sum(D::Minus1)?;
+    let cos = dot.broadcast_div(&((pn * tn)? + 1e-12)?.sqrt()?)?;
+    let loss = (cos.neg()? + 1.0)?;
+    let total = weights
+        .sum_all()?
+        .to_dtype(DType::F32)?
+        .to_scalar::<f32>()?;
+    if total <= 0.0 {
+        return Tensor::zeros((), DType::F32, pred.device());
+    }
+    (loss * weights)?.sum_all()? / total as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn differentiable_ops_match_fused_kernels() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (3, 5, 8), &dev)?;
+        let w = Tensor::randn(1f32, 0.1, 8, &dev)?;
+        let b = Tensor::randn(0f32, 0.1, 8, &dev)?;
+        let a = layer_norm(&x, &w, &b, 1e-12, Mode::Train)?;
+        let f = layer_norm(&x, &w, &b, 1e-12, Mode::Inference)?;
+        let diff = (a - f)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-4, "layer norm differs by {diff}");
+        let a = softmax_last_dim(&x, Mode::Train)?;
+        let f = softmax_last_dim(&x, Mode::Inference)?;
+        let diff = (a - f)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "softmax differs by {diff}");
+        Ok(())
+    }
+
+    #[test]
+    fn training_ops_propagate_gradients() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 4), &dev)?)?;
+        let w = Var::from_tensor(&Tensor::ones(4, DType::F32, &dev)?)?;
+        let b = Var::from_tensor(&Tensor::zeros(4, DType::F32, &dev)?)?;
+        let y = layer_norm(
+            x.as_tensor(),
+            w.as_tensor(),
+            b.as_tensor(),
+            1e-5,
+            Mode::Train,
+        )?;
+        let y = softmax_last_dim(&(y * 3.0)?, Mode::Train)?;
+        let t = Tensor::new(&[[1f32, 0., 0., 0.], [0., 1., 0., 0.]], &dev)?;
+        let loss = bce_with_logits(&y, &t)?;
+        let grads = loss.backward()?;
+        for v in [&x, &w, &b] {
+            let g = grads.get(v).expect("gradient");
+            assert!(g.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn bce_matches_closed_form() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::new(&[0f32, 2.0, -3.0], &dev)?;
+        let y = Tensor::new(&[1f32, 0.0, 0.0], &dev)?;
+        let got = bce_with_logits(&x, &y)?.to_scalar::<f32>()?;
+        let want = ((2f32.ln()) + (1.0 + 2f32.exp()).ln() + (1.0 + (-3f32).exp()).ln()) / 3.0;
+        assert!((got - want).abs() < 1e-5);
+        Ok(())
+    }
+}

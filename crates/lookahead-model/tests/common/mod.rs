@@ -1,0 +1,162 @@
+//! A tiny, randomly initialised BERT written as a real Hugging Face directory (config.json,
+//! model.safetensors, tokenizer.json), so tests exercise the same loading path as production.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use lookahead_model::bert::BertConfig;
+use lookahead_model::Example;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::bert::BertProcessing;
+use tokenizers::Tokenizer;
+
+pub const WORDS: [&str; 16] = [
+    "alpha", "beta", "gamma", "delta", "code", "math", "story", "poem", "sum", "list", "tree",
+    "graph", "write", "solve", "explain", "fast",
+];
+
+pub fn vocab() -> Vec<String> {
+    let mut v: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    v.extend(WORDS.iter().map(|s| s.to_string()));
+    v
+}
+
+/// Writes a tiny BERT directory; `seed_shift` changes the weights (and so the hash).
+pub fn tiny_backbone_dir(dir: &Path, seed_shift: f32) -> PathBuf {
+    let vocab = vocab();
+    let cfg = BertConfig::tiny(vocab.len());
+    let config = serde_json::json!({
+        "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.num_hidden_layers, "num_attention_heads": cfg.num_attention_heads,
+        "intermediate_size": cfg.intermediate_size, "max_position_embeddings": cfg.max_position_embeddings,
+        "type_vocab_size": 2, "layer_norm_eps": 1e-12, "hidden_act": "gelu", "model_type": "bert"
+    });
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let dev = Device::Cpu;
+    let h = cfg.hidden_size;
+    let i = cfg.intermediate_size;
+    let mut t: HashMap<String, Tensor> = HashMap::new();
+    // Seeded, so every run trains the same toy model.
+    let rng = std::cell::RefCell::new(StdRng::seed_from_u64(7));
+    let rnd = |shape: &[usize]| {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                let mut r = rng.borrow_mut();
+                let u1: f32 = r.random_range(f32::EPSILON..1.0);
+                let u2: f32 = r.random();
+                0.2 * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos() + seed_shift
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &dev).unwrap()
+    };
+    let ones = |n: usize| Tensor::ones(n, DType::F32, &dev).unwrap();
+    let zeros = |n: usize| Tensor::zeros(n, DType::F32, &dev).unwrap();
+    t.insert(
+        "embeddings.word_embeddings.weight".into(),
+        rnd(&[cfg.vocab_size, h]),
+    );
+    t.insert(
+        "embeddings.position_embeddings.weight".into(),
+        rnd(&[cfg.max_position_embeddings, h]),
+    );
+    t.insert(
+        "embeddings.token_type_embeddings.weight".into(),
+        rnd(&[2, h]),
+    );
+    t.insert("embeddings.LayerNorm.weight".into(), ones(h));
+    t.insert("embeddings.LayerNorm.bias".into(), zeros(h));
+    for l in 0..cfg.num_hidden_layers {
+        let p = format!("encoder.layer.{l}.");
+        for name in [
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+            "attention.output.dense",
+        ] {
+            t.insert(format!("{p}{name}.weight"), rnd(&[h, h]));
+            t.insert(format!("{p}{name}.bias"), zeros(h));
+        }
+        t.insert(format!("{p}intermediate.dense.weight"), rnd(&[i, h]));
+        t.insert(format!("{p}intermediate.dense.bias"), zeros(i));
+        t.insert(format!("{p}output.dense.weight"), rnd(&[h, i]));
+        t.insert(format!("{p}output.dense.bias"), zeros(h));
+        for ln in ["attention.output.LayerNorm", "output.LayerNorm"] {
+            t.insert(format!("{p}{ln}.weight"), ones(h));
+            t.insert(format!("{p}{ln}.bias"), zeros(h));
+        }
+    }
+    candle_core::safetensors::save(&t, dir.join("model.safetensors")).unwrap();
+    let vocab_path = dir.join("vocab.txt");
+    std::fs::write(&vocab_path, vocab.join("\n") + "\n").unwrap();
+    let wp = WordPiece::from_file(vocab_path.to_str().unwrap())
+        .unk_token("[UNK]".into())
+        .build()
+        .unwrap();
+    let mut tok = Tokenizer::new(wp);
+    tok.with_pre_tokenizer(Some(BertPreTokenizer));
+    tok.with_post_processor(Some(BertProcessing::new(
+        ("[SEP]".into(), 3),
+        ("[CLS]".into(), 2),
+    )));
+    tok.save(dir.join("tokenizer.json"), false).unwrap();
+    dir.to_path_buf()
+}
+
+pub fn models() -> Vec<String> {
+    vec!["m-alpha".to_string(), "m-beta".to_string()]
+}
+
+/// Toy task: model 0 answers prompts containing "alpha" well, model 1 those with "beta".
+/// Responses differ per model so the reconstruction target is informative.
+pub fn toy_examples(n: usize, offset: usize) -> Vec<Example> {
+    (0..n)
+        .map(|i| {
+            let j = i + offset;
+            let alpha = j.is_multiple_of(2);
+            let filler: Vec<&str> = (0..(3 + j % 5))
+                .map(|k| WORDS[4 + (j * 7 + k * 3) % 12])
+                .collect();
+            let key = if alpha { "alpha" } else { "beta" };
+            let prompt = format!("{} {key} {}", filler[..2].join(" "), filler[2..].join(" "));
+            let quality = if alpha {
+                vec![100.0, 0.0]
+            } else {
+                vec![0.0, 100.0]
+            };
+            let labels = if alpha {
+                vec![1.0, 0.0]
+            } else {
+                vec![0.0, 1.0]
+            };
+            Example {
+                id: format!("toy-{j}"),
+                source: if j.is_multiple_of(3) {
+                    "A".into()
+                } else {
+                    "B".into()
+                },
+                prompt,
+                responses: vec![
+                    format!("gamma code {} sum", if alpha { "solve" } else { "poem" }),
+                    format!(
+                        "delta story {} list tree",
+                        if alpha { "graph" } else { "write" }
+                    ),
+                ],
+                labels,
+                quality,
+            }
+        })
+        .collect()
+}

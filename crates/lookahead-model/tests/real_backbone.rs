@@ -1,0 +1,90 @@
+//! The real all-MiniLM-L6-v2 backbone (from `scripts/setup.sh`'s cache or `$LOOKAHEAD_BACKBONE`):
+//! our differentiable encoder must match candle-transformers' reference BERT. Skips with a printed
+//! reason when the backbone is not installed.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use lookahead_model::bert::mean_pool;
+use lookahead_model::ops::Mode;
+use lookahead_model::{default_backbone_dir, Backbone};
+
+fn real_backbone() -> Option<Backbone> {
+    let dir = default_backbone_dir();
+    if !dir.join("model.safetensors").is_file() {
+        eprintln!(
+            "SKIP: no backbone at {} (run scripts/setup.sh)",
+            dir.display()
+        );
+        return None;
+    }
+    Some(Backbone::load(&dir, &Device::Cpu).expect("backbone loads"))
+}
+
+const PROMPTS: [&str; 3] = [
+    "What is the sum of the first 100 positive integers?",
+    "Write a Python function that checks whether a string is a palindrome, ignoring case.",
+    "hi",
+];
+
+/// Mean-pooled sentence embeddings of our encoder (training and inference kernels) vs
+/// candle-transformers' `BertModel` on the same weights and tokens.
+#[test]
+fn minilm_embeddings_match_candle_transformers_bert() {
+    let Some(bb) = real_backbone() else { return };
+    let batch = bb.batch(&PROMPTS, 128).unwrap();
+    let cfg_text = std::fs::read_to_string(bb.dir.join("config.json")).unwrap();
+    let cfg: candle_transformers::models::bert::Config = serde_json::from_str(&cfg_text).unwrap();
+    let vb = VarBuilder::from_tensors(bb.tensors.clone(), DType::F32, &Device::Cpu);
+    let reference = candle_transformers::models::bert::BertModel::load(vb, &cfg).unwrap();
+    let type_ids = batch.ids.zeros_like().unwrap();
+    let ref_states = reference
+        .forward(&batch.ids, &type_ids, Some(&batch.keep))
+        .unwrap();
+    let ref_emb = mean_pool(&ref_states, &batch.keep).unwrap();
+    let n = bb.encoder.layers.len();
+    for mode in [Mode::Inference, Mode::Train] {
+        let ours = bb
+            .encoder
+            .forward_lower(&batch.ids, &batch.keep, n, mode)
+            .unwrap();
+        let emb = mean_pool(&ours, &batch.keep).unwrap();
+        let diff: f32 = (emb - &ref_emb)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(diff < 1e-4, "{mode:?}: max abs difference {diff}");
+    }
+    // Sanity: related prompts are closer than unrelated ones (the weights are really MiniLM).
+    let e = lookahead_model::knn::l2_normalise(&ref_emb).unwrap();
+    let sims: Vec<Vec<f32>> = e.matmul(&e.t().unwrap()).unwrap().to_vec2().unwrap();
+    assert!(sims[0][1] < 0.9 && sims[0][0] > 0.999);
+}
+
+/// Batched encoding equals one-at-a-time encoding (padding is masked out).
+#[test]
+fn minilm_padding_does_not_change_states() {
+    let Some(bb) = real_backbone() else { return };
+    let batch = bb.batch(&PROMPTS, 128).unwrap();
+    let all = bb
+        .encoder
+        .sentence_embedding(&batch.ids, &batch.keep)
+        .unwrap();
+    for (i, p) in PROMPTS.iter().enumerate() {
+        let one = bb.batch(&[p], 128).unwrap();
+        let e = bb.encoder.sentence_embedding(&one.ids, &one.keep).unwrap();
+        let row: Tensor = all.get(i).unwrap().unsqueeze(0).unwrap();
+        let diff: f32 = (e - row)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(diff < 1e-4, "prompt {i}: {diff}");
+    }
+}
