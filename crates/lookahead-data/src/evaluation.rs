@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{
-    argmax_accuracy, best_single, default_cost_weights, mean_cost, oracle_score,
+    argmax_accuracy, best_single, default_cost_weights, mean_cost, oracle_decisions, oracle_score,
     quality_cost_curve, random_expected_score, router_score, routing_share, single_model_scores,
     CostPoint, EvalSet,
 };
@@ -45,6 +45,9 @@ pub struct Evaluation {
     /// Mean price per query of the router's choices (equal weight over sources), when priced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<f64>,
+    /// Mean price per query of the oracle's choices, when priced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oracle_cost: Option<f64>,
     /// Router quality vs cost as the cost weight grows, when priced and predictions exist.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quality_cost: Vec<CostPoint>,
@@ -133,18 +136,19 @@ impl Evaluation {
             );
         }
 
-        let (cost, quality_cost) = match extras.prices {
+        let (cost, oracle_cost, quality_cost) = match extras.prices {
             Some(prices) => {
                 let cost = mean_cost(set, decisions, prices)?.average;
+                let oracle_cost = mean_cost(set, &oracle_decisions(set), prices)?.average;
                 let curve = match extras.predictions {
                     Some(pred) => {
                         quality_cost_curve(set, pred, prices, &default_cost_weights(pred, prices))?
                     }
                     None => Vec::new(),
                 };
-                (Some(cost), curve)
+                (Some(cost), Some(oracle_cost), curve)
             }
-            None => (None, Vec::new()),
+            None => (None, None, Vec::new()),
         };
 
         Ok(Self {
@@ -169,6 +173,7 @@ impl Evaluation {
             accuracy: accuracy.average,
             prices: extras.prices.map(by_model),
             cost,
+            oracle_cost,
             quality_cost,
         })
     }

@@ -19,6 +19,7 @@
 //!   `router_score`, `oracle_score`, `random_expected_score`, `single_model_scores`,
 //!   `best_single`, `routing_share`, `win_loss`, `argmax_accuracy`, `mean_cost`,
 //!   `quality_cost_curve`; [`Evaluation::compute`] bundles them (the `lookahead eval --json` form).
+//! - [`report`]: Markdown tables and SVG plots of an [`Evaluation`] (`write_report`).
 //!
 //! # Example
 //! ```no_run
@@ -42,6 +43,7 @@ pub mod metrics;
 pub mod pool;
 pub mod reader;
 pub mod record;
+pub mod report;
 pub mod split;
 
 pub use error::DataError;

@@ -238,3 +238,49 @@ fn eval_set_scales_with_the_manifest_range() {
     let set = EvalSet::new(&pool, &[rec], &manifest, std::path::Path::new("m.json")).unwrap();
     assert_eq!(set.items()[0].scaled, vec![0.0, 50.0]);
 }
+
+/// The report renders Markdown and SVGs with text (plotters' SVG backend, no system fonts).
+#[test]
+fn report_writes_markdown_and_svg_plots_with_text() {
+    let set = fixture();
+    let prices = [3.0, 2.0, 1.0];
+    let pred: Vec<Vec<f64>> = set.items().iter().map(|i| i.scaled.clone()).collect();
+    let eval = Evaluation::compute(
+        &set,
+        "test",
+        &ROUTER,
+        EvalExtras {
+            predictions: Some(&pred),
+            prices: Some(&prices),
+        },
+    )
+    .unwrap();
+    assert!(!eval.quality_cost.is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    let written =
+        lookahead_data::report::write_report(dir.path(), &eval, &["note".into()]).unwrap();
+    assert_eq!(written.len(), 3);
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(
+        md.contains("| S1 | 4 | 50.00 | 50.00 (a) | 75.00 | 41.67 | 75.0% |"),
+        "{md}"
+    );
+    assert!(md.contains("![routing share](share.svg)"));
+    let share = std::fs::read_to_string(dir.path().join("share.svg")).unwrap();
+    assert!(
+        share.starts_with("<svg") && share.contains(">\nS2\n</text>"),
+        "{share}"
+    );
+    let cost = std::fs::read_to_string(dir.path().join("quality_cost.svg")).unwrap();
+    assert!(cost.contains(">\noracle\n</text>"), "{cost}");
+
+    // without prices: no cost plot, and the report says why
+    let plain = Evaluation::compute(&set, "test", &ROUTER, EvalExtras::default()).unwrap();
+    let dir2 = tempfile::tempdir().unwrap();
+    assert_eq!(
+        lookahead_data::report::write_report(dir2.path(), &plain, &[])
+            .unwrap()
+            .len(),
+        2
+    );
+}

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use lookahead_data::metrics::{oracle_score, single_model_scores};
 use lookahead_data::{Dataset, EvalSet, Pool, BENCHMARK_SOURCES, PAPER_POOL};
@@ -28,7 +28,7 @@ fn data_dir() -> Option<PathBuf> {
 }
 
 /// Per source: (records kept, per-model mean scaled score, oracle mean scaled score), skipped.
-fn independent(dir: &PathBuf) -> BTreeMap<String, (usize, Vec<f64>, f64, usize)> {
+fn independent(dir: &Path) -> BTreeMap<String, (usize, Vec<f64>, f64, usize)> {
     let manifest: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
     let mut out = BTreeMap::new();
