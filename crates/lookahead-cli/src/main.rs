@@ -2,6 +2,10 @@
 
 use clap::{Parser, Subcommand};
 
+mod replay;
+mod router;
+mod scorer;
+
 #[derive(Parser)]
 #[command(
     name = "lookahead",
@@ -21,6 +25,12 @@ enum Command {
         #[arg(long)]
         docs: bool,
     },
+    /// Serve the OpenAI-compatible routing front (docs/router.md).
+    Router(router::RouterArgs),
+    /// Serve the gRPC scoring sidecar over a hot-reloaded artifact.
+    Scorer(scorer::ScorerArgs),
+    /// Serve one model's recorded responses as an OpenAI-compatible backend.
+    Replay(replay::ReplayArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,6 +38,9 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Crdgen { docs: false } => print!("{}", lookahead_api::crds_yaml()?),
         Command::Crdgen { docs: true } => print!("{}", lookahead_api::crds_markdown()?),
+        Command::Router(args) => router::run(args)?,
+        Command::Scorer(args) => scorer::run(args)?,
+        Command::Replay(args) => replay::run(args)?,
     }
     Ok(())
 }

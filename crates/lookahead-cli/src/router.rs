@@ -1,0 +1,76 @@
+//! `lookahead router`: the OpenAI-compatible routing front (see docs/router.md).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use lookahead_api::RouterConfig;
+use lookahead_router::{serve, Router, ScorerLoader};
+
+#[derive(Args, Debug)]
+pub struct RouterArgs {
+    /// Router configuration (YAML or JSON; the operator renders it into a ConfigMap).
+    #[arg(long)]
+    config: PathBuf,
+    /// Override the config's `listen` address.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Backbone directory for in-process scoring (default: $LOOKAHEAD_BACKBONE or the cache).
+    #[arg(long)]
+    backbone: Option<PathBuf>,
+    /// Longest to wait for in-flight requests on SIGTERM / ctrl-c, e.g. `30s`.
+    #[arg(long, default_value = "30s", value_parser = lookahead_api::config::parse_duration)]
+    grace: std::time::Duration,
+}
+
+/// The production loader: an artifact directory through `lookahead_model`.
+pub fn artifact_loader(backbone: Option<PathBuf>) -> ScorerLoader {
+    Arc::new(move |dir: &Path| {
+        let backbone = backbone
+            .clone()
+            .unwrap_or_else(lookahead_model::default_backbone_dir);
+        lookahead_model::load_scorer_with_backbone(dir, &backbone).map_err(|e| e.to_string())
+    })
+}
+
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn run(args: RouterArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let mut config = RouterConfig::from_file(&args.config)?;
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let router = Arc::new(Router::from_config(
+            &config,
+            Some(artifact_loader(args.backbone)),
+        )?);
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            members = config.members.len(),
+            method = ?config.policy.method,
+            "router serving"
+        );
+        serve(
+            listener,
+            router,
+            lookahead_router::server::shutdown_signal(),
+            args.grace,
+        )
+        .await;
+        Ok(())
+    })
+}
