@@ -89,7 +89,7 @@ impl Default for HyperParams {
             slot_tokens: 16,
             max_prompt_tokens: 64,
             lambda: 0.5,
-            learning_rate: 1e-4,
+            learning_rate: 2e-4,
             weight_decay: 0.01,
             batch_size: 16,
             max_epochs: 4,
