@@ -2,12 +2,9 @@
 
 use clap::{Parser, Subcommand};
 
-mod bench;
 mod replay;
-mod route;
 mod router;
 mod scorer;
-mod train;
 
 #[derive(Parser)]
 #[command(
@@ -34,13 +31,6 @@ enum Command {
     Scorer(scorer::ScorerArgs),
     /// Serve one model's recorded responses as an OpenAI-compatible backend.
     Replay(replay::ReplayArgs),
-    /// Train a router on a routing dataset and write its artifact.
-    Train(train::TrainArgs),
-    /// Score one prompt with a trained router artifact and print the ranking.
-    Route(route::RouteArgs),
-    /// Benchmarks.
-    #[command(subcommand)]
-    Bench(bench::BenchCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,9 +41,6 @@ fn main() -> anyhow::Result<()> {
         Command::Router(args) => router::run(args)?,
         Command::Scorer(args) => scorer::run(args)?,
         Command::Replay(args) => replay::run(args)?,
-        Command::Train(args) => train::run(args)?,
-        Command::Route(args) => route::run(args)?,
-        Command::Bench(cmd) => bench::run(cmd)?,
     }
     Ok(())
 }

