@@ -2,9 +2,13 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
+mod demo;
 mod replay;
+mod route;
 mod router;
 mod scorer;
+mod train;
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +35,15 @@ enum Command {
     Scorer(scorer::ScorerArgs),
     /// Serve one model's recorded responses as an OpenAI-compatible backend.
     Replay(replay::ReplayArgs),
+    /// Train (or load) the lite router and route held-out prompts through replay members.
+    Demo(demo::DemoArgs),
+    /// Train a router on a routing dataset and write its artifact.
+    Train(train::TrainArgs),
+    /// Score one prompt with a trained router artifact and print the ranking.
+    Route(route::RouteArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,6 +54,10 @@ fn main() -> anyhow::Result<()> {
         Command::Router(args) => router::run(args)?,
         Command::Scorer(args) => scorer::run(args)?,
         Command::Replay(args) => replay::run(args)?,
+        Command::Demo(args) => demo::run(args)?,
+        Command::Train(args) => train::run(args)?,
+        Command::Route(args) => route::run(args)?,
+        Command::Bench(cmd) => bench::run(cmd)?,
     }
     Ok(())
 }
