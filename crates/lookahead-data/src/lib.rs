@@ -37,6 +37,7 @@
 
 pub mod error;
 pub mod evaluation;
+pub mod grade;
 pub mod labels;
 pub mod manifest;
 pub mod metrics;

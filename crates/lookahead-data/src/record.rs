@@ -28,6 +28,10 @@ pub struct Record {
 pub struct Response {
     pub text: String,
     pub score: f64,
+    /// Which grader produced `score` when it was labelled by `lookahead label`
+    /// (`exact-answer`, `unit-tests`, `judge`); absent for the benchmark's own scores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grader: Option<String>,
 }
 
 /// Ground truth attached to a record, when the source has one.

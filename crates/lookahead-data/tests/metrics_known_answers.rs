@@ -227,10 +227,12 @@ fn eval_set_scales_with_the_manifest_range() {
             Response {
                 text: "".into(),
                 score: 1.0,
+                grader: None,
             },
             Response {
                 text: "".into(),
                 score: 5.5,
+                grader: None,
             },
         ],
         reference: None,
