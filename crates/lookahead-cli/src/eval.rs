@@ -1,0 +1,378 @@
+//! `lookahead eval`: judge a router (a trained artifact, or a baseline that needs no training) on a
+//! routing dataset, next to every baseline on the same records. All routers go through one path:
+//! a prediction matrix (or decisions) -> `lookahead_data::Evaluation`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lookahead_data::metrics::{cost_aware_decisions, decisions_from_predictions, random_decisions};
+use lookahead_data::report::{singles_table, summary_table, write_report};
+use lookahead_data::{
+    Dataset, EvalExtras, EvalSet, Evaluation, KFold, Pool, PoolRecord, Split, SplitSpec,
+};
+use lookahead_model::Scorer;
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["router", "artifact"])))]
+pub struct EvalArgs {
+    /// Routing dataset directory (manifest.json + one .jsonl[.gz] per source).
+    #[arg(long, env = "LOOKAHEAD_DATA")]
+    data: PathBuf,
+    /// Sources to evaluate (default: every source in the manifest).
+    #[arg(long, value_delimiter = ',')]
+    sources: Option<Vec<String>>,
+    /// The pool, in order (default: the artifact's models, else the models common to all
+    /// sources). Records lacking a member are skipped and counted.
+    #[arg(long, value_delimiter = ',')]
+    models: Option<Vec<String>>,
+    /// Baseline router: oracle | random | fixed:MODEL.
+    #[arg(long)]
+    router: Option<String>,
+    /// Trained router artifact directory (router.json + router.safetensors).
+    #[arg(long)]
+    artifact: Option<PathBuf>,
+    /// Backbone directory for the artifact (default: $LOOKAHEAD_BACKBONE or the set-up's cache).
+    #[arg(long)]
+    backbone: Option<PathBuf>,
+    /// Records to evaluate: test | validation | train | all (80/10/10 by record-id hash, the
+    /// split `lookahead train` holds out).
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Evaluate held-out fold FOLD of --folds (by record-id hash) instead of --split.
+    #[arg(long, requires = "folds")]
+    fold: Option<usize>,
+    #[arg(long, requires = "fold")]
+    folds: Option<usize>,
+    /// Salt of the id hash (another, equally reproducible split).
+    #[arg(long, default_value = "")]
+    split_salt: String,
+    /// Price per query of each model, `MODEL=PRICE,...`: adds cost and a quality–cost curve.
+    #[arg(long, value_delimiter = ',')]
+    prices: Option<Vec<String>>,
+    /// Route by `prediction − weight × price` (needs --prices).
+    #[arg(long, default_value_t = 0.0, requires = "prices")]
+    cost_weight: f64,
+    /// Seed of `--router random`.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Prompts per scorer call.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Print exactly one JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Also write report.md + SVG plots into this directory.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Which records of the selection are evaluated.
+enum Subset {
+    All,
+    Split(SplitSpec, Split),
+    Fold(KFold, usize),
+}
+
+impl Subset {
+    fn from_args(args: &EvalArgs) -> anyhow::Result<Self> {
+        if let (Some(fold), Some(k)) = (args.fold, args.folds) {
+            let kfold = KFold::new(k)?.with_salt(args.split_salt.clone());
+            if fold >= k {
+                bail!("--fold {fold} must be < --folds {k}");
+            }
+            return Ok(Subset::Fold(kfold, fold));
+        }
+        if args.split == "all" {
+            return Ok(Subset::All);
+        }
+        let split: Split = args.split.parse()?;
+        Ok(Subset::Split(
+            SplitSpec::default().with_salt(args.split_salt.clone()),
+            split,
+        ))
+    }
+
+    fn keeps(&self, id: &str) -> bool {
+        match self {
+            Subset::All => true,
+            Subset::Split(spec, split) => spec.assign(id) == *split,
+            Subset::Fold(kfold, fold) => kfold.is_held_out(id, *fold),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Subset::All => "all records".into(),
+            Subset::Split(_, split) => format!("{split} split (80/10/10 by record-id hash)"),
+            Subset::Fold(kfold, fold) => {
+                format!("held-out fold {fold} of {} (by record-id hash)", kfold.k())
+            }
+        }
+    }
+}
+
+fn parse_prices(pool: &Pool, specs: &[String]) -> anyhow::Result<Vec<f64>> {
+    let mut given = BTreeMap::new();
+    for spec in specs {
+        let (model, price) = spec
+            .split_once('=')
+            .with_context(|| format!("--prices entry {spec:?} is not MODEL=PRICE"))?;
+        let price: f64 = price
+            .trim()
+            .parse()
+            .with_context(|| format!("--prices entry {spec:?}: price is not a number"))?;
+        given.insert(model.trim().to_string(), price);
+    }
+    pool.models()
+        .iter()
+        .map(|m| {
+            given
+                .get(m)
+                .copied()
+                .with_context(|| format!("--prices has no price for pool member {m:?}"))
+        })
+        .collect()
+}
+
+/// Scores every prompt with `scorer` (in batches, with a progress bar) and returns prediction rows
+/// in `pool` order. The scorer's pool must contain every member of `pool`.
+pub fn scorer_predictions(
+    scorer: &dyn Scorer,
+    pool: &Pool,
+    records: &[PoolRecord],
+    batch_size: usize,
+    progress: &ProgressBar,
+) -> anyhow::Result<Vec<Vec<f64>>> {
+    let columns: Vec<usize> = pool
+        .models()
+        .iter()
+        .map(|m| {
+            scorer
+                .models()
+                .iter()
+                .position(|s| s == m)
+                .with_context(|| {
+                    format!(
+                        "the router does not score pool member {m:?} (it scores: {})",
+                        scorer.models().join(", ")
+                    )
+                })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut out = Vec::with_capacity(records.len());
+    for chunk in records.chunks(batch_size.max(1)) {
+        let prompts: Vec<&str> = chunk.iter().map(|r| r.prompt.as_str()).collect();
+        let scores = scorer.score_batch(&prompts)?;
+        if scores.len() != prompts.len() {
+            bail!(
+                "scorer returned {} score vectors for {} prompts",
+                scores.len(),
+                prompts.len()
+            );
+        }
+        for row in scores {
+            if row.len() != scorer.models().len() {
+                bail!(
+                    "scorer returned {} scores for {} models",
+                    row.len(),
+                    scorer.models().len()
+                );
+            }
+            out.push(columns.iter().map(|&c| f64::from(row[c])).collect());
+        }
+        progress.inc(chunk.len() as u64);
+    }
+    progress.finish_and_clear();
+    Ok(out)
+}
+
+/// A router's prediction rows (when it has them) and its decisions.
+type RouterOutput = (Option<Vec<Vec<f64>>>, Vec<usize>);
+
+/// Predictions (when the router has them) and decisions of a baseline router.
+fn baseline(
+    name: &str,
+    set: &EvalSet,
+    pool: &Pool,
+    seed: u64,
+) -> anyhow::Result<RouterOutput> {
+    if name == "oracle" {
+        let pred: Vec<Vec<f64>> = set.items().iter().map(|i| i.scaled.clone()).collect();
+        let d = decisions_from_predictions(&pred)?;
+        return Ok((Some(pred), d));
+    }
+    if name == "random" {
+        return Ok((None, random_decisions(set, seed)));
+    }
+    if let Some(model) = name.strip_prefix("fixed:") {
+        let m = pool.index_of(model).with_context(|| {
+            format!(
+                "fixed:{model}: not in the pool ({})",
+                pool.models().join(", ")
+            )
+        })?;
+        return Ok((None, vec![m; set.len()]));
+    }
+    bail!("unknown --router {name:?} (oracle, random, fixed:MODEL; or use --artifact DIR)")
+}
+
+fn progress_bar(len: usize, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("scoring {bar:40} {pos}/{len} prompts [{elapsed} < {eta}]")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Everything `run` computed, for printing and tests.
+pub struct EvalOutcome {
+    pub evaluation: Evaluation,
+    pub notes: Vec<String>,
+    pub json: serde_json::Value,
+}
+
+/// Evaluates with an already-loaded scorer (`None` for baseline routers); separated from `run` so
+/// tests can pass a test scorer.
+pub fn evaluate(
+    args: &EvalArgs,
+    scorer: Option<(&dyn Scorer, String)>,
+) -> anyhow::Result<EvalOutcome> {
+    let data = Dataset::open(&args.data)?;
+    let sources = data.resolve_sources(args.sources.as_deref())?;
+    let pool = match (&args.models, &scorer) {
+        (Some(models), _) => Pool::new(models.iter().cloned())?,
+        (None, Some((s, _))) => Pool::new(s.models().iter().cloned())?,
+        (None, None) => Pool::new(data.manifest().common_models(&sources))
+            .context("the selected sources share no model; pass --models")?,
+    };
+    let subset = Subset::from_args(args)?;
+    let selection = data.select_pool(&sources, &pool)?;
+    let records: Vec<PoolRecord> = selection
+        .records
+        .into_iter()
+        .filter(|r| subset.keeps(&r.id))
+        .collect();
+    if records.is_empty() {
+        bail!(
+            "no records to evaluate ({} of {:?})",
+            subset.describe(),
+            sources
+        );
+    }
+    let set = EvalSet::new(&pool, &records, data.manifest(), &data.manifest_path())?;
+    let prices = args
+        .prices
+        .as_ref()
+        .map(|p| parse_prices(&pool, p))
+        .transpose()?;
+
+    let (router_name, predictions, mut decisions) = match (&scorer, &args.router) {
+        (Some((s, name)), _) => {
+            let bar = progress_bar(records.len(), args.quiet || args.json);
+            let pred = scorer_predictions(*s, &pool, &records, args.batch_size, &bar)?;
+            let d = decisions_from_predictions(&pred)?;
+            (name.clone(), Some(pred), d)
+        }
+        (None, Some(name)) => {
+            let (pred, d) = baseline(name, &set, &pool, args.seed)?;
+            (name.clone(), pred, d)
+        }
+        (None, None) => bail!("pass --router or --artifact"),
+    };
+    if let (Some(p), Some(pred)) = (&prices, &predictions) {
+        if args.cost_weight > 0.0 {
+            decisions = cost_aware_decisions(pred, p, args.cost_weight)?;
+        }
+    }
+    let evaluation = Evaluation::compute(
+        &set,
+        &router_name,
+        &decisions,
+        EvalExtras {
+            predictions: predictions.as_deref(),
+            prices: prices.as_deref(),
+        },
+    )?;
+
+    let mut notes = vec![
+        format!("data: {} ({})", data.dir().display(), sources.join(", ")),
+        format!("records: {} ({})", set.len(), subset.describe()),
+    ];
+    if selection.skipped.total() > 0 {
+        notes.push(format!(
+            "skipped (lacking a pool member, before the split): {} {:?}",
+            selection.skipped.total(),
+            selection.skipped.by_source
+        ));
+    }
+    if args.cost_weight > 0.0 {
+        notes.push(format!(
+            "cost-aware routing, cost weight {}",
+            args.cost_weight
+        ));
+    }
+    let mut json = serde_json::to_value(&evaluation)?;
+    if let Some(obj) = json.as_object_mut() {
+        obj.insert("subset".into(), subset.describe().into());
+        obj.insert("skipped".into(), serde_json::to_value(&selection.skipped)?);
+    }
+    Ok(EvalOutcome {
+        evaluation,
+        notes,
+        json,
+    })
+}
+
+fn router_label(dir: &Path) -> String {
+    match lookahead_model::artifact::RouterMeta::read(dir) {
+        Ok(meta) => format!("{} ({})", meta.method, dir.display()),
+        Err(_) => dir.display().to_string(),
+    }
+}
+
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let outcome = match &args.artifact {
+        Some(dir) => {
+            let backbone = args
+                .backbone
+                .clone()
+                .unwrap_or_else(lookahead_model::default_backbone_dir);
+            let scorer = lookahead_model::artifact::load_scorer_with_backbone(dir, &backbone)
+                .with_context(|| format!("loading router artifact {}", dir.display()))?;
+            evaluate(&args, Some((scorer.as_ref(), router_label(dir))))?
+        }
+        None => evaluate(&args, None)?,
+    };
+    let eval = &outcome.evaluation;
+    if args.json {
+        println!("{}", serde_json::to_string(&outcome.json)?);
+    } else {
+        println!("router: {}", eval.router);
+        for note in &outcome.notes {
+            println!("{note}");
+        }
+        println!("\n{}", summary_table(eval));
+        println!("{}", singles_table(eval));
+        if let Some(cost) = eval.cost {
+            println!("mean price per query: router {cost:.3}");
+        }
+    }
+    if let Some(dir) = &args.report {
+        let written = write_report(dir, eval, &outcome.notes)?;
+        for path in written {
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    Ok(())
+}
