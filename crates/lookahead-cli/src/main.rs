@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod demo;
 mod eval;
 mod replay;
 mod route;
@@ -35,6 +36,8 @@ enum Command {
     Scorer(scorer::ScorerArgs),
     /// Serve one model's recorded responses as an OpenAI-compatible backend.
     Replay(replay::ReplayArgs),
+    /// Train (or load) the lite router and route held-out prompts through replay members.
+    Demo(demo::DemoArgs),
     /// Evaluate a router (artifact or baseline) against all baselines on a routing dataset.
     Eval(eval::EvalArgs),
     /// Train a router on a routing dataset and write its artifact.
@@ -54,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         Command::Router(args) => router::run(args)?,
         Command::Scorer(args) => scorer::run(args)?,
         Command::Replay(args) => replay::run(args)?,
+        Command::Demo(args) => demo::run(args)?,
         Command::Eval(args) => eval::run(args)?,
         Command::Train(args) => train::run(args)?,
         Command::Route(args) => route::run(args)?,
