@@ -11,6 +11,7 @@ pub mod body;
 pub mod client;
 pub mod error;
 pub mod grpc;
+pub mod label;
 pub mod metrics;
 pub mod openai;
 pub mod outlier;
