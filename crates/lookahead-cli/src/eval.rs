@@ -196,12 +196,7 @@ pub fn scorer_predictions(
 type RouterOutput = (Option<Vec<Vec<f64>>>, Vec<usize>);
 
 /// Predictions (when the router has them) and decisions of a baseline router.
-fn baseline(
-    name: &str,
-    set: &EvalSet,
-    pool: &Pool,
-    seed: u64,
-) -> anyhow::Result<RouterOutput> {
+fn baseline(name: &str, set: &EvalSet, pool: &Pool, seed: u64) -> anyhow::Result<RouterOutput> {
     if name == "oracle" {
         let pred: Vec<Vec<f64>> = set.items().iter().map(|i| i.scaled.clone()).collect();
         let d = decisions_from_predictions(&pred)?;
@@ -375,4 +370,133 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use lookahead_model::ScoreError;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        eval: EvalArgs,
+    }
+
+    fn args(extra: &[&str], data: &Path) -> EvalArgs {
+        let mut argv = vec!["eval", "--data", data.to_str().unwrap(), "--split", "all"];
+        argv.extend_from_slice(extra);
+        Cli::parse_from(argv).eval
+    }
+
+    /// Two sources, models m1 m2 m3 (scaled scores in comments); q4 lacks m3.
+    fn dataset(dir: &Path) {
+        std::fs::write(
+            dir.join("manifest.json"),
+            r#"{"A": {"score_range": [0, 1], "models": ["m1", "m2", "m3"]},
+                "B": {"score_range": [0, 10], "models": ["m1", "m2", "m3"]}}"#,
+        )
+        .unwrap();
+        let rec = |id: &str, src: &str, s: [f64; 3]| {
+            format!(
+                r#"{{"id": "{id}", "source": "{src}", "prompt": "prompt {id}", "responses": {{"m1": {{"text": "", "score": {}}}, "m2": {{"text": "", "score": {}}}, "m3": {{"text": "", "score": {}}}}}}}"#,
+                s[0], s[1], s[2]
+            )
+        };
+        // A: q1 [100, 0, 0], q2 [0, 100, 0]; B: q3 [20, 50, 90]
+        std::fs::write(
+            dir.join("A.jsonl"),
+            [rec("q1", "A", [1.0, 0.0, 0.0]), rec("q2", "A", [0.0, 1.0, 0.0])].join("\n")
+                + "\n"
+                + r#"{"id": "q4", "source": "A", "prompt": "p", "responses": {"m1": {"text": "", "score": 1}}}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.join("B.jsonl"), rec("q3", "B", [2.0, 5.0, 9.0])).unwrap();
+    }
+
+    /// A test scorer (pool in a different order than the eval pool): prefers m2 on prompts
+    /// mentioning q2, else m1.
+    struct PreferScorer(Vec<String>);
+
+    impl Scorer for PreferScorer {
+        fn models(&self) -> &[String] {
+            &self.0
+        }
+        fn score_batch(&self, prompts: &[&str]) -> Result<Vec<Vec<f32>>, ScoreError> {
+            // self.0 = [m3, m2, m1]
+            Ok(prompts
+                .iter()
+                .map(|p| {
+                    if p.contains("q2") {
+                        vec![0.0, 0.9, 0.1]
+                    } else {
+                        vec![0.0, 0.1, 0.9]
+                    }
+                })
+                .collect())
+        }
+    }
+
+    #[test]
+    fn test_scorer_runs_through_the_same_path_as_baselines() {
+        let dir = tempfile::tempdir().unwrap();
+        dataset(dir.path());
+        let scorer = PreferScorer(vec!["m3".into(), "m2".into(), "m1".into()]);
+        // --artifact satisfies the CLI's "router or artifact"; `evaluate` uses the given scorer.
+        let a = args(
+            &[
+                "--artifact",
+                "unused",
+                "--models",
+                "m1,m2,m3",
+                "--batch-size",
+                "2",
+                "--quiet",
+            ],
+            dir.path(),
+        );
+        let out = evaluate(&a, Some((&scorer, "prefer".into()))).unwrap();
+        let e = &out.evaluation;
+        // decisions m1, m2, m1: A (100 + 100)/2 = 100, B 20 -> 60
+        assert_eq!(e.sources["A"].router, 100.0);
+        assert_eq!(e.sources["B"].router, 20.0);
+        assert_eq!(e.average, 60.0);
+        // oracle A 100, B 90 -> 95; random A 100/3, B 160/3 -> 43.33
+        assert_eq!(e.oracle, 95.0);
+        assert!((e.random - 130.0 / 3.0).abs() < 1e-9);
+        assert_eq!(out.json["skipped"]["by_source"]["A"], 1);
+        assert_eq!(e.sources["A"].share["m2"], 0.5);
+
+        let oracle = evaluate(&args(&["--router", "oracle"], dir.path()), None).unwrap();
+        assert_eq!(oracle.evaluation.average, 95.0);
+        let fixed = evaluate(&args(&["--router", "fixed:m3"], dir.path()), None).unwrap();
+        assert_eq!(fixed.evaluation.average, 45.0);
+        assert!(evaluate(&args(&["--router", "fixed:nope"], dir.path()), None).is_err());
+        assert!(evaluate(&args(&["--router", "best"], dir.path()), None).is_err());
+    }
+
+    #[test]
+    fn prices_give_cost_and_a_cost_aware_oracle() {
+        let dir = tempfile::tempdir().unwrap();
+        dataset(dir.path());
+        let a = args(
+            &[
+                "--router",
+                "oracle",
+                "--prices",
+                "m1=1,m2=2,m3=10",
+                "--cost-weight",
+                "10",
+            ],
+            dir.path(),
+        );
+        let e = evaluate(&a, None).unwrap().evaluation;
+        // weight 10: q1 m1 (100-10), q2 m2 (100-20), q3: m1 20-10=10, m2 50-20=30, m3 90-100 -> m2
+        assert_eq!(e.average, (100.0 + 50.0) / 2.0);
+        assert_eq!(e.cost, Some((1.5 + 2.0) / 2.0));
+        assert!(!e.quality_cost.is_empty());
+        let missing = args(&["--router", "oracle", "--prices", "m1=1"], dir.path());
+        assert!(evaluate(&missing, None).is_err());
+    }
 }
