@@ -305,6 +305,10 @@ pub struct ArtifactStatus {
     pub fingerprint: String,
     /// Artifact version (its directory name under the artifacts path).
     pub version: String,
+    /// Member names the artifact scores (the pool when it was trained); other members of the
+    /// pool are reachable only when a client names them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
     /// RFC 3339 time training finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trained_at: Option<String>,

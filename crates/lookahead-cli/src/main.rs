@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod demo;
 mod eval;
+mod operator;
 mod replay;
 mod route;
 mod router;
@@ -24,6 +25,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the LLMPool / RoutingPolicy controllers (docs/operator.md).
+    Operator(operator::OperatorArgs),
     /// Print the CustomResourceDefinitions (YAML) for `kubectl apply -f -`.
     Crdgen {
         /// Print the Markdown field reference (docs/crds.md) instead.
@@ -52,6 +55,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Operator(args) => operator::run(args)?,
         Command::Crdgen { docs: false } => print!("{}", lookahead_api::crds_yaml()?),
         Command::Crdgen { docs: true } => print!("{}", lookahead_api::crds_markdown()?),
         Command::Router(args) => router::run(args)?,

@@ -1,0 +1,72 @@
+//! `lookahead operator`: runs the LLMPool and RoutingPolicy controllers (docs/operator.md).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use lookahead_operator::{LeaderElection, OperatorConfig};
+
+#[derive(Args, Debug)]
+pub struct OperatorArgs {
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Image of the router, scorer and training containers (a policy's serving.image wins).
+    #[arg(long, env = "LOOKAHEAD_IMAGE", default_value = concat!("lookahead:", env!("CARGO_PKG_VERSION")))]
+    image: String,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Elect a leader through a Lease, so several replicas can run safely.
+    #[arg(long)]
+    leader_elect: bool,
+    /// Namespace of the leader Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "lookahead-operator")]
+    lease_name: String,
+    /// This replica's identity in the Lease (default: the pod name, else the host name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// How long a lease holds without renewal, e.g. `15s`.
+    #[arg(long, default_value = "15s", value_parser = lookahead_api::config::parse_duration)]
+    lease_duration: Duration,
+}
+
+pub fn run(args: OperatorArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let identity = args
+        .identity
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("lookahead-operator-{}", std::process::id()));
+    let config = OperatorConfig {
+        listen: args.listen,
+        image: args.image,
+        namespace: args.namespace,
+        leader_election: args.leader_elect.then(|| LeaderElection {
+            namespace: args.lease_namespace,
+            lease_name: args.lease_name,
+            identity,
+            lease_duration: args.lease_duration,
+        }),
+    };
+    let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    rt.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;
+        lookahead_operator::run(client, config).await?;
+        Ok(())
+    })
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

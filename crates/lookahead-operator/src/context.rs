@@ -1,0 +1,92 @@
+//! What every reconcile shares: the client, settings, metrics and the event reporter.
+
+use std::sync::Arc;
+
+use kube::api::{Api, ApiResource};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
+
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+
+/// Operator settings that do not come from the custom resources.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Image of the router, scorer and training containers (the operator's own by default).
+    pub image: String,
+    /// The HorizontalPodAutoscaler API the server serves (see [`crate::autoscaling`]).
+    pub hpa: ApiResource,
+    /// Only watch this namespace (tests, namespaced installs); `None` watches all.
+    pub namespace: Option<String>,
+}
+
+/// Shared state of the controllers.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    pub reporter: Reporter,
+}
+
+impl Context {
+    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Self {
+        Context {
+            client,
+            settings,
+            metrics,
+            reporter: Reporter {
+                controller: crate::labels::MANAGER.into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        }
+    }
+
+    /// Publishes an Event about `obj`. Events are best effort: a failure is logged, not raised,
+    /// so that an events outage cannot block reconciliation.
+    pub async fn publish<K>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        note: String,
+        action: &str,
+    ) where
+        K: Resource<DynamicType = ()>,
+    {
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "could not publish event");
+        }
+    }
+
+    /// A namespaced API for objects living next to `owner`.
+    pub fn api<K>(&self, ns: &str) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), ns)
+    }
+}
+
+/// The namespace of a namespaced custom resource.
+pub fn namespace_of<K: Resource>(obj: &K, kind: &'static str) -> Result<String> {
+    obj.namespace().ok_or_else(|| Error::MissingNamespace {
+        kind,
+        name: obj.name_any(),
+    })
+}
+
+/// Controller owner reference to `obj`, for children garbage-collected with it.
+pub fn owner_ref<K: Resource<DynamicType = ()>>(
+    obj: &K,
+) -> Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
+    obj.controller_owner_ref(&())
+        .ok_or_else(|| Error::OwnerReference(obj.name_any()))
+}

@@ -1,0 +1,465 @@
+//! The router a policy runs: its config (a ConfigMap), a Deployment whose pod holds the `router`
+//! container and the `scorer` sidecar, and a Service. Pure functions of the policy and pool.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
+    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    Service, ServicePort, ServiceSpec, Toleration, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use lookahead_api::config::{MemberConfig, PolicyConfig, RouterConfig};
+use lookahead_api::policy::{ArtifactStatus, RouterMethod};
+use lookahead_api::{LLMPool, RoutingPolicy};
+
+use crate::error::{Error, Result};
+use crate::labels::{self, CONFIG_HASH_ANNOTATION};
+use crate::pool::children::base_url;
+
+pub const ROUTER_PORT: i32 = 8080;
+pub const SCORER_ADDR: &str = "127.0.0.1:50051";
+pub const CONFIG_DIR: &str = "/etc/lookahead";
+pub const CONFIG_KEY: &str = "config.yaml";
+/// Where the artifacts PVC is mounted in router and training pods.
+pub const ARTIFACTS_MOUNT: &str = "/artifacts";
+pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
+
+/// Name of the router's ConfigMap, Deployment and Service.
+pub fn router_name(policy: &str) -> String {
+    labels::object_name(&format!("{policy}-router"))
+}
+
+/// In-cluster URL of the router's OpenAI-compatible API.
+pub fn router_url(policy: &str, ns: &str) -> String {
+    format!("http://{}.{ns}.svc:{ROUTER_PORT}/v1", router_name(policy))
+}
+
+/// Directory of artifact `version` inside router and training pods.
+pub fn artifact_dir(policy: &RoutingPolicy, version: &str) -> Option<PathBuf> {
+    let a = policy.spec.training.as_ref()?.artifacts.as_ref()?;
+    Some(PathBuf::from(ARTIFACTS_MOUNT).join(&a.path).join(version))
+}
+
+/// How the router scores while no trained artifact exists yet.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scoring {
+    /// A trained artifact, scored by the sidecar.
+    Artifact(ArtifactStatus),
+    /// No artifact yet: fail open to `defaultModel` (`fixed`) or spread requests (`random`).
+    Untrained(RouterMethod),
+}
+
+/// What a policy's router serves right now.
+pub fn scoring(policy: &RoutingPolicy, artifact: Option<&ArtifactStatus>) -> Scoring {
+    let method = policy.spec.router.method;
+    if !method.needs_training() {
+        return Scoring::Untrained(method);
+    }
+    match artifact {
+        Some(a) => Scoring::Artifact(a.clone()),
+        None if policy.spec.objective.default_model.is_some() => {
+            Scoring::Untrained(RouterMethod::Fixed)
+        }
+        None => Scoring::Untrained(RouterMethod::Random),
+    }
+}
+
+/// Renders the router config for the pool's current members. Removed members drop out of it;
+/// members the artifact does not know are unscored, so the router ranks them after scored ones
+/// and sends them requests only when a client names them (or as a last fallback).
+pub fn router_config(
+    policy: &RoutingPolicy,
+    pool: &LLMPool,
+    ns: &str,
+    scoring: &Scoring,
+) -> Result<RouterConfig> {
+    let invalid = |message: String| Error::Render {
+        what: "router config",
+        message,
+    };
+    let pool_name = pool.metadata.name.as_deref().unwrap_or_default();
+    let members = pool
+        .spec
+        .members
+        .iter()
+        .map(|m| {
+            let base_url = base_url(pool_name, ns, m)
+                .ok_or_else(|| invalid(format!("member {} has no endpoint", m.name)))?;
+            Ok(MemberConfig {
+                name: m.name.clone(),
+                model_id: m.model_id.clone(),
+                base_url,
+                price: m.price.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (method, artifact, scorer) = match scoring {
+        Scoring::Artifact(a) => (
+            policy.spec.router.method,
+            artifact_dir(policy, &a.version),
+            Some(SCORER_ADDR.to_string()),
+        ),
+        Scoring::Untrained(m) => (*m, None, None),
+    };
+    let serving = &policy.spec.serving;
+    let config = RouterConfig {
+        listen: format!("0.0.0.0:{ROUTER_PORT}"),
+        members,
+        policy: PolicyConfig {
+            method,
+            artifact,
+            scorer,
+            cost_weight: policy.spec.objective.cost_weight,
+            default_model: policy.spec.objective.default_model.clone(),
+            alias: "auto".into(),
+            request_timeout: lookahead_api::config::parse_duration(&serving.timeouts.request)
+                .map_err(invalid)?,
+            first_token_timeout: lookahead_api::config::parse_duration(
+                &serving.timeouts.first_token,
+            )
+            .map_err(invalid)?,
+            retries: u32::try_from(serving.retries).unwrap_or(0),
+            api_keys_file: None,
+            score_timeout: std::time::Duration::from_millis(250),
+            max_body_bytes: 4 << 20,
+        },
+    };
+    config.validate().map_err(|e| invalid(e.to_string()))?;
+    Ok(config)
+}
+
+/// The ConfigMap holding the rendered config, and the config's hash.
+pub fn config_map(
+    policy: &str,
+    ns: &str,
+    config: &RouterConfig,
+    owner: &OwnerReference,
+) -> Result<(ConfigMap, String)> {
+    let yaml = serde_yaml::to_string(config).map_err(|e| Error::Render {
+        what: "router config",
+        message: e.to_string(),
+    })?;
+    let hash = labels::short_hash(yaml.as_bytes());
+    let name = router_name(policy);
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.into()),
+            labels: Some(labels::policy_labels(policy, "router", &name)),
+            owner_references: Some(vec![owner.clone()]),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(CONFIG_KEY.to_string(), yaml)])),
+        ..Default::default()
+    };
+    Ok((cm, hash))
+}
+
+/// Whether `resources` asks for a GPU.
+pub fn wants_gpu(resources: Option<&ResourceRequirements>) -> bool {
+    let asks = |m: Option<&BTreeMap<String, Quantity>>| {
+        m.and_then(|m| m.get(GPU_RESOURCE))
+            .is_some_and(|q| q.0.trim() != "0")
+    };
+    resources.is_some_and(|r| asks(r.limits.as_ref()) || asks(r.requests.as_ref()))
+}
+
+/// The scorer's resources: as asked, with a GPU request mirrored into the limits (extended
+/// resources must be limited, and requests must equal limits).
+fn scorer_resources(resources: Option<&ResourceRequirements>) -> Option<ResourceRequirements> {
+    let mut r = resources?.clone();
+    if let Some(q) = r
+        .requests
+        .as_ref()
+        .and_then(|m| m.get(GPU_RESOURCE))
+        .cloned()
+    {
+        r.limits
+            .get_or_insert_with(BTreeMap::new)
+            .entry(GPU_RESOURCE.into())
+            .or_insert(q);
+    }
+    Some(r)
+}
+
+/// The router Deployment.
+pub fn deployment(
+    policy: &RoutingPolicy,
+    ns: &str,
+    image: &str,
+    scoring: &Scoring,
+    config_hash: &str,
+    owner: &OwnerReference,
+) -> Deployment {
+    let policy_name = policy.metadata.name.as_deref().unwrap_or_default();
+    let name = router_name(policy_name);
+    let serving = &policy.spec.serving;
+    let image = serving.image.clone().unwrap_or_else(|| image.to_string());
+    let labels = labels::policy_labels(policy_name, "router", &name);
+    let mut pod_labels = labels.clone();
+    pod_labels.extend(labels::router_selector(policy_name));
+
+    let mut volumes = vec![Volume {
+        name: "config".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: name.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let mut mounts = vec![VolumeMount {
+        name: "config".into(),
+        mount_path: CONFIG_DIR.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }];
+    if let Some(a) = policy
+        .spec
+        .training
+        .as_ref()
+        .and_then(|t| t.artifacts.as_ref())
+    {
+        volumes.push(Volume {
+            name: "artifacts".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: a.claim_name.clone(),
+                read_only: Some(true),
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "artifacts".into(),
+            mount_path: ARTIFACTS_MOUNT.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+
+    let mut containers = vec![Container {
+        name: "router".into(),
+        image: Some(image.clone()),
+        args: Some(vec![
+            "router".into(),
+            "--config".into(),
+            format!("{CONFIG_DIR}/{CONFIG_KEY}"),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: ROUTER_PORT,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        readiness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/readyz".into()),
+                port: IntOrString::String("http".into()),
+                ..Default::default()
+            }),
+            period_seconds: Some(5),
+            ..Default::default()
+        }),
+        volume_mounts: Some(mounts.clone()),
+        ..Default::default()
+    }];
+    let gpu = wants_gpu(serving.resources.as_ref());
+    if let Scoring::Artifact(a) = scoring {
+        let dir = artifact_dir(policy, &a.version).unwrap_or_default();
+        let mut args = vec![
+            "scorer".into(),
+            "--artifact".into(),
+            dir.display().to_string(),
+            "--listen".into(),
+            SCORER_ADDR.into(),
+        ];
+        if gpu {
+            args.extend(["--device".into(), "cuda".into()]);
+        }
+        containers.push(Container {
+            name: "scorer".into(),
+            image: Some(image),
+            args: Some(args),
+            resources: scorer_resources(serving.resources.as_ref()),
+            volume_mounts: Some(mounts),
+            ..Default::default()
+        });
+    }
+
+    let mut tolerations: Vec<Toleration> = serving.tolerations.clone();
+    if gpu
+        && !tolerations
+            .iter()
+            .any(|t| t.key.as_deref() == Some(GPU_RESOURCE))
+    {
+        tolerations.push(Toleration {
+            key: Some(GPU_RESOURCE.into()),
+            operator: Some("Exists".into()),
+            effect: Some("NoSchedule".into()),
+            ..Default::default()
+        });
+    }
+
+    Deployment {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.into()),
+            labels: Some(labels),
+            owner_references: Some(vec![owner.clone()]),
+            ..Default::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(serving.replicas),
+            selector: LabelSelector {
+                match_labels: Some(labels::router_selector(policy_name)),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_string(),
+                        config_hash.to_string(),
+                    )])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers,
+                    volumes: Some(volumes),
+                    node_selector: (!serving.node_selector.is_empty())
+                        .then(|| serving.node_selector.clone()),
+                    tolerations: (!tolerations.is_empty()).then_some(tolerations),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The router Service.
+pub fn service(policy: &str, ns: &str, owner: &OwnerReference) -> Service {
+    let name = router_name(policy);
+    Service {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.into()),
+            labels: Some(labels::policy_labels(policy, "router", &name)),
+            owner_references: Some(vec![owner.clone()]),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            selector: Some(labels::router_selector(policy)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: ROUTER_PORT,
+                target_port: Some(IntOrString::String("http".into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testdata;
+
+    fn container<'a>(d: &'a Deployment, name: &str) -> Option<&'a Container> {
+        d.spec
+            .as_ref()?
+            .template
+            .spec
+            .as_ref()?
+            .containers
+            .iter()
+            .find(|c| c.name == name)
+    }
+
+    fn trained() -> Scoring {
+        Scoring::Artifact(ArtifactStatus {
+            fingerprint: "f".into(),
+            version: "v1".into(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn gpu_request_schedules_the_scorer_on_gpu_nodes() {
+        let mut policy = testdata::policy("p", Some("yi"));
+        policy.spec.serving.resources = Some(ResourceRequirements {
+            limits: Some(BTreeMap::from([(
+                GPU_RESOURCE.into(),
+                Quantity("1".into()),
+            )])),
+            ..Default::default()
+        });
+        let d = deployment(&policy, "ns", "img", &trained(), "h", &testdata::owner());
+        let scorer = container(&d, "scorer").expect("scorer sidecar");
+        let args = scorer.args.clone().unwrap_or_default();
+        assert!(args.windows(2).any(|w| w == ["--device", "cuda"]));
+        assert!(args.contains(&"/artifacts/routers/p/v1".to_string()));
+        let pod = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod");
+        let tol = pod.tolerations.as_ref().expect("tolerations");
+        assert_eq!(tol[0].key.as_deref(), Some(GPU_RESOURCE));
+        assert!(container(&d, "router")
+            .and_then(|c| c.resources.as_ref())
+            .is_none());
+    }
+
+    #[test]
+    fn cpu_scorer_without_gpu_toleration() {
+        let policy = testdata::policy("p", Some("yi"));
+        let d = deployment(&policy, "ns", "img", &trained(), "h", &testdata::owner());
+        let scorer = container(&d, "scorer").expect("scorer sidecar");
+        assert!(!scorer
+            .args
+            .clone()
+            .unwrap_or_default()
+            .contains(&"cuda".to_string()));
+        let pod = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod");
+        assert!(pod.tolerations.is_none());
+    }
+
+    #[test]
+    fn config_change_changes_the_pod_template_hash() {
+        let policy = testdata::policy("p", Some("yi"));
+        let pool = testdata::pool("pool", &["yi", "phi"]);
+        let c1 = router_config(&policy, &pool, "ns", &trained()).expect("config");
+        let pool2 = testdata::pool("pool", &["yi", "phi", "gemma"]);
+        let c2 = router_config(&policy, &pool2, "ns", &trained()).expect("config");
+        let (_, h1) = config_map("p", "ns", &c1, &testdata::owner()).expect("cm");
+        let (_, h2) = config_map("p", "ns", &c2, &testdata::owner()).expect("cm");
+        assert_ne!(h1, h2);
+        assert_eq!(c2.members.len(), 3);
+        assert_eq!(c1.policy.scorer.as_deref(), Some(SCORER_ADDR));
+    }
+
+    #[test]
+    fn untrained_policy_fails_open_to_the_default_model() {
+        let policy = testdata::policy("p", Some("yi"));
+        let s = scoring(&policy, None);
+        assert_eq!(s, Scoring::Untrained(RouterMethod::Fixed));
+        let pool = testdata::pool("pool", &["yi"]);
+        let c = router_config(&policy, &pool, "ns", &s).expect("config");
+        assert_eq!(c.policy.method, RouterMethod::Fixed);
+        assert!(c.policy.artifact.is_none());
+        let d = deployment(&policy, "ns", "img", &s, "h", &testdata::owner());
+        assert!(container(&d, "scorer").is_none());
+    }
+}

@@ -1,0 +1,158 @@
+//! What the CRD schema cannot express (or what servers older than 1.25 do not enforce: CEL).
+//! A spec that fails here gets `Ready=False` with a reason and an Event, and no children.
+
+use std::collections::HashSet;
+
+use lookahead_api::policy::RouterMethod;
+use lookahead_api::{LLMPoolSpec, RoutingPolicySpec};
+
+/// A problem in a spec, with the field path it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Problem {
+    fn new(reason: &'static str, message: String) -> Self {
+        Problem { reason, message }
+    }
+}
+
+/// Joins problems into one condition message.
+pub fn summary(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| p.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Checks a pool spec.
+pub fn pool(spec: &LLMPoolSpec) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if spec.members.is_empty() {
+        problems.push(Problem::new(
+            "NoMembers",
+            "spec.members: at least one member is required".into(),
+        ));
+    }
+    let mut seen = HashSet::new();
+    for m in &spec.members {
+        if !seen.insert(m.name.as_str()) {
+            problems.push(Problem::new(
+                "DuplicateMember",
+                format!("spec.members: duplicate name {:?}", m.name),
+            ));
+        }
+        if m.replicas.min > m.replicas.max {
+            problems.push(Problem::new(
+                "InvalidReplicas",
+                format!(
+                    "spec.members[{}].replicas: min {} > max {}",
+                    m.name, m.replicas.min, m.replicas.max
+                ),
+            ));
+        }
+        match (&m.endpoint, &m.template) {
+            (Some(_), Some(_)) | (None, None) => problems.push(Problem::new(
+                "InvalidMember",
+                format!(
+                    "spec.members[{}]: exactly one of endpoint and template is required",
+                    m.name
+                ),
+            )),
+            _ => {}
+        }
+    }
+    problems
+}
+
+/// Checks a policy spec against its pool.
+pub fn policy(spec: &RoutingPolicySpec, pool: &LLMPoolSpec) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if let Some(d) = &spec.objective.default_model {
+        if !pool.members.iter().any(|m| &m.name == d) {
+            problems.push(Problem::new(
+                "UnknownDefaultModel",
+                format!(
+                    "spec.objective.defaultModel: {d:?} is not a member of pool {:?}",
+                    spec.pool_ref.name
+                ),
+            ));
+        }
+    }
+    if spec.router.method == RouterMethod::Fixed && spec.objective.default_model.is_none() {
+        problems.push(Problem::new(
+            "MissingDefaultModel",
+            "spec.objective.defaultModel: required by the fixed method".into(),
+        ));
+    }
+    if spec.router.method.needs_training() {
+        match &spec.training {
+            None => problems.push(Problem::new(
+                "MissingTraining",
+                format!(
+                    "spec.training: required by method {}",
+                    method_name(spec.router.method)
+                ),
+            )),
+            Some(t) if t.artifacts.is_none() => problems.push(Problem::new(
+                "MissingArtifacts",
+                "spec.training.artifacts: required so the router can read what training writes"
+                    .into(),
+            )),
+            Some(_) => {}
+        }
+    }
+    for (field, value) in [
+        ("request", &spec.serving.timeouts.request),
+        ("firstToken", &spec.serving.timeouts.first_token),
+    ] {
+        if let Err(e) = lookahead_api::config::parse_duration(value) {
+            problems.push(Problem::new(
+                "InvalidTimeout",
+                format!("spec.serving.timeouts.{field}: {e}"),
+            ));
+        }
+    }
+    problems
+}
+
+/// The method's name as written in the CRD.
+pub fn method_name(m: RouterMethod) -> &'static str {
+    match m {
+        RouterMethod::LookaheadLite => "lookahead-lite",
+        RouterMethod::LookaheadMlm => "lookahead-mlm",
+        RouterMethod::LookaheadClm => "lookahead-clm",
+        RouterMethod::Mlc => "mlc",
+        RouterMethod::Knn => "knn",
+        RouterMethod::Random => "random",
+        RouterMethod::Fixed => "fixed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testdata;
+
+    #[test]
+    fn valid_specs_have_no_problems() {
+        let pool = testdata::pool_spec(&["yi", "phi"]);
+        assert!(super::pool(&pool).is_empty());
+        assert!(policy(&testdata::policy_spec("p", Some("yi")), &pool).is_empty());
+    }
+
+    #[test]
+    fn reports_duplicates_ranges_and_unknown_default() {
+        let mut pool = testdata::pool_spec(&["yi", "yi"]);
+        pool.members[0].replicas.min = 3;
+        pool.members[0].replicas.max = 2;
+        let reasons: Vec<_> = super::pool(&pool).iter().map(|p| p.reason).collect();
+        assert_eq!(reasons, ["InvalidReplicas", "DuplicateMember"]);
+        let p = policy(&testdata::policy_spec("p", Some("nope")), &pool);
+        assert_eq!(p[0].reason, "UnknownDefaultModel");
+        assert!(p[0].message.contains("\"nope\""));
+    }
+}
