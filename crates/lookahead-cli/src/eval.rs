@@ -31,9 +31,11 @@ pub struct EvalArgs {
     /// Baseline router: oracle | random | fixed:MODEL.
     #[arg(long)]
     router: Option<String>,
-    /// Trained router artifact directory (router.json + router.safetensors).
-    #[arg(long)]
-    artifact: Option<PathBuf>,
+    /// Trained router artifact directory (router.json + router.safetensors). Several, comma-
+    /// separated, with --folds K (K artifacts): cross-validation, each record scored by the
+    /// artifact trained without its fold (artifact i held out fold i).
+    #[arg(long, value_delimiter = ',')]
+    artifact: Option<Vec<PathBuf>>,
     /// Backbone directory for the artifact (default: $LOOKAHEAD_BACKBONE or the set-up's cache).
     #[arg(long)]
     backbone: Option<PathBuf>,
@@ -44,7 +46,8 @@ pub struct EvalArgs {
     /// Evaluate held-out fold FOLD of --folds (by record-id hash) instead of --split.
     #[arg(long, requires = "folds")]
     fold: Option<usize>,
-    #[arg(long, requires = "fold")]
+    /// Number of folds (with --fold, or with one artifact per fold).
+    #[arg(long)]
     folds: Option<usize>,
     /// Salt of the id hash (another, equally reproducible split).
     #[arg(long, default_value = "")]
@@ -77,10 +80,26 @@ enum Subset {
     All,
     Split(SplitSpec, Split),
     Fold(KFold, usize),
+    /// Every record, scored by the router of its fold.
+    CrossValidation(KFold),
 }
 
 impl Subset {
-    fn from_args(args: &EvalArgs) -> anyhow::Result<Self> {
+    fn from_args(args: &EvalArgs, routers: usize) -> anyhow::Result<Self> {
+        if routers > 1 {
+            let Some(k) = args.folds.filter(|&k| k == routers) else {
+                bail!("{routers} artifacts need --folds {routers} (artifact i held out fold i)");
+            };
+            if args.fold.is_some() {
+                bail!("--fold selects one fold; with one artifact per fold, leave it out");
+            }
+            return Ok(Subset::CrossValidation(
+                KFold::new(k)?.with_salt(args.split_salt.clone()),
+            ));
+        }
+        if args.folds.is_some() && args.fold.is_none() {
+            bail!("--folds needs --fold, or one artifact per fold");
+        }
         if let (Some(fold), Some(k)) = (args.fold, args.folds) {
             let kfold = KFold::new(k)?.with_salt(args.split_salt.clone());
             if fold >= k {
@@ -100,7 +119,7 @@ impl Subset {
 
     fn keeps(&self, id: &str) -> bool {
         match self {
-            Subset::All => true,
+            Subset::All | Subset::CrossValidation(_) => true,
             Subset::Split(spec, split) => spec.assign(id) == *split,
             Subset::Fold(kfold, fold) => kfold.is_held_out(id, *fold),
         }
@@ -113,6 +132,10 @@ impl Subset {
             Subset::Fold(kfold, fold) => {
                 format!("held-out fold {fold} of {} (by record-id hash)", kfold.k())
             }
+            Subset::CrossValidation(kfold) => format!(
+                "{}-fold cross-validation: every record, scored by the artifact that held out its fold",
+                kfold.k()
+            ),
         }
     }
 }
@@ -145,7 +168,7 @@ fn parse_prices(pool: &Pool, specs: &[String]) -> anyhow::Result<Vec<f64>> {
 pub fn scorer_predictions(
     scorer: &dyn Scorer,
     pool: &Pool,
-    records: &[PoolRecord],
+    prompts: &[&str],
     batch_size: usize,
     progress: &ProgressBar,
 ) -> anyhow::Result<Vec<Vec<f64>>> {
@@ -165,15 +188,14 @@ pub fn scorer_predictions(
                 })
         })
         .collect::<anyhow::Result<_>>()?;
-    let mut out = Vec::with_capacity(records.len());
-    for chunk in records.chunks(batch_size.max(1)) {
-        let prompts: Vec<&str> = chunk.iter().map(|r| r.prompt.as_str()).collect();
-        let scores = scorer.score_batch(&prompts)?;
-        if scores.len() != prompts.len() {
+    let mut out = Vec::with_capacity(prompts.len());
+    for chunk in prompts.chunks(batch_size.max(1)) {
+        let scores = scorer.score_batch(chunk)?;
+        if scores.len() != chunk.len() {
             bail!(
                 "scorer returned {} score vectors for {} prompts",
                 scores.len(),
-                prompts.len()
+                chunk.len()
             );
         }
         for row in scores {
@@ -188,7 +210,6 @@ pub fn scorer_predictions(
         }
         progress.inc(chunk.len() as u64);
     }
-    progress.finish_and_clear();
     Ok(out)
 }
 
@@ -237,21 +258,54 @@ pub struct EvalOutcome {
     pub json: serde_json::Value,
 }
 
-/// Evaluates with an already-loaded scorer (`None` for baseline routers); separated from `run` so
-/// tests can pass a test scorer.
-pub fn evaluate(
-    args: &EvalArgs,
-    scorer: Option<(&dyn Scorer, String)>,
-) -> anyhow::Result<EvalOutcome> {
+/// A trained router to evaluate: one scorer, or one per fold (scorer i held out fold i).
+pub struct ScoredRouter<'a> {
+    pub name: String,
+    pub scorers: Vec<&'a dyn Scorer>,
+}
+
+/// Predictions of `router` for every record, in `pool` order; with one scorer per fold, each
+/// record is scored by the scorer of its fold.
+fn router_predictions(
+    router: &ScoredRouter<'_>,
+    subset: &Subset,
+    pool: &Pool,
+    records: &[PoolRecord],
+    batch_size: usize,
+    progress: &ProgressBar,
+) -> anyhow::Result<Vec<Vec<f64>>> {
+    let fold_of = |r: &PoolRecord| match subset {
+        Subset::CrossValidation(kfold) => kfold.fold_of(&r.id),
+        _ => 0,
+    };
+    let mut out = vec![Vec::new(); records.len()];
+    for (fold, scorer) in router.scorers.iter().enumerate() {
+        let index: Vec<usize> = (0..records.len())
+            .filter(|&i| fold_of(&records[i]) == fold)
+            .collect();
+        let prompts: Vec<&str> = index.iter().map(|&i| records[i].prompt.as_str()).collect();
+        let pred = scorer_predictions(*scorer, pool, &prompts, batch_size, progress)?;
+        for (i, row) in index.into_iter().zip(pred) {
+            out[i] = row;
+        }
+    }
+    progress.finish_and_clear();
+    Ok(out)
+}
+
+/// Evaluates a trained router (`Some`; already loaded, so tests can pass a test scorer) or the
+/// baseline router of `--router` (`None`).
+pub fn evaluate(args: &EvalArgs, router: Option<ScoredRouter<'_>>) -> anyhow::Result<EvalOutcome> {
     let data = Dataset::open(&args.data)?;
     let sources = data.resolve_sources(args.sources.as_deref())?;
-    let pool = match (&args.models, &scorer) {
+    let first_scorer = router.as_ref().and_then(|r| r.scorers.first());
+    let pool = match (&args.models, first_scorer) {
         (Some(models), _) => Pool::new(models.iter().cloned())?,
-        (None, Some((s, _))) => Pool::new(s.models().iter().cloned())?,
+        (None, Some(s)) => Pool::new(s.models().iter().cloned())?,
         (None, None) => Pool::new(data.manifest().common_models(&sources))
             .context("the selected sources share no model; pass --models")?,
     };
-    let subset = Subset::from_args(args)?;
+    let subset = Subset::from_args(args, router.as_ref().map_or(1, |r| r.scorers.len()))?;
     let selection = data.select_pool(&sources, &pool)?;
     let records: Vec<PoolRecord> = selection
         .records
@@ -272,12 +326,12 @@ pub fn evaluate(
         .map(|p| parse_prices(&pool, p))
         .transpose()?;
 
-    let (router_name, predictions, mut decisions) = match (&scorer, &args.router) {
-        (Some((s, name)), _) => {
+    let (router_name, predictions, mut decisions) = match (&router, &args.router) {
+        (Some(r), _) => {
             let bar = progress_bar(records.len(), args.quiet || args.json);
-            let pred = scorer_predictions(*s, &pool, &records, args.batch_size, &bar)?;
+            let pred = router_predictions(r, &subset, &pool, &records, args.batch_size, &bar)?;
             let d = decisions_from_predictions(&pred)?;
-            (name.clone(), Some(pred), d)
+            (r.name.clone(), Some(pred), d)
         }
         (None, Some(name)) => {
             let (pred, d) = baseline(name, &set, &pool, args.seed)?;
@@ -329,6 +383,12 @@ pub fn evaluate(
     })
 }
 
+fn router_method(dir: &Path) -> String {
+    lookahead_model::artifact::RouterMeta::read(dir)
+        .map(|m| m.method.to_string())
+        .unwrap_or_else(|_| "artifact".into())
+}
+
 fn router_label(dir: &Path) -> String {
     match lookahead_model::artifact::RouterMeta::read(dir) {
         Ok(meta) => format!("{} ({})", meta.method, dir.display()),
@@ -338,14 +398,35 @@ fn router_label(dir: &Path) -> String {
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let outcome = match &args.artifact {
-        Some(dir) => {
+        Some(dirs) => {
             let backbone = args
                 .backbone
                 .clone()
                 .unwrap_or_else(lookahead_model::default_backbone_dir);
-            let scorer = lookahead_model::artifact::load_scorer_with_backbone(dir, &backbone)
-                .with_context(|| format!("loading router artifact {}", dir.display()))?;
-            evaluate(&args, Some((scorer.as_ref(), router_label(dir))))?
+            let loaded = dirs
+                .iter()
+                .map(|dir| {
+                    lookahead_model::artifact::load_scorer_with_backbone(dir, &backbone)
+                        .with_context(|| format!("loading router artifact {}", dir.display()))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let name = match dirs.as_slice() {
+                [one] => router_label(one),
+                many => format!(
+                    "{} ({}-fold: {})",
+                    many.first().map_or_else(String::new, |d| router_method(d)),
+                    many.len(),
+                    many.iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            let router = ScoredRouter {
+                name,
+                scorers: loaded.iter().map(|s| s.as_ref()).collect(),
+            };
+            evaluate(&args, Some(router))?
         }
         None => evaluate(&args, None)?,
     };
@@ -456,7 +537,11 @@ mod tests {
             ],
             dir.path(),
         );
-        let out = evaluate(&a, Some((&scorer, "prefer".into()))).unwrap();
+        let router = ScoredRouter {
+            name: "prefer".into(),
+            scorers: vec![&scorer],
+        };
+        let out = evaluate(&a, Some(router)).unwrap();
         let e = &out.evaluation;
         // decisions m1, m2, m1: A (100 + 100)/2 = 100, B 20 -> 60
         assert_eq!(e.sources["A"].router, 100.0);
@@ -474,6 +559,54 @@ mod tests {
         assert_eq!(fixed.evaluation.average, 45.0);
         assert!(evaluate(&args(&["--router", "fixed:nope"], dir.path()), None).is_err());
         assert!(evaluate(&args(&["--router", "best"], dir.path()), None).is_err());
+    }
+
+    /// Always prefers pool member `self.1` of `self.0`.
+    struct ConstScorer(Vec<String>, usize);
+
+    impl Scorer for ConstScorer {
+        fn models(&self) -> &[String] {
+            &self.0
+        }
+        fn score_batch(&self, prompts: &[&str]) -> Result<Vec<Vec<f32>>, ScoreError> {
+            let mut row = vec![0.0; self.0.len()];
+            row[self.1] = 1.0;
+            Ok(vec![row; prompts.len()])
+        }
+    }
+
+    #[test]
+    fn one_artifact_per_fold_scores_each_record_with_its_folds_router() {
+        let dir = tempfile::tempdir().unwrap();
+        dataset(dir.path());
+        let models: Vec<String> = ["m1", "m2", "m3"].iter().map(|s| s.to_string()).collect();
+        let (s0, s1) = (
+            ConstScorer(models.clone(), 0),
+            ConstScorer(models.clone(), 2),
+        );
+        let a = args(
+            &["--artifact", "a0,a1", "--folds", "2", "--quiet"],
+            dir.path(),
+        );
+        let router = ScoredRouter {
+            name: "cv".into(),
+            scorers: vec![&s0, &s1],
+        };
+        let e = evaluate(&a, Some(router)).unwrap().evaluation;
+        // expected: fold 0 -> m1, fold 1 -> m3; scaled scores q1 [100,0,0], q2 [0,100,0], q3 [20,50,90]
+        let kfold = KFold::new(2).unwrap();
+        let pick = |id: &str, s: [f64; 3]| if kfold.fold_of(id) == 0 { s[0] } else { s[2] };
+        let a_score = (pick("q1", [100.0, 0.0, 0.0]) + pick("q2", [0.0, 100.0, 0.0])) / 2.0;
+        assert_eq!(e.sources["A"].router, a_score);
+        assert_eq!(e.sources["B"].router, pick("q3", [20.0, 50.0, 90.0]));
+        assert_eq!(e.n, 3);
+
+        let wrong = args(&["--artifact", "a0,a1", "--folds", "3"], dir.path());
+        let router = ScoredRouter {
+            name: "cv".into(),
+            scorers: vec![&s0, &s1],
+        };
+        assert!(evaluate(&wrong, Some(router)).is_err());
     }
 
     #[test]
