@@ -147,7 +147,7 @@ pub fn share_svg(eval: &Evaluation) -> Result<String, DataError> {
     let height = 120 + 36 * rows as u32 + 22 * eval.models.len() as u32;
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (760, height)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (900, height)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
         let mut chart = ChartBuilder::on(&root)
             .caption(
@@ -155,6 +155,7 @@ pub fn share_svg(eval: &Evaluation) -> Result<String, DataError> {
                 ("sans-serif", 18),
             )
             .margin(12)
+            .margin_right(240)
             .x_label_area_size(30)
             .y_label_area_size(130)
             .build_cartesian_2d(0f64..1f64, 0f64..rows as f64)
@@ -181,21 +182,20 @@ pub fn share_svg(eval: &Evaluation) -> Result<String, DataError> {
                     color.filled(),
                 ))
             });
-            chart
-                .draw_series(bars)
-                .map_err(plot_err)?
-                .label(model.as_str())
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
-                });
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()
+            chart.draw_series(bars).map_err(plot_err)?;
+            // legend right of the plot, so it never hides a bar
+            let (x, y) = chart.backend_coord(&(1.0, rows as f64));
+            let (x, y) = (x + 20, y + 10 + 22 * j as i32);
+            root.draw(&Rectangle::new(
+                [(x, y - 6), (x + 14, y + 6)],
+                color.filled(),
+            ))
             .map_err(plot_err)?;
+            let legend = TextStyle::from(("sans-serif", 13).into_font())
+                .pos(Pos::new(HPos::Left, VPos::Center));
+            root.draw(&Text::new(model.clone(), (x + 20, y), legend))
+                .map_err(plot_err)?;
+        }
         let style = TextStyle::from(("sans-serif", 14).into_font())
             .pos(Pos::new(HPos::Right, VPos::Center));
         for (i, name) in sources.iter().enumerate() {
@@ -272,7 +272,9 @@ pub fn quality_cost_svg(eval: &Evaluation) -> Result<Option<String>, DataError> 
                 .label("router, cost weight swept")
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE.stroke_width(2)));
         }
-        let label_style = TextStyle::from(("sans-serif", 12).into_font());
+        let below = TextStyle::from(("sans-serif", 12).into_font());
+        // the router's label goes above its point: it often coincides with another point
+        let above = below.clone().pos(Pos::new(HPos::Right, VPos::Bottom));
         for (i, (name, c, q)) in points.iter().enumerate() {
             let color = if name == "oracle" {
                 BLACK.to_rgba()
@@ -288,7 +290,11 @@ pub fn quality_cost_svg(eval: &Evaluation) -> Result<Option<String>, DataError> 
                 .draw_series(std::iter::once(Text::new(
                     name.clone(),
                     (*c, *q),
-                    label_style.clone(),
+                    if name.starts_with("router") {
+                        above.clone()
+                    } else {
+                        below.clone()
+                    },
                 )))
                 .map_err(plot_err)?;
         }
