@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use lookahead_data::metrics::{cost_aware_decisions, decisions_from_predictions, random_decisions};
+use lookahead_data::metrics::{
+    cost_aware_decisions, decisions_from_predictions, random_decisions, win_loss,
+};
 use lookahead_data::report::{singles_table, summary_table, write_report};
 use lookahead_data::{
     Dataset, EvalExtras, EvalSet, Evaluation, KFold, Pool, PoolRecord, Split, SplitSpec,
@@ -58,7 +60,11 @@ pub struct EvalArgs {
     /// Route by `prediction − weight × price` (needs --prices).
     #[arg(long, default_value_t = 0.0, requires = "prices")]
     cost_weight: f64,
-    /// Seed of `--router random`.
+    /// Also count wins / losses / ties against this baseline router (oracle, random, fixed:MODEL):
+    /// records where the evaluated router's choice scores strictly higher / lower.
+    #[arg(long)]
+    versus: Option<String>,
+    /// Seed of `--router random` (and `--versus random`).
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Prompts per scorer call.
@@ -371,8 +377,26 @@ pub fn evaluate(args: &EvalArgs, router: Option<ScoredRouter<'_>>) -> anyhow::Re
             args.cost_weight
         ));
     }
+    let versus = match &args.versus {
+        Some(name) => {
+            let (_, other) = baseline(name, &set, &pool, args.seed)?;
+            let (per_source, total) = win_loss(&set, &decisions, &other)?;
+            notes.push(format!(
+                "versus {name}: {} wins, {} losses, {} ties",
+                total.wins, total.losses, total.ties
+            ));
+            Some(
+                serde_json::json!({"router": name, "wins": total.wins, "losses": total.losses,
+                "ties": total.ties, "sources": per_source}),
+            )
+        }
+        None => None,
+    };
     let mut json = serde_json::to_value(&evaluation)?;
     if let Some(obj) = json.as_object_mut() {
+        if let Some(v) = versus {
+            obj.insert("versus".into(), v);
+        }
         obj.insert("subset".into(), subset.describe().into());
         obj.insert("skipped".into(), serde_json::to_value(&selection.skipped)?);
     }
@@ -557,6 +581,19 @@ mod tests {
         assert_eq!(oracle.evaluation.average, 95.0);
         let fixed = evaluate(&args(&["--router", "fixed:m3"], dir.path()), None).unwrap();
         assert_eq!(fixed.evaluation.average, 45.0);
+        // fixed:m3 vs fixed:m1: q1 0<100 loss, q2 0=0 tie, q3 90>20 win
+        let vs = evaluate(
+            &args(
+                &["--router", "fixed:m3", "--versus", "fixed:m1"],
+                dir.path(),
+            ),
+            None,
+        )
+        .unwrap();
+        assert_eq!(vs.json["versus"]["wins"], 1);
+        assert_eq!(vs.json["versus"]["losses"], 1);
+        assert_eq!(vs.json["versus"]["ties"], 1);
+        assert_eq!(vs.json["versus"]["sources"]["B"]["wins"], 1);
         assert!(evaluate(&args(&["--router", "fixed:nope"], dir.path()), None).is_err());
         assert!(evaluate(&args(&["--router", "best"], dir.path()), None).is_err());
     }
