@@ -209,26 +209,44 @@ impl BertLayer {
     /// `x`: `[batch, seq, hidden]`; `mask`: additive `[batch, 1, 1, seq]` (0 keep, large negative
     /// drop) or `None` when no position is padding.
     pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
+        self.forward_rows(x, None, mask, mode)
+    }
+
+    /// Like [`Self::forward`], but only computes the output rows `rows` (`[r]` u32 positions):
+    /// every position is still a key/value, so the selected rows are exactly those of the full
+    /// pass. A last layer whose other outputs are unused does a fraction of the work.
+    pub fn forward_rows(
+        &self,
+        x: &Tensor,
+        rows: Option<&Tensor>,
+        mask: Option<&Tensor>,
+        mode: Mode,
+    ) -> Result<Tensor> {
         let (b, t, h) = x.dims3()?;
         let hd = h / self.heads;
-        let split = |y: Tensor| -> Result<Tensor> {
-            y.reshape((b, t, self.heads, hd))?
+        let split = |y: Tensor, n: usize| -> Result<Tensor> {
+            y.reshape((b, n, self.heads, hd))?
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = split(self.query.forward(x)?)?;
-        let k = split(self.key.forward(x)?)?;
-        let v = split(self.value.forward(x)?)?;
+        let xq = match rows {
+            Some(r) => x.index_select(r, 1)?,
+            None => x.clone(),
+        };
+        let r = xq.dim(1)?;
+        let q = split(self.query.forward(&xq)?, r)?;
+        let k = split(self.key.forward(x)?, t)?;
+        let v = split(self.value.forward(x)?, t)?;
         let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
         let scores = match mask {
             Some(m) => scores.broadcast_add(m)?,
             None => scores,
         };
         let probs = ops::softmax_last_dim(&scores, mode)?;
-        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?;
+        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, r, h))?;
         let x = self
             .attn_norm
-            .forward(&(self.attn_out.forward(&ctx)? + x)?, mode)?;
+            .forward(&(self.attn_out.forward(&ctx)? + xq)?, mode)?;
         let inter = self.intermediate.forward(&x)?;
         let inter = if self.exact_gelu {
             inter.gelu_erf()?

@@ -168,6 +168,26 @@ impl UpperModel {
         slots.reshape((batch, p * (1 + k), h))
     }
 
+    /// All layers, then the output rows `rows`; at inference the last layer computes only those
+    /// (training keeps the full pass: every row carries gradient to the layers below).
+    fn run_layers(
+        &self,
+        mut x: Tensor,
+        mask: &Tensor,
+        rows: &Tensor,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let n = self.layers.len();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let last_inference = i + 1 == n && mode == Mode::Inference;
+            x = layer.forward_rows(&x, last_inference.then_some(rows), Some(mask), mode)?;
+        }
+        if n == 0 || mode != Mode::Inference {
+            x = x.index_select(rows, 1)?;
+        }
+        Ok(x)
+    }
+
     /// `prompt`: `[B, T, H]` lower-layer states, `prompt_keep`: `[B, T]` 0/1.
     pub fn forward(
         &self,
@@ -181,10 +201,9 @@ impl UpperModel {
         match self.shape.kind {
             UpperKind::Mlc => {
                 let mask = additive_mask(&keep)?;
-                let mut x = prompt.clone();
-                for layer in &self.layers {
-                    x = layer.forward(&x, Some(&mask), mode)?;
-                }
+                // Only [CLS] of the last layer is read.
+                let rows = Tensor::new(&[0u32], prompt.device())?;
+                let x = self.run_layers(prompt.clone(), &mask, &rows, mode)?;
                 let cls = x.narrow(1, 0, 1)?.squeeze(1)?;
                 Ok(UpperOutput {
                     logits: self.route.forward(&cls)?,
@@ -204,6 +223,24 @@ impl UpperModel {
                     1,
                 )?;
                 let mask = additive_mask(&keep)?;
+                if responses.is_none() && mode == Mode::Inference {
+                    // Fully masked inference reads [CLS] and each slot's first position only:
+                    // the last layer computes just those 1 + P rows.
+                    let mut rows = vec![0u32];
+                    rows.extend((0..p).map(|j| (t + j * (1 + k)) as u32));
+                    let rows = Tensor::new(rows.as_slice(), prompt.device())?;
+                    let y = self.run_layers(x, &mask, &rows, mode)?;
+                    let cls = y.narrow(1, 0, 1)?.squeeze(1)?;
+                    let mut logits = self.route.forward(&cls)?;
+                    if let Some(slot_head) = &self.route_slot {
+                        let first = y.narrow(1, 1, p)?;
+                        logits = (logits + slot_head.forward(&first)?.squeeze(D::Minus1)?)?;
+                    }
+                    return Ok(UpperOutput {
+                        logits,
+                        reconstruction: None,
+                    });
+                }
                 for layer in &self.layers {
                     x = layer.forward(&x, Some(&mask), mode)?;
                 }

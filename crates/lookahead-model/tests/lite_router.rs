@@ -277,3 +277,43 @@ fn state_cache_encodes_each_text_once() {
         &[2, 32]
     );
 }
+
+/// Inference computes only the rows it reads in the last layer; that must equal the full pass
+/// (training mode runs every row and the composable kernels).
+#[test]
+fn inference_shortcut_matches_the_full_pass() -> candle_core::Result<()> {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = common::tiny_backbone_dir(&tmp.path().join("bb"), 0.0);
+    let backbone = Backbone::load(&dir, &Device::Cpu).unwrap();
+    let cfg = backbone.encoder.config.clone();
+    for kind in [UpperKind::Lite, UpperKind::Mlc] {
+        let varmap = VarMap::new();
+        seed_upper_from_backbone(&varmap, &backbone.tensors, 1, 2)?;
+        let shape = UpperShape {
+            kind,
+            frozen_layers: 1,
+            trainable_layers: 2,
+            slot_tokens: 3,
+            models: 3,
+        };
+        let model = UpperModel::new(
+            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+            &cfg,
+            shape,
+        )?;
+        let batch = backbone
+            .batch(&["alpha code tree", "beta math story poem list"], 16)
+            .unwrap();
+        let states = backbone
+            .encoder
+            .forward_lower(&batch.ids, &batch.keep, 1, Mode::Inference)?;
+        let fast = model.forward(&states, &batch.keep, None, Mode::Inference)?;
+        let full = model.forward(&states, &batch.keep, None, Mode::Train)?;
+        let diff = (fast.logits - full.logits)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(diff < 1e-4, "{kind:?}: {diff}");
+    }
+    Ok(())
+}
