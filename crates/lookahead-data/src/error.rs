@@ -51,6 +51,12 @@ pub enum DataError {
         "no data file for source {name:?} in {dir} (expected {name}.jsonl.gz or {name}.jsonl)"
     )]
     MissingSourceFile { name: String, dir: PathBuf },
+    #[error("record id {id:?} appears twice (sources {first} and {second}); ids must be unique")]
+    DuplicateId {
+        id: String,
+        first: String,
+        second: String,
+    },
     #[error("invalid pool: {0}")]
     Pool(String),
     #[error("invalid split: {0}")]
@@ -74,6 +80,7 @@ impl DataError {
             DataError::SourceName { .. } => "source_name",
             DataError::UnknownSource { .. } => "unknown_source",
             DataError::MissingSourceFile { .. } => "missing_source_file",
+            DataError::DuplicateId { .. } => "duplicate_id",
             DataError::Pool(_) => "pool",
             DataError::Split(_) => "split",
             DataError::Eval(_) => "eval",

@@ -1,7 +1,7 @@
 //! A pool: the ordered list of candidate models. Selecting records for a pool keeps those that have
 //! a response from every member (ordered like the pool) and counts the rest, per source.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -94,15 +94,24 @@ impl Pool {
         })
     }
 
-    /// Keeps the records that have every member; counts the others. Stops at the first read error.
+    /// Keeps the records that have every member; counts the others. Stops at the first read error
+    /// or at a repeated record id (splits hash ids, so a duplicate could sit in train and test).
     pub fn select<I>(&self, records: I) -> Result<PoolSelection, DataError>
     where
         I: IntoIterator<Item = Result<Record, DataError>>,
     {
         let mut selection = PoolSelection::default();
+        let mut ids: HashMap<String, String> = HashMap::new();
         for record in records {
             let record = record?;
             let source = record.source.clone();
+            if let Some(first) = ids.insert(record.id.clone(), source.clone()) {
+                return Err(DataError::DuplicateId {
+                    id: record.id,
+                    first,
+                    second: source,
+                });
+            }
             *selection.seen.entry(source.clone()).or_default() += 1;
             match self.project(record) {
                 Ok(r) => selection.records.push(r),

@@ -17,6 +17,8 @@ use crate::{DataError, Record};
 /// Default longest accepted line: 16 MiB (the shared data's longest line is ~120 kB).
 pub const DEFAULT_MAX_LINE_BYTES: usize = 16 << 20;
 
+const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
+
 /// Limits for reading record files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReaderOptions {
@@ -129,6 +131,9 @@ impl RecordReader {
         loop {
             if !self.read_line()? {
                 return Ok(None);
+            }
+            if self.line == 1 && self.buf.starts_with(UTF8_BOM) {
+                self.buf.drain(..UTF8_BOM.len()); // editors on Windows write one
             }
             if self.buf.iter().all(u8::is_ascii_whitespace) {
                 continue; // blank lines (e.g. a trailing newline) carry no record
@@ -244,23 +249,24 @@ impl Dataset {
         self.manifest.sources.keys().cloned().collect()
     }
 
-    /// `requested` if given (each checked against the manifest), else all sources.
+    /// `requested` if given (each checked against the manifest; repeats dropped), else all sources.
     pub fn resolve_sources<S: AsRef<str>>(
         &self,
         requested: Option<&[S]>,
     ) -> Result<Vec<String>, DataError> {
-        match requested {
-            None => Ok(self.source_names()),
-            Some(names) => names
-                .iter()
-                .map(|n| {
-                    let n = n.as_ref();
-                    check_source_name(n)?;
-                    self.manifest.source(n, &self.manifest_path())?;
-                    Ok(n.to_string())
-                })
-                .collect(),
+        let Some(names) = requested else {
+            return Ok(self.source_names());
+        };
+        let mut out: Vec<String> = Vec::with_capacity(names.len());
+        for n in names {
+            let n = n.as_ref();
+            check_source_name(n)?;
+            self.manifest.source(n, &self.manifest_path())?;
+            if !out.iter().any(|o| o == n) {
+                out.push(n.to_string());
+            }
         }
+        Ok(out)
     }
 
     /// The data file of `source`: `<source>.jsonl.gz`, else `<source>.jsonl`.

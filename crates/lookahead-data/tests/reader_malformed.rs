@@ -39,6 +39,9 @@ fn reads_plain_and_gzip_identically() {
     let plain = read_records(&write_plain(dir.path(), "A.jsonl", &[GOOD, "", GOOD2])).unwrap();
     let gz = read_records(&write_gz(dir.path(), "A.jsonl.gz", &[GOOD, GOOD2])).unwrap();
     assert_eq!(plain, gz);
+    let bom = format!("\u{feff}{GOOD}\r\n{GOOD2}\r\n");
+    std::fs::write(dir.path().join("bom.jsonl"), bom).unwrap();
+    assert_eq!(read_records(&dir.path().join("bom.jsonl")).unwrap(), plain);
     assert_eq!(plain.len(), 2);
     assert_eq!(plain[1].score("m2"), Some(1.0));
     assert_eq!(
@@ -189,7 +192,8 @@ fn dataset_selects_pool_in_order_and_counts_skipped() {
     assert_eq!(sel.skipped.by_missing_model.get("m2"), Some(&1));
     assert_eq!(sel.seen.get("A"), Some(&3));
 
-    let only_b = data.resolve_sources(Some(&["B"])).unwrap();
+    let only_b = data.resolve_sources(Some(&["B", "B"])).unwrap();
+    assert_eq!(only_b, vec!["B"]);
     assert_eq!(data.read_all(&only_b).unwrap().len(), 1);
 }
 
@@ -206,6 +210,19 @@ fn dataset_rejects_traversal_unknown_and_mismatched_sources() {
     assert!(err.contains("known: A, B"), "{err}");
     assert!(Pool::new(["m1", "m1"]).is_err());
     assert!(Pool::new(Vec::<String>::new()).is_err());
+
+    // the same id twice (across sources) is an error, not a silent double count
+    write_plain(
+        dir.path(),
+        "B.jsonl",
+        &[
+            r#"{"id": "a-1", "source": "B", "prompt": "q", "responses": {"m1": {"text": "", "score": 1}}}"#,
+        ],
+    );
+    let err = data
+        .select_pool(&["A", "B"], &Pool::new(["m1"]).unwrap())
+        .unwrap_err();
+    assert!(matches!(err, DataError::DuplicateId { .. }), "{err}");
 
     // a record whose source differs from its file's
     write_plain(dir.path(), "B.jsonl", &[GOOD]);
