@@ -345,9 +345,12 @@ pub fn evaluate(args: &EvalArgs, router: Option<ScoredRouter<'_>>) -> anyhow::Re
         }
         (None, None) => bail!("pass --router or --artifact"),
     };
-    if let (Some(p), Some(pred)) = (&prices, &predictions) {
-        if args.cost_weight > 0.0 {
-            decisions = cost_aware_decisions(pred, p, args.cost_weight)?;
+    if args.cost_weight > 0.0 {
+        match (&prices, &predictions) {
+            (Some(p), Some(pred)) => decisions = cost_aware_decisions(pred, p, args.cost_weight)?,
+            _ => bail!(
+                "--cost-weight needs --prices and a router with predictions (an artifact or oracle)"
+            ),
         }
     }
     let evaluation = Evaluation::compute(
@@ -668,5 +671,17 @@ mod tests {
         assert!(!e.quality_cost.is_empty());
         let missing = args(&["--router", "oracle", "--prices", "m1=1"], dir.path());
         assert!(evaluate(&missing, None).is_err());
+        let no_predictions = args(
+            &[
+                "--router",
+                "random",
+                "--prices",
+                "m1=1,m2=2,m3=3",
+                "--cost-weight",
+                "1",
+            ],
+            dir.path(),
+        );
+        assert!(evaluate(&no_predictions, None).is_err());
     }
 }
