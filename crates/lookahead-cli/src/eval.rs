@@ -33,9 +33,9 @@ pub struct EvalArgs {
     /// Baseline router: oracle | random | fixed:MODEL.
     #[arg(long)]
     router: Option<String>,
-    /// Trained router artifact directory (router.json + router.safetensors). Several, comma-
-    /// separated, with --folds K (K artifacts): cross-validation, each record scored by the
-    /// artifact trained without its fold (artifact i held out fold i).
+    /// Trained router artifact directory (router.json + router.safetensors). K of them, with
+    /// commas, and --folds K: cross-validation, each record scored by the artifact trained
+    /// without its fold (artifact i held out fold i).
     #[arg(long, value_delimiter = ',')]
     artifact: Option<Vec<PathBuf>>,
     /// Backbone directory for the artifact (default: $LOOKAHEAD_BACKBONE or the set-up's cache).
