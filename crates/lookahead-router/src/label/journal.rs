@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -65,10 +65,19 @@ pub struct Writer {
 
 impl Writer {
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        let mut file = OpenOptions::new().create(true).append(true).open(path)?;
-        // A torn line from an earlier crash must not glue onto the next entry.
-        if file.metadata()?.len() > 0 {
-            file.write_all(b"\n")?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)?;
+        // A torn line from an earlier crash (no trailing newline) was never a complete entry:
+        // cut it off, so it neither glues onto the next entry nor sits corrupt mid-journal.
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        if bytes.last().is_some_and(|b| *b != b'\n') {
+            let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            file.set_len(keep as u64)?;
+            tracing::warn!(path = %path.display(), "dropped a torn journal line");
         }
         Ok(Writer {
             file,
