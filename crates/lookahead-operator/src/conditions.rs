@@ -27,6 +27,10 @@ pub fn condition_with(
     generation: Option<i64>,
 ) -> Condition {
     let status = status.to_string();
+    // The API server rejects an empty message (it is serialized as null).
+    let message = Some(message.into())
+        .filter(|m: &String| !m.is_empty())
+        .unwrap_or_else(|| reason.to_string());
     let last_transition_time = previous
         .iter()
         .find(|c| c.type_ == type_ && c.status == status)
@@ -36,7 +40,7 @@ pub fn condition_with(
         type_: type_.to_string(),
         status,
         reason: reason.to_string(),
-        message: message.into(),
+        message,
         observed_generation: generation,
         last_transition_time,
     }

@@ -378,7 +378,14 @@ fn policy_status(i: &StatusInputs<'_>) -> RoutingPolicyStatus {
                 serving.clone(),
                 generation,
             ),
-            condition(prev, "TrainingFailed", false, "NotRequired", "", generation),
+            condition(
+                prev,
+                "TrainingFailed",
+                false,
+                "NotRequired",
+                "the method needs no training",
+                generation,
+            ),
         ),
         Training::UpToDate => {
             let message = match (
@@ -400,7 +407,14 @@ fn policy_status(i: &StatusInputs<'_>) -> RoutingPolicyStatus {
                     message,
                     generation,
                 ),
-                condition(prev, "TrainingFailed", false, "NoFailure", "", generation),
+                condition(
+                    prev,
+                    "TrainingFailed",
+                    false,
+                    "NoFailure",
+                    "no training Job failed",
+                    generation,
+                ),
             )
         }
         Training::Running {
@@ -419,7 +433,14 @@ fn policy_status(i: &StatusInputs<'_>) -> RoutingPolicyStatus {
                 ),
                 generation,
             ),
-            condition(prev, "TrainingFailed", false, "NoFailure", "", generation),
+            condition(
+                prev,
+                "TrainingFailed",
+                false,
+                "NoFailure",
+                "no training Job failed",
+                generation,
+            ),
         ),
         Training::Failed { job, message } => (
             condition(
@@ -443,8 +464,8 @@ fn policy_status(i: &StatusInputs<'_>) -> RoutingPolicyStatus {
     conditions.push(training);
     conditions.push(failed);
     conditions.push(match i.lacking {
-        DataCheck::NotRequired => condition(prev, "MissingData", false, "NotRequired", "", generation),
-        DataCheck::Complete => condition(prev, "MissingData", false, "AllMembersHaveData", "", generation),
+        DataCheck::NotRequired => condition(prev, "MissingData", false, "NotRequired", "the method needs no training data", generation),
+        DataCheck::Complete => condition(prev, "MissingData", false, "AllMembersHaveData", "every member has records in the dataset", generation),
         DataCheck::Lacking(names) => condition(
             prev,
             "MissingData",

@@ -227,7 +227,7 @@ pub fn pool_status(
         )
     };
     let (degraded_reason, degraded_message) = match (all_ready, ready) {
-        (true, _) => ("AllMembersReady", String::new()),
+        (true, _) => ("AllMembersReady", "every member is ready".to_string()),
         (false, 0) => (
             "NoMemberReady",
             format!("no member is ready: {}", not_ready.join(", ")),

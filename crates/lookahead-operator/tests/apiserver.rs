@@ -1,0 +1,681 @@
+//! Integration tests of the controllers against a real Kubernetes API server (the one from
+//! `../shared/k8s/cluster.sh`, 1.20 with controller-manager so garbage collection works). The
+//! controllers run in-process as spawned tasks, scoped to a namespace per test. Without a
+//! reachable server every test prints why and passes.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use lookahead_api::{LLMPool, RoutingPolicy};
+use lookahead_operator::{autoscaling, run_controllers, Context, Metrics, Settings};
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+const KUBECONFIG: &str = "/tmp/k8s-apiserver/kubeconfig";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A client for the test server, or `None` (with the reason printed) when there is none.
+async fn client_or_skip(test: &str) -> Option<Client> {
+    if std::env::var_os("KUBECONFIG").is_none() && std::path::Path::new(KUBECONFIG).exists() {
+        // Tests in one binary share the environment; every writer sets the same value.
+        unsafe { std::env::set_var("KUBECONFIG", KUBECONFIG) };
+    }
+    let client = match Client::try_default().await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("skipping {test}: no Kubernetes client ({e})");
+            return None;
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(5), client.apiserver_version()).await {
+        Ok(Ok(_)) => Some(client),
+        Ok(Err(e)) => {
+            eprintln!("skipping {test}: API server unreachable ({e})");
+            None
+        }
+        Err(_) => {
+            eprintln!("skipping {test}: API server did not answer in 5 s");
+            None
+        }
+    }
+}
+
+/// A namespace of its own, deleted when the test ends (also on failure).
+struct TestNamespace {
+    name: String,
+}
+
+impl TestNamespace {
+    async fn create(client: &Client, test: &str) -> anyhow::Result<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .subsec_nanos();
+        let name = format!("op-{test}-{:x}", nanos ^ std::process::id());
+        let api: Api<Namespace> = Api::all(client.clone());
+        let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } }))?;
+        api.create(&PostParams::default(), &ns).await?;
+        Ok(TestNamespace { name })
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop cannot await, and the test's client is driven by the test's (now blocked)
+        // runtime: a fresh client on a short-lived runtime of its own deletes the namespace.
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Runtime::new() {
+                rt.block_on(async {
+                    if let Ok(client) = Client::try_default().await {
+                        let api: Api<Namespace> = Api::all(client);
+                        let _ = api.delete(&name, &DeleteParams::background()).await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
+
+/// Starts both controllers in-process, watching only `ns`.
+async fn start_operator(
+    client: &Client,
+    ns: &str,
+) -> anyhow::Result<(JoinHandle<()>, Arc<Context>)> {
+    let settings = Settings {
+        image: "lookahead:test".into(),
+        hpa: autoscaling::discover(client).await?,
+        namespace: Some(ns.into()),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        settings,
+        Arc::new(Metrics::default()),
+    ));
+    Ok((tokio::spawn(run_controllers(ctx.clone())), ctx))
+}
+
+/// Polls `check` until it yields `Some`, or fails after `WAIT` with `what`.
+async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if start.elapsed() > WAIT {
+            anyhow::bail!("timed out after {WAIT:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn pool_yaml(name: &str, members: &[&str]) -> anyhow::Result<LLMPool> {
+    let members: Vec<serde_json::Value> = members
+        .iter()
+        .map(|m| match *m {
+            // `ext-*` members point at an existing server: no children.
+            m if m.starts_with("ext-") => json!({
+                "name": m, "modelId": format!("{m}-model"), "endpoint": format!("http://{m}.example:8000/v1"),
+            }),
+            // `auto-*` members autoscale.
+            m if m.starts_with("auto-") => json!({
+                "name": m, "modelId": format!("{m}-model"),
+                "template": { "image": "vllm/vllm-openai:v0.6.0", "args": ["--model", m] },
+                "replicas": { "min": 1, "max": 3, "target": { "averageUtilization": 70 } },
+            }),
+            m => json!({
+                "name": m, "modelId": format!("{m}-model"),
+                "template": { "image": "vllm/vllm-openai:v0.6.0", "args": ["--model", m] },
+            }),
+        })
+        .collect();
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "lookahead.dev/v1alpha1", "kind": "LLMPool",
+        "metadata": { "name": name },
+        "spec": { "members": members },
+    }))?)
+}
+
+fn policy_yaml(name: &str, pool: &str, default_model: &str) -> anyhow::Result<RoutingPolicy> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "lookahead.dev/v1alpha1", "kind": "RoutingPolicy",
+        "metadata": { "name": name },
+        "spec": {
+            "poolRef": { "name": pool },
+            "router": { "method": "lookahead-lite" },
+            "objective": { "defaultModel": default_model },
+            "training": {
+                "dataset": { "configMap": { "name": "routing-data" } },
+                "artifacts": { "claimName": "artifacts", "path": format!("routers/{name}") },
+            },
+        },
+    }))?)
+}
+
+/// A dataset ConfigMap whose manifest knows the models of `members`.
+async fn dataset(client: &Client, ns: &str, members: &[&str]) -> anyhow::Result<()> {
+    let models: Vec<String> = members.iter().map(|m| format!("{m}-model")).collect();
+    let manifest = json!({ "GSM8K": { "models": models } }).to_string();
+    let cm = ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some("routing-data".into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([("manifest.json".to_string(), manifest)])),
+        ..Default::default()
+    };
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &cm)
+        .await?;
+    Ok(())
+}
+
+async fn apply<K>(api: &Api<K>, obj: &K) -> anyhow::Result<K>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = obj.name_any();
+    Ok(api
+        .patch(
+            &name,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(obj),
+        )
+        .await?)
+}
+
+fn cond<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+async fn names<K>(api: &Api<K>, selector: &str) -> anyhow::Result<Vec<String>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut v: Vec<String> = api
+        .list_metadata(&ListParams::default().labels(selector))
+        .await?
+        .into_iter()
+        .filter(|o| o.metadata.deletion_timestamp.is_none())
+        .map(|o| o.name_any())
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Marks a training Job succeeded, as the Job controller would once its pod exits 0 (the test
+/// server has no kubelet to run it).
+async fn complete_job(jobs: &Api<Job>, name: &str) -> anyhow::Result<()> {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let status = json!({ "status": {
+        "conditions": [{ "type": "Complete", "status": "True", "lastProbeTime": now, "lastTransitionTime": now }],
+        "startTime": now, "completionTime": now, "succeeded": 1,
+    }});
+    jobs.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+    Ok(())
+}
+
+/// Apply a pool + policy: every child exists with labels and owners, and both statuses are
+/// written (against the real API server, controllers in-process).
+#[tokio::test]
+async fn apiserver_apply_pool_and_policy_creates_children_and_status() -> anyhow::Result<()> {
+    let Some(client) = client_or_skip("apply_pool_and_policy").await else {
+        return Ok(());
+    };
+    let ns = TestNamespace::create(&client, "apply").await?;
+    let (op, _) = start_operator(&client, &ns.name).await?;
+    dataset(&client, &ns.name, &["a", "auto-b", "ext-c"]).await?;
+    let pools: Api<LLMPool> = Api::namespaced(client.clone(), &ns.name);
+    let policies: Api<RoutingPolicy> = Api::namespaced(client.clone(), &ns.name);
+    apply(&pools, &pool_yaml("pool", &["a", "auto-b", "ext-c"])?).await?;
+    apply(&policies, &policy_yaml("rp", "pool", "a")?).await?;
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    let sel = "lookahead.dev/pool=pool";
+    let want = vec!["pool-a".to_string(), "pool-auto-b".to_string()];
+    wait_for("member Deployments and Services", || async {
+        Ok(
+            (names(&deployments, sel).await? == want && names(&services, sel).await? == want)
+                .then_some(()),
+        )
+    })
+    .await?;
+    let d = deployments.get("pool-a").await?;
+    assert_eq!(d.labels()["lookahead.dev/member"], "a");
+    assert_eq!(
+        d.labels()["app.kubernetes.io/managed-by"],
+        "lookahead-operator"
+    );
+    assert_eq!(d.owner_references()[0].kind, "LLMPool");
+
+    // The autoscaler, in the version this server serves (1.20: autoscaling/v2beta2).
+    let hpa_api = autoscaling::discover(&client).await?;
+    let hpas: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns.name, &hpa_api);
+    let hpa = wait_for("the autoscaler of auto-b", || async {
+        Ok(hpas.get_opt("pool-auto-b").await?)
+    })
+    .await?;
+    assert_eq!(hpa.data["spec"]["minReplicas"], 1);
+    assert_eq!(hpa.data["spec"]["maxReplicas"], 3);
+    assert!(
+        hpas.get_opt("pool-a").await?.is_none(),
+        "no target, no autoscaler"
+    );
+
+    let status = wait_for("pool status", || async {
+        Ok(pools
+            .get_status("pool")
+            .await?
+            .status
+            .filter(|s| s.fingerprint.is_some()))
+    })
+    .await?;
+    assert_eq!(status.member_count, 3);
+    assert_eq!(
+        status.ready_members.as_deref(),
+        Some("1/3"),
+        "only the endpoint member is ready without kubelets"
+    );
+    assert_eq!(status.observed_generation, Some(1));
+    let ready = cond(&status.conditions, "Ready").expect("Ready condition");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "MembersNotReady")
+    );
+    assert_eq!(
+        cond(&status.conditions, "Degraded").map(|c| c.status.as_str()),
+        Some("True")
+    );
+    let ext = status
+        .members
+        .iter()
+        .find(|m| m.name == "ext-c")
+        .expect("ext-c status");
+    assert_eq!(
+        ext.endpoint.as_deref(),
+        Some("http://ext-c.example:8000/v1")
+    );
+
+    // The router: config, Deployment (no artifact yet: fails open to defaultModel), Service.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let cm = wait_for("router ConfigMap", || async {
+        Ok(cms.get_opt("rp-router").await?)
+    })
+    .await?;
+    let config: lookahead_api::RouterConfig =
+        serde_yaml::from_str(&cm.data.unwrap_or_default()["config.yaml"])?;
+    config.validate()?;
+    assert_eq!(config.members.len(), 3);
+    assert_eq!(
+        config.members[0].base_url,
+        format!("http://pool-a.{}.svc:8000/v1", ns.name)
+    );
+    let router = wait_for("router Deployment", || async {
+        Ok(deployments.get_opt("rp-router").await?)
+    })
+    .await?;
+    let pod = router.spec.and_then(|s| s.template.spec).expect("pod spec");
+    assert_eq!(pod.containers[0].name, "router");
+    assert!(services.get_opt("rp-router").await?.is_some());
+
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
+    let job_names = wait_for("the first training Job", || async {
+        let n = names(&jobs, "lookahead.dev/policy=rp").await?;
+        Ok((!n.is_empty()).then_some(n))
+    })
+    .await?;
+    assert_eq!(job_names.len(), 1);
+    let pstatus = wait_for("policy status in Training", || async {
+        Ok(policies
+            .get_status("rp")
+            .await?
+            .status
+            .filter(|s| cond(&s.conditions, "Training").is_some_and(|c| c.status == "True")))
+    })
+    .await?;
+    assert_eq!(
+        pstatus.endpoint,
+        Some(format!("http://rp-router.{}.svc:8080/v1", ns.name))
+    );
+    let training = cond(&pstatus.conditions, "Training").expect("Training");
+    assert!(
+        training.message.contains("defaultModel \"a\""),
+        "{}",
+        training.message
+    );
+    op.abort();
+    Ok(())
+}
+
+/// A membership change creates exactly one training Job, whose success is recorded as the
+/// artifact and rolls the router (real API server).
+#[tokio::test]
+async fn apiserver_membership_change_creates_exactly_one_job() -> anyhow::Result<()> {
+    let Some(client) = client_or_skip("membership_change").await else {
+        return Ok(());
+    };
+    let ns = TestNamespace::create(&client, "retrain").await?;
+    let (op, _) = start_operator(&client, &ns.name).await?;
+    dataset(&client, &ns.name, &["a", "b"]).await?;
+    let pools: Api<LLMPool> = Api::namespaced(client.clone(), &ns.name);
+    let policies: Api<RoutingPolicy> = Api::namespaced(client.clone(), &ns.name);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    apply(&pools, &pool_yaml("pool", &["a", "b"])?).await?;
+    apply(&policies, &policy_yaml("rp", "pool", "a")?).await?;
+
+    let first = wait_for("first Job", || async {
+        Ok(names(&jobs, "lookahead.dev/policy=rp").await?.pop())
+    })
+    .await?;
+    complete_job(&jobs, &first).await?;
+    let artifact = wait_for("artifact recorded", || async {
+        Ok(policies
+            .get_status("rp")
+            .await?
+            .status
+            .and_then(|s| s.artifact))
+    })
+    .await?;
+    assert_eq!(artifact.members, ["a", "b"]);
+    let scorer = wait_for("router rolled to the artifact (scorer sidecar)", || async {
+        let d = deployments.get("rp-router").await?;
+        let pod = d.spec.and_then(|s| s.template.spec).unwrap_or_default();
+        Ok(pod.containers.into_iter().find(|c| c.name == "scorer"))
+    })
+    .await?;
+    let args = scorer.args.unwrap_or_default();
+    assert!(
+        args.contains(&format!("/artifacts/routers/rp/{}", artifact.version)),
+        "{args:?}"
+    );
+
+    // Add a member the dataset lacks and drop one: one new Job, for the new fingerprint.
+    apply(&pools, &pool_yaml("pool", &["a", "c"])?).await?;
+    let second = wait_for("a second Job", || async {
+        let n = names(&jobs, "lookahead.dev/policy=rp").await?;
+        Ok((n.len() == 2).then_some(n))
+    })
+    .await?;
+    // Requeues (annotation touches, Job updates) must not create more.
+    for i in 0..3 {
+        let touch = json!({ "metadata": { "annotations": { "test/touch": i.to_string() } } });
+        policies
+            .patch("rp", &PatchParams::default(), &Patch::Merge(&touch))
+            .await?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(names(&jobs, "lookahead.dev/policy=rp").await?, second);
+    let status = policies.get_status("rp").await?.status.unwrap_or_default();
+    let training = cond(&status.conditions, "Training").expect("Training");
+    assert_eq!(training.status, "True");
+    assert!(
+        training
+            .message
+            .contains("restricted to current members [a]"),
+        "{}",
+        training.message
+    );
+    assert!(
+        training
+            .message
+            .contains("[c] get requests only when a client names them"),
+        "{}",
+        training.message
+    );
+    let missing = cond(&status.conditions, "MissingData").expect("MissingData");
+    assert_eq!(missing.status, "True");
+    assert!(missing.message.contains("[c]"), "{}", missing.message);
+    // The new Job trains only on the member with data.
+    let new_job = second.iter().find(|n| **n != first).expect("new job");
+    let job = jobs.get(new_job).await?;
+    let train_args = job
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|p| p.containers[0].args.clone().unwrap_or_default())
+        .unwrap_or_default();
+    assert!(
+        train_args.windows(2).any(|w| w == ["--models", "a-model"]),
+        "{train_args:?}"
+    );
+    op.abort();
+    Ok(())
+}
+
+/// Removing a member deletes its objects; deleting the pool and policy leaves nothing behind
+/// (garbage collection by the real controller-manager).
+#[tokio::test]
+async fn apiserver_member_removal_and_delete_clean_up() -> anyhow::Result<()> {
+    let Some(client) = client_or_skip("cleanup").await else {
+        return Ok(());
+    };
+    let ns = TestNamespace::create(&client, "cleanup").await?;
+    let (op, _) = start_operator(&client, &ns.name).await?;
+    let pools: Api<LLMPool> = Api::namespaced(client.clone(), &ns.name);
+    let policies: Api<RoutingPolicy> = Api::namespaced(client.clone(), &ns.name);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    let hpa_api = autoscaling::discover(&client).await?;
+    let hpas: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns.name, &hpa_api);
+    apply(&pools, &pool_yaml("pool", &["a", "auto-b"])?).await?;
+    apply(&policies, &policy_yaml("rp", "pool", "a")?).await?;
+    wait_for("two member Deployments + HPA", || async {
+        Ok(
+            (names(&deployments, "lookahead.dev/pool=pool").await?.len() == 2
+                && hpas.get_opt("pool-auto-b").await?.is_some())
+            .then_some(()),
+        )
+    })
+    .await?;
+
+    apply(&pools, &pool_yaml("pool", &["a"])?).await?;
+    wait_for(
+        "auto-b's Deployment, Service and autoscaler pruned",
+        || async {
+            Ok(
+                (names(&deployments, "lookahead.dev/pool=pool").await? == ["pool-a"]
+                    && names(&services, "lookahead.dev/pool=pool").await? == ["pool-a"]
+                    && hpas.get_opt("pool-auto-b").await?.is_none())
+                .then_some(()),
+            )
+        },
+    )
+    .await?;
+
+    policies.delete("rp", &DeleteParams::default()).await?;
+    pools.delete("pool", &DeleteParams::default()).await?;
+    wait_for("every child garbage-collected", || async {
+        let sel = "app.kubernetes.io/managed-by=lookahead-operator";
+        let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+        Ok((names(&deployments, sel).await?.is_empty()
+            && names(&services, sel).await?.is_empty()
+            && names(&jobs, sel).await?.is_empty()
+            && names(&cms, sel).await?.is_empty())
+        .then_some(()))
+    })
+    .await?;
+    op.abort();
+    Ok(())
+}
+
+/// Specs the schema admits but the operator cannot run get `Ready=False` with a reason and a
+/// Warning Event, and no children (real API server; 1.20 does not enforce CEL).
+#[tokio::test]
+async fn apiserver_invalid_specs_get_conditions_and_no_children() -> anyhow::Result<()> {
+    let Some(client) = client_or_skip("invalid_specs").await else {
+        return Ok(());
+    };
+    let ns = TestNamespace::create(&client, "invalid").await?;
+    let (op, _) = start_operator(&client, &ns.name).await?;
+    let pools: Api<LLMPool> = Api::namespaced(client.clone(), &ns.name);
+    let policies: Api<RoutingPolicy> = Api::namespaced(client.clone(), &ns.name);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+
+    let mut bad = pool_yaml("bad", &["a"])?;
+    bad.spec.members[0].replicas.min = 3;
+    bad.spec.members[0].replicas.max = 2;
+    apply(&pools, &bad).await?;
+    let ready = wait_for("bad pool's Ready condition", || async {
+        Ok(pools
+            .get_status("bad")
+            .await?
+            .status
+            .and_then(|s| cond(&s.conditions, "Ready").cloned()))
+    })
+    .await?;
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "InvalidReplicas")
+    );
+    assert!(ready.message.contains("min 3 > max 2"), "{}", ready.message);
+
+    apply(&policies, &policy_yaml("orphan", "missing", "a")?).await?;
+    let ready = wait_for("orphan policy's Ready condition", || async {
+        Ok(policies
+            .get_status("orphan")
+            .await?
+            .status
+            .and_then(|s| cond(&s.conditions, "Ready").cloned()))
+    })
+    .await?;
+    assert_eq!(ready.reason, "PoolNotFound");
+
+    apply(&pools, &pool_yaml("good", &["a"])?).await?;
+    apply(&policies, &policy_yaml("nodefault", "good", "zzz")?).await?;
+    let ready = wait_for("unknown defaultModel condition", || async {
+        Ok(policies
+            .get_status("nodefault")
+            .await?
+            .status
+            .and_then(|s| cond(&s.conditions, "Ready").cloned()))
+    })
+    .await?;
+    assert_eq!(ready.reason, "UnknownDefaultModel");
+
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
+    wait_for("Warning events for the invalid objects", || async {
+        let reasons: Vec<String> = events
+            .list(&ListParams::default())
+            .await?
+            .into_iter()
+            .filter(|e| e.type_.as_deref() == Some("Warning"))
+            .filter_map(|e| e.reason)
+            .collect();
+        Ok(["InvalidReplicas", "PoolNotFound", "UnknownDefaultModel"]
+            .iter()
+            .all(|r| reasons.iter().any(|x| x == r))
+            .then_some(()))
+    })
+    .await?;
+    // No children from invalid specs: the good pool has its Deployment, the rest nothing.
+    wait_for("good pool's Deployment", || async {
+        Ok(deployments.get_opt("good-a").await?)
+    })
+    .await?;
+    assert!(deployments.get_opt("bad-a").await?.is_none());
+    assert!(deployments.get_opt("orphan-router").await?.is_none());
+    assert!(deployments.get_opt("nodefault-router").await?.is_none());
+
+    // Fixing the reference heals the policy without touching it (the pool watch re-queues it).
+    apply(&pools, &pool_yaml("missing", &["a"])?).await?;
+    wait_for("orphan policy's router once its pool exists", || async {
+        Ok(deployments.get_opt("orphan-router").await?)
+    })
+    .await?;
+    op.abort();
+    Ok(())
+}
+
+/// An operator stopped mid-way, with the spec changed while it was down, converges when a new
+/// one starts: removed members pruned, new ones created, one Job for the new membership.
+#[tokio::test]
+async fn apiserver_operator_restart_mid_way_converges() -> anyhow::Result<()> {
+    let Some(client) = client_or_skip("restart").await else {
+        return Ok(());
+    };
+    let ns = TestNamespace::create(&client, "restart").await?;
+    let pools: Api<LLMPool> = Api::namespaced(client.clone(), &ns.name);
+    let policies: Api<RoutingPolicy> = Api::namespaced(client.clone(), &ns.name);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
+    let (op, _) = start_operator(&client, &ns.name).await?;
+    apply(&pools, &pool_yaml("pool", &["a", "b"])?).await?;
+    apply(&policies, &policy_yaml("rp", "pool", "a")?).await?;
+    wait_for("first member Deployment", || async {
+        Ok(deployments.get_opt("pool-a").await?)
+    })
+    .await?;
+    op.abort();
+    let _ = op.await;
+
+    apply(&pools, &pool_yaml("pool", &["a", "c", "d"])?).await?;
+    let (op, _) = start_operator(&client, &ns.name).await?;
+    let fingerprint = pools.get("pool").await?.spec.fingerprint();
+    wait_for(
+        "convergence to a, c, d with one Job for the new fingerprint",
+        || async {
+            let d = names(&deployments, "lookahead.dev/pool=pool").await?;
+            let current: Vec<Job> = jobs
+                .list(&ListParams::default().labels("lookahead.dev/policy=rp"))
+                .await?
+                .into_iter()
+                .filter(|j| j.labels().get("lookahead.dev/artifact-version") == Some(&fingerprint))
+                .collect();
+            let status = pools.get_status("pool").await?.status.unwrap_or_default();
+            Ok((d == ["pool-a", "pool-c", "pool-d"]
+                && current.len() == 1
+                && status.fingerprint.as_deref() == Some(fingerprint.as_str()))
+            .then_some(()))
+        },
+    )
+    .await?;
+    op.abort();
+    Ok(())
+}
+
+/// Two candidates for one Lease: only one leads; the other takes over after a release or once
+/// the lease expires unrenewed (real API server, coordination.k8s.io/v1).
+#[tokio::test]
+async fn apiserver_lease_has_one_leader() -> anyhow::Result<()> {
+    use lookahead_operator::leader::LeaseLock;
+    let Some(client) = client_or_skip("lease").await else {
+        return Ok(());
+    };
+    let ns = TestNamespace::create(&client, "lease").await?;
+    let d = Duration::from_secs(2);
+    let a = LeaseLock::new(client.clone(), &ns.name, "op", "a", d);
+    let b = LeaseLock::new(client.clone(), &ns.name, "op", "b", d);
+    assert!(a.try_acquire_or_renew().await?);
+    assert!(!b.try_acquire_or_renew().await?);
+    assert!(a.try_acquire_or_renew().await?, "the holder renews");
+    assert!(!b.try_acquire_or_renew().await?);
+    // a stops renewing: b takes over only after a full lease duration of no change.
+    tokio::time::sleep(d + Duration::from_millis(300)).await;
+    assert!(b.try_acquire_or_renew().await?);
+    assert!(
+        !a.try_acquire_or_renew().await?,
+        "the old holder must not win it back"
+    );
+    b.release().await?;
+    let c = LeaseLock::new(client.clone(), &ns.name, "op", "c", d);
+    assert!(
+        c.try_acquire_or_renew().await?,
+        "a released lease is free at once"
+    );
+    Ok(())
+}
