@@ -1,1 +1,278 @@
+//! tower-test mock API server scenarios for the reconcile steps: each scenario lists the requests
+//! a reconcile must make, in order, checks their method, path and body, and answers them.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response};
+use kube::api::ApiResource;
+use kube::client::Body;
+use kube::core::GroupVersionKind;
+use kube::Client;
+use serde_json::{json, Value};
+
+use crate::context::{Context, Settings};
+use crate::metrics::Metrics;
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+/// One expected request: method, path (without query), a check on the body, and the answer.
+struct Expect {
+    method: Method,
+    path: String,
+    /// Query parameters that must be present (`k=v`).
+    query: Vec<&'static str>,
+    check: Box<dyn Fn(&Value) + Send>,
+    status: u16,
+    answer: Value,
+}
+
+fn expect(method: Method, path: impl Into<String>, answer: Value) -> Expect {
+    Expect {
+        method,
+        path: path.into(),
+        query: vec![],
+        check: Box::new(|_| {}),
+        status: 200,
+        answer,
+    }
+}
+
+impl Expect {
+    fn query(mut self, q: &'static str) -> Self {
+        self.query.push(q);
+        self
+    }
+    fn check(mut self, f: impl Fn(&Value) + Send + 'static) -> Self {
+        self.check = Box::new(f);
+        self
+    }
+    fn status(mut self, code: u16) -> Self {
+        self.status = code;
+        self
+    }
+}
+
+/// Answers `script` in order; panics (failing the test) on any deviation.
+async fn serve(mut handle: Handle, script: Vec<Expect>) {
+    for (i, e) in script.into_iter().enumerate() {
+        let (request, send) = handle.next_request().await.expect("a request");
+        let uri = request.uri().clone();
+        assert_eq!(
+            (request.method(), uri.path()),
+            (&e.method, e.path.as_str()),
+            "request #{i}"
+        );
+        let query = uri.query().unwrap_or_default().to_string();
+        for q in &e.query {
+            assert!(
+                query.split('&').any(|p| p == *q),
+                "request #{i} ({}): {q} not in {query}",
+                e.path
+            );
+        }
+        let bytes = request.into_body().collect_bytes().await.expect("body");
+        let body: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("JSON body")
+        };
+        (e.check)(&body);
+        let response = Response::builder()
+            .status(e.status)
+            .body(Body::from(serde_json::to_vec(&e.answer).expect("json")))
+            .expect("response");
+        send.send_response(response);
+    }
+}
+
+fn test_context() -> (Arc<Context>, Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "ns");
+    let gvk = GroupVersionKind::gvk("autoscaling", "v2beta2", "HorizontalPodAutoscaler");
+    let settings = Settings {
+        image: "lookahead:test".into(),
+        hpa: ApiResource::from_gvk_with_plural(&gvk, "horizontalpodautoscalers"),
+        namespace: Some("ns".into()),
+    };
+    let ctx = Context::new(client, settings, Arc::new(Metrics::default()));
+    (Arc::new(ctx), handle)
+}
+
+fn event_answer() -> Value {
+    json!({ "apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": { "name": "e", "namespace": "ns" }, "eventTime": "2026-01-01T00:00:00.000000Z" })
+}
+
+fn metadata_list(names: &[(&str, &str)]) -> Value {
+    let items: Vec<Value> = names
+        .iter()
+        .map(|(name, member)| json!({
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": { "name": name, "namespace": "ns", "labels": { "lookahead.dev/pool": "pool", "lookahead.dev/member": member } },
+        }))
+        .collect();
+    json!({ "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {}, "items": items })
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .unwrap_or(&Value::Null)
+}
+
+async fn run<F: std::future::Future>(
+    reconcile: F,
+    handle: Handle,
+    script: Vec<Expect>,
+) -> F::Output {
+    let server = tokio::spawn(serve(handle, script));
+    let out = tokio::time::timeout(Duration::from_secs(5), reconcile)
+        .await
+        .expect("reconcile finished");
+    tokio::time::timeout(Duration::from_secs(1), server)
+        .await
+        .expect("every expected request was made")
+        .expect("mock server");
+    out
+}
+
+/// An invalid pool gets a status (server-side apply, forced) and a Warning event, nothing else.
+#[tokio::test]
+async fn invalid_pool_reports_and_creates_nothing() {
+    let (ctx, handle) = test_context();
+    let mut pool = crate::testdata::pool("pool", &["yi"]);
+    pool.spec.members[0].replicas.min = 3;
+    pool.spec.members[0].replicas.max = 2;
+    let answer = serde_json::to_value(&pool).expect("json");
+    let script = vec![
+        expect(
+            Method::PATCH,
+            "/apis/lookahead.dev/v1alpha1/namespaces/ns/llmpools/pool/status",
+            answer,
+        )
+        .query("fieldManager=lookahead-operator")
+        .query("force=true")
+        .check(|body| {
+            let ready = condition(body, "Ready");
+            assert_eq!(ready["status"], "False");
+            assert_eq!(ready["reason"], "InvalidReplicas");
+        }),
+        expect(
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/ns/events",
+            event_answer(),
+        )
+        .check(|body| {
+            assert_eq!(body["type"], "Warning");
+            assert_eq!(body["reason"], "InvalidReplicas");
+        }),
+    ];
+    let action = run(crate::pool::reconcile(Arc::new(pool), ctx), handle, script).await;
+    assert!(action.is_ok());
+}
+
+/// A valid pool: the template member's Deployment and Service are applied, the endpoint member
+/// gets none, a removed member's leftovers are pruned (with an Event), then the status.
+#[tokio::test]
+async fn pool_applies_children_prunes_and_writes_status() {
+    let (ctx, handle) = test_context();
+    let mut pool = crate::testdata::pool("pool", &["yi", "ext"]);
+    pool.spec.members[1].template = None;
+    pool.spec.members[1].endpoint = Some("http://ext.example/v1".into());
+    let answer = serde_json::to_value(&pool).expect("json");
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": "pool-yi", "namespace": "ns" },
+        "spec": { "replicas": 1, "selector": {}, "template": {} },
+        "status": { "readyReplicas": 1 },
+    });
+    let service = json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": "pool-yi", "namespace": "ns" } });
+    let script = vec![
+        expect(Method::PATCH, "/apis/apps/v1/namespaces/ns/deployments/pool-yi", deployment)
+            .query("fieldManager=lookahead-operator")
+            .check(|d| {
+                assert_eq!(d["metadata"]["labels"]["lookahead.dev/member"], "yi");
+                assert_eq!(d["metadata"]["ownerReferences"][0]["kind"], "LLMPool");
+                assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "vllm/vllm-openai:v0.6.0");
+            }),
+        expect(Method::PATCH, "/api/v1/namespaces/ns/services/pool-yi", service),
+        expect(Method::GET, "/apis/apps/v1/namespaces/ns/deployments", metadata_list(&[("pool-yi", "yi"), ("pool-old", "old")]))
+            .query("labelSelector=lookahead.dev%2Fpool%3Dpool%2Capp.kubernetes.io%2Fmanaged-by%3Dlookahead-operator"),
+        expect(Method::DELETE, "/apis/apps/v1/namespaces/ns/deployments/pool-old", json!({ "apiVersion": "v1", "kind": "Status", "status": "Success" })),
+        expect(Method::GET, "/api/v1/namespaces/ns/services", metadata_list(&[("pool-yi", "yi")])),
+        expect(Method::GET, "/apis/autoscaling/v2beta2/namespaces/ns/horizontalpodautoscalers", metadata_list(&[])),
+        expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/ns/events", event_answer())
+            .check(|e| assert_eq!(e["reason"], "MembersRemoved")),
+        expect(Method::PATCH, "/apis/lookahead.dev/v1alpha1/namespaces/ns/llmpools/pool/status", answer).check(|s| {
+            assert_eq!(s["status"]["readyMembers"], "2/2");
+            assert_eq!(s["status"]["memberCount"], 2);
+            assert_eq!(s["status"]["members"][1]["endpoint"], "http://ext.example/v1");
+            assert_eq!(condition(s, "Ready")["status"], "True");
+            assert_eq!(s["status"]["fingerprint"].as_str().map(str::len), Some(16));
+        }),
+    ];
+    let action = run(crate::pool::reconcile(Arc::new(pool), ctx), handle, script).await;
+    assert!(action.is_ok());
+}
+
+/// A policy whose pool does not exist: `Ready=False/PoolNotFound`, a Warning, no children.
+#[tokio::test]
+async fn policy_without_pool_reports_pool_not_found() {
+    let (ctx, handle) = test_context();
+    let policy = crate::testdata::policy("rp", Some("yi"));
+    let answer = serde_json::to_value(&policy).expect("json");
+    let not_found = json!({ "apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found" });
+    let script = vec![
+        expect(
+            Method::GET,
+            "/apis/lookahead.dev/v1alpha1/namespaces/ns/llmpools/pool",
+            not_found,
+        )
+        .status(404),
+        expect(
+            Method::PATCH,
+            "/apis/lookahead.dev/v1alpha1/namespaces/ns/routingpolicies/rp/status",
+            answer,
+        )
+        .check(|s| {
+            assert_eq!(condition(s, "Ready")["reason"], "PoolNotFound");
+            assert_eq!(s["status"]["phase"], "Failed");
+        }),
+        expect(
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/ns/events",
+            event_answer(),
+        )
+        .check(|e| assert_eq!(e["reason"], "PoolNotFound")),
+    ];
+    let action = run(
+        crate::policy::reconcile(Arc::new(policy), ctx),
+        handle,
+        script,
+    )
+    .await;
+    assert!(action.is_ok());
+}
+
+/// A failing API call surfaces as an error with a metric label (the controller requeues it).
+#[tokio::test]
+async fn api_errors_carry_a_metric_label() {
+    let (ctx, handle) = test_context();
+    let policy = crate::testdata::policy("rp", Some("yi"));
+    let boom = json!({ "apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "InternalError", "code": 500, "message": "boom" });
+    let script = vec![expect(
+        Method::GET,
+        "/apis/lookahead.dev/v1alpha1/namespaces/ns/llmpools/pool",
+        boom,
+    )
+    .status(500)];
+    let result = run(
+        crate::policy::reconcile(Arc::new(policy), ctx.clone()),
+        handle,
+        script,
+    )
+    .await;
+    let error = result.expect_err("a 500 fails the reconcile");
+    assert_eq!(error.metric_label(), "api_error");
+}
