@@ -842,3 +842,125 @@ async fn apiserver_rbac_manifest_is_enough() -> anyhow::Result<()> {
     op.abort();
     Ok(())
 }
+
+/// Two operator replicas with leader election (`lookahead_operator::run`, in-process): exactly
+/// one holds the Lease and reconciles; when it dies without releasing, the other takes over once
+/// the lease expires and reconciles the next change (real API server).
+#[tokio::test]
+async fn apiserver_two_replicas_fail_over() -> anyhow::Result<()> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use lookahead_operator::{LeaderElection, OperatorConfig};
+    let Some(client) = client_or_skip("failover").await else {
+        return Ok(());
+    };
+    let ns = TestNamespace::create(&client, "failover").await?;
+    let replica = |identity: &str| {
+        let config = OperatorConfig {
+            listen: ([127, 0, 0, 1], 0).into(),
+            image: "lookahead:test".into(),
+            namespace: Some(ns.name.clone()),
+            leader_election: Some(LeaderElection {
+                namespace: ns.name.clone(),
+                lease_name: "lookahead-operator".into(),
+                identity: identity.into(),
+                lease_duration: Duration::from_secs(3),
+            }),
+        };
+        tokio::spawn(lookahead_operator::run(client.clone(), config))
+    };
+    let mut replicas = BTreeMap::from([
+        ("a".to_string(), replica("a")),
+        ("b".to_string(), replica("b")),
+    ]);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    let holder = || async {
+        Ok(leases
+            .get_opt("lookahead-operator")
+            .await?
+            .and_then(|l| l.spec?.holder_identity))
+    };
+    let first = wait_for("a leader", holder).await?;
+    let pools: Api<LLMPool> = Api::namespaced(client.clone(), &ns.name);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    apply(&pools, &pool_yaml("pool", &["a"])?).await?;
+    wait_for("the leader reconciles", || async {
+        Ok(deployments.get_opt("pool-a").await?)
+    })
+    .await?;
+
+    // The leader dies without releasing the Lease (a crash, not a SIGTERM).
+    if let Some(task) = replicas.remove(&first) {
+        task.abort();
+    }
+    let second = wait_for("the standby takes over", || async {
+        Ok(holder().await?.filter(|h| *h != first))
+    })
+    .await?;
+    assert!(replicas.contains_key(&second));
+    apply(&pools, &pool_yaml("pool", &["a", "b"])?).await?;
+    wait_for("the new leader reconciles", || async {
+        Ok(deployments.get_opt("pool-b").await?)
+    })
+    .await?;
+    for task in replicas.into_values() {
+        assert!(!task.is_finished(), "the new leader keeps running");
+        task.abort();
+    }
+    Ok(())
+}
+
+/// A training Job that exhausts its retries gives `TrainingFailed=True` with the Job's reason,
+/// keeps the router up, and is not re-created on requeue (real API server).
+#[tokio::test]
+async fn apiserver_failed_training_is_reported_not_retried() -> anyhow::Result<()> {
+    let Some(client) = client_or_skip("failed_training").await else {
+        return Ok(());
+    };
+    let ns = TestNamespace::create(&client, "trainfail").await?;
+    let (op, _) = start_operator(&client, &ns.name).await?;
+    let pools: Api<LLMPool> = Api::namespaced(client.clone(), &ns.name);
+    let policies: Api<RoutingPolicy> = Api::namespaced(client.clone(), &ns.name);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
+    apply(&pools, &pool_yaml("pool", &["a", "b"])?).await?;
+    apply(&policies, &policy_yaml("rp", "pool", "a")?).await?;
+    let job = wait_for("the training Job", || async {
+        Ok(names(&jobs, "lookahead.dev/policy=rp").await?.pop())
+    })
+    .await?;
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let failed = json!({ "status": {
+        "conditions": [{ "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                         "message": "Job has reached the specified backoff limit",
+                         "lastProbeTime": now, "lastTransitionTime": now }],
+        "startTime": now, "failed": 3,
+    }});
+    jobs.patch_status(&job, &PatchParams::default(), &Patch::Merge(&failed))
+        .await?;
+    let status =
+        wait_for("TrainingFailed", || async {
+            Ok(policies.get_status("rp").await?.status.filter(|s| {
+                cond(&s.conditions, "TrainingFailed").is_some_and(|c| c.status == "True")
+            }))
+        })
+        .await?;
+    let c = cond(&status.conditions, "TrainingFailed").expect("condition");
+    assert!(c.message.contains("BackoffLimitExceeded"), "{}", c.message);
+    assert_eq!(
+        status.phase,
+        Some(lookahead_api::policy::PolicyPhase::Failed),
+        "no artifact to fall back on"
+    );
+    let touch = json!({ "metadata": { "annotations": { "test/touch": "1" } } });
+    policies
+        .patch("rp", &PatchParams::default(), &Patch::Merge(&touch))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(names(&jobs, "lookahead.dev/policy=rp").await?, [job]);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    assert!(
+        deployments.get_opt("rp-router").await?.is_some(),
+        "the router keeps running"
+    );
+    op.abort();
+    Ok(())
+}
