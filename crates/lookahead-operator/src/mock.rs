@@ -25,6 +25,8 @@ struct Expect {
     check: Box<dyn Fn(&Value) + Send>,
     status: u16,
     answer: Value,
+    /// Answer with the request body (what a create or apply returns, give or take defaults).
+    echo: bool,
 }
 
 fn expect(method: Method, path: impl Into<String>, answer: Value) -> Expect {
@@ -35,6 +37,7 @@ fn expect(method: Method, path: impl Into<String>, answer: Value) -> Expect {
         check: Box::new(|_| {}),
         status: 200,
         answer,
+        echo: false,
     }
 }
 
@@ -45,6 +48,10 @@ impl Expect {
     }
     fn check(mut self, f: impl Fn(&Value) + Send + 'static) -> Self {
         self.check = Box::new(f);
+        self
+    }
+    fn echo(mut self) -> Self {
+        self.echo = true;
         self
     }
     fn status(mut self, code: u16) -> Self {
@@ -78,9 +85,10 @@ async fn serve(mut handle: Handle, script: Vec<Expect>) {
             serde_json::from_slice(&bytes).expect("JSON body")
         };
         (e.check)(&body);
+        let answer = if e.echo { &body } else { &e.answer };
         let response = Response::builder()
             .status(e.status)
-            .body(Body::from(serde_json::to_vec(&e.answer).expect("json")))
+            .body(Body::from(serde_json::to_vec(answer).expect("json")))
             .expect("response");
         send.send_response(response);
     }
@@ -275,4 +283,65 @@ async fn api_errors_carry_a_metric_label() {
     .await;
     let error = result.expect_err("a 500 fails the reconcile");
     assert_eq!(error.metric_label(), "api_error");
+}
+
+/// A valid policy over a pool without an artifact: it reads the pool and the dataset, creates
+/// the one training Job (with an Event), applies the router's ConfigMap, Deployment and Service,
+/// and reports `Training` with the fail-open behaviour in status.
+#[tokio::test]
+async fn policy_starts_training_and_runs_the_router() {
+    let (ctx, handle) = test_context();
+    let policy = crate::testdata::policy("rp", Some("yi"));
+    let pool = crate::testdata::pool("pool", &["yi", "phi"]);
+    let fingerprint = pool.spec.fingerprint();
+    let dataset = json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "routing-data", "namespace": "ns" },
+        "data": { "manifest.json": r#"{"GSM8K": {"models": ["Yi-model", "Phi-model"]}}"# },
+    });
+    let job_name = format!("rp-train-{fingerprint}");
+    let answer = serde_json::to_value(&policy).expect("json");
+    let job_check = {
+        let job_name = job_name.clone();
+        move |j: &Value| {
+            assert_eq!(j["metadata"]["name"], job_name.as_str());
+            assert_eq!(j["metadata"]["ownerReferences"][0]["kind"], "RoutingPolicy");
+            let args = &j["spec"]["template"]["spec"]["containers"][0]["args"];
+            assert_eq!(args[0], "train");
+            assert_eq!(j["spec"]["backoffLimit"], 2);
+        }
+    };
+    let script = vec![
+        expect(Method::GET, "/apis/lookahead.dev/v1alpha1/namespaces/ns/llmpools/pool", serde_json::to_value(&pool).expect("json")),
+        expect(Method::GET, "/api/v1/namespaces/ns/configmaps/routing-data", dataset),
+        expect(Method::GET, "/apis/batch/v1/namespaces/ns/jobs", json!({ "apiVersion": "batch/v1", "kind": "JobList", "metadata": {}, "items": [] }))
+            .query("labelSelector=lookahead.dev%2Fpolicy%3Drp%2Capp.kubernetes.io%2Fmanaged-by%3Dlookahead-operator"),
+        expect(Method::POST, "/apis/batch/v1/namespaces/ns/jobs", Value::Null).echo().check(job_check),
+        expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/ns/events", event_answer())
+            .check(|e| assert_eq!(e["reason"], "TrainingStarted")),
+        expect(Method::PATCH, "/api/v1/namespaces/ns/configmaps/rp-router", Value::Null).echo().check(|cm| {
+            let config: lookahead_api::RouterConfig =
+                serde_yaml::from_str(cm["data"]["config.yaml"].as_str().unwrap_or_default()).expect("router config");
+            assert_eq!(config.members.len(), 2);
+            assert_eq!(config.policy.method, lookahead_api::policy::RouterMethod::Fixed, "fails open until trained");
+        }),
+        expect(Method::PATCH, "/apis/apps/v1/namespaces/ns/deployments/rp-router", Value::Null).echo().check(|d| {
+            let pod = &d["spec"]["template"];
+            assert_eq!(pod["spec"]["containers"][0]["name"], "router");
+            assert!(pod["metadata"]["annotations"]["lookahead.dev/config-hash"].is_string());
+        }),
+        expect(Method::PATCH, "/api/v1/namespaces/ns/services/rp-router", Value::Null).echo(),
+        expect(Method::PATCH, "/apis/lookahead.dev/v1alpha1/namespaces/ns/routingpolicies/rp/status", answer).check(|s| {
+            assert_eq!(s["status"]["phase"], "Training");
+            assert_eq!(condition(s, "Training")["status"], "True");
+            assert_eq!(condition(s, "MissingData")["reason"], "AllMembersHaveData");
+            assert_eq!(s["status"]["endpoint"], "http://rp-router.ns.svc:8080/v1");
+        }),
+    ];
+    let action = run(
+        crate::policy::reconcile(Arc::new(policy), ctx),
+        handle,
+        script,
+    )
+    .await;
+    assert!(action.is_ok());
 }

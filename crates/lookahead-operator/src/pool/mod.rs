@@ -129,7 +129,8 @@ pub async fn reconcile(pool: Arc<LLMPool>, ctx: Arc<Context>) -> Result<Action> 
         let (ready_replicas, desired) = replica_counts(&applied);
         members.push(MemberStatus {
             name: m.name.clone(),
-            ready: ready_replicas > 0 && ready_replicas >= desired.min(1),
+            // Serving needs one ready replica; the router balances over the Service.
+            ready: ready_replicas > 0,
             ready_replicas,
             desired_replicas: desired,
             endpoint: Some(children::member_url(&name, &ns, &m.name, t)),
