@@ -153,6 +153,11 @@ impl Embeddings {
         })
     }
 
+    /// The word-embedding matrix `[vocab, hidden]` (masked-token heads tie their decoder to it).
+    pub fn word_weight(&self) -> &Tensor {
+        &self.word
+    }
+
     /// `ids`: `[batch, seq]` u32 token ids (token type 0 everywhere).
     pub fn forward(&self, ids: &Tensor, mode: Mode) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;

@@ -9,6 +9,7 @@ pub mod backbone;
 pub mod bert;
 pub mod knn;
 pub mod lite;
+pub mod mlm;
 pub mod ops;
 pub mod scorer;
 pub mod states;
