@@ -17,9 +17,12 @@ use lookahead_model::{
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// lite | mlc | knn.
+    /// lite | mlc | knn | mlm.
     #[arg(long, default_value = "lite")]
     method: Method,
+    /// cpu | cuda (mlm; cuda needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Routing dataset directory (manifest.json + one .jsonl[.gz] per source).
     #[arg(long)]
     data: PathBuf,
@@ -192,7 +195,16 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         test.len()
     );
     let backbone_dir = args.backbone.clone().unwrap_or_else(default_backbone_dir);
-    let backbone = Backbone::load(&backbone_dir, &Device::Cpu)?;
+    let device = match (args.device.as_str(), args.method) {
+        ("cpu", _) => Device::Cpu,
+        ("cuda", Method::Mlm) => Device::new_cuda(0).context(
+            "--device cuda: no CUDA device, or this build lacks the `cuda` feature \
+             (cargo build --features cuda)",
+        )?,
+        ("cuda", m) => bail!("--device cuda is for --method mlm; {m} trains on the CPU"),
+        (other, _) => bail!("--device must be cpu or cuda, not {other:?}"),
+    };
+    let backbone = Backbone::load(&backbone_dir, &device)?;
     let req = TrainRequest {
         method: args.method,
         hyper: hp,

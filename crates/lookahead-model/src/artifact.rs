@@ -30,6 +30,8 @@ pub enum Method {
     Mlc,
     /// Cosine k nearest neighbours over pooled prompt embeddings.
     Knn,
+    /// Paper Lookahead-MLM: prompt + one masked slot per candidate in one encoder sequence.
+    Mlm,
 }
 
 impl std::str::FromStr for Method {
@@ -39,7 +41,8 @@ impl std::str::FromStr for Method {
             "lite" => Ok(Method::Lite),
             "mlc" => Ok(Method::Mlc),
             "knn" => Ok(Method::Knn),
-            other => Err(format!("unknown method {other:?} (lite, mlc, knn)")),
+            "mlm" => Ok(Method::Mlm),
+            other => Err(format!("unknown method {other:?} (lite, mlc, knn, mlm)")),
         }
     }
 }
@@ -50,6 +53,7 @@ impl std::fmt::Display for Method {
             Method::Lite => "lite",
             Method::Mlc => "mlc",
             Method::Knn => "knn",
+            Method::Mlm => "mlm",
         })
     }
 }
@@ -291,6 +295,12 @@ pub fn load_scorer_with_backbone(
     dir: &Path,
     backbone_dir: &Path,
 ) -> Result<Box<dyn Scorer>, ArtifactError> {
+    if RouterMeta::read(dir)?.method == Method::Mlm {
+        return Ok(Box::new(crate::mlm_router::MlmScorer::load(
+            dir,
+            backbone_dir,
+        )?));
+    }
     Ok(Box::new(RouterScorer::load(dir, backbone_dir)?))
 }
 
@@ -361,6 +371,12 @@ impl RouterScorer {
     ) -> Result<Head, ArtifactError> {
         let hp = &meta.hyper;
         Ok(match meta.method {
+            Method::Mlm => {
+                return Err(ArtifactError::Tensor(candle_core::Error::Msg(
+                    "an MLM artifact loads as an MlmScorer (load_scorer), not a RouterScorer"
+                        .into(),
+                )))
+            }
             Method::Knn => {
                 let get = |name: &str| {
                     tensors.get(name).cloned().ok_or_else(|| {

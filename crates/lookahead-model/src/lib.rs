@@ -10,6 +10,7 @@ pub mod bert;
 pub mod knn;
 pub mod lite;
 pub mod mlm;
+pub mod mlm_router;
 pub mod ops;
 pub mod scorer;
 pub mod states;

@@ -122,6 +122,11 @@ fn check(req: &TrainRequest, backbone: &Backbone) -> Result<(), TrainError> {
 
 /// Trains a router; states of the frozen layers come from (and go to) the on-disk cache.
 pub fn train_router(backbone: &Backbone, req: &TrainRequest) -> Result<Trained, TrainError> {
+    if req.method == Method::Mlm {
+        // End to end on token ids (no state cache).
+        let device = backbone.encoder.device().clone();
+        return crate::mlm_router::train_mlm(backbone, req, &device);
+    }
     check(req, backbone)?;
     let started = Instant::now();
     let hp = &req.hyper;
@@ -150,6 +155,11 @@ pub fn train_router(backbone: &Backbone, req: &TrainRequest) -> Result<Trained, 
     let (tensors, valid, test_metrics, best_epoch) = match req.method {
         Method::Knn => train_knn(backbone, &cache, req)?,
         Method::Lite | Method::Mlc => train_upper(backbone, &cache, req)?,
+        Method::Mlm => {
+            return Err(TrainError::Hyper(
+                "MLM trains without the state cache".into(),
+            ))
+        }
     };
     let meta = RouterMeta {
         format_version: FORMAT_VERSION,
@@ -337,7 +347,7 @@ fn seed_fresh_params(
             ));
             init.push(("route.bias".into(), Tensor::from_vec(bias, p, &dev)?));
         }
-        Method::Knn => {}
+        Method::Knn | Method::Mlm => {}
     }
     let mut data = varmap
         .data()
