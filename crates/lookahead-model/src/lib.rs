@@ -7,8 +7,10 @@
 pub mod artifact;
 pub mod backbone;
 pub mod bert;
+pub mod clm;
 pub mod knn;
 pub mod lite;
+pub mod llama;
 pub mod mlm;
 pub mod mlm_router;
 pub mod ops;

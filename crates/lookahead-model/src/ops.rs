@@ -24,6 +24,15 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64, mode: Mode) -> R
     normed.broadcast_mul(w)?.broadcast_add(b)
 }
 
+/// RMS norm over the last dimension: `x / sqrt(mean(x^2) + eps) * w` (Llama family).
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> {
+    if mode == Mode::Inference {
+        return candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32);
+    }
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(w)
+}
+
 /// Softmax over the last dimension via `exp / sum(exp)`, shifted by the (detached) max for
 /// numerical stability; the shift cancels in the gradient.
 pub fn softmax_last_dim(x: &Tensor, mode: Mode) -> Result<Tensor> {
