@@ -17,10 +17,10 @@ use lookahead_model::{
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// lite | mlc | knn | mlm.
+    /// lite | mlc | knn | mlm | clm.
     #[arg(long, default_value = "lite")]
     method: Method,
-    /// cpu | cuda (mlm; cuda needs a build with `--features cuda`).
+    /// cpu | cuda (mlm, clm; cuda needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Routing dataset directory (manifest.json + one .jsonl[.gz] per source).
@@ -38,7 +38,8 @@ pub struct TrainArgs {
     /// Artifact directory to write (router.safetensors + router.json).
     #[arg(long)]
     out: PathBuf,
-    /// Backbone directory (default: $LOOKAHEAD_BACKBONE or ~/.cache/lookahead/backbones/minilm-l6).
+    /// Backbone directory (default: $LOOKAHEAD_BACKBONE or ~/.cache/lookahead/backbones/minilm-l6;
+    /// clm: the GGUF decoder, $LOOKAHEAD_DECODER or ~/.cache/lookahead/backbones/smollm2-135m).
     #[arg(long)]
     backbone: Option<PathBuf>,
     /// Frozen-state cache root (default: ~/.cache/lookahead/states).
@@ -194,17 +195,22 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         valid.len(),
         test.len()
     );
-    let backbone_dir = args.backbone.clone().unwrap_or_else(default_backbone_dir);
+    let backbone_dir = args.backbone.clone().unwrap_or_else(|| {
+        if args.method == Method::Clm {
+            lookahead_model::gguf::default_decoder_dir()
+        } else {
+            default_backbone_dir()
+        }
+    });
     let device = match (args.device.as_str(), args.method) {
         ("cpu", _) => Device::Cpu,
-        ("cuda", Method::Mlm) => Device::new_cuda(0).context(
+        ("cuda", Method::Mlm | Method::Clm) => Device::new_cuda(0).context(
             "--device cuda: no CUDA device, or this build lacks the `cuda` feature \
              (cargo build --features cuda)",
         )?,
-        ("cuda", m) => bail!("--device cuda is for --method mlm; {m} trains on the CPU"),
+        ("cuda", m) => bail!("--device cuda is for --method mlm|clm; {m} trains on the CPU"),
         (other, _) => bail!("--device must be cpu or cuda, not {other:?}"),
     };
-    let backbone = Backbone::load(&backbone_dir, &device)?;
     let req = TrainRequest {
         method: args.method,
         hyper: hp,
@@ -217,7 +223,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         states_root: args.states.clone().unwrap_or_else(default_states_root),
         progress: !args.quiet,
     };
-    let trained = train_router(&backbone, &req)?;
+    let trained = if args.method == Method::Clm {
+        let decoder = lookahead_model::gguf::Decoder::load(&backbone_dir, &device)?;
+        lookahead_model::clm_router::train_clm(&decoder, &req, &device)?
+    } else {
+        let backbone = Backbone::load(&backbone_dir, &device)?;
+        train_router(&backbone, &req)?
+    };
     save_artifact(&args.out, &trained.meta, &trained.tensors)?;
     print_metrics("validation", &trained.meta.validation);
     if let Some(t) = &trained.meta.test {

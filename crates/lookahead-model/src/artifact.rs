@@ -32,6 +32,8 @@ pub enum Method {
     Knn,
     /// Paper Lookahead-MLM: prompt + one masked slot per candidate in one encoder sequence.
     Mlm,
+    /// Paper Lookahead-CLM: a decoder reads `prompt <Model_t>`; one cached step per candidate.
+    Clm,
 }
 
 impl std::str::FromStr for Method {
@@ -42,7 +44,10 @@ impl std::str::FromStr for Method {
             "mlc" => Ok(Method::Mlc),
             "knn" => Ok(Method::Knn),
             "mlm" => Ok(Method::Mlm),
-            other => Err(format!("unknown method {other:?} (lite, mlc, knn, mlm)")),
+            "clm" => Ok(Method::Clm),
+            other => Err(format!(
+                "unknown method {other:?} (lite, mlc, knn, mlm, clm)"
+            )),
         }
     }
 }
@@ -54,6 +59,7 @@ impl std::fmt::Display for Method {
             Method::Mlc => "mlc",
             Method::Knn => "knn",
             Method::Mlm => "mlm",
+            Method::Clm => "clm",
         })
     }
 }
@@ -295,11 +301,20 @@ pub fn load_scorer_with_backbone(
     dir: &Path,
     backbone_dir: &Path,
 ) -> Result<Box<dyn Scorer>, ArtifactError> {
-    if RouterMeta::read(dir)?.method == Method::Mlm {
-        return Ok(Box::new(crate::mlm_router::MlmScorer::load(
-            dir,
-            backbone_dir,
-        )?));
+    match RouterMeta::read(dir)?.method {
+        Method::Mlm => {
+            return Ok(Box::new(crate::mlm_router::MlmScorer::load(
+                dir,
+                backbone_dir,
+            )?))
+        }
+        Method::Clm => {
+            return Ok(Box::new(crate::clm_router::ClmScorer::load(
+                dir,
+                backbone_dir,
+            )?))
+        }
+        _ => {}
     }
     Ok(Box::new(RouterScorer::load(dir, backbone_dir)?))
 }
@@ -371,9 +386,9 @@ impl RouterScorer {
     ) -> Result<Head, ArtifactError> {
         let hp = &meta.hyper;
         Ok(match meta.method {
-            Method::Mlm => {
+            Method::Mlm | Method::Clm => {
                 return Err(ArtifactError::Tensor(candle_core::Error::Msg(
-                    "an MLM artifact loads as an MlmScorer (load_scorer), not a RouterScorer"
+                    "MLM/CLM artifacts load as MlmScorer/ClmScorer (load_scorer), not a RouterScorer"
                         .into(),
                 )))
             }

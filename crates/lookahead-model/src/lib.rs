@@ -8,6 +8,7 @@ pub mod artifact;
 pub mod backbone;
 pub mod bert;
 pub mod clm;
+pub mod clm_router;
 pub mod gguf;
 pub mod knn;
 pub mod lite;

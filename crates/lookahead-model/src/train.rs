@@ -155,9 +155,9 @@ pub fn train_router(backbone: &Backbone, req: &TrainRequest) -> Result<Trained, 
     let (tensors, valid, test_metrics, best_epoch) = match req.method {
         Method::Knn => train_knn(backbone, &cache, req)?,
         Method::Lite | Method::Mlc => train_upper(backbone, &cache, req)?,
-        Method::Mlm => {
+        Method::Mlm | Method::Clm => {
             return Err(TrainError::Hyper(
-                "MLM trains without the state cache".into(),
+                "MLM/CLM train end to end (train_mlm / train_clm), without the state cache".into(),
             ))
         }
     };
@@ -347,7 +347,7 @@ fn seed_fresh_params(
             ));
             init.push(("route.bias".into(), Tensor::from_vec(bias, p, &dev)?));
         }
-        Method::Knn | Method::Mlm => {}
+        Method::Knn | Method::Mlm | Method::Clm => {}
     }
     let mut data = varmap
         .data()
