@@ -345,3 +345,84 @@ async fn policy_starts_training_and_runs_the_router() {
     .await;
     assert!(action.is_ok());
 }
+
+/// A training Job that failed for good (backoff exhausted): `TrainingFailed=True` with the Job's
+/// reason, phase `Failed` (no older artifact), no new Job, and the router is still applied.
+#[tokio::test]
+async fn failed_training_job_is_reported_and_not_recreated() {
+    let (ctx, handle) = test_context();
+    let policy = crate::testdata::policy("rp", Some("yi"));
+    let pool = crate::testdata::pool("pool", &["yi", "phi"]);
+    let fingerprint = pool.spec.fingerprint();
+    let dataset = json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "routing-data", "namespace": "ns" },
+        "data": { "manifest.json": r#"{"GSM8K": {"models": ["Yi-model", "Phi-model"]}}"# },
+    });
+    let failed_job = json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": { "name": format!("rp-train-{fingerprint}"), "namespace": "ns",
+                      "labels": { "lookahead.dev/artifact-version": fingerprint } },
+        "spec": { "template": { "spec": { "containers": [] } } },
+        "status": { "failed": 3, "conditions": [{ "type": "Failed", "status": "True",
+                    "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit" }] },
+    });
+    let answer = serde_json::to_value(&policy).expect("json");
+    let script = vec![
+        expect(
+            Method::GET,
+            "/apis/lookahead.dev/v1alpha1/namespaces/ns/llmpools/pool",
+            serde_json::to_value(&pool).expect("json"),
+        ),
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/ns/configmaps/routing-data",
+            dataset,
+        ),
+        expect(
+            Method::GET,
+            "/apis/batch/v1/namespaces/ns/jobs",
+            json!({ "apiVersion": "batch/v1", "kind": "JobList", "metadata": {}, "items": [failed_job] }),
+        ),
+        // No POST of a Job, no Event: straight to the router objects.
+        expect(
+            Method::PATCH,
+            "/api/v1/namespaces/ns/configmaps/rp-router",
+            Value::Null,
+        )
+        .echo(),
+        expect(
+            Method::PATCH,
+            "/apis/apps/v1/namespaces/ns/deployments/rp-router",
+            Value::Null,
+        )
+        .echo(),
+        expect(
+            Method::PATCH,
+            "/api/v1/namespaces/ns/services/rp-router",
+            Value::Null,
+        )
+        .echo(),
+        expect(
+            Method::PATCH,
+            "/apis/lookahead.dev/v1alpha1/namespaces/ns/routingpolicies/rp/status",
+            answer,
+        )
+        .check(|s| {
+            let failed = condition(s, "TrainingFailed");
+            assert_eq!(failed["status"], "True");
+            assert!(failed["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("BackoffLimitExceeded"));
+            assert_eq!(condition(s, "Training")["status"], "False");
+            assert_eq!(s["status"]["phase"], "Failed");
+        }),
+    ];
+    let action = run(
+        crate::policy::reconcile(Arc::new(policy), ctx),
+        handle,
+        script,
+    )
+    .await;
+    assert!(action.is_ok());
+}
