@@ -45,7 +45,7 @@ pub fn run(args: OperatorArgs) -> anyhow::Result<()> {
         listen: args.listen,
         image: args.image,
         namespace: args.namespace,
-        leader_election: args.leader_elect.then(|| LeaderElection {
+        leader_election: args.leader_elect.then_some(LeaderElection {
             namespace: args.lease_namespace,
             lease_name: args.lease_name,
             identity,
