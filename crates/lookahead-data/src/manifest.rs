@@ -1,6 +1,7 @@
 //! `manifest.json`: per source, the score's range (for scaling to 0–100) and the models present.
 
 use std::collections::BTreeMap;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -9,6 +10,10 @@ use crate::DataError;
 
 /// The file name of the manifest inside a dataset directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// Largest accepted manifest (the shared one is ~3 kB): a bigger file is refused before it is
+/// read into memory.
+pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 
 /// The whole manifest: source name -> its description. Serialized as a plain JSON object.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -84,10 +89,20 @@ impl From<ScoreRange> for [f64; 2] {
 impl Manifest {
     /// Reads and validates `path` (a `manifest.json`).
     pub fn load(path: &Path) -> Result<Self, DataError> {
-        let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
+        let io = |source| DataError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let mut text = String::new();
+        std::io::Read::take(std::fs::File::open(path).map_err(io)?, MAX_MANIFEST_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(io)?;
+        if text.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("manifest is larger than the {MAX_MANIFEST_BYTES}-byte limit"),
+            )));
+        }
         Self::parse(&text, path)
     }
 

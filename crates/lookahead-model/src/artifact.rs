@@ -3,6 +3,7 @@
 //! validation metrics, format version), and loading one as a [`Scorer`].
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -18,6 +19,9 @@ use crate::scorer::{ScoreError, Scorer};
 
 pub const FORMAT_VERSION: u32 = 1;
 pub const META_FILE: &str = "router.json";
+/// Largest accepted `router.json` (real ones are a few kB): a bigger file is refused before it is
+/// read into memory.
+pub const MAX_META_BYTES: u64 = 4 << 20;
 pub const TENSORS_FILE: &str = "router.safetensors";
 
 /// Which router an artifact holds.
@@ -237,10 +241,20 @@ impl RouterMeta {
     /// Reads and checks `router.json` of an artifact directory.
     pub fn read(dir: &Path) -> Result<Self, ArtifactError> {
         let path = dir.join(META_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| ArtifactError::Io {
+        let io = |source| ArtifactError::Io {
             path: path.clone(),
             source,
-        })?;
+        };
+        let mut text = String::new();
+        std::io::Read::take(std::fs::File::open(&path).map_err(io)?, MAX_META_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(io)?;
+        if text.len() as u64 > MAX_META_BYTES {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{META_FILE} is larger than the {MAX_META_BYTES}-byte limit"),
+            )));
+        }
         // Check the version before the full schema, so old/new formats get the right message.
         #[derive(Deserialize)]
         struct Version {
