@@ -41,6 +41,8 @@ pub struct ChatClient {
     client: Client<HttpConnector, Full<Bytes>>,
     url: String,
     timeout: Duration,
+    /// Sent as `Authorization: Bearer <key>`.
+    api_key: Option<String>,
 }
 
 impl ChatClient {
@@ -54,7 +56,14 @@ impl ChatClient {
                 .build(connector),
             url: format!("{}/v1/chat/completions", base.trim_end_matches('/')),
             timeout,
+            api_key: None,
         }
+    }
+
+    /// Sends `Authorization: Bearer <key>` with every request.
+    pub fn with_api_key(mut self, key: &str) -> Self {
+        self.api_key = Some(key.to_string());
+        self
     }
 
     pub async fn chat(
@@ -68,8 +77,12 @@ impl ChatClient {
             "stream": stream,
             "messages": [{"role": "user", "content": prompt}],
         });
-        let req = http::Request::post(&self.url)
-            .header(http::header::CONTENT_TYPE, "application/json")
+        let mut req =
+            http::Request::post(&self.url).header(http::header::CONTENT_TYPE, "application/json");
+        if let Some(key) = &self.api_key {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {key}"));
+        }
+        let req = req
             .body(Full::new(Bytes::from(body.to_string())))
             .map_err(|e| ClientError::Request(e.to_string()))?;
         let t0 = Instant::now();
