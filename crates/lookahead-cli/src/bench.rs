@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 pub enum BenchCommand {
     /// Scorer latency and throughput.
     Scorer(ScorerArgs),
+    /// Latency the router adds over a direct call, and its throughput, beside LiteLLM's.
+    Proxy(crate::bench_proxy::ProxyArgs),
 }
 
 #[derive(Args, Debug)]
@@ -132,7 +134,10 @@ fn time_batch(
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Scorer(args) = cmd;
+    let args = match cmd {
+        BenchCommand::Scorer(args) => args,
+        BenchCommand::Proxy(args) => return crate::bench_proxy::run(args),
+    };
     // candle's CPU kernels size their thread pools from this at first use.
     std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
     let backbone_dir = args.backbone.clone().unwrap_or_else(default_backbone_dir);
