@@ -144,6 +144,21 @@ async fn measure(name: &str, base: &str, model: &str, args: &ProxyArgs) -> Row {
         let _ = client.chat(model, PROMPT, false).await;
     }
     let (sent, ok, lat) = latency_phase(&client, model, args.rate, args.duration).await;
+    // A proxy that fell behind may still be working off abandoned requests: let it drain (a
+    // request answered within a second) before the throughput phase.
+    let settle = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < settle {
+        let t0 = Instant::now();
+        if client
+            .chat(model, PROMPT, false)
+            .await
+            .is_ok_and(|r| r.status == 200)
+            && t0.elapsed() < Duration::from_secs(1)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let (throughput, tp_errors) =
         throughput_phase(&client, model, args.concurrency, args.throughput_duration).await;
     Row {
@@ -248,18 +263,6 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         Duration::ZERO,
     ));
 
-    let litellm = if args.no_litellm {
-        None
-    } else {
-        match start_litellm(backend, args.litellm_port, &tmp) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                eprintln!("[bench] LiteLLM skipped: {e}");
-                None
-            }
-        }
-    };
-
     eprintln!(
         "[bench] backend {backend}, router {router_addr}; latency at {} rps for {:?}, throughput at concurrency {} for {:?}",
         args.rate, args.duration, args.concurrency, args.throughput_duration
@@ -284,6 +287,20 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
             )
             .await,
         );
+    });
+    // LiteLLM starts only now, so its start-up does not compete with the runs above.
+    let litellm = if args.no_litellm {
+        None
+    } else {
+        match start_litellm(backend, args.litellm_port, &tmp) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("[bench] LiteLLM skipped: {e}");
+                None
+            }
+        }
+    };
+    client_rt.block_on(async {
         if litellm.is_some() {
             let base = format!("http://127.0.0.1:{}", args.litellm_port);
             let ready = ChatClient::new(&base, Duration::from_secs(5)).with_api_key(BENCH_KEY);
