@@ -6,9 +6,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use candle_core::Device;
 use clap::Args;
-use lookahead_data::{
-    label_targets, unit_hash, Dataset, KFold, Pool, PoolRecord, Split, SplitSpec,
-};
+use lookahead_data::{unit_hash, Dataset, KFold, Pool, Split, SplitSpec};
 use lookahead_model::artifact::{save_artifact, Method, Metrics};
 use lookahead_model::{
     default_backbone_dir, default_states_root, train_router, Backbone, Example, HyperParams,
@@ -83,18 +81,6 @@ pub struct TrainArgs {
     quiet: bool,
 }
 
-fn example(data: &Dataset, r: &PoolRecord, threshold: f64) -> anyhow::Result<Example> {
-    let quality = data.scaled_scores(r)?;
-    Ok(Example {
-        id: r.id.clone(),
-        source: r.source.clone(),
-        prompt: r.prompt.clone(),
-        responses: r.responses.iter().map(|x| x.text.clone()).collect(),
-        labels: label_targets(&r.scores(), threshold),
-        quality: quality.into_iter().map(|q| q as f32).collect(),
-    })
-}
-
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     // Per-epoch progress goes through tracing (visible in logs, not only on a terminal).
     let _ = tracing_subscriber::fmt()
@@ -153,7 +139,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         _ => None,
     };
     for r in &selection.records {
-        let e = example(&data, r, hp.label_threshold)?;
+        let e = Example::from_record(&data, r, hp.label_threshold)?;
         if extra.contains(&r.source) && !sources.contains(&r.source) {
             train.push(e);
             continue;

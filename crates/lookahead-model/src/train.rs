@@ -37,6 +37,31 @@ pub struct Example {
     pub quality: Vec<f32>,
 }
 
+impl Example {
+    /// A record projected on the pool as a training example: the paper's labels (positive if the
+    /// min–max normalised score >= `threshold` x best) and the scores scaled to 0..100 with the
+    /// source's `score_range`.
+    pub fn from_record(
+        data: &lookahead_data::Dataset,
+        record: &lookahead_data::PoolRecord,
+        threshold: f64,
+    ) -> Result<Self, lookahead_data::DataError> {
+        let scores = record.scores();
+        Ok(Self {
+            id: record.id.clone(),
+            source: record.source.clone(),
+            prompt: record.prompt.clone(),
+            responses: record.responses.iter().map(|r| r.text.clone()).collect(),
+            labels: lookahead_data::label_targets(&scores, threshold),
+            quality: data
+                .scaled_scores(record)?
+                .into_iter()
+                .map(|q| q as f32)
+                .collect(),
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error("no training examples")]
