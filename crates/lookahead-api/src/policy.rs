@@ -120,6 +120,10 @@ pub struct TrainingSpec {
     /// Resources of the training Job's pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Label members that lack data (`lookahead label`) before training; absent: members
+    /// without records are left out of training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labelling: Option<LabellingSpec>,
     /// Retries of a failed training Job before `TrainingFailed`.
     #[serde(default = "default_backoff_limit")]
     #[schemars(range(min = 0, max = 10))]
@@ -128,6 +132,25 @@ pub struct TrainingSpec {
 
 fn default_backoff_limit() -> i32 {
     2
+}
+
+/// How the training Job labels members without data: it asks them the dataset's prompts through
+/// the router's pool config, grades the answers (exact answer, sandboxed unit tests, or a judge)
+/// and trains on the merged dataset. See docs/labelling.md.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LabellingSpec {
+    /// At most this many prompts per source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub limit: Option<i32>,
+    /// Member calls in flight at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 256))]
+    pub concurrency: Option<i32>,
+    /// A ConfigMap whose `graders.yaml` key chooses graders per source and the judge endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graders: Option<ConfigMapRef>,
 }
 
 /// A routing dataset (see docs/dataset.md): from a ConfigMap or a PersistentVolumeClaim.
@@ -312,6 +335,9 @@ pub struct ArtifactStatus {
     /// RFC 3339 time training finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trained_at: Option<String>,
+    /// Prompts that got new, graded responses from the labelling step of this training run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labelled_prompts: Option<i64>,
     /// Validation metrics recorded by training (name -> value).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub validation: BTreeMap<String, f64>,

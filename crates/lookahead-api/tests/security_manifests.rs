@@ -48,6 +48,7 @@ const ALLOWED: &[(&str, &str, &[&str])] = &[
         "jobs",
         &["get", "list", "watch", "create", "delete"],
     ),
+    ("", "pods", &["get", "list"]),
     ("events.k8s.io", "events", &["create", "patch"]),
     (
         "coordination.k8s.io",

@@ -6,6 +6,7 @@ mod bench;
 mod bench_proxy;
 mod demo;
 mod eval;
+mod label;
 mod operator;
 mod replay;
 mod route;
@@ -46,6 +47,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Train a router on a routing dataset and write its artifact.
     Train(train::TrainArgs),
+    /// Collect routing labels for pool members that lack them (ask, grade, merge).
+    Label(label::LabelArgs),
     /// Score one prompt with a trained router artifact and print the ranking.
     Route(route::RouteArgs),
     /// Benchmarks.
@@ -65,6 +68,7 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args)?,
         Command::Eval(args) => eval::run(args)?,
         Command::Train(args) => train::run(args)?,
+        Command::Label(args) => label::run(args)?,
         Command::Route(args) => route::run(args)?,
         Command::Bench(cmd) => bench::run(cmd)?,
     }

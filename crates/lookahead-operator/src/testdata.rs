@@ -91,6 +91,7 @@ pub fn policy_spec(name: &str, default_model: Option<&str>) -> RoutingPolicySpec
                 path: format!("routers/{name}"),
             }),
             resources: None,
+            labelling: None,
             backoff_limit: 2,
         }),
         serving: ServingSpec::default(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -81,7 +81,20 @@ pub async fn reconcile(policy: Arc<RoutingPolicy>, ctx: Arc<Context>) -> Result<
     let lacking = members_without_data(&ctx, &policy, &pool, &ns).await?;
     let mut artifact = previous.artifact.clone();
     let mut plan = training::plan(&policy, &pool, artifact.as_ref());
-    if let (Some(p), DataCheck::Lacking(names)) = (plan.as_mut(), &lacking) {
+    let labelling = policy
+        .spec
+        .training
+        .as_ref()
+        .and_then(|t| t.labelling.as_ref());
+    match (plan.as_mut(), &lacking, labelling) {
+        // Label the members without records first, then train on the whole pool.
+        (Some(p), DataCheck::Lacking(names), Some(_)) => p.label = names.clone(),
+        // The operator cannot see the dataset: let `lookahead label` find the missing pairs
+        // (it asks only what the dataset lacks).
+        (Some(p), DataCheck::Unknown(_), Some(_)) => p.label = p.members.clone(),
+        _ => {}
+    }
+    if let (Some(p), DataCheck::Lacking(names), None) = (plan.as_mut(), &lacking, labelling) {
         // A member without records would make every record incomplete; train on the others.
         let keep: Vec<(String, String)> = p
             .members
@@ -162,7 +175,15 @@ pub async fn reconcile(policy: Arc<RoutingPolicy>, ctx: Arc<Context>) -> Result<
                     message,
                 },
                 JobState::Succeeded { finished } => {
-                    let trained = training::artifact_of(&job, &plan.version, finished);
+                    let labelled = if plan.label.is_empty() {
+                        None
+                    } else {
+                        let pods: Api<Pod> = ctx.api(&ns);
+                        let selector = format!("job-name={job_name}");
+                        let pods = pods.list(&ListParams::default().labels(&selector)).await?;
+                        training::labelled_prompts(&pods.items)
+                    };
+                    let trained = training::artifact_of(&job, &plan.version, finished, labelled);
                     ctx.publish(
                         policy.as_ref(),
                         EventType::Normal,
@@ -471,10 +492,17 @@ fn policy_status(i: &StatusInputs<'_>) -> RoutingPolicyStatus {
             "MissingData",
             true,
             "MembersWithoutRecords",
-            format!(
-                "members without records in the dataset: [{}]; training leaves them out (no labelling step is configured) and the router sends them requests only when a client names them",
-                names.join(", ")
-            ),
+            if i.policy.spec.training.as_ref().is_some_and(|t| t.labelling.is_some()) {
+                format!(
+                    "members without records in the dataset: [{}]; the training Job labels them first (lookahead label), then trains on the whole pool",
+                    names.join(", ")
+                )
+            } else {
+                format!(
+                    "members without records in the dataset: [{}]; training leaves them out (no labelling step is configured) and the router sends them requests only when a client names them",
+                    names.join(", ")
+                )
+            },
             generation,
         ),
         DataCheck::Unknown(why) => condition_with(prev, "MissingData", "Unknown", "NotInspected", why.clone(), generation),

@@ -6,16 +6,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource,
-    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Volume, VolumeMount,
+    PersistentVolumeClaimVolumeSource, Pod, PodSpec, PodTemplateSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use lookahead_api::policy::{ArtifactStatus, RouterMethod, TrainingSpec, TrainingTrigger};
+use lookahead_api::policy::{
+    ArtifactStatus, LabellingSpec, RouterMethod, TrainingSpec, TrainingTrigger,
+};
 use lookahead_api::{LLMPool, RoutingPolicy};
 
 use crate::labels::{
     self, FINGERPRINT_ANNOTATION, MEMBERS_ANNOTATION, RETRAIN_ANNOTATION, VERSION_LABEL,
 };
-use crate::policy::router::{artifact_dir, ARTIFACTS_MOUNT};
+use crate::policy::router::{artifact_dir, router_name, ARTIFACTS_MOUNT, CONFIG_KEY};
 
 /// An artifact the policy should have but does not.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +30,8 @@ pub struct Plan {
     pub members: Vec<String>,
     /// Model ids passed to `lookahead train --models`.
     pub models: Vec<String>,
+    /// Members the Job labels before training (`lookahead label`); empty: no labelling step.
+    pub label: Vec<String>,
 }
 
 /// Decides whether the policy needs a new artifact. `OnMembershipChange`: whenever the pool's
@@ -76,6 +80,7 @@ pub fn plan(
             .iter()
             .map(|m| m.model_id.clone())
             .collect(),
+        label: Vec::new(),
     })
 }
 
@@ -174,6 +179,23 @@ pub fn job(
         });
     }
 
+    let mut init_containers = Vec::new();
+    let data_dir = match (&training.labelling, plan.label.is_empty()) {
+        (Some(labelling), false) => {
+            let (container, extra) = label_container(
+                policy_name,
+                labelling,
+                plan,
+                &data_dir,
+                image_of(policy, image),
+                &mounts,
+            );
+            volumes.extend(extra);
+            init_containers.push(container);
+            LABELLED_DIR.to_string()
+        }
+        _ => data_dir,
+    };
     let args = vec![
         "train".to_string(),
         "--method".into(),
@@ -209,16 +231,10 @@ pub fn job(
                 }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
+                    init_containers: (!init_containers.is_empty()).then_some(init_containers),
                     containers: vec![Container {
                         name: "train".into(),
-                        image: Some(
-                            policy
-                                .spec
-                                .serving
-                                .image
-                                .clone()
-                                .unwrap_or_else(|| image.to_string()),
-                        ),
+                        image: Some(image_of(policy, image)),
                         args: Some(args),
                         resources: training.resources.clone(),
                         volume_mounts: Some(mounts),
@@ -232,6 +248,115 @@ pub fn job(
         }),
         status: None,
     }
+}
+
+/// Where the labelling step writes the merged dataset the train container reads.
+const LABELLED_DIR: &str = "/cache/labelled";
+/// Name of the labelling init container; its termination message is the run's JSON summary.
+pub const LABEL_CONTAINER: &str = "label";
+
+fn image_of(policy: &RoutingPolicy, image: &str) -> String {
+    policy
+        .spec
+        .serving
+        .image
+        .clone()
+        .unwrap_or_else(|| image.to_string())
+}
+
+/// The `lookahead label` init container: asks `plan.label` members (through the router's pool
+/// config, mounted from its ConfigMap) the dataset's prompts, grades the answers and writes the
+/// merged dataset to the cache volume; its summary goes to the termination message.
+fn label_container(
+    policy_name: &str,
+    labelling: &LabellingSpec,
+    plan: &Plan,
+    data_dir: &str,
+    image: String,
+    mounts: &[VolumeMount],
+) -> (Container, Vec<Volume>) {
+    let mut volumes = vec![Volume {
+        name: "router-config".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: router_name(policy_name),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let mut mounts = mounts.to_vec();
+    mounts.push(VolumeMount {
+        name: "router-config".into(),
+        mount_path: "/etc/lookahead".into(),
+        read_only: Some(true),
+        ..Default::default()
+    });
+    let mut args = vec![
+        "label".to_string(),
+        "--pool".into(),
+        format!("/etc/lookahead/{CONFIG_KEY}"),
+        "--data".into(),
+        data_dir.to_string(),
+        "--members".into(),
+        plan.label.join(","),
+        "--out".into(),
+        LABELLED_DIR.into(),
+        "--json".into(),
+        "--summary-file".into(),
+        "/dev/termination-log".into(),
+    ];
+    if let Some(limit) = labelling.limit {
+        args.extend(["--limit".into(), limit.to_string()]);
+    }
+    if let Some(c) = labelling.concurrency {
+        args.extend(["--concurrency".into(), c.to_string()]);
+    }
+    if let Some(graders) = &labelling.graders {
+        volumes.push(Volume {
+            name: "graders".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: graders.name.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "graders".into(),
+            mount_path: "/etc/lookahead-graders".into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        args.extend([
+            "--graders".into(),
+            "/etc/lookahead-graders/graders.yaml".into(),
+        ]);
+    }
+    let container = Container {
+        name: LABEL_CONTAINER.into(),
+        image: Some(image),
+        args: Some(args),
+        volume_mounts: Some(mounts),
+        termination_message_path: Some("/dev/termination-log".into()),
+        ..Default::default()
+    };
+    (container, volumes)
+}
+
+/// Prompts labelled by a finished Job, from its pod's `label` init container termination
+/// message (the JSON summary `lookahead label --summary-file` wrote).
+pub fn labelled_prompts(pods: &[Pod]) -> Option<i64> {
+    pods.iter().find_map(|pod| {
+        let statuses = pod.status.as_ref()?.init_container_statuses.as_ref()?;
+        let label = statuses.iter().find(|c| c.name == LABEL_CONTAINER)?;
+        let message = label
+            .state
+            .as_ref()?
+            .terminated
+            .as_ref()?
+            .message
+            .as_ref()?;
+        let summary: serde_json::Value = serde_json::from_str(message).ok()?;
+        summary.get("promptsLabelled")?.as_i64()
+    })
 }
 
 /// Where a training Job stands.
@@ -267,7 +392,12 @@ pub fn job_state(job: &Job) -> JobState {
 }
 
 /// The artifact a finished Job wrote.
-pub fn artifact_of(job: &Job, plan_version: &str, finished: Option<String>) -> ArtifactStatus {
+pub fn artifact_of(
+    job: &Job,
+    plan_version: &str,
+    finished: Option<String>,
+    labelled_prompts: Option<i64>,
+) -> ArtifactStatus {
     let annotations = job.metadata.annotations.clone().unwrap_or_default();
     ArtifactStatus {
         fingerprint: annotations
@@ -285,6 +415,7 @@ pub fn artifact_of(job: &Job, plan_version: &str, finished: Option<String>) -> A
             })
             .unwrap_or_default(),
         trained_at: finished,
+        labelled_prompts,
         validation: BTreeMap::new(),
     }
 }
@@ -364,6 +495,93 @@ mod tests {
         assert!(args.contains(&format!("/artifacts/routers/p/{}", p.version)));
         assert!(args.contains(&"Yi-model,Phi-model".to_string()));
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    }
+
+    #[test]
+    fn labelling_runs_lookahead_label_before_training_on_its_output() {
+        let mut policy = testdata::policy("p", Some("yi"));
+        let training = policy.spec.training.as_mut().expect("training");
+        training.labelling = Some(LabellingSpec {
+            limit: Some(50),
+            concurrency: Some(8),
+            graders: Some(lookahead_api::policy::ConfigMapRef {
+                name: "graders".into(),
+            }),
+        });
+        let pool = testdata::pool("pool", &["yi", "gemma"]);
+        let mut p = plan(&policy, &pool, None).expect("plan");
+        p.label = vec!["gemma".into()];
+        let training = policy.spec.training.clone().expect("training");
+        let owner = testdata::owner();
+        let job = job(&policy, &training, &p, "ns", "img", &owner);
+        let pod = job.spec.and_then(|s| s.template.spec).expect("pod");
+        let init = pod
+            .init_containers
+            .clone()
+            .expect("a labelling init container");
+        assert_eq!(init.len(), 1);
+        let args = init[0].args.clone().unwrap_or_default().join(" ");
+        for expected in [
+            "label --pool /etc/lookahead/config.yaml",
+            "--members gemma",
+            "--out /cache/labelled",
+            "--summary-file /dev/termination-log",
+            "--limit 50",
+            "--concurrency 8",
+            "--graders /etc/lookahead-graders/graders.yaml",
+        ] {
+            assert!(args.contains(expected), "{expected:?} missing in {args}");
+        }
+        let train = pod.containers[0].args.clone().unwrap_or_default().join(" ");
+        assert!(
+            train.contains("--data /cache/labelled"),
+            "trains on the labelled data: {train}"
+        );
+        let volumes: Vec<String> = pod
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        for v in ["cache", "router-config", "graders"] {
+            assert!(
+                volumes.contains(&v.to_string()),
+                "volume {v} in {volumes:?}"
+            );
+        }
+        // Without members to label there is no init container.
+        p.label.clear();
+        let job = super::job(&policy, &training, &p, "ns", "img", &owner);
+        let pod = job.spec.and_then(|s| s.template.spec).expect("pod");
+        assert!(pod.init_containers.is_none());
+    }
+
+    #[test]
+    fn labelled_prompts_come_from_the_label_containers_termination_message() {
+        use k8s_openapi::api::core::v1::{
+            ContainerState, ContainerStateTerminated, ContainerStatus, PodStatus,
+        };
+        let pod = |message: &str| Pod {
+            status: Some(PodStatus {
+                init_container_statuses: Some(vec![ContainerStatus {
+                    name: LABEL_CONTAINER.into(),
+                    state: Some(ContainerState {
+                        terminated: Some(ContainerStateTerminated {
+                            message: Some(message.into()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let summary = r#"{"promptsLabelled":412,"asked":900,"graded":880,"failed":20}"#;
+        assert_eq!(labelled_prompts(&[pod(summary)]), Some(412));
+        assert_eq!(labelled_prompts(&[pod("garbage")]), None);
+        assert_eq!(labelled_prompts(&[]), None);
     }
 
     #[test]
