@@ -94,9 +94,12 @@ impl Manifest {
             source,
         };
         let mut text = String::new();
-        std::io::Read::take(std::fs::File::open(path).map_err(io)?, MAX_MANIFEST_BYTES + 1)
-            .read_to_string(&mut text)
-            .map_err(io)?;
+        std::io::Read::take(
+            std::fs::File::open(path).map_err(io)?,
+            MAX_MANIFEST_BYTES + 1,
+        )
+        .read_to_string(&mut text)
+        .map_err(io)?;
         if text.len() as u64 > MAX_MANIFEST_BYTES {
             return Err(io(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
