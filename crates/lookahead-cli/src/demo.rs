@@ -35,9 +35,13 @@ pub struct DemoArgs {
     /// Sources to train on and to draw held-out prompts from (default: the benchmark sources).
     #[arg(long, value_delimiter = ',')]
     sources: Option<Vec<String>>,
-    /// Cap on training records (passed to `lookahead train --max-train`), for quick CPU runs.
-    #[arg(long)]
-    max_train: Option<usize>,
+    /// Cap on training records when the demo trains (`lookahead train --max-train`): the
+    /// default keeps a first run on a laptop CPU to a few minutes; raise it for a better router.
+    #[arg(long, default_value_t = 1000)]
+    max_train: usize,
+    /// Training epochs when the demo trains.
+    #[arg(long, default_value_t = 2)]
+    epochs: usize,
     /// Held-out prompts to send.
     #[arg(long, default_value_t = 300)]
     prompts: usize,
@@ -87,9 +91,10 @@ fn train(args: &DemoArgs, artifact: &Path, backbone: &Path) -> anyhow::Result<()
     if let Some(s) = &args.sources {
         cmd.arg("--sources").arg(s.join(","));
     }
-    if let Some(n) = args.max_train {
-        cmd.arg("--max-train").arg(n.to_string());
-    }
+    cmd.arg("--max-train")
+        .arg(args.max_train.to_string())
+        .arg("--epochs")
+        .arg(args.epochs.to_string());
     eprintln!(
         "[demo] training the lite router into {} (minutes on CPU) ...",
         artifact.display()
