@@ -128,6 +128,18 @@ pub fn train_clm(
 
     let varmap = VarMap::new();
     seed_from_decoder(&varmap, &dec.tensors, layers, shape)?;
+    {
+        // The shared routing bias starts at the logit of the overall positive rate.
+        let total = (req.train.len() * p).max(1) as f32;
+        let rate =
+            (req.train.iter().flat_map(|e| &e.labels).sum::<f32>() / total).clamp(0.02, 0.98);
+        let bias = Tensor::from_vec(vec![(rate / (1.0 - rate)).ln()], 1, device)?;
+        varmap
+            .data()
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("varmap lock poisoned".into()))?
+            .insert("route.bias".into(), candle_core::Var::from_tensor(&bias)?);
+    }
     let model = ClmModel::new(
         &dec.llama,
         VarBuilder::from_varmap(&varmap, DType::F32, device),
