@@ -20,11 +20,32 @@ pub struct ScorerArgs {
     /// How often to check the artifact for changes, e.g. `2s`.
     #[arg(long, default_value = "2s", value_parser = lookahead_api::config::parse_duration)]
     reload_every: Duration,
+    /// Where encoder-based routers (lite, MLC, MLM) run: `cpu`, or `cuda` (GPU 0; needs a build
+    /// with `--features cuda`). kNN and CLM score on the CPU either way.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+fn device(name: &str) -> anyhow::Result<candle_core::Device> {
+    match name {
+        "cpu" => Ok(candle_core::Device::Cpu),
+        "cuda" => candle_core::Device::new_cuda(0).context(
+            "--device cuda: no usable CUDA device, or this binary was built without `--features cuda`",
+        ),
+        other => anyhow::bail!("--device must be cpu or cuda, not {other:?}"),
+    }
 }
 
 pub fn run(args: ScorerArgs) -> anyhow::Result<()> {
     crate::router::init_tracing();
-    let loader = crate::router::artifact_loader(args.backbone);
+    let device = device(&args.device)?;
+    let backbone = args.backbone.clone();
+    let loader: lookahead_router::ScorerLoader = Arc::new(move |dir: &std::path::Path| {
+        let backbone = backbone
+            .clone()
+            .unwrap_or_else(lookahead_model::default_backbone_dir);
+        lookahead_model::load_scorer_on(dir, &backbone, &device).map_err(|e| e.to_string())
+    });
     let slot = Arc::new(
         load_slot(&args.artifact, &loader)
             .map_err(|e| anyhow::anyhow!("loading {}: {e}", args.artifact.display()))?,

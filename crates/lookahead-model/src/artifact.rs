@@ -315,11 +315,22 @@ pub fn load_scorer_with_backbone(
     dir: &Path,
     backbone_dir: &Path,
 ) -> Result<Box<dyn Scorer>, ArtifactError> {
+    load_scorer_on(dir, backbone_dir, &Device::Cpu)
+}
+
+/// Loads an artifact onto `device` (e.g. `Device::new_cuda(0)` in a `cuda` build): encoder-based
+/// routers (lite, MLC, MLM) run there; kNN keeps its index and the CLM decoder stays on the CPU.
+pub fn load_scorer_on(
+    dir: &Path,
+    backbone_dir: &Path,
+    device: &Device,
+) -> Result<Box<dyn Scorer>, ArtifactError> {
     match RouterMeta::read(dir)?.method {
         Method::Mlm => {
-            return Ok(Box::new(crate::mlm_router::MlmScorer::load(
+            return Ok(Box::new(crate::mlm_router::MlmScorer::load_on(
                 dir,
                 backbone_dir,
+                device,
             )?))
         }
         Method::Clm => {
@@ -330,7 +341,12 @@ pub fn load_scorer_with_backbone(
         }
         _ => {}
     }
-    Ok(Box::new(RouterScorer::load(dir, backbone_dir)?))
+    let device = if RouterMeta::read(dir)?.method == Method::Knn {
+        &Device::Cpu
+    } else {
+        device
+    };
+    Ok(Box::new(RouterScorer::load_on(dir, backbone_dir, device)?))
 }
 
 /// Loads an artifact for a given pool: rejects it unless it was trained for exactly `models`.
@@ -357,8 +373,17 @@ pub struct RouterScorer {
 
 impl RouterScorer {
     pub fn load(dir: &Path, backbone_dir: &Path) -> Result<Self, ArtifactError> {
+        Self::load_on(dir, backbone_dir, &Device::Cpu)
+    }
+
+    /// Loads onto `device`.
+    pub fn load_on(
+        dir: &Path,
+        backbone_dir: &Path,
+        device: &Device,
+    ) -> Result<Self, ArtifactError> {
         let meta = RouterMeta::read(dir)?;
-        let device = Device::Cpu;
+        let device = device.clone();
         let backbone = Backbone::load(backbone_dir, &device)?;
         if backbone.hash != meta.backbone.sha256 {
             return Err(ArtifactError::BackboneMismatch {

@@ -21,8 +21,8 @@ pub mod states;
 pub mod train;
 
 pub use artifact::{
-    load_scorer, load_scorer_for_models, load_scorer_with_backbone, rank, select, ArtifactError,
-    HyperParams, Method, Metrics, RouterMeta, RouterScorer,
+    load_scorer, load_scorer_for_models, load_scorer_on, load_scorer_with_backbone, rank, select,
+    ArtifactError, HyperParams, Method, Metrics, RouterMeta, RouterScorer,
 };
 pub use backbone::{default_backbone_dir, Backbone, BackboneError};
 pub use scorer::{ScoreError, Scorer};

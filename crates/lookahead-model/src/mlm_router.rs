@@ -359,8 +359,17 @@ pub struct MlmScorer {
 
 impl MlmScorer {
     pub fn load(dir: &Path, backbone_dir: &Path) -> Result<Self, ArtifactError> {
+        Self::load_on(dir, backbone_dir, &Device::Cpu)
+    }
+
+    /// Loads onto `device`.
+    pub fn load_on(
+        dir: &Path,
+        backbone_dir: &Path,
+        device: &Device,
+    ) -> Result<Self, ArtifactError> {
         let meta = RouterMeta::read(dir)?;
-        let device = Device::Cpu;
+        let device = device.clone();
         let backbone = Backbone::load(backbone_dir, &device)?;
         if backbone.hash != meta.backbone.sha256 {
             return Err(ArtifactError::BackboneMismatch {
