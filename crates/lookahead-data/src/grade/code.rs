@@ -6,6 +6,7 @@
 //! is not run: the grade is a recorded failure, never an unsandboxed run.
 
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -128,7 +129,10 @@ pub fn run_python_tests(
         .env("HOME", dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        // Its own process group, so a timeout kills the whole chain at once: `--kill-child`
+        // alone is not enough, since dropping privileges clears the child's parent-death signal.
+        .process_group(0);
     let mut child = cmd
         .spawn()
         .map_err(|e| SandboxError::Unavailable(format!("cannot start unshare: {e}")))?;
@@ -138,8 +142,12 @@ pub fn run_python_tests(
             break Some(status);
         }
         if started.elapsed() >= limits.wall {
-            // Killing `unshare` kills its child (--kill-child), which is PID 1 of the sandbox's
-            // PID namespace: the kernel then kills everything left in it.
+            // SIGKILL to the process group reaches the sandbox's PID 1; when it dies the kernel
+            // kills everything left in its PID namespace.
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .stderr(Stdio::null())
+                .status();
             let _ = child.kill();
             let _ = child.wait();
             break None;
