@@ -6,6 +6,7 @@ pub mod autoscaling;
 pub mod conditions;
 pub mod context;
 pub mod error;
+pub mod hardening;
 pub mod labels;
 pub mod leader;
 pub mod metrics;

@@ -289,6 +289,8 @@ pub fn deployment(
         });
     }
 
+    crate::hardening::harden(&mut containers, &mut volumes);
+
     let mut tolerations: Vec<Toleration> = serving.tolerations.clone();
     if gpu
         && !tolerations
@@ -329,6 +331,7 @@ pub fn deployment(
                 spec: Some(PodSpec {
                     containers,
                     volumes: Some(volumes),
+                    security_context: Some(crate::hardening::pod_security()),
                     node_selector: (!serving.node_selector.is_empty())
                         .then(|| serving.node_selector.clone()),
                     tolerations: (!tolerations.is_empty()).then_some(tolerations),
@@ -434,6 +437,32 @@ mod tests {
             .and_then(|s| s.template.spec.as_ref())
             .expect("pod");
         assert!(pod.tolerations.is_none());
+    }
+
+    #[test]
+    fn router_pods_run_non_root_with_a_read_only_root() {
+        let policy = testdata::policy("p", Some("yi"));
+        let d = deployment(&policy, "ns", "img", &trained(), "h", &testdata::owner());
+        let pod = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod");
+        let psc = pod.security_context.clone().expect("pod security context");
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(
+            psc.seccomp_profile.map(|p| p.type_).as_deref(),
+            Some("RuntimeDefault")
+        );
+        for name in ["router", "scorer"] {
+            let c = container(&d, name).expect("container");
+            let sc = c
+                .security_context
+                .clone()
+                .expect("container security context");
+            assert_eq!(sc.read_only_root_filesystem, Some(true), "{name}");
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{name}");
+        }
     }
 
     #[test]

@@ -210,6 +210,16 @@ pub fn job(
         "/cache/states".into(),
         "--quiet".into(),
     ];
+    let mut containers = vec![Container {
+        name: "train".into(),
+        image: Some(image_of(policy, image)),
+        args: Some(args),
+        resources: training.resources.clone(),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    }];
+    crate::hardening::harden(&mut containers, &mut volumes);
+    crate::hardening::harden(&mut init_containers, &mut volumes);
     Job {
         metadata: ObjectMeta {
             name: Some(name),
@@ -232,14 +242,8 @@ pub fn job(
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
                     init_containers: (!init_containers.is_empty()).then_some(init_containers),
-                    containers: vec![Container {
-                        name: "train".into(),
-                        image: Some(image_of(policy, image)),
-                        args: Some(args),
-                        resources: training.resources.clone(),
-                        volume_mounts: Some(mounts),
-                        ..Default::default()
-                    }],
+                    containers,
+                    security_context: Some(crate::hardening::pod_security()),
                     volumes: Some(volumes),
                     ..Default::default()
                 }),
