@@ -72,9 +72,21 @@ impl Drop for Namespace {
     }
 }
 
+/// Applies `crds/` once per test process. `kubectl apply` is get-then-create, so two tests
+/// applying at once on a fresh server race to AlreadyExists: serialise them, and retry once in case
+/// another process raced us.
 fn apply_crds() {
+    static APPLIED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut applied = APPLIED.lock().unwrap_or_else(|e| e.into_inner());
+    if *applied {
+        return;
+    }
     let crds = repo_root().join("crds");
-    let (ok, text) = kubectl(&["apply", "-f", crds.to_str().expect("utf-8 path")]);
+    let mut result = kubectl(&["apply", "-f", crds.to_str().expect("utf-8 path")]);
+    if !result.0 && result.1.contains("AlreadyExists") {
+        result = kubectl(&["apply", "-f", crds.to_str().expect("utf-8 path")]);
+    }
+    let (ok, text) = result;
     assert!(ok, "kubectl apply crds/: {text}");
     let (ok, text) = kubectl(&[
         "wait",
@@ -84,6 +96,7 @@ fn apply_crds() {
         "crd/routingpolicies.lookahead.dev",
     ]);
     assert!(ok, "CRDs not established: {text}");
+    *applied = true;
 }
 
 #[tokio::test]
