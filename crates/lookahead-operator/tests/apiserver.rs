@@ -37,7 +37,14 @@ async fn client_or_skip(test: &str) -> Option<Client> {
         }
     };
     match tokio::time::timeout(Duration::from_secs(5), client.apiserver_version()).await {
-        Ok(Ok(_)) => Some(client),
+        Ok(Ok(_)) => {
+            // The CRDs this build generates, so the tests do not depend on another test (or a
+            // person) having installed them on this server.
+            if let Err(e) = install_crds(&client).await {
+                panic!("{test}: installing the CRDs on the API server failed: {e}");
+            }
+            Some(client)
+        }
         Ok(Err(e)) => {
             eprintln!("skipping {test}: API server unreachable ({e})");
             None
@@ -47,6 +54,29 @@ async fn client_or_skip(test: &str) -> Option<Client> {
             None
         }
     }
+}
+
+/// Server-side applies both CRDs (idempotent, safe when tests race) and waits until established.
+async fn install_crds(client: &Client) -> anyhow::Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::runtime::wait::{await_condition, conditions};
+    use kube::CustomResourceExt;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in [LLMPool::crd(), RoutingPolicy::crd()] {
+        let name = crd.name_any();
+        api.patch(
+            &name,
+            &PatchParams::apply("lookahead-operator-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await?;
+        tokio::time::timeout(
+            WAIT,
+            await_condition(api.clone(), &name, conditions::is_crd_established()),
+        )
+        .await??;
+    }
+    Ok(())
 }
 
 /// A namespace of its own, deleted when the test ends (also on failure).
