@@ -1,6 +1,6 @@
 //! The labelling run: ask, grade, journal, then merge into dataset files.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -103,7 +103,9 @@ pub async fn run(job: LabelJob) -> Result<LabelReport, LabelError> {
         .collect::<Result<_, _>>()?;
     std::fs::create_dir_all(&job.out).map_err(|e| LabelError::Io(job.out.clone(), e))?;
     let journal_path = job.out.join(JOURNAL_FILE);
-    let done = journal::load(&journal_path).map_err(|e| LabelError::Io(journal_path.clone(), e))?;
+    // Graded pairs: those of earlier runs (from the journal), then this run's as they complete.
+    let mut graded =
+        journal::load(&journal_path).map_err(|e| LabelError::Io(journal_path.clone(), e))?;
 
     let mut report = LabelReport::default();
     let mut work = Vec::new();
@@ -119,7 +121,7 @@ pub async fn run(job: LabelJob) -> Result<LabelReport, LabelError> {
             let record = Arc::new(record?);
             for t in &targets {
                 if record.responses.contains_key(&t.model_id)
-                    || done.contains_key(&(record.id.clone(), t.model_id.clone()))
+                    || graded.contains_key(&(record.id.clone(), t.model_id.clone()))
                 {
                     report.already_labelled += 1;
                 } else {
@@ -161,11 +163,14 @@ pub async fn run(job: LabelJob) -> Result<LabelReport, LabelError> {
         writer
             .append(&entry)
             .map_err(|e| LabelError::Io(journal_path.clone(), e))?;
+        if entry.score.is_some() {
+            graded.insert((entry.id.clone(), entry.model.clone()), entry);
+        }
         bar.inc(1);
     }
     bar.finish_and_clear();
 
-    merge(&dataset, &sources, &job.out, &journal_path, &mut report)?;
+    merge(&dataset, &sources, &job.out, &graded, &mut report)?;
     Ok(report)
 }
 
@@ -237,17 +242,15 @@ async fn label_one(
     entry
 }
 
-/// Writes every source's records with the journal's graded responses added, and a manifest that
+/// Writes every source's records with the graded responses (journal and this run) added, and a manifest that
 /// lists the newly covered models. Files are replaced atomically (write, then rename).
 fn merge(
     dataset: &Dataset,
     sources: &[String],
     out: &Path,
-    journal_path: &Path,
+    graded: &HashMap<(String, String), Entry>,
     report: &mut LabelReport,
 ) -> Result<(), LabelError> {
-    let graded =
-        journal::load(journal_path).map_err(|e| LabelError::Io(journal_path.to_owned(), e))?;
     let mut by_id: BTreeMap<&str, Vec<&Entry>> = BTreeMap::new();
     for e in graded.values() {
         by_id.entry(e.id.as_str()).or_default().push(e);
