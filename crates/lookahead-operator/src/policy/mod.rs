@@ -92,19 +92,20 @@ pub async fn reconcile(policy: Arc<RoutingPolicy>, ctx: Arc<Context>) -> Result<
         // The operator cannot see the dataset: let `lookahead label` find the missing pairs
         // (it asks only what the dataset lacks).
         (Some(p), DataCheck::Unknown(_), Some(_)) => p.label = p.members.clone(),
+        // No labelling step: a member without records would make every record incomplete;
+        // train on the others.
+        (Some(p), DataCheck::Lacking(names), None) => {
+            let keep: Vec<(String, String)> = p
+                .members
+                .iter()
+                .cloned()
+                .zip(p.models.iter().cloned())
+                .filter(|(n, _)| !names.contains(n))
+                .collect();
+            p.members = keep.iter().map(|(n, _)| n.clone()).collect();
+            p.models = keep.into_iter().map(|(_, m)| m).collect();
+        }
         _ => {}
-    }
-    if let (Some(p), DataCheck::Lacking(names), None) = (plan.as_mut(), &lacking, labelling) {
-        // A member without records would make every record incomplete; train on the others.
-        let keep: Vec<(String, String)> = p
-            .members
-            .iter()
-            .cloned()
-            .zip(p.models.iter().cloned())
-            .filter(|(n, _)| !names.contains(n))
-            .collect();
-        p.members = keep.iter().map(|(n, _)| n.clone()).collect();
-        p.models = keep.into_iter().map(|(_, m)| m).collect();
     }
 
     let jobs: Api<Job> = ctx.api(&ns);
