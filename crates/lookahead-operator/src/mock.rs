@@ -426,3 +426,125 @@ async fn failed_training_job_is_reported_and_not_recreated() {
     .await;
     assert!(action.is_ok());
 }
+
+/// The pool changed again while a Job trained: that Job is deleted (its artifact would be stale)
+/// with a `TrainingSuperseded` event and one Job is created for the new pool. The Job that trained
+/// the serving artifact stays, even when its status still reads running (a Job controller that
+/// has not caught up), and the router keeps serving that artifact meanwhile.
+#[tokio::test]
+async fn a_job_for_an_older_pool_is_superseded_and_the_serving_one_kept() {
+    let (ctx, handle) = test_context();
+    let mut policy = crate::testdata::policy("rp", Some("yi"));
+    policy.status = Some(lookahead_api::policy::RoutingPolicyStatus {
+        artifact: Some(lookahead_api::policy::ArtifactStatus {
+            fingerprint: "served".into(),
+            version: "served".into(),
+            members: vec!["yi".into()],
+            trained_at: None,
+            labelled_prompts: None,
+            validation: Default::default(),
+        }),
+        ..Default::default()
+    });
+    let pool = crate::testdata::pool("pool", &["yi", "phi"]);
+    let fingerprint = pool.spec.fingerprint();
+    let dataset = json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "routing-data", "namespace": "ns" },
+        "data": { "manifest.json": r#"{"GSM8K": {"models": ["Yi-model", "Phi-model"]}}"# },
+    });
+    let running = |version: &str| {
+        json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": { "name": format!("rp-train-{version}"), "namespace": "ns",
+                          "labels": { "lookahead.dev/artifact-version": version } },
+            "spec": { "template": { "spec": { "containers": [] } } },
+            "status": { "active": 1 },
+        })
+    };
+    let jobs = json!({ "apiVersion": "batch/v1", "kind": "JobList", "metadata": {},
+                       "items": [running("older"), running("served")] });
+    let new_job = format!("rp-train-{fingerprint}");
+    let answer = serde_json::to_value(&policy).expect("json");
+    let script = vec![
+        expect(
+            Method::GET,
+            "/apis/lookahead.dev/v1alpha1/namespaces/ns/llmpools/pool",
+            serde_json::to_value(&pool).expect("json"),
+        ),
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/ns/configmaps/routing-data",
+            dataset,
+        ),
+        expect(Method::GET, "/apis/batch/v1/namespaces/ns/jobs", jobs),
+        // Only the older Job goes; the one behind the serving artifact is not touched.
+        expect(
+            Method::DELETE,
+            "/apis/batch/v1/namespaces/ns/jobs/rp-train-older",
+            running("older"),
+        ),
+        expect(
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/ns/events",
+            event_answer(),
+        )
+        .check(|e| assert_eq!(e["reason"], "TrainingSuperseded")),
+        expect(
+            Method::POST,
+            "/apis/batch/v1/namespaces/ns/jobs",
+            Value::Null,
+        )
+        .echo()
+        .check(move |j| assert_eq!(j["metadata"]["name"], new_job.as_str())),
+        expect(
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/ns/events",
+            event_answer(),
+        )
+        .check(|e| assert_eq!(e["reason"], "TrainingStarted")),
+        expect(
+            Method::PATCH,
+            "/api/v1/namespaces/ns/configmaps/rp-router",
+            Value::Null,
+        )
+        .echo()
+        .check(|cm| {
+            let config: lookahead_api::RouterConfig =
+                serde_yaml::from_str(cm["data"]["config.yaml"].as_str().unwrap_or_default())
+                    .expect("router config");
+            assert_eq!(
+                config.policy.method,
+                lookahead_api::policy::RouterMethod::LookaheadLite,
+                "serves the artifact it has"
+            );
+        }),
+        expect(
+            Method::PATCH,
+            "/apis/apps/v1/namespaces/ns/deployments/rp-router",
+            Value::Null,
+        )
+        .echo(),
+        expect(
+            Method::PATCH,
+            "/api/v1/namespaces/ns/services/rp-router",
+            Value::Null,
+        )
+        .echo(),
+        expect(
+            Method::PATCH,
+            "/apis/lookahead.dev/v1alpha1/namespaces/ns/routingpolicies/rp/status",
+            answer,
+        )
+        .check(|s| {
+            assert_eq!(condition(s, "Training")["status"], "True");
+            assert_eq!(s["status"]["artifact"]["version"], "served");
+        }),
+    ];
+    let action = run(
+        crate::policy::reconcile(Arc::new(policy), ctx),
+        handle,
+        script,
+    )
+    .await;
+    assert!(action.is_ok());
+}

@@ -71,8 +71,14 @@ impl OutlierDetector {
         !self.is_available(i, Instant::now())
     }
 
-    pub fn record_success(&self, i: usize) {
+    /// A success restores the member, unless it lands inside an ejection window: a request sent
+    /// before the ejection (on a connection that outlived the member's listener) says nothing
+    /// about new requests, so the window runs out and the next request probes as usual.
+    pub fn record_success(&self, i: usize, now: Instant) {
         if let Some(Ok(mut s)) = self.members.get(i).map(Mutex::lock) {
+            if s.ejected_until.is_some_and(|until| now < until) {
+                return;
+            }
             *s = MemberState::default();
         }
     }
@@ -121,10 +127,14 @@ mod tests {
             d.record_failure(0, later),
             FailureEffect::Ejected(Duration::from_secs(10))
         );
-        // A successful probe restores it.
-        d.record_success(0);
-        assert!(d.is_available(0, later));
-        assert_eq!(d.record_failure(0, later), FailureEffect::Counted);
+        // A success from a request sent before the ejection does not lift it.
+        d.record_success(0, later + Duration::from_secs(1));
+        assert!(!d.is_available(0, later + Duration::from_secs(1)));
+        // A successful probe once the window ran out restores it.
+        let after = later + Duration::from_secs(11);
+        d.record_success(0, after);
+        assert!(d.is_available(0, after));
+        assert_eq!(d.record_failure(0, after), FailureEffect::Counted);
     }
 
     #[test]
@@ -133,7 +143,7 @@ mod tests {
         let t = Instant::now();
         d.record_failure(0, t);
         d.record_failure(0, t);
-        d.record_success(0);
+        d.record_success(0, t);
         assert_eq!(d.record_failure(0, t), FailureEffect::Counted);
         assert!(d.is_available(0, t));
     }

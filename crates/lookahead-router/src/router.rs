@@ -479,7 +479,7 @@ impl Router {
                 .observe(&[member.name.as_str()], t0.elapsed());
             match result {
                 Ok(answer) => {
-                    self.outlier.record_success(i);
+                    self.outlier.record_success(i, std::time::Instant::now());
                     let outcome = if answer.status.is_success() {
                         "ok"
                     } else {

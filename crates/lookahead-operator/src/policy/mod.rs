@@ -117,7 +117,11 @@ pub async fn reconcile(policy: Arc<RoutingPolicy>, ctx: Arc<Context>) -> Result<
         let wanted = plan
             .as_ref()
             .is_some_and(|p| labels::label_value(&p.version) == version);
-        if !wanted && training::job_state(j) == JobState::Running {
+        // The Job that trained the serving artifact is never stale, whatever its status says.
+        let serving = artifact
+            .as_ref()
+            .is_some_and(|a| labels::label_value(&a.version) == version);
+        if !wanted && !serving && training::job_state(j) == JobState::Running {
             // The pool changed again while this Job trained: its artifact would be stale.
             delete_ignoring_absent(&jobs, &j.name_any()).await?;
             ctx.publish(
