@@ -51,8 +51,8 @@ fn mlm_artifact_trains_saves_loads_and_scores_prompts_without_responses() {
         max_prompt_tokens: 16,
         learning_rate: 3e-3,
         batch_size: 8,
-        max_epochs: 8,
-        patience: 8,
+        max_epochs: 16,
+        patience: 16,
         ..HyperParams::default()
     };
     let req = TrainRequest {
