@@ -701,3 +701,90 @@ async fn apiserver_two_replicas_fail_over() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A training Job that fails for good is reported (`TrainingFailed=True` with the Job's reason),
+/// is not recreated on requeues, and leaves the router serving; deleting the failed Job (what the
+/// condition tells the user to do) retries exactly once (real API server).
+#[tokio::test]
+async fn apiserver_failed_training_job_is_reported_not_repeated_and_retried_on_delete(
+) -> anyhow::Result<()> {
+    let Some(client) = client_or_skip("failed_job").await else {
+        return Ok(());
+    };
+    let ns = TestNamespace::create(&client, "failed-job").await?;
+    let (op, _) = start_operator(&client, &ns.name).await?;
+    dataset(&client, &ns.name, &["a", "b"]).await?;
+    let pools: Api<LLMPool> = Api::namespaced(client.clone(), &ns.name);
+    let policies: Api<RoutingPolicy> = Api::namespaced(client.clone(), &ns.name);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
+    apply(&pools, &pool_yaml("pool", &["a", "b"])?).await?;
+    apply(&policies, &policy_yaml("rp", "pool", "a")?).await?;
+    let job = wait_for("the training Job", || async {
+        Ok(names(&jobs, "lookahead.dev/policy=rp").await?.pop())
+    })
+    .await?;
+    fail_job(&jobs, &job).await?;
+    let failed = wait_for("TrainingFailed condition", || async {
+        Ok(policies.get_status("rp").await?.status.and_then(|s| {
+            cond(&s.conditions, "TrainingFailed")
+                .filter(|c| c.status == "True")
+                .cloned()
+        }))
+    })
+    .await?;
+    assert!(
+        failed.message.contains("BackoffLimitExceeded") && failed.message.contains("delete it"),
+        "{}",
+        failed.message
+    );
+    // Requeues do not bring a second Job; the router keeps serving (fail-open to defaultModel).
+    for i in 0..3 {
+        let touch = json!({ "metadata": { "annotations": { "test/touch": i.to_string() } } });
+        policies
+            .patch("rp", &PatchParams::default(), &Patch::Merge(&touch))
+            .await?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        names(&jobs, "lookahead.dev/policy=rp").await?,
+        [job.clone()]
+    );
+    assert!(deployments.get_opt("rp-router").await?.is_some());
+
+    // Deleting the failed Job retries: one new Job under the same name, still only one.
+    let uid = jobs.get(&job).await?.metadata.uid;
+    jobs.delete(&job, &DeleteParams::background()).await?;
+    let retried = wait_for("the retried Job", || async {
+        Ok(jobs
+            .get_opt(&job)
+            .await?
+            .filter(|j| j.metadata.uid != uid && j.metadata.deletion_timestamp.is_none()))
+    })
+    .await?;
+    assert!(retried.status.and_then(|s| s.failed).unwrap_or(0) == 0);
+    wait_for("TrainingFailed cleared by the retry", || async {
+        Ok(policies.get_status("rp").await?.status.and_then(|s| {
+            cond(&s.conditions, "Training")
+                .filter(|c| c.status == "True")
+                .cloned()
+        }))
+    })
+    .await?;
+    assert_eq!(names(&jobs, "lookahead.dev/policy=rp").await?, [job]);
+    op.abort();
+    Ok(())
+}
+
+/// Marks a Job failed for good, as the Job controller does once `backoffLimit` pod failures
+/// happened (the test server has no kubelet to run it).
+async fn fail_job(jobs: &Api<Job>, name: &str) -> anyhow::Result<()> {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let status = json!({ "status": {
+        "conditions": [{ "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                         "message": "Job has reached the specified backoff limit",
+                         "lastProbeTime": now, "lastTransitionTime": now }],
+        "startTime": now, "failed": 3, "active": 0,
+    }});
+    set_job_status(jobs, name, "Failed", &status).await
+}
