@@ -748,7 +748,7 @@ async fn apiserver_failed_training_job_is_reported_not_repeated_and_retried_on_d
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         names(&jobs, "lookahead.dev/policy=rp").await?,
-        [job.clone()]
+        std::slice::from_ref(&job)
     );
     assert!(deployments.get_opt("rp-router").await?.is_some());
 
