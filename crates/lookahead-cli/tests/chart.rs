@@ -1,7 +1,8 @@
 //! The Helm chart with the real `helm` (4 and 3, paths in `LOOKAHEAD_HELM` / `LOOKAHEAD_HELM3`,
 //! installed by `.ci/run` through `../shared/k8s/helm.sh`): `helm lint` is clean, and what
-//! `helm template` renders is accepted by the real API server (`kubectl apply --dry-run=server`).
-//! Skips with the reason when helm or the cluster is missing.
+//! `helm template` renders is accepted by the real API server (`kubectl apply --dry-run=server`),
+//! `manifests/install.yaml` is that render, and the rendered RBAC is exactly the reviewed
+//! `manifests/rbac/operator.yaml`. Skips with the reason when helm or the cluster is missing.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -99,4 +100,129 @@ fn rendered_chart_is_accepted_by_real_apiserver() {
         }
     }
     let _ = run(Command::new("kubectl").args(["delete", "namespace", ns, "--wait=false"]));
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// YAML documents of a multi-document stream (empty ones dropped).
+fn documents(text: &str) -> Vec<serde_yaml::Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| <serde_yaml::Value as serde::Deserialize>::deserialize(d).expect("YAML document"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// The RBAC rules of every Role/ClusterRole in `docs`, keyed by kind and a name suffix
+/// (`operator` or `leader-election`), each rule as sorted (apiGroups, resources, verbs).
+fn rbac_rules(
+    docs: &[serde_yaml::Value],
+) -> std::collections::BTreeMap<String, Vec<[Vec<String>; 3]>> {
+    let strings = |v: &serde_yaml::Value| -> Vec<String> {
+        let mut s: Vec<String> = v
+            .as_sequence()
+            .map(|s| {
+                s.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        s.sort();
+        s
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for d in docs {
+        let kind = d["kind"].as_str().unwrap_or_default();
+        if kind != "Role" && kind != "ClusterRole" {
+            continue;
+        }
+        let name = d["metadata"]["name"].as_str().unwrap_or_default();
+        let role = if name.ends_with("leader-election") {
+            "leader-election"
+        } else {
+            "operator"
+        };
+        let mut rules: Vec<[Vec<String>; 3]> = d["rules"]
+            .as_sequence()
+            .map(|rs| {
+                rs.iter()
+                    .map(|r| {
+                        [
+                            strings(&r["apiGroups"]),
+                            strings(&r["resources"]),
+                            strings(&r["verbs"]),
+                        ]
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        rules.sort();
+        out.insert(format!("{kind}/{role}"), rules);
+    }
+    out
+}
+
+fn render(helm: &PathBuf, extra: &[&str]) -> String {
+    let (ok, rendered) = run(Command::new(helm)
+        .args([
+            "template",
+            "lookahead",
+            "--namespace",
+            "lookahead-system",
+            "--include-crds",
+        ])
+        .arg(chart())
+        .args(extra));
+    assert!(ok, "helm template {extra:?}: {rendered}");
+    rendered
+}
+
+/// `manifests/install.yaml` is what the real helm renders from the chart now (blank lines aside,
+/// which helm 3 and 4 place differently), and the RBAC the chart renders, cluster-wide and for a
+/// one-namespace install, grants exactly the rules of the commented `manifests/rbac/operator.yaml`
+/// (which the API-server test shows is enough).
+#[test]
+fn manifests_are_the_rendered_chart_and_grant_what_the_rbac_manifest_grants() {
+    let Some((_, helm)) = helms().into_iter().next() else {
+        eprintln!("SKIP: set LOOKAHEAD_HELM (../shared/k8s/helm.sh installs helm)");
+        return;
+    };
+    let text_lines = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect()
+    };
+    let committed =
+        std::fs::read_to_string(repo().join("manifests/install.yaml")).expect("install.yaml");
+    let fresh = render(&helm, &[]);
+    assert!(
+        text_lines(&committed) == text_lines(&fresh),
+        "manifests/install.yaml is stale: run scripts/render-manifests.sh"
+    );
+
+    let manifest = std::fs::read_to_string(repo().join("manifests/rbac/operator.yaml"))
+        .expect("rbac manifest");
+    let wanted = rbac_rules(&documents(&manifest));
+    assert_eq!(
+        wanted.keys().collect::<Vec<_>>(),
+        ["ClusterRole/operator", "Role/leader-election"]
+    );
+    assert_eq!(
+        rbac_rules(&documents(&fresh)),
+        wanted,
+        "cluster-wide install"
+    );
+    // A one-namespace install grants the same rules through a Role in that namespace.
+    let namespaced = rbac_rules(&documents(&render(
+        &helm,
+        &["--set", "operator.watchNamespace=team-a"],
+    )));
+    assert_eq!(
+        namespaced.get("Role/operator"),
+        wanted.get("ClusterRole/operator"),
+        "one-namespace install"
+    );
+    assert!(!namespaced.contains_key("ClusterRole/operator"));
 }
