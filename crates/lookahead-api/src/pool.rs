@@ -93,6 +93,28 @@ pub struct MemberTemplate {
     /// Taints the model's pods tolerate (e.g. `nvidia.com/gpu`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
+    /// PersistentVolumeClaims mounted into the model's container (weights, caches, data).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<ClaimMount>,
+}
+
+/// A PersistentVolumeClaim mounted into a member's container.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimMount {
+    /// Claim in the pool's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub claim_name: String,
+    /// Absolute path in the container.
+    #[schemars(regex(pattern = r"^/[^:]*$"))]
+    pub mount_path: String,
+    /// Mount read-only (the default: model servers only read their weights).
+    #[serde(default = "default_read_only")]
+    pub read_only: bool,
+}
+
+fn default_read_only() -> bool {
+    true
 }
 
 fn default_port() -> i32 {

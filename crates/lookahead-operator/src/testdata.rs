@@ -34,6 +34,7 @@ pub fn member(name: &str) -> PoolMember {
             resources: None,
             node_selector: Default::default(),
             tolerations: vec![],
+            mounts: vec![],
         }),
         replicas: Replicas::default(),
         price: Price::default(),

@@ -3,8 +3,8 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec,
-    TCPSocketAction,
+    Container, ContainerPort, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe,
+    Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -57,6 +57,31 @@ pub fn deployment(
 ) -> Deployment {
     let name = member_object_name(pool, &m.name);
     let selector = labels::member_selector(pool, &m.name);
+    // Volume names are ours (`claim-<i>`): the user names only the claim and the path.
+    let volumes: Vec<Volume> = t
+        .mounts
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Volume {
+            name: format!("claim-{i}"),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: c.claim_name.clone(),
+                read_only: Some(c.read_only),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let mounts: Vec<VolumeMount> = t
+        .mounts
+        .iter()
+        .enumerate()
+        .map(|(i, c)| VolumeMount {
+            name: format!("claim-{i}"),
+            mount_path: c.mount_path.clone(),
+            read_only: Some(c.read_only),
+            ..Default::default()
+        })
+        .collect();
     let container = Container {
         name: "model".into(),
         image: Some(t.image.clone()),
@@ -69,6 +94,7 @@ pub fn deployment(
             ..Default::default()
         }]),
         resources: t.resources.clone(),
+        volume_mounts: (!mounts.is_empty()).then_some(mounts),
         // Model servers take minutes to load weights; the port opening is the readiness signal
         // common to vLLM, TGI and llama.cpp.
         readiness_probe: Some(Probe {
@@ -98,6 +124,7 @@ pub fn deployment(
                     containers: vec![container],
                     node_selector: (!t.node_selector.is_empty()).then(|| t.node_selector.clone()),
                     tolerations: (!t.tolerations.is_empty()).then(|| t.tolerations.clone()),
+                    volumes: (!volumes.is_empty()).then_some(volumes),
                     ..Default::default()
                 }),
             },
@@ -155,6 +182,52 @@ mod tests {
             member_url("pool", "ns", "yi", t),
             "http://pool-yi.ns.svc:8000/v1"
         );
+    }
+
+    #[test]
+    fn claims_are_mounted_into_the_model_container() {
+        let mut spec = testdata::pool_spec(&["yi"]);
+        let t = spec.members[0].template.as_mut().expect("template");
+        t.mounts = vec![
+            lookahead_api::pool::ClaimMount {
+                claim_name: "weights".into(),
+                mount_path: "/models".into(),
+                read_only: true,
+            },
+            lookahead_api::pool::ClaimMount {
+                claim_name: "cache".into(),
+                mount_path: "/cache".into(),
+                read_only: false,
+            },
+        ];
+        let m = &spec.members[0];
+        let owner = testdata::owner();
+        let d = deployment(
+            "pool",
+            "ns",
+            m,
+            m.template.as_ref().expect("template"),
+            &owner,
+        );
+        let pod = d.spec.and_then(|s| s.template.spec).expect("pod spec");
+        let volumes = pod.volumes.expect("volumes");
+        let mounts = pod.containers[0].volume_mounts.clone().expect("mounts");
+        assert_eq!(volumes.len(), 2);
+        for (v, (claim, path, ro)) in volumes
+            .iter()
+            .zip([("weights", "/models", true), ("cache", "/cache", false)])
+        {
+            let pvc = v.persistent_volume_claim.as_ref().expect("pvc");
+            assert_eq!((pvc.claim_name.as_str(), pvc.read_only), (claim, Some(ro)));
+            let mount = mounts
+                .iter()
+                .find(|m| m.name == v.name)
+                .expect("mount of the volume");
+            assert_eq!(
+                (mount.mount_path.as_str(), mount.read_only),
+                (path, Some(ro))
+            );
+        }
     }
 
     #[test]
