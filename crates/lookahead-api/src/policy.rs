@@ -128,6 +128,15 @@ pub struct TrainingSpec {
     #[serde(default = "default_backoff_limit")]
     #[schemars(range(min = 0, max = 10))]
     pub backoff_limit: i32,
+    /// Train on at most this many records (a deterministic subset by record id) to bound
+    /// retraining time on CPU; absent: the whole dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_examples: Option<i32>,
+    /// Training epochs (early stopping may end sooner); absent: the method's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub epochs: Option<i32>,
 }
 
 fn default_backoff_limit() -> i32 {

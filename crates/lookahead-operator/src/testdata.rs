@@ -94,6 +94,8 @@ pub fn policy_spec(name: &str, default_model: Option<&str>) -> RoutingPolicySpec
             resources: None,
             labelling: None,
             backoff_limit: 2,
+            max_examples: None,
+            epochs: None,
         }),
         serving: ServingSpec::default(),
     }

@@ -196,7 +196,7 @@ pub fn job(
         }
         _ => data_dir,
     };
-    let args = vec![
+    let mut args = vec![
         "train".to_string(),
         "--method".into(),
         train_method(policy.spec.router.method).into(),
@@ -210,6 +210,12 @@ pub fn job(
         "/cache/states".into(),
         "--quiet".into(),
     ];
+    if let Some(n) = training.max_examples {
+        args.extend(["--max-train".into(), n.to_string()]);
+    }
+    if let Some(n) = training.epochs {
+        args.extend(["--epochs".into(), n.to_string()]);
+    }
     let mut containers = vec![Container {
         name: "train".into(),
         image: Some(image_of(policy, image)),
@@ -499,6 +505,22 @@ mod tests {
         assert!(args.contains(&format!("/artifacts/routers/p/{}", p.version)));
         assert!(args.contains(&"Yi-model,Phi-model".to_string()));
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert!(!args.contains(&"--max-train".to_string()));
+    }
+
+    #[test]
+    fn a_training_budget_bounds_records_and_epochs() {
+        let policy = testdata::policy("p", Some("yi"));
+        let pool = testdata::pool("pool", &["yi", "phi"]);
+        let p = plan(&policy, &pool, None).expect("plan");
+        let mut training = policy.spec.training.clone().expect("training");
+        training.max_examples = Some(500);
+        training.epochs = Some(1);
+        let j = job(&policy, &training, &p, "ns", "img:1", &testdata::owner());
+        let pod = j.spec.and_then(|s| s.template.spec).expect("pod");
+        let args = pod.containers[0].args.clone().unwrap_or_default().join(" ");
+        assert!(args.contains("--max-train 500"), "{args}");
+        assert!(args.contains("--epochs 1"), "{args}");
     }
 
     #[test]
