@@ -16,7 +16,8 @@ RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -q -p lookahead-
 
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
-cp "$CARGO_TARGET_DIR/$target/release/lookahead" "$ctx/lookahead"
+# Line tables stay in the build (backtraces in tests); the image ships the stripped binary.
+objcopy --strip-debug "$CARGO_TARGET_DIR/$target/release/lookahead" "$ctx/lookahead"
 mkdir -p "$ctx/backbones/minilm-l6" "$ctx/etc"
 cp "$backbone"/{config.json,model.safetensors,tokenizer.json} "$ctx/backbones/minilm-l6/"
 echo 'lookahead:x:65532:65532:lookahead:/tmp:/sbin/nologin' > "$ctx/etc/passwd"

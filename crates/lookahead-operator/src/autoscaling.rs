@@ -34,6 +34,28 @@ pub async fn discover(client: &Client) -> Result<ApiResource> {
     Ok(chosen)
 }
 
+/// `discover`, retried on client and API errors until `give_up_after`: at a pod's start the API
+/// server (or the pod's own network) may not be reachable yet, and exiting would only put the
+/// pod into crash-loop back-off. A server without any autoscaling version fails at once.
+pub async fn discover_retrying(
+    client: &Client,
+    first_delay: std::time::Duration,
+    give_up_after: std::time::Duration,
+) -> Result<ApiResource> {
+    let start = std::time::Instant::now();
+    let mut delay = first_delay;
+    loop {
+        match discover(client).await {
+            Err(Error::Kube(e)) if start.elapsed() + delay < give_up_after => {
+                tracing::warn!(error = %e, retry_in = ?delay, "API discovery failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(8));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The autoscaler of one member's Deployment.
 pub struct HpaSpec<'a> {
     pub name: &'a str,

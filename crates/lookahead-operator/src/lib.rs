@@ -166,7 +166,12 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<()> {
         }
     });
 
-    let hpa = autoscaling::discover(&client).await?;
+    let hpa = autoscaling::discover_retrying(
+        &client,
+        Duration::from_millis(500),
+        Duration::from_secs(120),
+    )
+    .await?;
     ready.store(true, Ordering::Relaxed);
     let settings = Settings {
         image: config.image.clone(),

@@ -548,3 +548,38 @@ async fn a_job_for_an_older_pool_is_superseded_and_the_serving_one_kept() {
     .await;
     assert!(action.is_ok());
 }
+
+/// Start-up discovery against an API server that first answers 503 (not reachable yet): the
+/// operator retries instead of exiting, then finds autoscaling/v2beta2 (mock API server).
+#[tokio::test]
+async fn startup_discovery_retries_until_the_api_server_answers() {
+    let (ctx, handle) = test_context();
+    let groups = json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": [{
+        "name": "autoscaling",
+        "versions": [{ "groupVersion": "autoscaling/v2beta2", "version": "v2beta2" }],
+        "preferredVersion": { "groupVersion": "autoscaling/v2beta2", "version": "v2beta2" },
+    }]});
+    let resources = json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "autoscaling/v2beta2",
+        "resources": [{ "name": "horizontalpodautoscalers", "singularName": "", "namespaced": true,
+                        "kind": "HorizontalPodAutoscaler", "verbs": ["create", "delete", "get", "list", "patch"] }] });
+    let unavailable = json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                              "message": "the server is starting", "reason": "ServiceUnavailable", "code": 503 });
+    let script = vec![
+        expect(Method::GET, "/apis", unavailable).status(503),
+        expect(Method::GET, "/apis", groups),
+        expect(Method::GET, "/apis/autoscaling/v2beta2", resources),
+    ];
+    let found = run(
+        crate::autoscaling::discover_retrying(
+            &ctx.client,
+            Duration::from_millis(10),
+            Duration::from_secs(2),
+        ),
+        handle,
+        script,
+    )
+    .await
+    .expect("discovered after one retry");
+    assert_eq!(found.api_version, "autoscaling/v2beta2");
+    assert_eq!(found.plural, "horizontalpodautoscalers");
+}
