@@ -175,7 +175,11 @@ jobs() { kubectl -n "$NS" get jobs -l lookahead.dev/policy=e2e -o jsonpath='{.it
 wait_for "the first artifact" 1200 '[ -n "$(artifact)" ]'
 first=$(artifact)
 [ "$(jobs | wc -w)" = 1 ] || fail "expected one training Job, got: $(jobs)"
-step "training Job $(jobs) finished: artifact $first"
+# Validation scores travel from the Job's termination message into the policy's status.
+validation=$(kubectl -n "$NS" get rp e2e -o jsonpath='{.status.artifact.validation}')
+jq -e '.router > 0 and .oracle >= .router and .examples > 0' <<<"$validation" >/dev/null \
+  || fail "no validation scores in status: '$validation'"
+step "training Job $(jobs) finished: artifact $first, validation $validation"
 
 router_on() { # artifact version: the router Deployment runs it and is available
   kubectl -n "$NS" get deploy e2e-router -o json | jq -e --arg v "$1" '

@@ -79,6 +79,10 @@ pub struct TrainArgs {
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
+    /// Also write the validation scores as one JSON object here (training Jobs pass their
+    /// termination-message file, where the operator reads them into the policy's status).
+    #[arg(long)]
+    summary_file: Option<PathBuf>,
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
@@ -218,6 +222,18 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     };
     save_artifact(&args.out, &trained.meta, &trained.tensors)?;
     print_metrics("validation", &trained.meta.validation);
+    if let Some(path) = &args.summary_file {
+        let v = &trained.meta.validation;
+        // Termination messages are capped at 4 KiB: scalar scores only.
+        let summary = serde_json::json!({
+            "examples": v.examples,
+            "router": v.router,
+            "bestSingle": v.best_single,
+            "oracle": v.oracle,
+        });
+        std::fs::write(path, summary.to_string())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     if let Some(t) = &trained.meta.test {
         print_metrics("test", t);
     }

@@ -180,15 +180,19 @@ pub async fn reconcile(policy: Arc<RoutingPolicy>, ctx: Arc<Context>) -> Result<
                     message,
                 },
                 JobState::Succeeded { finished } => {
+                    // The Job's pods hold what training reports back: validation scores (and
+                    // the labelling count) in their termination messages.
+                    let pods: Api<Pod> = ctx.api(&ns);
+                    let selector = format!("job-name={job_name}");
+                    let pods = pods.list(&ListParams::default().labels(&selector)).await?;
                     let labelled = if plan.label.is_empty() {
                         None
                     } else {
-                        let pods: Api<Pod> = ctx.api(&ns);
-                        let selector = format!("job-name={job_name}");
-                        let pods = pods.list(&ListParams::default().labels(&selector)).await?;
                         training::labelled_prompts(&pods.items)
                     };
-                    let trained = training::artifact_of(&job, &plan.version, finished, labelled);
+                    let validation = training::validation_scores(&pods.items);
+                    let trained =
+                        training::artifact_of(&job, &plan.version, finished, labelled, validation);
                     ctx.publish(
                         policy.as_ref(),
                         EventType::Normal,

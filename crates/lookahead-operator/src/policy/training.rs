@@ -209,6 +209,10 @@ pub fn job(
         "--states".into(),
         "/cache/states".into(),
         "--quiet".into(),
+        // The validation scores come back through the termination message (see
+        // `validation_scores`).
+        "--summary-file".into(),
+        "/dev/termination-log".into(),
     ];
     if let Some(n) = training.max_examples {
         args.extend(["--max-train".into(), n.to_string()]);
@@ -217,7 +221,7 @@ pub fn job(
         args.extend(["--epochs".into(), n.to_string()]);
     }
     let mut containers = vec![Container {
-        name: "train".into(),
+        name: TRAIN_CONTAINER.into(),
         image: Some(image_of(policy, image)),
         args: Some(args),
         resources: training.resources.clone(),
@@ -264,6 +268,8 @@ pub fn job(
 const LABELLED_DIR: &str = "/cache/labelled";
 /// Name of the labelling init container; its termination message is the run's JSON summary.
 pub const LABEL_CONTAINER: &str = "label";
+/// The training Job's main container.
+pub const TRAIN_CONTAINER: &str = "train";
 
 fn image_of(policy: &RoutingPolicy, image: &str) -> String {
     policy
@@ -369,6 +375,25 @@ pub fn labelled_prompts(pods: &[Pod]) -> Option<i64> {
     })
 }
 
+/// Validation scores the training container left in its termination message
+/// (`lookahead train --summary-file`): router, best single model and oracle, on the validation
+/// split. Empty when the pods are gone or the message is not that JSON.
+pub fn validation_scores(pods: &[Pod]) -> BTreeMap<String, f64> {
+    let message = pods.iter().find_map(|pod| {
+        let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+        let train = statuses.iter().find(|c| c.name == TRAIN_CONTAINER)?;
+        train.state.as_ref()?.terminated.as_ref()?.message.clone()
+    });
+    let Some(summary) = message.and_then(|m| serde_json::from_str::<serde_json::Value>(&m).ok())
+    else {
+        return BTreeMap::new();
+    };
+    ["router", "bestSingle", "oracle", "examples"]
+        .iter()
+        .filter_map(|k| Some((k.to_string(), summary.get(*k)?.as_f64()?)))
+        .collect()
+}
+
 /// Where a training Job stands.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobState {
@@ -407,6 +432,7 @@ pub fn artifact_of(
     plan_version: &str,
     finished: Option<String>,
     labelled_prompts: Option<i64>,
+    validation: BTreeMap<String, f64>,
 ) -> ArtifactStatus {
     let annotations = job.metadata.annotations.clone().unwrap_or_default();
     ArtifactStatus {
@@ -426,7 +452,7 @@ pub fn artifact_of(
             .unwrap_or_default(),
         trained_at: finished,
         labelled_prompts,
-        validation: BTreeMap::new(),
+        validation,
     }
 }
 
@@ -506,6 +532,11 @@ mod tests {
         assert!(args.contains(&"Yi-model,Phi-model".to_string()));
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         assert!(!args.contains(&"--max-train".to_string()));
+        let joined = args.join(" ");
+        assert!(
+            joined.contains("--summary-file /dev/termination-log"),
+            "{joined}"
+        );
     }
 
     #[test]
@@ -608,6 +639,39 @@ mod tests {
         assert_eq!(labelled_prompts(&[pod(summary)]), Some(412));
         assert_eq!(labelled_prompts(&[pod("garbage")]), None);
         assert_eq!(labelled_prompts(&[]), None);
+    }
+
+    #[test]
+    fn validation_scores_come_from_the_train_containers_termination_message() {
+        use k8s_openapi::api::core::v1::{
+            ContainerState, ContainerStateTerminated, ContainerStatus, PodStatus,
+        };
+        let pod = |container: &str, message: &str| Pod {
+            status: Some(PodStatus {
+                container_statuses: Some(vec![ContainerStatus {
+                    name: container.into(),
+                    state: Some(ContainerState {
+                        terminated: Some(ContainerStateTerminated {
+                            message: Some(message.into()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let summary = r#"{"examples":540,"router":61.5,"bestSingle":58.25,"oracle":70.0}"#;
+        let scores = validation_scores(&[pod(TRAIN_CONTAINER, summary)]);
+        assert_eq!(scores.get("router"), Some(&61.5));
+        assert_eq!(scores.get("bestSingle"), Some(&58.25));
+        assert_eq!(scores.get("oracle"), Some(&70.0));
+        assert_eq!(scores.get("examples"), Some(&540.0));
+        assert!(validation_scores(&[pod(TRAIN_CONTAINER, "not json")]).is_empty());
+        assert!(validation_scores(&[pod("other", summary)]).is_empty());
+        assert!(validation_scores(&[]).is_empty());
     }
 
     #[test]
