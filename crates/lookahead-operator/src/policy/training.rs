@@ -357,35 +357,41 @@ fn label_container(
     (container, volumes)
 }
 
-/// Prompts labelled by a finished Job, from its pod's `label` init container termination
-/// message (the JSON summary `lookahead label --summary-file` wrote).
-pub fn labelled_prompts(pods: &[Pod]) -> Option<i64> {
+/// The JSON summary a finished Job's container `name` (an init container when `init`) left in
+/// its termination message (`lookahead label|train --summary-file /dev/termination-log`), from
+/// the first of the Job's pods that has one.
+fn container_summary(pods: &[Pod], name: &str, init: bool) -> Option<serde_json::Value> {
     pods.iter().find_map(|pod| {
-        let statuses = pod.status.as_ref()?.init_container_statuses.as_ref()?;
-        let label = statuses.iter().find(|c| c.name == LABEL_CONTAINER)?;
-        let message = label
+        let status = pod.status.as_ref()?;
+        let statuses = if init {
+            status.init_container_statuses.as_ref()?
+        } else {
+            status.container_statuses.as_ref()?
+        };
+        let container = statuses.iter().find(|c| c.name == name)?;
+        let message = container
             .state
             .as_ref()?
             .terminated
             .as_ref()?
             .message
             .as_ref()?;
-        let summary: serde_json::Value = serde_json::from_str(message).ok()?;
-        summary.get("promptsLabelled")?.as_i64()
+        serde_json::from_str(message).ok()
     })
 }
 
-/// Validation scores the training container left in its termination message
-/// (`lookahead train --summary-file`): router, best single model and oracle, on the validation
-/// split. Empty when the pods are gone or the message is not that JSON.
+/// Prompts labelled by a finished Job, from its `label` init container's summary.
+pub fn labelled_prompts(pods: &[Pod]) -> Option<i64> {
+    container_summary(pods, LABEL_CONTAINER, true)?
+        .get("promptsLabelled")?
+        .as_i64()
+}
+
+/// Validation scores from the training container's summary: router, best single model and
+/// oracle on the validation split, and its size. Empty when the pods are gone or the message is
+/// not that JSON.
 pub fn validation_scores(pods: &[Pod]) -> BTreeMap<String, f64> {
-    let message = pods.iter().find_map(|pod| {
-        let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
-        let train = statuses.iter().find(|c| c.name == TRAIN_CONTAINER)?;
-        train.state.as_ref()?.terminated.as_ref()?.message.clone()
-    });
-    let Some(summary) = message.and_then(|m| serde_json::from_str::<serde_json::Value>(&m).ok())
-    else {
+    let Some(summary) = container_summary(pods, TRAIN_CONTAINER, false) else {
         return BTreeMap::new();
     };
     ["router", "bestSingle", "oracle", "examples"]
