@@ -122,6 +122,14 @@ fn metadata_list(names: &[(&str, &str)]) -> Value {
     json!({ "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {}, "items": items })
 }
 
+/// The `routing-data` ConfigMap of `testdata::policy`, with records for the yi and phi members.
+fn dataset_config_map() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "routing-data", "namespace": "ns" },
+        "data": { "manifest.json": r#"{"GSM8K": {"models": ["Yi-model", "Phi-model"]}}"# },
+    })
+}
+
 fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
     status["status"]["conditions"]
         .as_array()
@@ -294,10 +302,7 @@ async fn policy_starts_training_and_runs_the_router() {
     let policy = crate::testdata::policy("rp", Some("yi"));
     let pool = crate::testdata::pool("pool", &["yi", "phi"]);
     let fingerprint = pool.spec.fingerprint();
-    let dataset = json!({
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "routing-data", "namespace": "ns" },
-        "data": { "manifest.json": r#"{"GSM8K": {"models": ["Yi-model", "Phi-model"]}}"# },
-    });
+    let dataset = dataset_config_map();
     let job_name = format!("rp-train-{fingerprint}");
     let answer = serde_json::to_value(&policy).expect("json");
     let job_check = {
@@ -354,10 +359,7 @@ async fn failed_training_job_is_reported_and_not_recreated() {
     let policy = crate::testdata::policy("rp", Some("yi"));
     let pool = crate::testdata::pool("pool", &["yi", "phi"]);
     let fingerprint = pool.spec.fingerprint();
-    let dataset = json!({
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "routing-data", "namespace": "ns" },
-        "data": { "manifest.json": r#"{"GSM8K": {"models": ["Yi-model", "Phi-model"]}}"# },
-    });
+    let dataset = dataset_config_map();
     let failed_job = json!({
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": { "name": format!("rp-train-{fingerprint}"), "namespace": "ns",
@@ -448,10 +450,7 @@ async fn a_job_for_an_older_pool_is_superseded_and_the_serving_one_kept() {
     });
     let pool = crate::testdata::pool("pool", &["yi", "phi"]);
     let fingerprint = pool.spec.fingerprint();
-    let dataset = json!({
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "routing-data", "namespace": "ns" },
-        "data": { "manifest.json": r#"{"GSM8K": {"models": ["Yi-model", "Phi-model"]}}"# },
-    });
+    let dataset = dataset_config_map();
     let running = |version: &str| {
         json!({
             "apiVersion": "batch/v1", "kind": "Job",

@@ -788,16 +788,3 @@ async fn apiserver_failed_training_job_is_reported_not_repeated_and_retried_on_d
     op.abort();
     Ok(())
 }
-
-/// Marks a Job failed for good, as the Job controller does once `backoffLimit` pod failures
-/// happened (the test server has no kubelet to run it).
-async fn fail_job(jobs: &Api<Job>, name: &str) -> anyhow::Result<()> {
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let status = json!({ "status": {
-        "conditions": [{ "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-                         "message": "Job has reached the specified backoff limit",
-                         "lastProbeTime": now, "lastTransitionTime": now }],
-        "startTime": now, "failed": 3, "active": 0,
-    }});
-    set_job_status(jobs, name, "Failed", &status).await
-}

@@ -14,8 +14,9 @@ use futures::future::try_join_all;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::Client;
+use lookahead_api::{LLMPool, RoutingPolicy};
 use serde_json::{json, Value};
 
 #[derive(Clone, Copy, Debug)]
@@ -212,18 +213,13 @@ fn cases() -> Vec<Case> {
 }
 
 fn api_for(client: &Client, ns: &str, body: &Value) -> Api<DynamicObject> {
-    let kind = body["kind"].as_str().unwrap_or_default();
-    let plural = if kind == "LLMPool" {
-        "llmpools"
+    // The CRD types know their group, version and plural.
+    let resource = if body["kind"] == "LLMPool" {
+        ApiResource::erase::<LLMPool>(&())
     } else {
-        "routingpolicies"
+        ApiResource::erase::<RoutingPolicy>(&())
     };
-    let gvk = GroupVersionKind::gvk("lookahead.dev", "v1alpha1", kind);
-    Api::namespaced_with(
-        client.clone(),
-        ns,
-        &ApiResource::from_gvk_with_plural(&gvk, plural),
-    )
+    Api::namespaced_with(client.clone(), ns, &resource)
 }
 
 async fn apply_json(

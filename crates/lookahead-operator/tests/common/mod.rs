@@ -255,6 +255,19 @@ pub async fn complete_job(jobs: &Api<Job>, name: &str) -> anyhow::Result<()> {
     set_job_status(jobs, name, "Complete", &status).await
 }
 
+/// Marks a Job failed for good, as the Job controller does once `backoffLimit` pod failures
+/// happened (the test server has no kubelet to run it).
+pub async fn fail_job(jobs: &Api<Job>, name: &str) -> anyhow::Result<()> {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let status = json!({ "status": {
+        "conditions": [{ "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                         "message": "Job has reached the specified backoff limit",
+                         "lastProbeTime": now, "lastTransitionTime": now }],
+        "startTime": now, "failed": 3, "active": 0,
+    }});
+    set_job_status(jobs, name, "Failed", &status).await
+}
+
 /// Writes a finished Job status and makes sure it sticks: the real Job controller may be in the
 /// middle of writing its own view of the (pod-less) Job and overwrite the first attempt.
 pub async fn set_job_status(
