@@ -67,11 +67,7 @@ fn rendered_chart_is_accepted_by_real_apiserver() {
         &[][..],
         &["--set", "operator.watchNamespace=lookahead-chart-it"][..],
     ] {
-        let (ok, rendered) = run(Command::new(&helm)
-            .args(["template", "la", "--namespace", ns])
-            .arg(chart())
-            .args(extra));
-        assert!(ok, "helm template {extra:?}: {rendered}");
+        let rendered = helm_template(&helm, "la", ns, extra);
         let mut child = Command::new("kubectl")
             .args(["apply", "--dry-run=server", "-n", ns, "-f", "-"])
             .stdin(Stdio::piped())
@@ -163,19 +159,21 @@ fn rbac_rules(
     out
 }
 
-fn render(helm: &PathBuf, extra: &[&str]) -> String {
+/// `helm template RELEASE --namespace NS <chart> EXTRA...` with the real helm.
+fn helm_template(helm: &PathBuf, release: &str, namespace: &str, extra: &[&str]) -> String {
     let (ok, rendered) = run(Command::new(helm)
-        .args([
-            "template",
-            "lookahead",
-            "--namespace",
-            "lookahead-system",
-            "--include-crds",
-        ])
+        .args(["template", release, "--namespace", namespace])
         .arg(chart())
         .args(extra));
     assert!(ok, "helm template {extra:?}: {rendered}");
     rendered
+}
+
+/// The chart as `scripts/render-manifests.sh` renders it (CRDs included).
+fn render(helm: &PathBuf, extra: &[&str]) -> String {
+    let mut args = vec!["--include-crds"];
+    args.extend_from_slice(extra);
+    helm_template(helm, "lookahead", "lookahead-system", &args)
 }
 
 /// `manifests/install.yaml` is what the real helm renders from the chart now (blank lines aside,
