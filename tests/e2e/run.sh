@@ -14,6 +14,9 @@
 #
 # Prints one line per step with its duration; exits non-zero at the first failed check.
 set -euo pipefail
+# A failing check inside $(...) must fail the run too (bash does not pass -e into command
+# substitutions by default).
+shopt -s inherit_errexit
 cd "$(dirname "$0")/../.."
 SHARED="$(cd .. && pwd)/shared"
 : "${KUBECONFIG:?KUBECONFIG of a WITH_KUBELET=1 cluster}"
@@ -224,6 +227,11 @@ ask() { # prompt -> prints the member that answered
   check_answer "$tmp/h" "$tmp/b" "$1"
   rm -rf "$tmp"
 }
+ask_each() { # prompts on stdin (JSON strings) -> the members that answered, space-separated
+  local p out=""
+  while read -r p; do out+="$(ask "$(jq -r . <<<"$p")") "; done
+  echo "${out% }"
+}
 prompts() { # n prompts of a source
   python3 - "$DATA/$1.jsonl.gz" "$2" <<'PY'
 import gzip, json, sys
@@ -233,9 +241,8 @@ for i, line in enumerate(gzip.open(sys.argv[1], "rt", encoding="utf-8")):
 PY
 }
 wait_for "the router Service to answer" 60 'curl -fsS --max-time 5 http://$ROUTER_IP:8080/readyz'
-routed=""
-while read -r p; do routed+="$(ask "$(jq -r . <<<"$p")") "; done < <(prompts GSM8K 3; prompts MBPP 3)
-step "6 chat completions via the router Service ($ROUTER_IP): answered by [${routed% }], each the member's recorded answer"
+routed=$(ask_each < <(prompts GSM8K 3; prompts MBPP 3))
+step "6 chat completions via the router Service ($ROUTER_IP): answered by [$routed], each the member's recorded answer"
 
 # The same from a pod, by the Service's DNS name (retried: netshim gives a new pod its default
 # route within a second of its start).
@@ -256,10 +263,9 @@ members=$(kubectl -n "$NS" get rp e2e -o jsonpath='{.status.artifact.members}')
 grep -q gemma <<<"$members" || fail "artifact $second members $members lack gemma"
 [ "$(jobs | wc -w)" = 2 ] || fail "expected two training Jobs in all, got: $(jobs)"
 wait_for "the router on artifact $second" 300 "router_on $second"
-routed=""
-while read -r p; do routed+="$(ask "$(jq -r . <<<"$p")") "; done < <(prompts GSM8K 3)
+routed=$(ask_each < <(prompts GSM8K 3))
 kubectl -n "$NS" get job "e2e-train-$second" >/dev/null || fail "no Job e2e-train-$second"
-step "gemma added: Job e2e-train-$second, artifact $second for $members, router rolled; answered by [${routed% }]"
+step "gemma added: Job e2e-train-$second, artifact $second for $members, router rolled; answered by [$routed]"
 
 # 8. Helm upgrade: the operator rolls, the policy keeps its artifact and the router keeps serving.
 "$HELM" upgrade lookahead charts/lookahead -n "$SYS" --reuse-values --set operator.logLevel=debug \
