@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use candle_core::Device;
 use clap::{Args, Subcommand};
-use lookahead_model::{default_backbone_dir, Backbone, RouterScorer, Scorer};
+use lookahead_model::{default_backbone_dir, Backbone, Precision, RouterScorer, Scorer};
 use serde::{Deserialize, Serialize};
 
 #[derive(Subcommand, Debug)]
@@ -36,6 +36,9 @@ pub struct ScorerArgs {
     /// Batch size of the throughput row (128-token prompts).
     #[arg(long, default_value_t = 32)]
     batch: usize,
+    /// Weight precisions to time (candle rows are repeated for each).
+    #[arg(long, value_delimiter = ',', default_value = "f32,int8")]
+    precision: Vec<Precision>,
     /// Python with torch + sentence-transformers: also run bench/pytorch_minilm.py.
     #[arg(long)]
     python: Option<PathBuf>,
@@ -141,59 +144,74 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     // candle's CPU kernels size their thread pools from this at first use.
     std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
     let backbone_dir = args.backbone.clone().unwrap_or_else(default_backbone_dir);
-    let backbone = Backbone::load(&backbone_dir, &Device::Cpu)?;
     let mut rows = Vec::new();
+    let mut notes = Vec::new();
     let reps = (args.iters / 10).max(2);
-    let encode = |ps: &[&str]| -> anyhow::Result<()> {
-        let max = ps.iter().map(|p| p.len()).max().unwrap_or(0) + 2;
-        let b = backbone
-            .batch(ps, max.min(512))
-            .map_err(anyhow::Error::msg)?;
-        backbone.encoder.sentence_embedding(&b.ids, &b.keep)?;
-        Ok(())
-    };
-    for &n in &args.lengths {
-        let got = backbone
-            .token_ids(&prompt(n, 0), 1024)
-            .map_err(anyhow::Error::msg)?
-            .len();
-        if got != n {
-            bail!("bench prompt of {n} tokens tokenizes to {got}");
+    let reference = Backbone::load(&backbone_dir, &Device::Cpu)?;
+    for &precision in &args.precision {
+        let mut backbone = Backbone::load(&backbone_dir, &Device::Cpu)?;
+        if precision == Precision::Int8 {
+            backbone.encoder.quantize()?;
         }
-        rows.push(time_single(
-            "candle MiniLM encoder (6 layers, mean pool)",
-            n,
-            args.iters,
-            |p| encode(&[p]),
-        )?);
-    }
-    rows.push(time_batch(
-        "candle MiniLM encoder (6 layers, mean pool)",
-        args.batch,
-        reps,
-        encode,
-    )?);
-    if let Some(art) = &args.artifact {
-        let scorer = RouterScorer::load(art, &backbone_dir)?;
-        let m = &scorer.meta;
-        let name = format!(
-            "router {} decision (L={}, +{} layers, {} models, prompt cut at {} tokens)",
-            m.method,
-            m.hyper.frozen_layers,
-            m.hyper.trainable_layers,
-            m.models.len(),
-            m.hyper.max_prompt_tokens
-        );
+        let name = format!("candle MiniLM encoder {precision} (6 layers, mean pool)");
+        let embed = |b: &Backbone, ps: &[&str]| -> anyhow::Result<candle_core::Tensor> {
+            let max = ps.iter().map(|p| p.len()).max().unwrap_or(0) + 2;
+            let t = b.batch(ps, max.min(512)).map_err(anyhow::Error::msg)?;
+            Ok(b.encoder.sentence_embedding(&t.ids, &t.keep)?)
+        };
         for &n in &args.lengths {
+            let got = backbone
+                .token_ids(&prompt(n, 0), 1024)
+                .map_err(anyhow::Error::msg)?
+                .len();
+            if got != n {
+                bail!("bench prompt of {n} tokens tokenizes to {got}");
+            }
             rows.push(time_single(&name, n, args.iters, |p| {
-                scorer.score_batch(&[p])?;
-                Ok(())
+                embed(&backbone, &[p]).map(drop)
             })?);
         }
         rows.push(time_batch(&name, args.batch, reps, |ps| {
-            scorer.score_batch(ps)?;
-            Ok(())
+            embed(&backbone, ps).map(drop)
         })?);
+        if precision != Precision::F32 {
+            // How far the quantised embeddings are from the f32 ones, on the timed prompts.
+            let prompts: Vec<String> = (0..args.batch).map(|i| prompt(128, i)).collect();
+            let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+            let (a, b) = (embed(&backbone, &refs)?, embed(&reference, &refs)?);
+            let cos = (&a * &b)?.sum(1)? / ((a.sqr()?.sum(1)? * b.sqr()?.sum(1)?)?.sqrt()?);
+            let cos = cos?.to_vec1::<f32>()?;
+            let min = cos.iter().copied().fold(f32::MAX, f32::min);
+            notes.push(format!(
+                "{precision} vs f32 sentence embeddings (128 tokens, {} prompts): cosine min {min:.5}",
+                cos.len()
+            ));
+        }
+        if let Some(art) = &args.artifact {
+            let mut scorer = RouterScorer::load(art, &backbone_dir)?;
+            if precision == Precision::Int8 {
+                scorer.quantize()?;
+            }
+            let m = &scorer.meta;
+            let name = format!(
+                "router {} decision {precision} (L={}, +{} layers, {} models, prompt cut at {} tokens)",
+                m.method,
+                m.hyper.frozen_layers,
+                m.hyper.trainable_layers,
+                m.models.len(),
+                m.hyper.max_prompt_tokens
+            );
+            for &n in &args.lengths {
+                rows.push(time_single(&name, n, args.iters, |p| {
+                    scorer.score_batch(&[p])?;
+                    Ok(())
+                })?);
+            }
+            rows.push(time_batch(&name, args.batch, reps, |ps| {
+                scorer.score_batch(ps)?;
+                Ok(())
+            })?);
+        }
     }
     let mut torch = None;
     if let Some(py) = &args.python {
@@ -233,11 +251,15 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             .map(|(v, t)| format!(" (torch {v}, {t} threads)"))
             .unwrap_or_default()
     );
-    println!("| scorer | tokens | batch | p50 ms | p99 ms | prompts/s |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("| scorer | tokens | batch | p50 ms | p99 ms | prompts/s | p50 / PyTorch |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
+        let torch_p50 = rows
+            .iter()
+            .find(|t| t.name.starts_with("pytorch") && t.tokens == r.tokens && t.batch == r.batch)
+            .map(|t| t.p50_ms);
         println!(
-            "| {} | {} | {} | {:.2} | {} | {:.1} |",
+            "| {} | {} | {} | {:.2} | {} | {:.1} | {} |",
             r.name,
             r.tokens,
             r.batch,
@@ -245,8 +267,14 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             r.p99_ms
                 .map(|p| format!("{p:.2}"))
                 .unwrap_or_else(|| "-".into()),
-            r.per_s
+            r.per_s,
+            torch_p50
+                .map(|t| format!("{:.2}", r.p50_ms / t))
+                .unwrap_or_else(|| "-".into())
         );
+    }
+    for note in notes {
+        println!("\n{note}");
     }
     Ok(())
 }

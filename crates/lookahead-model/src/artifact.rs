@@ -15,6 +15,7 @@ use crate::bert::mean_pool;
 use crate::knn::KnnIndex;
 use crate::lite::{UpperKind, UpperModel, UpperShape};
 use crate::ops::Mode;
+use crate::quant::Precision;
 use crate::scorer::{ScoreError, Scorer};
 
 pub const FORMAT_VERSION: u32 = 1;
@@ -220,6 +221,8 @@ pub enum ArtifactError {
     Backbone(#[from] BackboneError),
     #[error("artifact tensors: {0}")]
     Tensor(#[from] candle_core::Error),
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl ArtifactError {
@@ -233,6 +236,7 @@ impl ArtifactError {
             ArtifactError::ModelsMismatch { .. } => "models_mismatch",
             ArtifactError::Backbone(_) => "backbone",
             ArtifactError::Tensor(_) => "tensor",
+            ArtifactError::Unsupported(_) => "unsupported",
         }
     }
 }
@@ -325,7 +329,26 @@ pub fn load_scorer_on(
     backbone_dir: &Path,
     device: &Device,
 ) -> Result<Box<dyn Scorer>, ArtifactError> {
-    match RouterMeta::read(dir)?.method {
+    load_scorer_with(dir, backbone_dir, device, Precision::F32)
+}
+
+/// Loads an artifact onto `device` with the given weight precision. [`Precision::Int8`] applies
+/// to lite, MLC and kNN artifacts on the CPU (see [`crate::quant`]); for MLM and CLM, or on a
+/// GPU, it is an error rather than a silent f32 fallback.
+pub fn load_scorer_with(
+    dir: &Path,
+    backbone_dir: &Path,
+    device: &Device,
+    precision: Precision,
+) -> Result<Box<dyn Scorer>, ArtifactError> {
+    let method = RouterMeta::read(dir)?.method;
+    if precision == Precision::Int8 && matches!(method, Method::Mlm | Method::Clm) {
+        return Err(ArtifactError::Unsupported(format!(
+            "int8 precision applies to lite, mlc and knn artifacts, not {}",
+            method
+        )));
+    }
+    match method {
         Method::Mlm => {
             return Ok(Box::new(crate::mlm_router::MlmScorer::load_on(
                 dir,
@@ -341,12 +364,16 @@ pub fn load_scorer_on(
         }
         _ => {}
     }
-    let device = if RouterMeta::read(dir)?.method == Method::Knn {
+    let device = if method == Method::Knn {
         &Device::Cpu
     } else {
         device
     };
-    Ok(Box::new(RouterScorer::load_on(dir, backbone_dir, device)?))
+    let mut scorer = RouterScorer::load_on(dir, backbone_dir, device)?;
+    if precision == Precision::Int8 {
+        scorer.quantize()?;
+    }
+    Ok(Box::new(scorer))
 }
 
 /// Loads an artifact for a given pool: rejects it unless it was trained for exactly `models`.
@@ -485,6 +512,20 @@ impl RouterScorer {
                 candle_nn::ops::sigmoid(&out.logits)?.to_vec2()
             }
         }
+    }
+
+    /// Switches the encoder and the trained upper layers to int8 weights for inference.
+    pub fn quantize(&mut self) -> Result<(), ArtifactError> {
+        if !self.backbone.encoder.device().is_cpu() {
+            return Err(ArtifactError::Unsupported(
+                "int8 precision runs on the CPU only".into(),
+            ));
+        }
+        self.backbone.encoder.quantize()?;
+        if let Head::Upper(upper) = &mut self.head {
+            upper.quantize()?;
+        }
+        Ok(())
     }
 
     /// Pooled sentence embedding (all backbone layers), for diagnostics and kNN.

@@ -6,7 +6,11 @@ use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
+use std::sync::Arc;
+
+use crate::attention;
 use crate::ops::{self, Mode};
+use crate::quant::{Activation, Int8Linear};
 
 /// The subset of a Hugging Face `config.json` a BERT encoder needs.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -61,6 +65,8 @@ impl BertConfig {
 pub struct Linear {
     weight: Tensor,
     bias: Tensor,
+    /// Set by [`Linear::quantize`]: int8 weights for inference, used instead of `weight`.
+    int8: Option<Arc<Int8Linear>>,
 }
 
 impl Linear {
@@ -68,7 +74,24 @@ impl Linear {
         Ok(Self {
             weight: vb.get((out_dim, in_dim), "weight")?,
             bias: vb.get(out_dim, "bias")?,
+            int8: None,
         })
+    }
+
+    /// Switches to int8 weights (see [`crate::quant`]), with `activation` fused into the output.
+    /// Inference only: the int8 path has no backward pass.
+    pub fn quantize(&mut self, activation: Activation) -> Result<()> {
+        self.int8 = Some(Arc::new(Int8Linear::new(
+            &self.weight,
+            &self.bias,
+            activation,
+        )?));
+        Ok(())
+    }
+
+    /// The activation fused into the int8 path, if this layer is quantised.
+    fn fused_activation(&self) -> Option<Activation> {
+        self.int8.as_ref().map(|q| q.activation())
     }
 
     /// A linear layer created (and registered) with a fresh initialisation.
@@ -84,12 +107,16 @@ impl Linear {
                 },
             )?,
             bias: vb.get_with_hints(out_dim, "bias", candle_nn::Init::Const(0.))?,
+            int8: None,
         })
     }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(q) = &self.int8 {
+            return q.forward(x);
+        }
         let w = self.weight.t()?;
         let y = match x.dims() {
             [b, t, h] => x.reshape((b * t, *h))?.matmul(&w)?.reshape((*b, *t, ()))?,
@@ -211,6 +238,24 @@ impl BertLayer {
         })
     }
 
+    /// Switches every linear of the block to int8 weights (inference only; CPU).
+    pub fn quantize(&mut self) -> Result<()> {
+        for linear in [
+            &mut self.query,
+            &mut self.key,
+            &mut self.value,
+            &mut self.attn_out,
+            &mut self.output,
+        ] {
+            linear.quantize(Activation::None)?;
+        }
+        self.intermediate.quantize(if self.exact_gelu {
+            Activation::GeluErf
+        } else {
+            Activation::GeluTanh
+        })
+    }
+
     /// `x`: `[batch, seq, hidden]`; `mask`: additive `[batch, 1, 1, seq]` (0 keep, large negative
     /// drop) or `None` when no position is padding.
     pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
@@ -239,24 +284,36 @@ impl BertLayer {
             None => x.clone(),
         };
         let r = xq.dim(1)?;
-        let q = split(self.query.forward(&xq)?, r)?;
-        let k = split(self.key.forward(x)?, t)?;
-        let v = split(self.value.forward(x)?, t)?;
-        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
-        let scores = match mask {
-            Some(m) => scores.broadcast_add(m)?,
-            None => scores,
+        let (q, k, v) = (
+            self.query.forward(&xq)?,
+            self.key.forward(x)?,
+            self.value.forward(x)?,
+        );
+        let fused = match mode {
+            Mode::Inference => attention::fused(&q, &k, &v, self.heads, mask)?,
+            Mode::Train => None,
         };
-        let probs = ops::softmax_last_dim(&scores, mode)?;
-        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, r, h))?;
+        let ctx = match fused {
+            Some(ctx) => ctx,
+            None => {
+                let (q, k, v) = (split(q, r)?, split(k, t)?, split(v, t)?);
+                let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
+                let scores = match mask {
+                    Some(m) => scores.broadcast_add(m)?,
+                    None => scores,
+                };
+                let probs = ops::softmax_last_dim(&scores, mode)?;
+                probs.matmul(&v)?.transpose(1, 2)?.reshape((b, r, h))?
+            }
+        };
         let x = self
             .attn_norm
             .forward(&(self.attn_out.forward(&ctx)? + xq)?, mode)?;
         let inter = self.intermediate.forward(&x)?;
-        let inter = if self.exact_gelu {
-            inter.gelu_erf()?
-        } else {
-            inter.gelu()?
+        let inter = match self.intermediate.fused_activation() {
+            Some(_) => inter,
+            None if self.exact_gelu => inter.gelu_erf()?,
+            None => inter.gelu()?,
         };
         self.out_norm
             .forward(&(self.output.forward(&inter)? + x)?, mode)
@@ -301,6 +358,14 @@ impl BertEncoder {
             embeddings,
             layers,
         })
+    }
+
+    /// Switches every layer to int8 weights for inference (see [`crate::quant`]); CPU only.
+    pub fn quantize(&mut self) -> Result<()> {
+        if !self.device().is_cpu() {
+            candle_core::bail!("int8 weights run on the CPU only");
+        }
+        self.layers.iter_mut().try_for_each(BertLayer::quantize)
     }
 
     /// Embeddings then layers `0..upto`: `ids`, `keep` are `[batch, seq]`.

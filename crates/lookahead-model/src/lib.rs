@@ -5,6 +5,7 @@
 //! (an artifact directory as a [`Scorer`]), [`select`] (argmax or cost-aware choice).
 
 pub mod artifact;
+pub mod attention;
 pub mod backbone;
 pub mod bert;
 pub mod clm;
@@ -16,15 +17,19 @@ pub mod llama;
 pub mod mlm;
 pub mod mlm_router;
 pub mod ops;
+pub mod quant;
 pub mod scorer;
+pub mod simd;
 pub mod states;
 pub mod train;
 
 pub use artifact::{
-    load_scorer, load_scorer_for_models, load_scorer_on, load_scorer_with_backbone, rank, select,
-    ArtifactError, HyperParams, Method, Metrics, RouterMeta, RouterScorer,
+    load_scorer, load_scorer_for_models, load_scorer_on, load_scorer_with,
+    load_scorer_with_backbone, rank, select, ArtifactError, HyperParams, Method, Metrics,
+    RouterMeta, RouterScorer,
 };
 pub use backbone::{default_backbone_dir, Backbone, BackboneError};
+pub use quant::Precision;
 pub use scorer::{ScoreError, Scorer};
 pub use states::{default_states_root, StateCache};
 pub use train::{train_router, Example, TrainError, TrainRequest, Trained};

@@ -99,6 +99,11 @@ pub fn seed_upper_from_backbone(
 }
 
 impl UpperModel {
+    /// Switches the upper layers to int8 weights for inference (see [`crate::quant`]).
+    pub fn quantize(&mut self) -> Result<()> {
+        self.layers.iter_mut().try_for_each(BertLayer::quantize)
+    }
+
     /// Builds the model from `vb` (a seeded [`VarMap`] when training, the artifact when loading).
     /// Parameters absent from a `VarMap`-backed `vb` are created with a fresh initialisation.
     pub fn new(vb: VarBuilder, cfg: &BertConfig, shape: UpperShape) -> Result<Self> {

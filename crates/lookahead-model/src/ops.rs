@@ -37,11 +37,45 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> 
 /// numerical stability; the shift cancels in the gradient.
 pub fn softmax_last_dim(x: &Tensor, mode: Mode) -> Result<Tensor> {
     if mode == Mode::Inference {
+        if x.device().is_cpu() && x.dtype() == DType::F32 && crate::simd::available() {
+            return x.contiguous()?.apply_op1_no_bwd(&VectorSoftmax);
+        }
         return candle_nn::ops::softmax_last_dim(x);
     }
     let max = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&max)?.exp()?;
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// Softmax over the last dimension with the AVX-512 kernel ([`crate::simd::softmax_row`]);
+/// inference only (no backward).
+struct VectorSoftmax;
+
+impl candle_core::CustomOp1 for VectorSoftmax {
+    fn name(&self) -> &'static str {
+        "vector-softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let candle_core::CpuStorage::F32(x) = storage else {
+            candle_core::bail!("vector softmax takes f32");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("vector softmax needs a contiguous input");
+        };
+        let mut out = x[start..end].to_vec();
+        let cols = layout.dims().last().copied().unwrap_or(1).max(1);
+        #[cfg(target_arch = "x86_64")]
+        for row in out.chunks_exact_mut(cols) {
+            // SAFETY: the caller checked `simd::available()` before applying this op.
+            unsafe { crate::simd::softmax_row(row) };
+        }
+        Ok((candle_core::CpuStorage::F32(out), layout.shape().clone()))
+    }
 }
 
 /// Numerically stable binary cross-entropy with logits, mean over all elements:
