@@ -15,6 +15,7 @@ pub mod lite;
 pub mod llama;
 pub mod mlm;
 pub mod mlm_router;
+pub mod modernbert;
 pub mod ops;
 pub mod scorer;
 pub mod states;
