@@ -9,6 +9,7 @@ pub mod backbone;
 pub mod bert;
 pub mod clm;
 pub mod clm_router;
+pub mod encoder;
 pub mod gguf;
 pub mod knn;
 pub mod lite;
