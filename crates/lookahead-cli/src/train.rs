@@ -36,7 +36,8 @@ pub struct TrainArgs {
     /// Artifact directory to write (router.safetensors + router.json).
     #[arg(long)]
     out: PathBuf,
-    /// Backbone directory (default: $LOOKAHEAD_BACKBONE or ~/.cache/lookahead/backbones/minilm-l6;
+    /// Backbone directory (default: $LOOKAHEAD_BACKBONE or ~/.cache/lookahead/backbones/minilm-l6):
+    /// a HF BERT directory; mlm: BERT or ModernBERT (config.json's model_type);
     /// clm: the GGUF decoder, $LOOKAHEAD_DECODER or ~/.cache/lookahead/backbones/smollm2-135m).
     #[arg(long)]
     backbone: Option<PathBuf>,

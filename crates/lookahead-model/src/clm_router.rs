@@ -256,6 +256,8 @@ pub fn train_clm(
             sha256: dec.hash.clone(),
             hidden_size: dec.llama.config.hidden_size,
             layers,
+            // Not read for CLM (its backbone is a GGUF decoder, identified by the hash).
+            kind: Default::default(),
         },
         hyper: hp,
         sources: req.sources.clone(),

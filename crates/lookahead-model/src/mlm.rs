@@ -6,21 +6,24 @@
 //! every slot says whose it is. At inference every slot is fully masked: the sequence depends on
 //! the prompt only and one pass scores the whole pool.
 //!
-//! Heads: routing on `[CLS]` (dense + GELU + LayerNorm, then `Linear(hidden -> |pool|)`) and the
-//! masked-token head (dense + GELU + LayerNorm, decoder tied to the word embeddings).
-//! Loss = BCE + 0.2 x masked-token CE. The lower `layers - N` encoder layers (and the embeddings,
-//! unless every layer trains) are frozen: they run with the fused kernels and are detached.
+//! The encoder is a BERT or a ModernBERT ([`crate::encoder`]). Heads: routing on `[CLS]` (dense +
+//! GELU + LayerNorm, then `Linear(hidden -> |pool|)`) and the masked-token head (dense + act +
+//! LayerNorm, decoder tied to the word embeddings; a ModernBERT checkpoint's own `head.*` and
+//! `decoder.bias` seed it). Loss = BCE + 0.2 x masked-token CE. The lower `layers - N` encoder
+//! layers (and the embeddings, unless every layer trains) are frozen: they run with the fused
+//! kernels and are detached. ModernBERT's final norm sits above every layer and trains.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{VarBuilder, VarMap};
 use tokenizers::Tokenizer;
 
-use crate::backbone::pad_batch;
-use crate::bert::{
-    additive_mask, BertConfig, BertEncoder, BertLayer, Embeddings, LayerNorm, Linear,
-};
+use crate::backbone::pad_batch_with;
+use crate::bert::Linear as BiasedLinear;
+use crate::encoder::{Encoder, EncoderEmbeddings, EncoderLayer};
+use crate::modernbert::{Activation, Linear, Norm};
 use crate::ops::{self, Mode};
 
 /// Weight of the masked-token loss (paper: 0.2).
@@ -29,24 +32,57 @@ pub const MLM_LOSS_WEIGHT: f64 = 0.2;
 /// Token ids the layout needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MlmSpecial {
+    /// First token of every tokenised prompt: the routing head reads its state.
+    pub cls: u32,
     pub sep: u32,
+    /// Fills padded positions (masked out of attention).
+    pub pad: u32,
     /// Identity token of candidate `t` (`[unused_t]`).
     pub identity: Vec<u32>,
 }
 
+/// Why a tokenizer cannot lay out MLM sequences.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MlmTokenError {
+    #[error("the backbone's tokenizer has no {token} token: Lookahead-MLM needs [CLS], [SEP], [PAD] and one identity token [unused0]..[unused{}] per candidate", models.saturating_sub(1))]
+    Missing { token: String, models: usize },
+    #[error("the backbone's tokenizer does not start a prompt with [CLS] (id {cls}) but with {found:?}: the routing head reads position 0")]
+    NoLeadingCls { cls: u32, found: Option<u32> },
+}
+
 impl MlmSpecial {
-    /// `[SEP]` and `[unused_0..P]` from a BERT tokenizer's vocabulary.
-    pub fn from_tokenizer(tok: &Tokenizer, models: usize) -> std::result::Result<Self, String> {
+    /// `[CLS]`, `[SEP]`, `[PAD]` and `[unused_0..P]` from the tokenizer's vocabulary (BERT and
+    /// ModernBERT vocabularies both have them). `[MASK]` is not needed: masked positions hold
+    /// their candidate's identity token.
+    pub fn from_tokenizer(
+        tok: &Tokenizer,
+        models: usize,
+    ) -> std::result::Result<Self, MlmTokenError> {
         let id = |t: &str| {
-            tok.token_to_id(t)
-                .ok_or_else(|| format!("the backbone's vocabulary has no {t} token"))
+            tok.token_to_id(t).ok_or_else(|| MlmTokenError::Missing {
+                token: t.to_string(),
+                models,
+            })
         };
         Ok(Self {
+            cls: id("[CLS]")?,
             sep: id("[SEP]")?,
+            pad: id("[PAD]")?,
             identity: (0..models)
                 .map(|t| id(&format!("[unused{t}]")))
                 .collect::<std::result::Result<_, _>>()?,
         })
+    }
+
+    /// Errors unless `prompt` (tokenised with special tokens) starts with `[CLS]`.
+    pub fn check_prompt(&self, prompt: &[u32]) -> std::result::Result<(), MlmTokenError> {
+        match prompt.first() {
+            Some(&c) if c == self.cls => Ok(()),
+            found => Err(MlmTokenError::NoLeadingCls {
+                cls: self.cls,
+                found: found.copied(),
+            }),
+        }
     }
 }
 
@@ -116,9 +152,10 @@ pub struct MlmBatch {
     pub target_ids: Tensor,
 }
 
-pub fn stack_layouts(layouts: &[MlmLayout], device: &Device) -> Result<MlmBatch> {
+/// Pads `layouts` with `pad` (the tokenizer's `[PAD]`) into one batch.
+pub fn stack_layouts(layouts: &[MlmLayout], pad: u32, device: &Device) -> Result<MlmBatch> {
     let ids: Vec<Vec<u32>> = layouts.iter().map(|l| l.ids.clone()).collect();
-    let tb = pad_batch(&ids, device)?;
+    let tb = pad_batch_with(&ids, pad, device)?;
     let seq = tb.ids.dim(1)?;
     let (mut rows, mut tgt) = (Vec::new(), Vec::new());
     for (b, l) in layouts.iter().enumerate() {
@@ -135,22 +172,56 @@ pub fn stack_layouts(layouts: &[MlmLayout], device: &Device) -> Result<MlmBatch>
     })
 }
 
-/// dense + GELU + LayerNorm (BERT's prediction-head transform), differentiable.
+/// dense + activation + LayerNorm (the prediction-head transform of BERT and ModernBERT),
+/// differentiable; created fresh unless `vb` already holds it.
 struct Transform {
     dense: Linear,
-    norm: LayerNorm,
+    norm: Norm,
+    act: Activation,
+}
+
+/// Biases and activation of a head transform.
+#[derive(Debug, Clone, Copy)]
+struct HeadSpec {
+    bias: bool,
+    norm_bias: bool,
+    act: Activation,
+}
+
+impl HeadSpec {
+    /// Our own heads (routing; BERT's masked-token head): biases and exact GELU.
+    const PLAIN: Self = Self {
+        bias: true,
+        norm_bias: true,
+        act: Activation::GeluErf,
+    };
+
+    /// The masked-token head: ModernBERT's `head` as its config says, so a checkpoint's
+    /// pretrained head loads into it.
+    fn masked_token(encoder: &Encoder) -> Result<Self> {
+        match encoder {
+            Encoder::Bert(_) => Ok(Self::PLAIN),
+            Encoder::ModernBert(e) => Ok(Self {
+                bias: e.config.classifier_bias,
+                norm_bias: e.config.norm_bias,
+                act: Activation::parse(&e.config.classifier_activation)?,
+            }),
+        }
+    }
 }
 
 impl Transform {
-    fn new(vb: VarBuilder, h: usize, eps: f64) -> Result<Self> {
+    fn new(vb: VarBuilder, h: usize, eps: f64, spec: HeadSpec) -> Result<Self> {
         Ok(Self {
-            dense: Linear::init(vb.pp("dense"), h, h)?,
-            norm: LayerNorm::init(vb.pp("norm"), h, eps)?,
+            dense: Linear::init(vb.pp("dense"), h, h, spec.bias)?,
+            norm: Norm::init(vb.pp("norm"), h, eps, spec.norm_bias)?,
+            act: spec.act,
         })
     }
 
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        self.norm.forward(&self.dense.forward(x)?.gelu_erf()?, mode)
+        self.norm
+            .forward(&self.act.apply(&self.dense.forward(x)?)?, mode)
     }
 }
 
@@ -165,70 +236,108 @@ pub struct MlmOutput {
 /// The MLM router: frozen lower encoder, trainable upper layers and heads.
 pub struct MlmModel {
     pub shape: MlmShape,
-    frozen: BertEncoder,
+    frozen: Encoder,
     frozen_layers: usize,
     /// Trainable embeddings (only when every layer trains).
-    embeddings: Option<Embeddings>,
-    upper: Vec<BertLayer>,
+    embeddings: Option<EncoderEmbeddings>,
+    upper: Vec<EncoderLayer>,
+    /// ModernBERT's final norm (trainable: it sits above the trainable layers); none in BERT.
+    final_norm: Option<Norm>,
     /// Word embeddings `[V, H]`: the MLM decoder is tied to them.
     word: Tensor,
     route: Transform,
-    route_out: Linear,
+    route_out: BiasedLinear,
     mlm: Transform,
     mlm_bias: Tensor,
     passes: AtomicUsize,
 }
 
-fn backbone_tensor<'a>(
-    tensors: &'a std::collections::HashMap<String, Tensor>,
-    name: &str,
-) -> Result<&'a Tensor> {
+fn backbone_tensor<'a>(tensors: &'a HashMap<String, Tensor>, name: &str) -> Result<&'a Tensor> {
     tensors
         .get(name)
         .or_else(|| tensors.get(&format!("bert.{name}")))
         .ok_or_else(|| candle_core::Error::Msg(format!("backbone has no {name}")))
 }
 
-/// Seeds `varmap` with the trainable copies of the backbone: the upper layers as `upper.{i}.*`
-/// and, when every layer trains, the embeddings as `embeddings.*`.
+/// Inserts trainable copies (own storage: the optimiser updates them in place, and the frozen
+/// encoder shares storage with the checkpoint tensors).
+fn insert_copies(varmap: &VarMap, named: Vec<(String, Tensor)>) -> Result<()> {
+    let mut data = varmap
+        .data()
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("varmap lock poisoned".into()))?;
+    for (name, t) in named {
+        data.insert(name, candle_core::Var::from_tensor(&t.copy()?)?);
+    }
+    Ok(())
+}
+
+/// Seeds `varmap` with the trainable copies of the backbone: the upper layers as `upper.{i}.*`,
+/// when every layer trains the embeddings as `embeddings.*` and, for ModernBERT, the final norm
+/// as `final_norm.*` and the checkpoint's masked-token head (`head.*`, `decoder.bias`) as
+/// `mlm.*` / `mlm_bias` when it has one.
 pub fn seed_from_backbone(
     varmap: &VarMap,
-    tensors: &std::collections::HashMap<String, Tensor>,
-    layers: usize,
+    tensors: &HashMap<String, Tensor>,
+    encoder: &Encoder,
     shape: MlmShape,
 ) -> Result<()> {
+    let layers = encoder.num_layers();
     let frozen = layers.checked_sub(shape.trainable_layers).ok_or_else(|| {
         candle_core::Error::Msg("more trainable layers than the backbone has".into())
     })?;
-    crate::lite::seed_upper_from_backbone(varmap, tensors, frozen, shape.trainable_layers)?;
-    if frozen == 0 {
-        let mut data = varmap
-            .data()
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("varmap lock poisoned".into()))?;
-        for part in [
-            "word_embeddings.weight",
-            "position_embeddings.weight",
-            "token_type_embeddings.weight",
-            "LayerNorm.weight",
-            "LayerNorm.bias",
-        ] {
-            let t = backbone_tensor(tensors, &format!("embeddings.{part}"))?;
-            data.insert(
-                format!("embeddings.{part}"),
-                candle_core::Var::from_tensor(&t.copy()?)?,
+    if let Encoder::Bert(_) = encoder {
+        crate::lite::seed_upper_from_backbone(varmap, tensors, frozen, shape.trainable_layers)?;
+        if frozen == 0 {
+            // Named one by one: some BERT exports also hold an integer `position_ids` buffer.
+            let named = [
+                "word_embeddings.weight",
+                "position_embeddings.weight",
+                "token_type_embeddings.weight",
+                "LayerNorm.weight",
+                "LayerNorm.bias",
+            ]
+            .iter()
+            .map(|part| {
+                let name = format!("embeddings.{part}");
+                Ok((name.clone(), backbone_tensor(tensors, &name)?.clone()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+            insert_copies(varmap, named)?;
+        }
+        return Ok(());
+    }
+    let mut named = Vec::new();
+    for i in 0..shape.trainable_layers {
+        let layer = encoder.copy_prefixed(
+            tensors,
+            &encoder.layer_prefix(frozen + i),
+            &format!("upper.{i}."),
+        );
+        if layer.is_empty() {
+            candle_core::bail!(
+                "backbone has no layer {} to initialise upper layer {i}",
+                frozen + i
             );
         }
+        named.extend(layer);
     }
-    Ok(())
+    named.extend(encoder.copy_prefixed(tensors, "final_norm.", "final_norm."));
+    if frozen == 0 {
+        named.extend(encoder.copy_prefixed(tensors, "embeddings.", "embeddings."));
+    }
+    named.extend(encoder.copy_prefixed(tensors, "head.", "mlm."));
+    if let Some(b) = tensors.get("decoder.bias") {
+        named.push(("mlm_bias".into(), b.clone()));
+    }
+    insert_copies(varmap, named)
 }
 
 impl MlmModel {
     /// `encoder`: the (frozen) backbone; `vb`: the trainable tensors (a seeded [`VarMap`] when
     /// training, the artifact when loading). Fresh heads are created when absent.
-    pub fn new(encoder: &BertEncoder, vb: VarBuilder, shape: MlmShape) -> Result<Self> {
-        let cfg: &BertConfig = &encoder.config;
-        let layers = encoder.layers.len();
+    pub fn new(encoder: &Encoder, vb: VarBuilder, shape: MlmShape) -> Result<Self> {
+        let layers = encoder.num_layers();
         if shape.trainable_layers > layers || shape.models == 0 {
             candle_core::bail!(
                 "MLM router: {} trainable layers of {layers}, {} models",
@@ -237,17 +346,16 @@ impl MlmModel {
             );
         }
         let frozen_layers = layers - shape.trainable_layers;
-        let h = cfg.hidden_size;
+        let (h, eps) = (encoder.hidden_size(), encoder.eps());
         let (embeddings, word) = if frozen_layers == 0 {
-            (
-                Some(Embeddings::load(vb.pp("embeddings"), cfg)?),
-                vb.get((cfg.vocab_size, h), "embeddings.word_embeddings.weight")?,
-            )
+            let e = encoder.load_embeddings(vb.pp("embeddings"))?;
+            let word = e.word_weight().clone();
+            (Some(e), word)
         } else {
-            (None, encoder.embeddings.word_weight().detach())
+            (None, encoder.word_weight().detach())
         };
         let upper = (0..shape.trainable_layers)
-            .map(|i| BertLayer::load(vb.pp("upper").pp(i), cfg))
+            .map(|i| encoder.load_layer(vb.pp("upper").pp(i), frozen_layers + i))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             shape,
@@ -255,11 +363,16 @@ impl MlmModel {
             frozen_layers,
             embeddings,
             upper,
+            final_norm: encoder.load_final_norm(vb.pp("final_norm"))?,
             word,
-            route: Transform::new(vb.pp("route"), h, cfg.layer_norm_eps)?,
-            route_out: Linear::init(vb.pp("route_out"), h, shape.models)?,
-            mlm: Transform::new(vb.pp("mlm"), h, cfg.layer_norm_eps)?,
-            mlm_bias: vb.get_with_hints(cfg.vocab_size, "mlm_bias", candle_nn::Init::Const(0.))?,
+            route: Transform::new(vb.pp("route"), h, eps, HeadSpec::PLAIN)?,
+            route_out: BiasedLinear::init(vb.pp("route_out"), h, shape.models)?,
+            mlm: Transform::new(vb.pp("mlm"), h, eps, HeadSpec::masked_token(encoder)?)?,
+            mlm_bias: vb.get_with_hints(
+                encoder.vocab_size(),
+                "mlm_bias",
+                candle_nn::Init::Const(0.),
+            )?,
             passes: AtomicUsize::new(0),
         })
     }
@@ -272,7 +385,7 @@ impl MlmModel {
     /// One encoder pass over `ids`/`keep` (`[B, S]`).
     pub fn forward(&self, ids: &Tensor, keep: &Tensor, mode: Mode) -> Result<MlmOutput> {
         self.passes.fetch_add(1, Ordering::Relaxed);
-        let mask = additive_mask(keep)?;
+        let masks = self.frozen.masks(keep)?;
         let mut x = match &self.embeddings {
             Some(e) => e.forward(ids, mode)?,
             None => {
@@ -283,7 +396,10 @@ impl MlmModel {
             }
         };
         for layer in &self.upper {
-            x = layer.forward(&x, Some(&mask), mode)?;
+            x = layer.forward(&x, &masks, mode)?;
+        }
+        if let Some(norm) = &self.final_norm {
+            x = norm.forward(&x, mode)?;
         }
         let cls = x.narrow(1, 0, 1)?.squeeze(1)?;
         let logits = self.route_out.forward(&self.route.forward(&cls, mode)?)?;
@@ -341,38 +457,55 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bert::{BertConfig, BertEncoder};
+    use crate::encoder::EncoderKind;
     use crate::lite::mask_rate;
+    use crate::modernbert::{ModernBertConfig, ModernBertEncoder};
     use candle_core::Var;
     use candle_nn::Optimizer;
 
     const V: usize = 40;
+    const KINDS: [EncoderKind; 2] = [EncoderKind::Bert, EncoderKind::ModernBert];
 
     fn special(p: usize) -> MlmSpecial {
         MlmSpecial {
+            cls: 2,
             sep: 3,
+            pad: 0,
             identity: (0..p as u32).map(|t| 30 + t).collect(),
         }
     }
 
-    /// A tiny random BERT whose every tensor is a `Var` (so a test can see which got gradients).
-    fn tiny_encoder() -> (VarMap, BertEncoder) {
+    /// A tiny random encoder whose every tensor is a `Var` (so a test can see which got
+    /// gradients). The ModernBERT one also has a pretrained-style masked-token head
+    /// (`head.*`, `decoder.bias`) for the MLM head to start from.
+    fn tiny_encoder(kind: EncoderKind) -> (VarMap, Encoder) {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-        let enc = BertEncoder::load(vb, &BertConfig::tiny(V)).expect("tiny encoder");
-        // Random non-trivial weights everywhere (VarMap's default init would make layer norms 0).
+        let enc = match kind {
+            EncoderKind::Bert => {
+                Encoder::Bert(BertEncoder::load(vb, &BertConfig::tiny(V)).expect("tiny bert"))
+            }
+            EncoderKind::ModernBert => {
+                let cfg = ModernBertConfig::tiny(V);
+                let h = cfg.hidden_size;
+                vb.get((h, h), "head.dense.weight").expect("head");
+                vb.get(h, "head.norm.weight").expect("head");
+                vb.get(V, "decoder.bias").expect("head");
+                Encoder::ModernBert(ModernBertEncoder::load(vb, &cfg).expect("tiny modernbert"))
+            }
+        };
+        // Random non-trivial weights everywhere (VarMap's default init would make norms 0).
         for (name, var) in vm.data().lock().expect("lock").iter() {
-            let mean = if name.ends_with("LayerNorm.weight") {
-                1f32
-            } else {
-                0f32
-            };
+            let norm = name.ends_with("LayerNorm.weight") || name.ends_with("norm.weight");
+            let mean = if norm { 1f32 } else { 0f32 };
             let t = Tensor::randn(mean, 0.3, var.shape(), &Device::Cpu).expect("randn");
             var.set(&t).expect("set");
         }
         (vm, enc)
     }
 
-    fn tensors(vm: &VarMap) -> std::collections::HashMap<String, Tensor> {
+    fn tensors(vm: &VarMap) -> HashMap<String, Tensor> {
         vm.data()
             .lock()
             .expect("lock")
@@ -381,15 +514,15 @@ mod tests {
             .collect()
     }
 
-    fn model(n: usize, p: usize, k: usize) -> (VarMap, VarMap, MlmModel) {
-        let (frozen_vm, enc) = tiny_encoder();
+    fn model(kind: EncoderKind, n: usize, p: usize, k: usize) -> (VarMap, VarMap, MlmModel) {
+        let (frozen_vm, enc) = tiny_encoder(kind);
         let shape = MlmShape {
             models: p,
             slot_tokens: k,
             trainable_layers: n,
         };
         let vm = VarMap::new();
-        seed_from_backbone(&vm, &tensors(&frozen_vm), enc.layers.len(), shape).expect("seed");
+        seed_from_backbone(&vm, &tensors(&frozen_vm), &enc, shape).expect("seed");
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
         let m = MlmModel::new(&enc, vb, shape).expect("model");
         (frozen_vm, vm, m)
@@ -408,7 +541,7 @@ mod tests {
             layouts.push(layout(&prompt, Some(&responses), k, rate, &sp));
             labels.extend((0..p as u32).map(|t| f32::from(u8::from(t == i % p as u32))));
         }
-        let b = stack_layouts(&layouts, &Device::Cpu).expect("stack");
+        let b = stack_layouts(&layouts, sp.pad, &Device::Cpu).expect("stack");
         let labels = Tensor::from_vec(labels, (6, p), &Device::Cpu).expect("labels");
         (b, labels)
     }
@@ -442,6 +575,30 @@ mod tests {
         assert!(inf.targets.is_empty());
         // Rate 1.0 with responses: same ids as inference.
         assert_eq!(layout(&prompt, Some(&responses), 5, 1.0, &sp).ids, inf.ids);
+        assert!(sp.check_prompt(&prompt).is_ok());
+        assert_eq!(
+            sp.check_prompt(&[7, 3]),
+            Err(MlmTokenError::NoLeadingCls {
+                cls: 2,
+                found: Some(7)
+            })
+        );
+    }
+
+    #[test]
+    fn padding_uses_the_tokenizers_pad_id() -> Result<()> {
+        let short = MlmLayout {
+            ids: vec![2, 3],
+            targets: vec![],
+        };
+        let long = MlmLayout {
+            ids: vec![2, 5, 6, 3],
+            targets: vec![],
+        };
+        let b = stack_layouts(&[short, long], 39, &Device::Cpu)?;
+        assert_eq!(b.ids.to_vec2::<u32>()?[0], vec![2, 3, 39, 39]);
+        assert_eq!(b.keep.to_vec2::<u8>()?[0], vec![1, 1, 0, 0]);
+        Ok(())
     }
 
     #[test]
@@ -459,73 +616,144 @@ mod tests {
 
     #[test]
     fn gradients_reach_every_trainable_tensor_and_no_frozen_one() -> Result<()> {
-        for n in [1, 3] {
-            let (frozen, trainable, m) = model(n, 3, 4);
-            let (batch, labels) = toy_batch(3, 4, 0.5);
-            let (loss, _, ce) = m.loss(&batch, &labels)?;
-            assert!(ce > 0.0);
-            let grads = loss.backward()?;
-            for (name, var) in trainable.data().lock().expect("lock").iter() {
-                let g = grads
-                    .get(var)
-                    .unwrap_or_else(|| panic!("{name} (trainable, n={n}) got no gradient"));
-                let s = g.abs()?.sum_all()?.to_scalar::<f32>()?;
-                assert!(s > 0.0, "{name} gradient is zero (n={n})");
-            }
-            for (name, var) in frozen.data().lock().expect("lock").iter() {
-                assert!(
-                    grads.get(var).is_none(),
-                    "{name} is frozen but got a gradient (n={n})"
+        // ModernBERT: 1 = global layer 3; 2 = local layer 2 too; 4 = layer 0 (no attn_norm)
+        // and the embeddings.
+        for (kind, ns) in [
+            (EncoderKind::Bert, vec![1, 3]),
+            (EncoderKind::ModernBert, vec![1, 2, 4]),
+        ] {
+            for n in ns {
+                let (frozen, trainable, m) = model(kind, n, 3, 4);
+                let (batch, labels) = toy_batch(3, 4, 0.5);
+                let (loss, _, ce) = m.loss(&batch, &labels)?;
+                assert!(ce > 0.0);
+                let grads = loss.backward()?;
+                let data = trainable.data().lock().expect("lock");
+                for (name, var) in data.iter() {
+                    let g = grads.get(var).unwrap_or_else(|| {
+                        panic!("{name} (trainable, {kind} n={n}) got no gradient")
+                    });
+                    let s = g.abs()?.sum_all()?.to_scalar::<f32>()?;
+                    assert!(s > 0.0, "{name} gradient is zero ({kind} n={n})");
+                    // Fused weights: each block has its own path (q and k through rope, the
+                    // GeGLU input through the activation), so each must get a gradient.
+                    let blocks = if name.ends_with("Wqkv.weight") {
+                        3
+                    } else if name.ends_with("Wi.weight") {
+                        2
+                    } else {
+                        1
+                    };
+                    for (i, block) in g.chunk(blocks, 0)?.iter().enumerate() {
+                        let s = block.abs()?.sum_all()?.to_scalar::<f32>()?;
+                        assert!(s > 0.0, "{name} block {i} gradient is zero ({kind} n={n})");
+                    }
+                }
+                // Every upper layer weight is trainable: count them against the backbone's.
+                let per_layer = frozen
+                    .data()
+                    .lock()
+                    .expect("lock")
+                    .keys()
+                    .filter(|k| k.starts_with("encoder.layer.1.") || k.starts_with("layers.1."))
+                    .count();
+                let upper = data.keys().filter(|k| k.starts_with("upper.")).count();
+                let first_has_no_attn_norm = usize::from(kind == EncoderKind::ModernBert && n == 4);
+                assert_eq!(
+                    upper,
+                    n * per_layer - first_has_no_attn_norm,
+                    "{kind} n={n}"
                 );
+                assert_eq!(
+                    data.keys().any(|k| k.starts_with("embeddings.")),
+                    n == m.frozen.num_layers()
+                );
+                for (name, var) in frozen.data().lock().expect("lock").iter() {
+                    assert!(
+                        grads.get(var).is_none(),
+                        "{name} is frozen but got a gradient ({kind} n={n})"
+                    );
+                }
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn modernbert_seeds_final_norm_and_the_checkpoints_masked_token_head() -> Result<()> {
+        let (frozen, trainable, _) = model(EncoderKind::ModernBert, 1, 2, 3);
+        let f = tensors(&frozen);
+        let t = tensors(&trainable);
+        let same = |a: &str, b: &str| -> Result<f32> {
+            (&t[a] - &f[b])?.abs()?.max_all()?.to_scalar::<f32>()
+        };
+        assert_eq!(same("mlm.dense.weight", "head.dense.weight")?, 0.0);
+        assert_eq!(same("mlm.norm.weight", "head.norm.weight")?, 0.0);
+        assert_eq!(same("mlm_bias", "decoder.bias")?, 0.0);
+        assert_eq!(same("final_norm.weight", "final_norm.weight")?, 0.0);
+        assert_eq!(
+            same("upper.0.attn.Wqkv.weight", "layers.3.attn.Wqkv.weight")?,
+            0.0
+        );
+        // No biases where the config has none (norm_bias, classifier_bias, attention_bias false).
+        assert!(!t.contains_key("mlm.dense.bias") && !t.contains_key("mlm.norm.bias"));
+        assert!(!t
+            .keys()
+            .any(|k| k.starts_with("upper.") && k.ends_with(".bias")));
         Ok(())
     }
 
     #[test]
     fn whole_pool_is_scored_in_one_pass_without_responses() -> Result<()> {
-        let (_, _, m) = model(1, 4, 3);
-        let sp = special(4);
-        let layouts: Vec<_> = [[2u32, 5, 3].as_slice(), &[2, 6, 7, 8, 3]]
-            .iter()
-            .map(|p| layout(p, None, 3, 1.0, &sp))
-            .collect();
-        let b = stack_layouts(&layouts, &Device::Cpu)?;
-        assert_eq!(b.ids.dims(), &[2, 5 + 4 * 4]);
-        let before = m.passes();
-        let out = m.forward(&b.ids, &b.keep, Mode::Inference)?;
-        assert_eq!(m.passes() - before, 1);
-        assert_eq!(out.logits.dims(), &[2, 4]);
-        // Inference kernels and training kernels agree.
-        let train = m.forward(&b.ids, &b.keep, Mode::Train)?;
-        let diff = (out.logits - train.logits)?
-            .abs()?
-            .max_all()?
-            .to_scalar::<f32>()?;
-        assert!(diff < 1e-3, "{diff}");
+        for kind in KINDS {
+            for n in [1, 3] {
+                let (_, _, m) = model(kind, n, 4, 3);
+                let sp = special(4);
+                let layouts: Vec<_> = [[2u32, 5, 3].as_slice(), &[2, 6, 7, 8, 3]]
+                    .iter()
+                    .map(|p| layout(p, None, 3, 1.0, &sp))
+                    .collect();
+                let b = stack_layouts(&layouts, sp.pad, &Device::Cpu)?;
+                // 21 positions: longer than the tiny ModernBERT's window of 8.
+                assert_eq!(b.ids.dims(), &[2, 5 + 4 * 4]);
+                let before = m.passes();
+                let out = m.forward(&b.ids, &b.keep, Mode::Inference)?;
+                assert_eq!(m.passes() - before, 1);
+                assert_eq!(out.logits.dims(), &[2, 4]);
+                // Inference kernels and training kernels agree.
+                let train = m.forward(&b.ids, &b.keep, Mode::Train)?;
+                let diff = (out.logits - train.logits)?
+                    .abs()?
+                    .max_all()?
+                    .to_scalar::<f32>()?;
+                assert!(diff < 1e-4, "{kind} n={n}: {diff}");
+            }
+        }
         Ok(())
     }
 
     #[test]
     fn loss_decreases_on_a_toy_task() -> Result<()> {
-        let (_, vm, m) = model(2, 3, 4);
-        let mut opt = candle_nn::AdamW::new(
-            vm.all_vars(),
-            candle_nn::ParamsAdamW {
-                lr: 3e-3,
-                ..Default::default()
-            },
-        )?;
-        let (batch, labels) = toy_batch(3, 4, 0.5);
-        let first = m.loss(&batch, &labels)?;
-        let (b0, c0) = (first.1, first.2);
-        for _ in 0..100 {
-            let (l, ..) = m.loss(&batch, &labels)?;
-            opt.backward_step(&l)?;
+        for kind in KINDS {
+            let (_, vm, m) = model(kind, 2, 3, 4);
+            let mut opt = candle_nn::AdamW::new(
+                vm.all_vars(),
+                candle_nn::ParamsAdamW {
+                    lr: 3e-3,
+                    ..Default::default()
+                },
+            )?;
+            let (batch, labels) = toy_batch(3, 4, 0.5);
+            let first = m.loss(&batch, &labels)?;
+            let (b0, c0) = (first.1, first.2);
+            for _ in 0..100 {
+                let (l, ..) = m.loss(&batch, &labels)?;
+                opt.backward_step(&l)?;
+            }
+            let (_, b1, c1) = m.loss(&batch, &labels)?;
+            assert!(b1 < 0.6 * b0, "{kind}: bce {b0} -> {b1}");
+            assert!(c1 < c0, "{kind}: ce {c0} -> {c1}");
         }
-        let (_, b1, c1) = m.loss(&batch, &labels)?;
-        assert!(b1 < 0.6 * b0, "bce {b0} -> {b1}");
-        assert!(c1 < c0, "ce {c0} -> {c1}");
         Ok(())
     }
 

@@ -36,6 +36,7 @@ struct Tokenised {
 
 fn tokenise(
     backbone: &Backbone,
+    special: &MlmSpecial,
     e: &Example,
     max_prompt: usize,
     k: usize,
@@ -43,6 +44,7 @@ fn tokenise(
 ) -> Result<Tokenised, TrainError> {
     let msg = |m: String| TrainError::Tensor(candle_core::Error::Msg(format!("tokenizer: {m}")));
     let prompt = backbone.token_ids(&e.prompt, max_prompt).map_err(msg)?;
+    special.check_prompt(&prompt)?;
     let mut responses = Vec::new();
     if with_responses {
         for r in &e.responses {
@@ -58,7 +60,7 @@ fn tokenise(
 }
 
 fn shape_of(backbone: &Backbone, req: &TrainRequest) -> Result<MlmShape, TrainError> {
-    let layers = backbone.encoder.layers.len();
+    let layers = backbone.encoder.num_layers();
     let hp = &req.hyper;
     if hp.trainable_layers == 0 || hp.trainable_layers > layers {
         return Err(TrainError::Hyper(format!(
@@ -73,7 +75,7 @@ fn shape_of(backbone: &Backbone, req: &TrainRequest) -> Result<MlmShape, TrainEr
     }
     let p = req.models.len();
     let seq = hp.max_prompt_tokens + p * (hp.slot_tokens + 1);
-    let max_pos = backbone.encoder.config.max_position_embeddings;
+    let max_pos = backbone.encoder.max_positions();
     if seq > max_pos {
         return Err(TrainError::Hyper(format!(
             "prompt ({}) + {p} slots of {} + [SEP] = {seq} positions exceed the backbone's {max_pos}",
@@ -101,7 +103,7 @@ fn predict(
             .iter()
             .map(|p| layout(p, None, model.shape.slot_tokens, 1.0, special))
             .collect();
-        let b = stack_layouts(&layouts, device)?;
+        let b = stack_layouts(&layouts, special.pad, device)?;
         let out = model.forward(&b.ids, &b.keep, Mode::Inference)?;
         probs.extend(candle_nn::ops::sigmoid(&out.logits)?.to_vec2::<f32>()?);
         logits.push(out.logits.to_device(&Device::Cpu)?);
@@ -150,7 +152,7 @@ pub fn train_mlm(
     let started = Instant::now();
     let shape = shape_of(backbone, req)?;
     let mut hp = req.hyper.clone();
-    let layers = backbone.encoder.layers.len();
+    let layers = backbone.encoder.num_layers();
     hp.frozen_layers = layers - hp.trainable_layers;
     hp.lambda = MLM_LOSS_WEIGHT;
     let p = shape.models;
@@ -168,11 +170,20 @@ pub fn train_mlm(
             });
         }
     }
-    let special = MlmSpecial::from_tokenizer(&backbone.tokenizer, p).map_err(TrainError::Hyper)?;
+    let special = MlmSpecial::from_tokenizer(&backbone.tokenizer, p)?;
     let tok = |examples: &[Example], resp: bool| -> Result<Vec<Tokenised>, TrainError> {
         examples
             .iter()
-            .map(|e| tokenise(backbone, e, hp.max_prompt_tokens, hp.slot_tokens, resp))
+            .map(|e| {
+                tokenise(
+                    backbone,
+                    &special,
+                    e,
+                    hp.max_prompt_tokens,
+                    hp.slot_tokens,
+                    resp,
+                )
+            })
             .collect()
     };
     let train = tok(req.train, true)?;
@@ -180,7 +191,7 @@ pub fn train_mlm(
     let test = tok(req.test.unwrap_or(&[]), false)?;
 
     let varmap = VarMap::new();
-    seed_from_backbone(&varmap, &backbone.tensors, layers, shape)?;
+    seed_from_backbone(&varmap, &backbone.tensors, &backbone.encoder, shape)?;
     {
         // Routing bias = logit of each model's positive rate: training starts at the prior.
         let n = req.train.len() as f32;
@@ -255,7 +266,7 @@ pub fn train_mlm(
                     )
                 })
                 .collect();
-            let batch = stack_layouts(&layouts, device)?;
+            let batch = stack_layouts(&layouts, special.pad, device)?;
             let labels: Vec<f32> = idx
                 .iter()
                 .flat_map(|&i| req.train[i].labels.clone())
@@ -334,8 +345,9 @@ pub fn train_mlm(
         pool_fingerprint: fingerprint_models(&req.models),
         backbone: BackboneInfo {
             sha256: backbone.hash.clone(),
-            hidden_size: backbone.encoder.config.hidden_size,
+            hidden_size: backbone.encoder.hidden_size(),
             layers,
+            kind: backbone.encoder.kind(),
         },
         hyper: hp,
         sources: req.sources.clone(),
@@ -378,6 +390,12 @@ impl MlmScorer {
                 dir: backbone_dir.to_path_buf(),
             });
         }
+        if backbone.encoder.kind() != meta.backbone.kind {
+            return Err(ArtifactError::BackboneKind {
+                expected: meta.backbone.kind,
+                found: backbone.encoder.kind(),
+            });
+        }
         let tensors = candle_core::safetensors::load(dir.join(TENSORS_FILE), &device)?;
         Self::from_parts(meta, backbone, tensors)
     }
@@ -394,8 +412,7 @@ impl MlmScorer {
             slot_tokens: meta.hyper.slot_tokens,
             trainable_layers: meta.hyper.trainable_layers,
         };
-        let special = MlmSpecial::from_tokenizer(&backbone.tokenizer, shape.models)
-            .map_err(candle_core::Error::Msg)?;
+        let special = MlmSpecial::from_tokenizer(&backbone.tokenizer, shape.models)?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
         let model = MlmModel::new(&backbone.encoder, vb, shape)?;
         Ok(Self {
@@ -429,6 +446,11 @@ impl Scorer for MlmScorer {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(ScoreError::Tokenizer)?;
+        for p in &ids {
+            self.special
+                .check_prompt(p)
+                .map_err(|e| ScoreError::Tokenizer(e.to_string()))?;
+        }
         let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
         let device = self.backbone.encoder.device().clone();
         predict(&self.model, &refs, &self.special, &device)

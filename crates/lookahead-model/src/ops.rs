@@ -1,5 +1,5 @@
-//! Differentiable building blocks. candle 0.11's fused `layer_norm`, `rms_norm` and
-//! `softmax_last_dim` have no backward pass: gradients silently stop at them. Every op here is
+//! Differentiable building blocks. candle 0.11's fused `layer_norm`, `rms_norm`,
+//! `softmax_last_dim` and `rope` have no backward pass: gradients silently stop at them. Every op here is
 //! composed from primitive tensor ops that all have one. `Mode::Inference` switches to the fused
 //! kernels where no gradient is needed (they are faster).
 
@@ -78,6 +78,28 @@ impl candle_core::CustomOp1 for VectorSoftmax {
     }
 }
 
+/// Rotary position embedding, "rotate half" layout (GPT-NeoX, ModernBERT): `x * cos +
+/// rotate_half(x) * sin`. `x`: `[batch, heads, seq, head_dim]`; `cos`, `sin`: `[>= seq,
+/// head_dim / 2]`. candle's fused `rope` has no backward pass either.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, mode: Mode) -> Result<Tensor> {
+    let t = x.dim(2)?;
+    let (cos, sin) = (cos.narrow(0, 0, t)?, sin.narrow(0, 0, t)?);
+    if mode == Mode::Inference {
+        return candle_nn::rotary_emb::rope(
+            &x.contiguous()?,
+            &cos.contiguous()?,
+            &sin.contiguous()?,
+        );
+    }
+    let cos = Tensor::cat(&[&cos, &cos], D::Minus1)?;
+    let sin = Tensor::cat(&[&sin, &sin], D::Minus1)?;
+    let half = x.dim(D::Minus1)? / 2;
+    let x1 = x.narrow(D::Minus1, 0, half)?;
+    let x2 = x.narrow(D::Minus1, half, half)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
+}
+
 /// Numerically stable binary cross-entropy with logits, mean over all elements:
 /// `max(x, 0) - x * y + log(1 + exp(-|x|))`.
 pub fn bce_with_logits(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
@@ -124,6 +146,13 @@ mod tests {
         let f = softmax_last_dim(&x, Mode::Inference)?;
         let diff = (a - f)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(diff < 1e-5, "softmax differs by {diff}");
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 6, 8), &dev)?;
+        let cos = Tensor::randn(0f32, 1.0, (10, 4), &dev)?;
+        let sin = Tensor::randn(0f32, 1.0, (10, 4), &dev)?;
+        let a = rope(&x, &cos, &sin, Mode::Train)?;
+        let f = rope(&x, &cos, &sin, Mode::Inference)?;
+        let diff = (a - f)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "rope differs by {diff}");
         Ok(())
     }
 
@@ -141,6 +170,16 @@ mod tests {
             Mode::Train,
         )?;
         let y = softmax_last_dim(&(y * 3.0)?, Mode::Train)?;
+        // Through rope too: [2, 4] -> [1, 1, 2, 4].
+        let cs = Tensor::new(&[[0.3f32, -0.5], [1.1, 0.2]], &dev)?;
+        let y = rope(
+            &y.unsqueeze(0)?.unsqueeze(0)?,
+            &cs.cos()?,
+            &cs.sin()?,
+            Mode::Train,
+        )?
+        .squeeze(0)?
+        .squeeze(0)?;
         let t = Tensor::new(&[[1f32, 0., 0., 0.], [0., 1., 0., 0.]], &dev)?;
         let loss = bce_with_logits(&y, &t)?;
         let grads = loss.backward()?;

@@ -72,6 +72,10 @@ pub enum TrainError {
     Hyper(String),
     #[error(transparent)]
     States(#[from] StateCacheError),
+    #[error(transparent)]
+    Backbone(#[from] crate::backbone::BackboneError),
+    #[error(transparent)]
+    Tokens(#[from] crate::mlm::MlmTokenError),
     #[error("training: {0}")]
     Tensor(#[from] candle_core::Error),
 }
@@ -83,6 +87,8 @@ impl TrainError {
             TrainError::Shape { .. } => "shape",
             TrainError::Hyper(_) => "hyper",
             TrainError::States(_) => "states",
+            TrainError::Backbone(_) => "backbone",
+            TrainError::Tokens(_) => "tokens",
             TrainError::Tensor(_) => "tensor",
         }
     }
@@ -130,7 +136,15 @@ fn check(req: &TrainRequest, backbone: &Backbone) -> Result<(), TrainError> {
         }
     }
     let hp = &req.hyper;
-    let layers = backbone.encoder.layers.len();
+    // Lite, MLC and kNN run on cached BERT states; ModernBERT backbones serve MLM.
+    let layers = backbone
+        .bert(match req.method {
+            Method::Knn => "--method knn",
+            Method::Mlc => "--method mlc",
+            _ => "--method lite",
+        })?
+        .layers
+        .len();
     if req.method != Method::Knn && hp.frozen_layers + hp.trainable_layers > layers {
         return Err(TrainError::Hyper(format!(
             "frozen ({}) + trainable ({}) layers exceed the backbone's {layers}",
@@ -193,8 +207,9 @@ pub fn train_router(backbone: &Backbone, req: &TrainRequest) -> Result<Trained, 
         pool_fingerprint: fingerprint_models(&req.models),
         backbone: BackboneInfo {
             sha256: backbone.hash.clone(),
-            hidden_size: backbone.encoder.config.hidden_size,
-            layers: backbone.encoder.layers.len(),
+            hidden_size: backbone.encoder.hidden_size(),
+            layers: backbone.encoder.num_layers(),
+            kind: backbone.encoder.kind(),
         },
         hyper: hp.clone(),
         sources: req.sources.clone(),
@@ -239,7 +254,7 @@ fn pooled_embeddings(
         let batch = stack_states(chunk, None, 0, &Device::Cpu)?;
         let mask = additive_mask(&batch.prompt_keep)?;
         let mut x = batch.prompt;
-        for layer in &backbone.encoder.layers[from_layer..] {
+        for layer in &backbone.bert("kNN")?.layers[from_layer..] {
             x = layer.forward(&x, Some(&mask), Mode::Inference)?;
         }
         out.push(mean_pool(&x, &batch.prompt_keep)?);
@@ -438,7 +453,8 @@ fn train_upper(
     let hp = &req.hyper;
     let dev = Device::Cpu;
     let p = req.models.len();
-    let h = backbone.encoder.config.hidden_size;
+    let bert = backbone.bert("lite/MLC")?;
+    let h = bert.config.hidden_size;
     let mut rng = StdRng::seed_from_u64(hp.seed);
     let varmap = VarMap::new();
     seed_upper_from_backbone(
@@ -462,7 +478,7 @@ fn train_upper(
     };
     let model = UpperModel::new(
         VarBuilder::from_varmap(&varmap, DType::F32, &dev),
-        &backbone.encoder.config,
+        &bert.config,
         shape,
     )?;
     let mut opt = AdamW::new(
@@ -597,7 +613,7 @@ fn train_upper(
     let test = match req.test {
         Some(test) if !test.is_empty() => {
             let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, &dev);
-            let best_model = UpperModel::new(vb, &backbone.encoder.config, shape)?;
+            let best_model = UpperModel::new(vb, &bert.config, shape)?;
             Some(evaluate_upper(
                 &best_model,
                 cache,

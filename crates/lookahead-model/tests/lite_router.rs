@@ -37,7 +37,7 @@ fn gradients_reach_every_trainable_tensor_and_no_frozen_one() -> candle_core::Re
     let tmp = tempfile::tempdir().unwrap();
     let dir = common::tiny_backbone_dir(&tmp.path().join("bb"), 0.0);
     let backbone = Backbone::load(&dir, &Device::Cpu).unwrap();
-    let cfg = backbone.encoder.config.clone();
+    let cfg = backbone.bert("this test").unwrap().config.clone();
     let varmap = VarMap::new();
     seed_upper_from_backbone(&varmap, &backbone.tensors, 1, 2)?;
     let shape = UpperShape {
@@ -285,7 +285,7 @@ fn inference_shortcut_matches_the_full_pass() -> candle_core::Result<()> {
     let tmp = tempfile::tempdir().unwrap();
     let dir = common::tiny_backbone_dir(&tmp.path().join("bb"), 0.0);
     let backbone = Backbone::load(&dir, &Device::Cpu).unwrap();
-    let cfg = backbone.encoder.config.clone();
+    let cfg = backbone.bert("this test").unwrap().config.clone();
     for kind in [UpperKind::Lite, UpperKind::Mlc] {
         let varmap = VarMap::new();
         seed_upper_from_backbone(&varmap, &backbone.tensors, 1, 2)?;

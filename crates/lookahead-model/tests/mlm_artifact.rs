@@ -94,4 +94,17 @@ fn mlm_artifact_trains_saves_loads_and_scores_prompts_without_responses() {
     assert!(scores.iter().all(|s| s.len() == 2));
     assert!(scores[0][0] > scores[0][1], "{scores:?}");
     assert!(scores[1][1] > scores[1][0], "{scores:?}");
+
+    // Artifacts written before router.json recorded the encoder family load as BERT.
+    let meta_path = out.join(lookahead_model::artifact::META_FILE);
+    let json = std::fs::read_to_string(&meta_path).unwrap();
+    assert!(json.contains(r#""kind": "bert""#), "{json}");
+    let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
+    old["backbone"].as_object_mut().unwrap().remove("kind");
+    std::fs::write(&meta_path, old.to_string()).unwrap();
+    let scorer = load_scorer_with_backbone(&out, &dir).unwrap();
+    let again = scorer
+        .score_batch(&["code alpha math story", "poem beta sum list"])
+        .unwrap();
+    assert_eq!(again, scores);
 }

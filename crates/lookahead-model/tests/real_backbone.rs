@@ -41,7 +41,7 @@ fn minilm_embeddings_match_candle_transformers_bert() {
         .forward(&batch.ids, &type_ids, Some(&batch.keep))
         .unwrap();
     let ref_emb = mean_pool(&ref_states, &batch.keep).unwrap();
-    let n = bb.encoder.layers.len();
+    let n = bb.encoder.num_layers();
     for mode in [Mode::Inference, Mode::Train] {
         let ours = bb
             .encoder

@@ -160,3 +160,112 @@ pub fn toy_examples(n: usize, offset: usize) -> Vec<Example> {
         })
         .collect()
 }
+
+/// Special tokens of the tiny ModernBERT tokenizer, at the end of the vocabulary as in
+/// ModernBERT's own (so `[PAD]` is not 0).
+pub const MODERNBERT_SPECIALS: [&str; 5] = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"];
+
+/// Vocabulary of the tiny ModernBERT: the words, `identity_tokens` `[unusedN]` tokens, then the
+/// specials.
+pub fn modernbert_vocab(identity_tokens: usize) -> Vec<String> {
+    let mut v: Vec<String> = WORDS.iter().map(|s| s.to_string()).collect();
+    v.extend((0..identity_tokens).map(|i| format!("[unused{i}]")));
+    v.extend(MODERNBERT_SPECIALS.iter().map(|s| s.to_string()));
+    v
+}
+
+/// Writes a tiny, randomly initialised ModernBERT as a real HF `ModernBertForMaskedLM`
+/// directory: `config.json` (`model_type: modernbert`, both `norm_eps` and `layer_norm_eps` as
+/// released configs have), `model.safetensors` with HF names under the `model.` prefix plus the
+/// masked-token head (`head.*`, `decoder.bias`), and a word-level `tokenizer.json` whose
+/// post-processor adds `[CLS] ... [SEP]` (ModernBERT's template).
+pub fn tiny_modernbert_dir(dir: &Path, identity_tokens: usize) -> PathBuf {
+    let vocab = modernbert_vocab(identity_tokens);
+    let id = |t: &str| vocab.iter().position(|v| v == t).unwrap() as u32;
+    let (h, inter, layers, max_pos) = (32usize, 48usize, 4usize, 128usize);
+    let config = serde_json::json!({
+        "architectures": ["ModernBertForMaskedLM"], "model_type": "modernbert",
+        "vocab_size": vocab.len(), "hidden_size": h, "intermediate_size": inter,
+        "num_hidden_layers": layers, "num_attention_heads": 4,
+        "max_position_embeddings": max_pos, "norm_eps": 1e-5, "layer_norm_eps": 1e-5,
+        "norm_bias": false, "attention_bias": false, "mlp_bias": false,
+        "classifier_bias": false, "decoder_bias": true,
+        "hidden_activation": "gelu", "classifier_activation": "gelu",
+        "global_attn_every_n_layers": 3, "local_attention": 8,
+        "global_rope_theta": 160000.0, "local_rope_theta": 10000.0,
+        "pad_token_id": id("[PAD]"), "cls_token_id": id("[CLS]"), "sep_token_id": id("[SEP]"),
+        "tie_word_embeddings": true
+    });
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let dev = Device::Cpu;
+    let rng = std::cell::RefCell::new(StdRng::seed_from_u64(11));
+    let rnd = |shape: &[usize], mean: f32, std: f32| {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                let mut r = rng.borrow_mut();
+                let u1: f32 = r.random_range(f32::EPSILON..1.0);
+                let u2: f32 = r.random();
+                mean + std * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &dev).unwrap()
+    };
+    let mut t: HashMap<String, Tensor> = HashMap::new();
+    let v = vocab.len();
+    t.insert(
+        "model.embeddings.tok_embeddings.weight".into(),
+        rnd(&[v, h], 0.0, 0.5),
+    );
+    t.insert("model.embeddings.norm.weight".into(), rnd(&[h], 1.0, 0.1));
+    for l in 0..layers {
+        let p = format!("model.layers.{l}.");
+        if l > 0 {
+            // HF: layer 0's attn_norm is an Identity, so it has no weight.
+            t.insert(format!("{p}attn_norm.weight"), rnd(&[h], 1.0, 0.1));
+        }
+        t.insert(format!("{p}attn.Wqkv.weight"), rnd(&[3 * h, h], 0.0, 0.3));
+        t.insert(format!("{p}attn.Wo.weight"), rnd(&[h, h], 0.0, 0.2));
+        t.insert(format!("{p}mlp_norm.weight"), rnd(&[h], 1.0, 0.1));
+        t.insert(format!("{p}mlp.Wi.weight"), rnd(&[2 * inter, h], 0.0, 0.2));
+        t.insert(format!("{p}mlp.Wo.weight"), rnd(&[h, inter], 0.0, 0.2));
+    }
+    t.insert("model.final_norm.weight".into(), rnd(&[h], 1.0, 0.1));
+    t.insert("head.dense.weight".into(), rnd(&[h, h], 0.0, 0.2));
+    t.insert("head.norm.weight".into(), rnd(&[h], 1.0, 0.1));
+    t.insert("decoder.bias".into(), rnd(&[v], 0.0, 0.1));
+    candle_core::safetensors::save(&t, dir.join("model.safetensors")).unwrap();
+
+    let vocab_map: serde_json::Map<String, serde_json::Value> = vocab
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.clone(), serde_json::json!(i)))
+        .collect();
+    let added: Vec<serde_json::Value> = MODERNBERT_SPECIALS
+        .iter()
+        .map(|s| {
+            serde_json::json!({"id": id(s), "content": s, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    let special = |s: &str| serde_json::json!({"SpecialToken": {"id": s, "type_id": 0}});
+    let seq = |s: &str| serde_json::json!({"Sequence": {"id": s, "type_id": 0}});
+    let tokenizer = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [special("[CLS]"), seq("A"), special("[SEP]")],
+            "pair": [special("[CLS]"), seq("A"), special("[SEP]"), seq("B"), special("[SEP]")],
+            "special_tokens": {
+                "[CLS]": {"id": "[CLS]", "ids": [id("[CLS]")], "tokens": ["[CLS]"]},
+                "[SEP]": {"id": "[SEP]", "ids": [id("[SEP]")], "tokens": ["[SEP]"]}
+            }
+        },
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab_map, "unk_token": "[UNK]"}
+    });
+    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+    dir.to_path_buf()
+}
