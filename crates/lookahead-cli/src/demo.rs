@@ -211,7 +211,10 @@ async fn run_loopback(
             "requestTimeout": "60s",
         },
     }))?;
-    let loader = crate::router::artifact_loader(Some(backbone.to_path_buf()));
+    let loader = crate::router::artifact_loader(
+        Some(backbone.to_path_buf()),
+        lookahead_model::Precision::F32,
+    );
     let router = Arc::new(Router::from_config(&config, Some(loader))?);
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let router_addr = listener.local_addr()?;

@@ -79,6 +79,9 @@ pub struct EvalArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Weight precision of the artifacts' scorers: `f32` (the trained weights) or `int8`.
+    #[arg(long, default_value = "f32")]
+    precision: lookahead_model::Precision,
 }
 
 /// Which records of the selection are evaluated.
@@ -433,8 +436,13 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             let loaded = dirs
                 .iter()
                 .map(|dir| {
-                    lookahead_model::artifact::load_scorer_with_backbone(dir, &backbone)
-                        .with_context(|| format!("loading router artifact {}", dir.display()))
+                    lookahead_model::load_scorer_with(
+                        dir,
+                        &backbone,
+                        &candle_core::Device::Cpu,
+                        args.precision,
+                    )
+                    .with_context(|| format!("loading router artifact {}", dir.display()))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let name = match dirs.as_slice() {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use lookahead_model::{default_backbone_dir, load_scorer_with_backbone, rank};
+use lookahead_model::{default_backbone_dir, load_scorer_with, rank};
 
 #[derive(Args, Debug)]
 pub struct RouteArgs {
@@ -19,6 +19,10 @@ pub struct RouteArgs {
     prices: Vec<String>,
     #[arg(long, default_value_t = 0.0)]
     cost_weight: f64,
+    /// Weight precision for scoring: `f32` (the trained weights) or `int8` (lite, MLC and kNN on
+    /// the CPU: about 2–4× faster with AVX-512 VNNI, decisions agree with f32 on most prompts).
+    #[arg(long, env = "LOOKAHEAD_PRECISION", default_value = "f32")]
+    precision: lookahead_model::Precision,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -28,7 +32,8 @@ pub struct RouteArgs {
 
 pub fn run(args: RouteArgs) -> anyhow::Result<()> {
     let backbone = args.backbone.clone().unwrap_or_else(default_backbone_dir);
-    let scorer = load_scorer_with_backbone(&args.artifact, &backbone)
+    let device = candle_core::Device::Cpu;
+    let scorer = load_scorer_with(&args.artifact, &backbone, &device, args.precision)
         .with_context(|| format!("loading {}", args.artifact.display()))?;
     let models = scorer.models().to_vec();
     let prices = if args.prices.is_empty() {

@@ -19,18 +19,26 @@ pub struct RouterArgs {
     /// Backbone directory for in-process scoring (default: $LOOKAHEAD_BACKBONE or the cache).
     #[arg(long)]
     backbone: Option<PathBuf>,
+    /// Weight precision for scoring: `f32` (the trained weights) or `int8` (lite, MLC and kNN on
+    /// the CPU: about 2–4× faster with AVX-512 VNNI, decisions agree with f32 on most prompts).
+    #[arg(long, env = "LOOKAHEAD_PRECISION", default_value = "f32")]
+    precision: lookahead_model::Precision,
     /// Longest to wait for in-flight requests on SIGTERM / ctrl-c, e.g. `30s`.
     #[arg(long, default_value = "30s", value_parser = lookahead_api::config::parse_duration)]
     grace: std::time::Duration,
 }
 
 /// The production loader: an artifact directory through `lookahead_model`.
-pub fn artifact_loader(backbone: Option<PathBuf>) -> ScorerLoader {
+pub fn artifact_loader(
+    backbone: Option<PathBuf>,
+    precision: lookahead_model::Precision,
+) -> ScorerLoader {
     Arc::new(move |dir: &Path| {
         let backbone = backbone
             .clone()
             .unwrap_or_else(lookahead_model::default_backbone_dir);
-        lookahead_model::load_scorer_with_backbone(dir, &backbone).map_err(|e| e.to_string())
+        lookahead_model::load_scorer_with(dir, &backbone, &candle_core::Device::Cpu, precision)
+            .map_err(|e| e.to_string())
     })
 }
 
@@ -54,7 +62,7 @@ pub fn run(args: RouterArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         let router = Arc::new(Router::from_config(
             &config,
-            Some(artifact_loader(args.backbone)),
+            Some(artifact_loader(args.backbone, args.precision)),
         )?);
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await

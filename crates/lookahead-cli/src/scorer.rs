@@ -24,6 +24,10 @@ pub struct ScorerArgs {
     /// with `--features cuda`). kNN and CLM score on the CPU either way.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Weight precision for scoring: `f32` (the trained weights) or `int8` (lite, MLC and kNN on
+    /// the CPU: about 2–4× faster with AVX-512 VNNI, decisions agree with f32 on most prompts).
+    #[arg(long, env = "LOOKAHEAD_PRECISION", default_value = "f32")]
+    precision: lookahead_model::Precision,
 }
 
 fn device(name: &str) -> anyhow::Result<candle_core::Device> {
@@ -40,11 +44,13 @@ pub fn run(args: ScorerArgs) -> anyhow::Result<()> {
     crate::router::init_tracing();
     let device = device(&args.device)?;
     let backbone = args.backbone.clone();
+    let precision = args.precision;
     let loader: lookahead_router::ScorerLoader = Arc::new(move |dir: &std::path::Path| {
         let backbone = backbone
             .clone()
             .unwrap_or_else(lookahead_model::default_backbone_dir);
-        lookahead_model::load_scorer_on(dir, &backbone, &device).map_err(|e| e.to_string())
+        lookahead_model::load_scorer_with(dir, &backbone, &device, precision)
+            .map_err(|e| e.to_string())
     });
     let slot = Arc::new(
         load_slot(&args.artifact, &loader)

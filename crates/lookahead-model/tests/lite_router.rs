@@ -246,6 +246,50 @@ fn artifact_round_trip_scores_prompts_alone_and_rejects_mismatches() {
     );
 }
 
+/// `--precision int8` (int8 linears, fused attention): the same artifact routes the same way and
+/// (lite, MLC) its scores stay close to the f32 ones; batched = single holds for it too.
+#[test]
+fn int8_scorer_routes_like_the_f32_scorer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = common::tiny_backbone_dir(&tmp.path().join("bb"), 0.0);
+    let states = tmp.path().join("states");
+    for method in [Method::Lite, Method::Mlc, Method::Knn] {
+        let t = train(method, &dir, &states, 0.5);
+        let art = tmp.path().join(format!("artifact-{method}"));
+        save_artifact(&art, &t.meta, &t.tensors).unwrap();
+        let f32_scorer = load_scorer_with_backbone(&art, &dir).unwrap();
+        let int8 = lookahead_model::load_scorer_with(
+            &art,
+            &dir,
+            &Device::Cpu,
+            lookahead_model::Precision::Int8,
+        )
+        .unwrap();
+        let unseen = common::toy_examples(16, 7000);
+        let prompts: Vec<&str> = unseen.iter().map(|e| e.prompt.as_str()).collect();
+        let exact = f32_scorer.score_batch(&prompts).unwrap();
+        let quant = int8.score_batch(&prompts).unwrap();
+        let mut same = 0;
+        for (e, q) in exact.iter().zip(&quant) {
+            // kNN scores are means over neighbours, so a swapped neighbour moves them by 1/k:
+            // only its decisions are compared.
+            if method != Method::Knn {
+                for (a, b) in e.iter().zip(q) {
+                    assert!((a - b).abs() < 0.05, "{method}: f32 {e:?} vs int8 {q:?}");
+                }
+            }
+            let best = |s: &[f32]| usize::from(s[1] > s[0]);
+            same += usize::from(best(e) == best(q));
+        }
+        assert!(
+            same >= 15,
+            "{method}: int8 picks the f32 choice on {same}/16"
+        );
+        let single = int8.score_batch(&prompts[..1]).unwrap();
+        assert!((single[0][0] - quant[0][0]).abs() < 1e-4);
+    }
+}
+
 #[test]
 fn state_cache_encodes_each_text_once() {
     let tmp = tempfile::tempdir().unwrap();

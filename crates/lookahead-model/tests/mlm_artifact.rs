@@ -95,6 +95,21 @@ fn mlm_artifact_trains_saves_loads_and_scores_prompts_without_responses() {
     assert!(scores[0][0] > scores[0][1], "{scores:?}");
     assert!(scores[1][1] > scores[1][0], "{scores:?}");
 
+    // int8 weights are for lite, MLC and kNN: asking for them is refused, not ignored.
+    let err = lookahead_model::load_scorer_with(
+        &out,
+        &dir,
+        &candle_core::Device::Cpu,
+        lookahead_model::Precision::Int8,
+    )
+    .err()
+    .unwrap();
+    assert!(
+        matches!(err, lookahead_model::ArtifactError::Unsupported(_)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("int8"), "{err}");
+
     // Artifacts written before router.json recorded the encoder family load as BERT.
     let meta_path = out.join(lookahead_model::artifact::META_FILE);
     let json = std::fs::read_to_string(&meta_path).unwrap();

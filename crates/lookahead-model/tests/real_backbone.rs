@@ -88,3 +88,46 @@ fn minilm_padding_does_not_change_states() {
         assert!(diff < 1e-4, "prompt {i}: {diff}");
     }
 }
+
+/// int8 weights (`Precision::Int8`) on the real MiniLM: sentence embeddings stay within cosine
+/// 0.99 of the f32 ones, and the nearest prompt of each prompt is unchanged.
+#[test]
+fn minilm_int8_embeddings_stay_close_to_f32() {
+    let Some(bb) = real_backbone() else { return };
+    let Some(mut quant) = real_backbone() else {
+        return;
+    };
+    quant.encoder.quantize().unwrap();
+    let batch = bb.batch(&PROMPTS, 128).unwrap();
+    let n = bb.encoder.num_layers();
+    let embed = |b: &Backbone| {
+        let states = b
+            .encoder
+            .forward_lower(&batch.ids, &batch.keep, n, Mode::Inference)
+            .unwrap();
+        lookahead_model::knn::l2_normalise(&mean_pool(&states, &batch.keep).unwrap()).unwrap()
+    };
+    let (exact, approx) = (embed(&bb), embed(&quant));
+    let cos: Vec<f32> = (&exact * &approx)
+        .unwrap()
+        .sum(1)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert!(cos.iter().all(|c| *c > 0.99), "cosine int8 vs f32: {cos:?}");
+    assert!(
+        cos.iter().any(|c| *c < 0.99999),
+        "int8 path not taken: {cos:?}"
+    );
+    let sims =
+        |e: &Tensor| -> Vec<Vec<f32>> { e.matmul(&e.t().unwrap()).unwrap().to_vec2().unwrap() };
+    let (se, sa) = (sims(&exact), sims(&approx));
+    for i in 0..PROMPTS.len() {
+        let nearest = |s: &[Vec<f32>]| {
+            (0..PROMPTS.len())
+                .filter(|&j| j != i)
+                .max_by(|&a, &b| s[i][a].total_cmp(&s[i][b]))
+        };
+        assert_eq!(nearest(&se), nearest(&sa), "prompt {i}");
+    }
+}
