@@ -242,6 +242,29 @@ pub struct ServingSpec {
     #[serde(default = "default_retries")]
     #[schemars(range(min = 0, max = 5))]
     pub retries: i32,
+    /// Weight precision of the scoring sidecar: `f32` (the trained weights) or `int8` (lite,
+    /// MLC and kNN on CPU nodes: 2–4× faster scoring, decisions as f32 on most prompts).
+    #[serde(default)]
+    pub precision: ScoringPrecision,
+}
+
+/// Weight precision of the scorer (see `docs/results.md` for speed and agreement).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ScoringPrecision {
+    #[default]
+    F32,
+    Int8,
+}
+
+impl ScoringPrecision {
+    /// The `--precision` value of `lookahead scorer`.
+    pub fn as_arg(self) -> &'static str {
+        match self {
+            ScoringPrecision::F32 => "f32",
+            ScoringPrecision::Int8 => "int8",
+        }
+    }
 }
 
 fn default_serving_replicas() -> i32 {
@@ -262,6 +285,7 @@ impl Default for ServingSpec {
             tolerations: Vec::new(),
             timeouts: Timeouts::default(),
             retries: default_retries(),
+            precision: ScoringPrecision::default(),
         }
     }
 }

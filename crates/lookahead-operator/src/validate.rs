@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use lookahead_api::policy::RouterMethod;
+use lookahead_api::policy::{RouterMethod, ScoringPrecision};
 use lookahead_api::{LLMPoolSpec, RoutingPolicySpec};
 
 /// A problem in a spec, with the field path it concerns.
@@ -105,6 +105,27 @@ pub fn policy(spec: &RoutingPolicySpec, pool: &LLMPoolSpec) -> Vec<Problem> {
             Some(_) => {}
         }
     }
+    if spec.serving.precision == ScoringPrecision::Int8 {
+        if matches!(
+            spec.router.method,
+            RouterMethod::LookaheadMlm | RouterMethod::LookaheadClm
+        ) {
+            problems.push(Problem::new(
+                "PrecisionUnsupported",
+                format!(
+                    "spec.serving.precision: int8 applies to lookahead-lite, mlc and knn, not {}",
+                    method_name(spec.router.method)
+                ),
+            ));
+        }
+        if crate::policy::router::wants_gpu(spec.serving.resources.as_ref()) {
+            problems.push(Problem::new(
+                "PrecisionUnsupported",
+                "spec.serving.precision: int8 scoring runs on the CPU; drop the GPU request or use f32"
+                    .into(),
+            ));
+        }
+    }
     for (field, value) in [
         ("request", &spec.serving.timeouts.request),
         ("firstToken", &spec.serving.timeouts.first_token),
@@ -154,5 +175,31 @@ mod tests {
         let p = policy(&testdata::policy_spec("p", Some("nope")), &pool);
         assert_eq!(p[0].reason, "UnknownDefaultModel");
         assert!(p[0].message.contains("\"nope\""));
+    }
+
+    #[test]
+    fn int8_precision_is_refused_for_mlm_and_gpu_scorers() {
+        let pool = testdata::pool_spec(&["yi", "phi"]);
+        let mut spec = testdata::policy_spec("p", Some("yi"));
+        spec.serving.precision = ScoringPrecision::Int8;
+        assert!(
+            policy(&spec, &pool).is_empty(),
+            "int8 with lite on CPU is fine"
+        );
+        spec.router.method = RouterMethod::LookaheadMlm;
+        let p = policy(&spec, &pool);
+        assert_eq!(p[0].reason, "PrecisionUnsupported");
+        assert!(p[0].message.contains("lookahead-mlm"), "{}", p[0].message);
+        spec.router.method = RouterMethod::LookaheadLite;
+        spec.serving.resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+            limits: Some(std::collections::BTreeMap::from([(
+                "nvidia.com/gpu".to_string(),
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity("1".into()),
+            )])),
+            ..Default::default()
+        });
+        let p = policy(&spec, &pool);
+        assert_eq!(p[0].reason, "PrecisionUnsupported");
+        assert!(p[0].message.contains("CPU"), "{}", p[0].message);
     }
 }

@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use lookahead_api::config::{MemberConfig, PolicyConfig, RouterConfig};
-use lookahead_api::policy::{ArtifactStatus, RouterMethod};
+use lookahead_api::policy::{ArtifactStatus, RouterMethod, ScoringPrecision};
 use lookahead_api::{LLMPool, RoutingPolicy};
 
 use crate::error::{Error, Result};
@@ -279,6 +279,9 @@ pub fn deployment(
         if gpu {
             args.extend(["--device".into(), "cuda".into()]);
         }
+        if serving.precision != ScoringPrecision::F32 {
+            args.extend(["--precision".into(), serving.precision.as_arg().into()]);
+        }
         containers.push(Container {
             name: "scorer".into(),
             image: Some(image),
@@ -392,6 +395,28 @@ mod tests {
             version: "v1".into(),
             ..Default::default()
         })
+    }
+
+    #[test]
+    fn int8_precision_reaches_the_scorer_sidecar() {
+        let mut policy = testdata::policy("p", Some("yi"));
+        let d = deployment(&policy, "ns", "img", &trained(), "h", &testdata::owner());
+        let args = container(&d, "scorer")
+            .and_then(|c| c.args.clone())
+            .unwrap_or_default();
+        assert!(
+            !args.iter().any(|a| a == "--precision"),
+            "f32 is the default: {args:?}"
+        );
+        policy.spec.serving.precision = ScoringPrecision::Int8;
+        let d = deployment(&policy, "ns", "img", &trained(), "h", &testdata::owner());
+        let args = container(&d, "scorer")
+            .and_then(|c| c.args.clone())
+            .unwrap_or_default();
+        assert!(
+            args.windows(2).any(|w| w == ["--precision", "int8"]),
+            "{args:?}"
+        );
     }
 
     #[test]
