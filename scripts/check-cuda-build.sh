@@ -9,11 +9,12 @@
 #    the toolkit's stub; the wheels ship no driver). Only the linker sees it;
 # 3. runs `cargo build -p lookahead-cli --features cuda` (candle-kernels compiles its kernels with
 #    nvcc for CUDA_COMPUTE_CAP, default 90 = H100/H200), `cargo clippy -p lookahead-model
-#    --features cuda --all-targets -D warnings` (skip with LOOKAHEAD_CUDA_CLIPPY=0), and checks that
-#    the binary, started with the stub driver, refuses `--device cuda` with an error (no panic).
+#    -p lookahead-cli --features cuda --all-targets -D warnings` (skip: LOOKAHEAD_CUDA_CLIPPY=0), and
+#    checks that the binary, started with the stub driver, refuses `--device cuda` with an error,
+#    not a panic (by hand, then tests/scorer_cli.rs). The first run takes about 17 min on 2 cores.
 #
 # What it proves: the CUDA build compiles and links. What it does not: nothing runs on a GPU.
-# The binary links libcuda.so.1, libcudart, libnvrtc, libcublas(Lt) and libcurand dynamically
+# The binary links libcuda.so.1, libcudart, libcublas and libcurand dynamically
 # (candle's cudarc `dynamic-linking`), so a `cuda` build starts only where those libraries are
 # installed (the NVIDIA driver plus the CUDA 13 runtime libraries), even for `--device cpu`.
 set -euo pipefail
@@ -74,8 +75,8 @@ cargo build -p lookahead-cli --features cuda
 bin="$CARGO_TARGET_DIR/debug/lookahead"
 say "cargo build took $((SECONDS - start)) s: $bin ($(du -h "$bin" | cut -f1))"
 if [[ "${LOOKAHEAD_CUDA_CLIPPY:-1}" != 0 ]]; then
-  say "cargo clippy -p lookahead-model --features cuda --all-targets -- -D warnings"
-  cargo clippy -p lookahead-model --features cuda --all-targets -q -- -D warnings
+  say "cargo clippy -p lookahead-model -p lookahead-cli --features cuda --all-targets -- -D warnings"
+  cargo clippy -p lookahead-model -p lookahead-cli --features cuda --all-targets -q -- -D warnings
 fi
 say "dynamic CUDA libraries of the binary:"
 readelf -d "$bin" | sed -n 's/.*Shared library: \[\(lib\(cuda\|cudart\|nvrtc\|cublas\|cublasLt\|curand\)\.so[^]]*\)\].*/  \1/p'
@@ -95,4 +96,6 @@ if [[ $rc == 0 || $rc -ge 101 ]] || grep -q "panicked" <<<"$out"; then
   echo "FAIL: expected an error exit (rc 1), got rc $rc" >&2
   exit 1
 fi
+say "cargo test -p lookahead-cli --features cuda --test scorer_cli, with the stub driver"
+LD_LIBRARY_PATH="$CUDA/lib/stubs:$CUDA/lib" cargo test -q -p lookahead-cli --features cuda --test scorer_cli
 say "ok: the cuda build compiles, links, and reports a missing GPU as an error (rc $rc)"
