@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod bench_proxy;
 mod demo;
+mod device;
 mod eval;
 mod label;
 mod operator;

@@ -33,9 +33,7 @@ pub struct ScorerArgs {
 fn device(name: &str) -> anyhow::Result<candle_core::Device> {
     match name {
         "cpu" => Ok(candle_core::Device::Cpu),
-        "cuda" => candle_core::Device::new_cuda(0).context(
-            "--device cuda: no usable CUDA device, or this binary was built without `--features cuda`",
-        ),
+        "cuda" => crate::device::cuda(),
         other => anyhow::bail!("--device must be cpu or cuda, not {other:?}"),
     }
 }

@@ -195,10 +195,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     });
     let device = match (args.device.as_str(), args.method) {
         ("cpu", _) => Device::Cpu,
-        ("cuda", Method::Mlm | Method::Clm) => Device::new_cuda(0).context(
-            "--device cuda: no CUDA device, or this build lacks the `cuda` feature \
-             (cargo build --features cuda)",
-        )?,
+        ("cuda", Method::Mlm | Method::Clm) => crate::device::cuda()?,
         ("cuda", m) => bail!("--device cuda is for --method mlm|clm; {m} trains on the CPU"),
         (other, _) => bail!("--device must be cpu or cuda, not {other:?}"),
     };
