@@ -135,33 +135,12 @@ unsafe fn one_head(s: &Shape3, q: &[f32], k: &[f32], v: &[f32], mask: Option<&[f
         let mut j = 0;
         while j < t_pad {
             let sc = scores.as_mut_ptr().add(j);
+            let (k, affine) = (kt.as_ptr().add(j), Some((scale, bias.as_ptr().add(j))));
             if j + 32 <= t_pad {
-                score_block::<2>(
-                    qi,
-                    h,
-                    rows,
-                    kt.as_ptr().add(j),
-                    t_pad,
-                    hd,
-                    scale,
-                    bias.as_ptr().add(j),
-                    sc,
-                    t_pad,
-                );
+                product_block::<2>(qi, h, rows, hd, k, t_pad, sc, t_pad, affine);
                 j += 32;
             } else {
-                score_block::<1>(
-                    qi,
-                    h,
-                    rows,
-                    kt.as_ptr().add(j),
-                    t_pad,
-                    hd,
-                    scale,
-                    bias.as_ptr().add(j),
-                    sc,
-                    t_pad,
-                );
+                product_block::<1>(qi, h, rows, hd, k, t_pad, sc, t_pad, affine);
                 j += 16;
             }
         }
@@ -172,29 +151,12 @@ unsafe fn one_head(s: &Shape3, q: &[f32], k: &[f32], v: &[f32], mask: Option<&[f
         let mut d0 = 0;
         while d0 < hd {
             let o = out.as_mut_ptr().add(i0 * hd + d0);
+            let (p, vd) = (scores.as_ptr(), v.as_ptr().add(d0));
             if d0 + 32 <= hd {
-                value_block::<2>(
-                    scores.as_ptr(),
-                    t_pad,
-                    rows,
-                    t,
-                    v.as_ptr().add(d0),
-                    h,
-                    o,
-                    hd,
-                );
+                product_block::<2>(p, t_pad, rows, t, vd, h, o, hd, None);
                 d0 += 32;
             } else {
-                value_block::<1>(
-                    scores.as_ptr(),
-                    t_pad,
-                    rows,
-                    t,
-                    v.as_ptr().add(d0),
-                    h,
-                    o,
-                    hd,
-                );
+                product_block::<1>(p, t_pad, rows, t, vd, h, o, hd, None);
                 d0 += 16;
             }
         }
@@ -203,82 +165,52 @@ unsafe fn one_head(s: &Shape3, q: &[f32], k: &[f32], v: &[f32], mask: Option<&[f
     out
 }
 
-/// `N × 16` keys against `rows` queries: `sc[i][..] = scale · (q_i · Kᵀ[.., ..]) + bias`.
+/// The kernel both products of a head share: for `rows` rows of `a` (element `(i, k)` at
+/// `a[i * a_stride + k]`) and the `N × 16` columns of `b` (row `k` at `b[k * b_stride]`),
+/// `out[i][..] = Σ_k a(i, k) · b[k][..]` over `depth` terms, accumulated in registers; with
+/// `affine = Some((s, bias))` the stored value is `s · sum + bias[..]`.
 ///
 /// # Safety
-/// AVX-512 F; pointers valid for the strides and counts given.
+/// AVX-512 F; pointers valid for the strides and counts given (`bias` for `N × 16` floats).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn score_block<const N: usize>(
-    q: *const f32,
-    q_stride: usize,
+unsafe fn product_block<const N: usize>(
+    a: *const f32,
+    a_stride: usize,
     rows: usize,
-    kt: *const f32,
-    kt_stride: usize,
-    hd: usize,
-    scale: f32,
-    bias: *const f32,
-    sc: *mut f32,
-    sc_stride: usize,
+    depth: usize,
+    b: *const f32,
+    b_stride: usize,
+    out: *mut f32,
+    out_stride: usize,
+    affine: Option<(f32, *const f32)>,
 ) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm512_setzero_ps(); N]; QROWS];
-    for d in 0..hd {
-        let mut kv = [_mm512_setzero_ps(); N];
-        for (n, kv) in kv.iter_mut().enumerate() {
-            *kv = _mm512_loadu_ps(kt.add(d * kt_stride + n * 16));
+    for k in 0..depth {
+        let mut bv = [_mm512_setzero_ps(); N];
+        for (n, bv) in bv.iter_mut().enumerate() {
+            *bv = _mm512_loadu_ps(b.add(k * b_stride + n * 16));
         }
-        for (i, a) in acc.iter_mut().enumerate().take(rows) {
-            let qv = _mm512_set1_ps(*q.add(i * q_stride + d));
+        for (i, acc) in acc.iter_mut().enumerate().take(rows) {
+            let av = _mm512_set1_ps(*a.add(i * a_stride + k));
             for n in 0..N {
-                a[n] = _mm512_fmadd_ps(qv, kv[n], a[n]);
+                acc[n] = _mm512_fmadd_ps(av, bv[n], acc[n]);
             }
         }
     }
-    let s = _mm512_set1_ps(scale);
-    for (i, a) in acc.iter().enumerate().take(rows) {
-        for (n, a) in a.iter().enumerate() {
-            let y = _mm512_fmadd_ps(*a, s, _mm512_loadu_ps(bias.add(n * 16)));
-            _mm512_storeu_ps(sc.add(i * sc_stride + n * 16), y);
-        }
-    }
-}
-
-/// `o[i][.. N × 16] = Σ_j p[i][j] · v[j][.. N × 16]` for `rows` rows.
-///
-/// # Safety
-/// AVX-512 F; pointers valid for the strides and counts given.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn value_block<const N: usize>(
-    p: *const f32,
-    p_stride: usize,
-    rows: usize,
-    t: usize,
-    v: *const f32,
-    v_stride: usize,
-    o: *mut f32,
-    o_stride: usize,
-) {
-    use std::arch::x86_64::*;
-    let mut acc = [[_mm512_setzero_ps(); N]; QROWS];
-    for j in 0..t {
-        let mut vv = [_mm512_setzero_ps(); N];
-        for (n, vv) in vv.iter_mut().enumerate() {
-            *vv = _mm512_loadu_ps(v.add(j * v_stride + n * 16));
-        }
-        for (i, a) in acc.iter_mut().enumerate().take(rows) {
-            let pv = _mm512_set1_ps(*p.add(i * p_stride + j));
-            for n in 0..N {
-                a[n] = _mm512_fmadd_ps(pv, vv[n], a[n]);
-            }
-        }
-    }
-    for (i, a) in acc.iter().enumerate().take(rows) {
-        for (n, a) in a.iter().enumerate() {
-            _mm512_storeu_ps(o.add(i * o_stride + n * 16), *a);
+    for (i, acc) in acc.iter().enumerate().take(rows) {
+        for (n, acc) in acc.iter().enumerate() {
+            let y = match affine {
+                Some((scale, bias)) => _mm512_fmadd_ps(
+                    *acc,
+                    _mm512_set1_ps(scale),
+                    _mm512_loadu_ps(bias.add(n * 16)),
+                ),
+                None => *acc,
+            };
+            _mm512_storeu_ps(out.add(i * out_stride + n * 16), y);
         }
     }
 }
