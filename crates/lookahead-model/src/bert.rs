@@ -187,16 +187,22 @@ impl Embeddings {
 
     /// `ids`: `[batch, seq]` u32 token ids (token type 0 everywhere).
     pub fn forward(&self, ids: &Tensor, mode: Mode) -> Result<Tensor> {
-        let (b, t) = ids.dims2()?;
-        let words = self
-            .word
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape((b, t, ()))?;
+        let t = ids.dim(1)?;
+        let words = token_embeddings(&self.word, ids)?;
         let pos = self.position.narrow(0, 0, t)?.unsqueeze(0)?;
         let tt = self.token_type.narrow(0, 0, 1)?.unsqueeze(0)?;
         let x = words.broadcast_add(&pos)?.broadcast_add(&tt)?;
         self.norm.forward(&x, mode)
     }
+}
+
+/// Rows of the embedding matrix `weight` (`[vocab, hidden]`) for `ids` (`[batch, seq]` u32):
+/// `[batch, seq, hidden]`.
+pub fn token_embeddings(weight: &Tensor, ids: &Tensor) -> Result<Tensor> {
+    let (b, t) = ids.dims2()?;
+    weight
+        .index_select(&ids.flatten_all()?, 0)?
+        .reshape((b, t, ()))
 }
 
 /// One post-norm transformer block, BERT style.

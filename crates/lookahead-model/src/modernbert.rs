@@ -336,11 +336,7 @@ impl ModernBertEmbeddings {
     }
 
     pub fn forward(&self, ids: &Tensor, mode: Mode) -> Result<Tensor> {
-        let (b, t) = ids.dims2()?;
-        let x = self
-            .tok
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape((b, t, ()))?;
+        let x = crate::bert::token_embeddings(&self.tok, ids)?;
         self.norm.forward(&x, mode)
     }
 }
