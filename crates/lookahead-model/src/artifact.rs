@@ -154,9 +154,40 @@ pub struct BackboneInfo {
     pub sha256: String,
     pub hidden_size: usize,
     pub layers: usize,
-    /// Encoder family (`bert`, `modernbert`); artifacts written before it existed are BERT.
+    /// Backbone family (`bert`, `modernbert`, `llama`); artifacts written before it existed are
+    /// BERT.
     #[serde(default)]
-    pub kind: EncoderKind,
+    pub kind: BackboneKind,
+}
+
+/// The backbone family an artifact was trained on: an encoder's (lite, MLC, kNN, MLM) or the
+/// Llama-family decoder of CLM.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackboneKind {
+    #[default]
+    Bert,
+    ModernBert,
+    Llama,
+}
+
+impl From<EncoderKind> for BackboneKind {
+    fn from(kind: EncoderKind) -> Self {
+        match kind {
+            EncoderKind::Bert => Self::Bert,
+            EncoderKind::ModernBert => Self::ModernBert,
+        }
+    }
+}
+
+impl std::fmt::Display for BackboneKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Bert => "bert",
+            Self::ModernBert => "modernbert",
+            Self::Llama => "llama",
+        })
+    }
 }
 
 /// `router.json`.
@@ -222,8 +253,8 @@ pub enum ArtifactError {
         "artifact was trained on a {expected} backbone, but the backbone holds a {found} encoder"
     )]
     BackboneKind {
-        expected: EncoderKind,
-        found: EncoderKind,
+        expected: BackboneKind,
+        found: BackboneKind,
     },
     #[error(transparent)]
     Tokens(#[from] MlmTokenError),
@@ -233,6 +264,8 @@ pub enum ArtifactError {
     ModelsMismatch { trained: String, requested: String },
     #[error(transparent)]
     Backbone(#[from] BackboneError),
+    #[error("CLM decoder: {0}")]
+    Decoder(#[from] crate::gguf::GgufError),
     #[error("artifact tensors: {0}")]
     Tensor(#[from] candle_core::Error),
     #[error("{0}")]
@@ -251,6 +284,7 @@ impl ArtifactError {
             ArtifactError::Tokens(_) => "tokens",
             ArtifactError::ModelsMismatch { .. } => "models_mismatch",
             ArtifactError::Backbone(_) => "backbone",
+            ArtifactError::Decoder(_) => "decoder",
             ArtifactError::Tensor(_) => "tensor",
             ArtifactError::Unsupported(_) => "unsupported",
         }

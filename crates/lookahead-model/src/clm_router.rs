@@ -15,8 +15,8 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use crate::artifact::{
-    fingerprint_models, ArtifactError, BackboneInfo, Metrics, RouterMeta, FORMAT_VERSION,
-    TENSORS_FILE,
+    fingerprint_models, ArtifactError, BackboneInfo, BackboneKind, Metrics, RouterMeta,
+    FORMAT_VERSION, TENSORS_FILE,
 };
 use crate::clm::{build_batch, seed_from_decoder, ClmModel, ClmShape, ClmSpecial, CLM_LOSS_WEIGHT};
 use crate::gguf::{default_decoder_dir, gguf_path, Decoder};
@@ -256,8 +256,8 @@ pub fn train_clm(
             sha256: dec.hash.clone(),
             hidden_size: dec.llama.config.hidden_size,
             layers,
-            // Not read for CLM (its backbone is a GGUF decoder, identified by the hash).
-            kind: Default::default(),
+            // Recorded for readers; loading identifies the GGUF decoder by its hash.
+            kind: BackboneKind::Llama,
         },
         hyper: hp,
         sources: req.sources.clone(),
@@ -289,8 +289,7 @@ impl ClmScorer {
         } else {
             default_decoder_dir()
         };
-        let decoder = Decoder::load(&ddir, &device)
-            .map_err(|e| ArtifactError::Tensor(candle_core::Error::Msg(e.to_string())))?;
+        let decoder = Decoder::load(&ddir, &device)?;
         if decoder.hash != meta.backbone.sha256 {
             return Err(ArtifactError::BackboneMismatch {
                 expected: meta.backbone.sha256.clone(),

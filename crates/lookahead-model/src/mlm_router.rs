@@ -15,8 +15,8 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use crate::artifact::{
-    fingerprint_models, ArtifactError, BackboneInfo, Metrics, RouterMeta, FORMAT_VERSION,
-    TENSORS_FILE,
+    fingerprint_models, ArtifactError, BackboneInfo, BackboneKind, Metrics, RouterMeta,
+    FORMAT_VERSION, TENSORS_FILE,
 };
 use crate::backbone::Backbone;
 use crate::lite::mask_rate;
@@ -347,7 +347,7 @@ pub fn train_mlm(
             sha256: backbone.hash.clone(),
             hidden_size: backbone.encoder.hidden_size(),
             layers,
-            kind: backbone.encoder.kind(),
+            kind: backbone.encoder.kind().into(),
         },
         hyper: hp,
         sources: req.sources.clone(),
@@ -390,10 +390,11 @@ impl MlmScorer {
                 dir: backbone_dir.to_path_buf(),
             });
         }
-        if backbone.encoder.kind() != meta.backbone.kind {
+        let found = BackboneKind::from(backbone.encoder.kind());
+        if found != meta.backbone.kind {
             return Err(ArtifactError::BackboneKind {
                 expected: meta.backbone.kind,
-                found: backbone.encoder.kind(),
+                found,
             });
         }
         let tensors = candle_core::safetensors::load(dir.join(TENSORS_FILE), &device)?;

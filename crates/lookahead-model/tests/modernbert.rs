@@ -6,7 +6,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use lookahead_model::artifact::{save_artifact, Method, META_FILE};
+use lookahead_model::artifact::{save_artifact, BackboneKind, Method, META_FILE};
 use lookahead_model::backbone::BackboneError;
 use lookahead_model::encoder::{Encoder, EncoderKind};
 use lookahead_model::mlm::MlmTokenError;
@@ -135,7 +135,7 @@ fn mlm_trains_on_a_modernbert_directory_saves_loads_and_scores_in_one_pass() {
     let valid = common::toy_examples(16, 1000);
     let req = request(Method::Mlm, &train, &valid, tmp.path().join("states"));
     let trained = train_router(&backbone, &req).unwrap();
-    assert_eq!(trained.meta.backbone.kind, EncoderKind::ModernBert);
+    assert_eq!(trained.meta.backbone.kind, BackboneKind::ModernBert);
     // 4 layers, 2 trainable (local layer 2, global layer 3): the embeddings stay frozen.
     assert_eq!(trained.meta.hyper.frozen_layers, 2);
     let keys = &trained.tensors;
@@ -184,8 +184,8 @@ fn mlm_trains_on_a_modernbert_directory_saves_loads_and_scores_in_one_pass() {
         matches!(
             err,
             ArtifactError::BackboneKind {
-                expected: EncoderKind::Bert,
-                found: EncoderKind::ModernBert
+                expected: BackboneKind::Bert,
+                found: BackboneKind::ModernBert
             }
         ),
         "{err}"
