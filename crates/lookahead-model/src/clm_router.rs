@@ -3,13 +3,11 @@
 //! frozen ones come from the (hash-checked) GGUF file; `router.json` records `method: clm` and the
 //! decoder's hash as the backbone.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -19,6 +17,7 @@ use crate::artifact::{
     FORMAT_VERSION, TENSORS_FILE,
 };
 use crate::clm::{build_batch, seed_from_decoder, ClmModel, ClmShape, ClmSpecial, CLM_LOSS_WEIGHT};
+use crate::fit::{progress_bar, to_device, Decay, EarlyStopping, LrSchedule};
 use crate::gguf::{default_decoder_dir, gguf_path, Decoder};
 use crate::scorer::{ScoreError, Scorer};
 use crate::train::{metrics, Example, TrainError, TrainRequest, Trained};
@@ -155,32 +154,17 @@ pub fn train_clm(
         },
     )?;
     let total = train_p.len().div_ceil(hp.batch_size) * hp.max_epochs.max(1);
-    let warmup = (total / 20).max(1);
-    let bar = if req.progress {
-        let bar = ProgressBar::new(total as u64);
-        bar.set_style(
-            ProgressStyle::with_template("clm {bar:30} {pos}/{len} [{elapsed}<{eta}] {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let schedule = LrSchedule::new(hp.learning_rate, total, Decay::Cosine);
+    let bar = progress_bar(req.progress, total, "clm");
     let mut rng = StdRng::seed_from_u64(hp.seed);
     let mut order: Vec<usize> = (0..train_p.len()).collect();
-    let mut best: Option<(f64, usize, HashMap<String, Tensor>, Metrics)> = None;
+    let mut stopping = EarlyStopping::new(hp.patience);
     let mut step = 0usize;
     for epoch in 1..=hp.max_epochs.max(1) {
         order.shuffle(&mut rng);
         let (mut sum_bce, mut sum_lm, mut n) = (0f64, 0f64, 0usize);
         for idx in order.chunks(hp.batch_size) {
-            let lr = if step < warmup {
-                hp.learning_rate * (step + 1) as f64 / warmup as f64
-            } else {
-                let f = (step - warmup) as f64 / (total - warmup).max(1) as f64;
-                hp.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * f).cos())
-            };
-            opt.set_learning_rate(lr);
+            opt.set_learning_rate(schedule.at(step));
             let ps: Vec<&[u32]> = idx.iter().map(|&i| train_p[i].as_slice()).collect();
             let rs: Vec<Vec<Vec<u32>>> = idx.iter().map(|&i| train_r[i].clone()).collect();
             let batch = build_batch(&ps, &rs, shape, sp, device)?;
@@ -203,11 +187,6 @@ pub fn train_clm(
             ));
         }
         let v = evaluate(&model, &valid_p, req.valid, &req.models)?;
-        let score = if req.valid.is_empty() {
-            0.0
-        } else {
-            v.router - 1e-3 * v.bce.unwrap_or(0.0)
-        };
         bar.println(format!(
             "epoch {epoch}: train bce {:.4} lm ce {:.3} | valid router {:.2} (oracle {:.2}, best single {:.2}) bce {:.4}",
             sum_bce / n.max(1) as f64,
@@ -217,31 +196,16 @@ pub fn train_clm(
             v.best_single,
             v.bce.unwrap_or(f64::NAN)
         ));
-        if best.as_ref().is_none_or(|(s, ..)| score > *s) {
-            let snap = varmap
-                .data()
-                .lock()
-                .map_err(|_| candle_core::Error::Msg("varmap lock poisoned".into()))?
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), v.as_tensor().to_device(&Device::Cpu)?.detach())))
-                .collect::<candle_core::Result<HashMap<_, _>>>()?;
-            best = Some((score, epoch, snap, v));
-        } else if best
-            .as_ref()
-            .is_some_and(|(_, e, ..)| epoch - e > hp.patience)
-        {
+        if !stopping.observe(epoch, v, &varmap)? {
             break;
         }
     }
     bar.finish_and_clear();
-    let (_, best_epoch, tensors, validation) = best.ok_or(TrainError::Empty)?;
+    let best = stopping.into_best()?;
+    let (best_epoch, tensors, validation) = (best.epoch, best.tensors, best.validation);
     let test = match req.test {
         Some(t) if !t.is_empty() => {
-            let on_device = tensors
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), v.to_device(device)?)))
-                .collect::<candle_core::Result<HashMap<_, _>>>()?;
-            let vb = VarBuilder::from_tensors(on_device, DType::F32, device);
+            let vb = VarBuilder::from_tensors(to_device(&tensors, device)?, DType::F32, device);
             let m = ClmModel::new(&dec.llama, vb, shape, sp)?;
             Some(evaluate(&m, &test_p, t, &req.models)?)
         }

@@ -16,6 +16,7 @@ pub mod bert;
 pub mod clm;
 pub mod clm_router;
 pub mod encoder;
+pub mod fit;
 pub mod gguf;
 pub mod knn;
 pub mod lite;

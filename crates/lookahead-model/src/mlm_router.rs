@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -19,6 +18,7 @@ use crate::artifact::{
     FORMAT_VERSION, TENSORS_FILE,
 };
 use crate::backbone::Backbone;
+use crate::fit::{progress_bar, to_device, Decay, EarlyStopping, LrSchedule};
 use crate::lite::mask_rate;
 use crate::mlm::{
     layout, seed_from_backbone, stack_layouts, MlmLayout, MlmModel, MlmShape, MlmSpecial,
@@ -130,16 +130,6 @@ fn evaluate(
     Ok(metrics(&probs, examples, models, Some(f64::from(bce))))
 }
 
-fn snapshot(varmap: &VarMap) -> Result<HashMap<String, Tensor>, TrainError> {
-    let data = varmap
-        .data()
-        .lock()
-        .map_err(|_| candle_core::Error::Msg("varmap lock poisoned".into()))?;
-    data.iter()
-        .map(|(k, v)| Ok((k.clone(), v.as_tensor().to_device(&Device::Cpu)?.detach())))
-        .collect()
-}
-
 /// Trains Lookahead-MLM on `device` (the backbone must live there too).
 pub fn train_mlm(
     backbone: &Backbone,
@@ -226,33 +216,17 @@ pub fn train_mlm(
     )?;
     let steps_per_epoch = train.len().div_ceil(hp.batch_size);
     let total = steps_per_epoch * hp.max_epochs.max(1);
-    let warmup = (total / 20).max(1);
-    let bar = if req.progress {
-        let bar = ProgressBar::new(total as u64);
-        bar.set_style(
-            ProgressStyle::with_template("mlm {bar:30} {pos}/{len} [{elapsed}<{eta}] {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let schedule = LrSchedule::new(hp.learning_rate, total, Decay::Cosine);
+    let bar = progress_bar(req.progress, total, "mlm");
     let mut rng = StdRng::seed_from_u64(hp.seed);
     let mut order: Vec<usize> = (0..train.len()).collect();
-    let mut best: Option<(f64, usize, HashMap<String, Tensor>, Metrics)> = None;
+    let mut stopping = EarlyStopping::new(hp.patience);
     let mut step = 0usize;
     for epoch in 1..=hp.max_epochs.max(1) {
         order.shuffle(&mut rng);
         let (mut sum_bce, mut sum_ce, mut n) = (0f64, 0f64, 0usize);
         for idx in order.chunks(hp.batch_size) {
-            // Warm-up then cosine decay (the paper's schedule).
-            let lr = if step < warmup {
-                hp.learning_rate * (step + 1) as f64 / warmup as f64
-            } else {
-                let f = (step - warmup) as f64 / (total - warmup).max(1) as f64;
-                hp.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * f).cos())
-            };
-            opt.set_learning_rate(lr);
+            opt.set_learning_rate(schedule.at(step));
             let rate = mask_rate(step, total, hp.mask_start, hp.mask_warm_fraction);
             let layouts: Vec<MlmLayout> = idx
                 .iter()
@@ -286,11 +260,6 @@ pub fn train_mlm(
             ));
         }
         let v = evaluate(&model, &valid, req.valid, &req.models, &special, device)?;
-        let score = if req.valid.is_empty() {
-            0.0
-        } else {
-            v.router - 1e-3 * v.bce.unwrap_or(0.0)
-        };
         tracing::info!(
             epoch,
             train_bce = sum_bce / n.max(1) as f64,
@@ -308,24 +277,16 @@ pub fn train_mlm(
             v.best_single,
             v.bce.unwrap_or(f64::NAN)
         ));
-        if best.as_ref().is_none_or(|(s, ..)| score > *s) {
-            best = Some((score, epoch, snapshot(&varmap)?, v));
-        } else if best
-            .as_ref()
-            .is_some_and(|(_, e, ..)| epoch - e > hp.patience)
-        {
+        if !stopping.observe(epoch, v, &varmap)? {
             break;
         }
     }
     bar.finish_and_clear();
-    let (_, best_epoch, tensors, validation) = best.ok_or(TrainError::Empty)?;
+    let best = stopping.into_best()?;
+    let (best_epoch, tensors, validation) = (best.epoch, best.tensors, best.validation);
     let test_metrics = match req.test {
         Some(t) if !t.is_empty() => {
-            let on_device = tensors
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), v.to_device(device)?)))
-                .collect::<candle_core::Result<HashMap<_, _>>>()?;
-            let vb = VarBuilder::from_tensors(on_device, DType::F32, device);
+            let vb = VarBuilder::from_tensors(to_device(&tensors, device)?, DType::F32, device);
             let best_model = MlmModel::new(&backbone.encoder, vb, shape)?;
             Some(evaluate(
                 &best_model,

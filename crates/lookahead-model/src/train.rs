@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -17,6 +16,7 @@ use crate::artifact::{
 };
 use crate::backbone::Backbone;
 use crate::bert::{additive_mask, mean_pool};
+use crate::fit::{progress_bar, to_device, Decay, EarlyStopping, LrSchedule};
 use crate::knn::KnnIndex;
 use crate::lite::{
     loss, mask_rate, seed_upper_from_backbone, stack_states, UpperKind, UpperModel, UpperShape,
@@ -399,17 +399,6 @@ fn seed_fresh_params(
     Ok(())
 }
 
-/// Copies of every trainable tensor (a snapshot for early stopping / the artifact).
-fn snapshot(varmap: &VarMap) -> Result<HashMap<String, Tensor>, TrainError> {
-    let data = varmap
-        .data()
-        .lock()
-        .map_err(|_| candle_core::Error::Msg("varmap lock poisoned".into()))?;
-    data.iter()
-        .map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?.detach())))
-        .collect()
-}
-
 /// Scores examples from cached prompt states, fully masked (exactly the inference path).
 pub fn predict_cached(
     model: &UpperModel,
@@ -497,32 +486,16 @@ fn train_upper(
     let empty = Tensor::zeros((0, h), DType::F16, &dev)?;
     let steps_per_epoch = req.train.len().div_ceil(hp.batch_size);
     let total_steps = steps_per_epoch * hp.max_epochs.max(1);
-    let warmup = (total_steps / 20).max(1);
-    let bar = if req.progress {
-        let bar = ProgressBar::new(total_steps as u64);
-        bar.set_style(
-            ProgressStyle::with_template("training {bar:30} {pos}/{len} [{elapsed}<{eta}] {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
-    let mut best: Option<(f64, usize, HashMap<String, Tensor>, Metrics)> = None;
+    let schedule = LrSchedule::new(hp.learning_rate, total_steps, Decay::Linear { floor: 0.05 });
+    let bar = progress_bar(req.progress, total_steps, "training");
+    let mut stopping = EarlyStopping::new(hp.patience);
     let mut step = 0usize;
     let mut order: Vec<usize> = (0..req.train.len()).collect();
     for epoch in 1..=hp.max_epochs.max(1) {
         order.shuffle(&mut rng);
         let (mut sum_bce, mut sum_rec, mut n) = (0f64, 0f64, 0usize);
         for idx in order.chunks(hp.batch_size) {
-            let lr = if step < warmup {
-                hp.learning_rate * (step + 1) as f64 / warmup as f64
-            } else {
-                hp.learning_rate
-                    * (1.0 - (step - warmup) as f64 / (total_steps - warmup).max(1) as f64)
-                        .max(0.05)
-            };
-            opt.set_learning_rate(lr);
+            opt.set_learning_rate(schedule.at(step));
             let prompts: Vec<&Tensor> = idx.iter().map(|&i| train_prompts[i]).collect();
             let responses: Option<Vec<Vec<&Tensor>>> = (kind == UpperKind::Lite).then(|| {
                 idx.iter()
@@ -574,13 +547,6 @@ fn train_upper(
             }
         }
         let valid = evaluate_upper(&model, cache, req.valid, &req.models, prompt_kind)?;
-        // Early stopping on routing quality; BCE breaks ties (and decides when there is no
-        // validation data).
-        let score = if req.valid.is_empty() {
-            0.0
-        } else {
-            valid.router - 1e-3 * valid.bce.unwrap_or(0.0)
-        };
         tracing::info!(
             epoch,
             train_bce = sum_bce / n.max(1) as f64,
@@ -598,21 +564,16 @@ fn train_upper(
             valid.best_single,
             valid.bce.unwrap_or(f64::NAN)
         ));
-        let improved = best.as_ref().is_none_or(|(s, ..)| score > *s);
-        if improved {
-            best = Some((score, epoch, snapshot(&varmap)?, valid));
-        } else if best
-            .as_ref()
-            .is_some_and(|(_, e, ..)| epoch - e > hp.patience)
-        {
+        if !stopping.observe(epoch, valid, &varmap)? {
             break;
         }
     }
     bar.finish_and_clear();
-    let (_, best_epoch, tensors, valid) = best.ok_or(TrainError::Empty)?;
+    let best = stopping.into_best()?;
+    let (best_epoch, tensors, valid) = (best.epoch, best.tensors, best.validation);
     let test = match req.test {
         Some(test) if !test.is_empty() => {
-            let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, &dev);
+            let vb = VarBuilder::from_tensors(to_device(&tensors, &dev)?, DType::F32, &dev);
             let best_model = UpperModel::new(vb, &bert.config, shape)?;
             Some(evaluate_upper(
                 &best_model,
