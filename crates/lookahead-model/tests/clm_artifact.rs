@@ -9,7 +9,7 @@ use candle_core::Device;
 use lookahead_model::artifact::{load_scorer_with_backbone, save_artifact, BackboneKind, Method};
 use lookahead_model::clm_router::train_clm;
 use lookahead_model::gguf::{default_decoder_dir, gguf_path, Decoder};
-use lookahead_model::{HyperParams, TrainRequest};
+use lookahead_model::HyperParams;
 
 #[test]
 fn clm_artifact_on_smollm2_records_a_llama_backbone_and_scores_prompts_alone() {
@@ -22,9 +22,9 @@ fn clm_artifact_on_smollm2_records_a_llama_backbone_and_scores_prompts_alone() {
     let train = common::toy_examples(8, 0);
     let valid = common::toy_examples(4, 100);
     let tmp = tempfile::tempdir().unwrap();
-    let req = TrainRequest {
-        method: Method::Clm,
-        hyper: HyperParams {
+    let req = common::toy_request(
+        Method::Clm,
+        HyperParams {
             trainable_layers: 1,
             slot_tokens: 4,
             max_prompt_tokens: 16,
@@ -32,15 +32,11 @@ fn clm_artifact_on_smollm2_records_a_llama_backbone_and_scores_prompts_alone() {
             max_epochs: 1,
             ..HyperParams::default()
         },
-        models: common::models(),
-        sources: vec!["A".into(), "B".into()],
-        train: &train,
-        valid: &valid,
-        test: None,
-        holdout: "toy".into(),
-        states_root: tmp.path().join("states"),
-        progress: false,
-    };
+        &train,
+        &valid,
+        None,
+        tmp.path().join("states"),
+    );
     let trained = train_clm(&decoder, &req, &Device::Cpu).unwrap();
     assert_eq!(trained.meta.method, Method::Clm);
     assert_eq!(trained.meta.backbone.kind, BackboneKind::Llama);

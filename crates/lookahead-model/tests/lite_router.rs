@@ -13,7 +13,6 @@ use lookahead_model::lite::{
 use lookahead_model::ops::Mode;
 use lookahead_model::{
     load_scorer_for_models, load_scorer_with_backbone, train_router, Backbone, HyperParams,
-    TrainRequest,
 };
 
 fn tiny_hyper() -> HyperParams {
@@ -145,21 +144,17 @@ fn train(
     let train = common::toy_examples(48, 0);
     let valid = common::toy_examples(16, 1000);
     let test = common::toy_examples(16, 2000);
-    let req = TrainRequest {
+    let req = common::toy_request(
         method,
-        hyper: HyperParams {
+        HyperParams {
             lambda,
             ..tiny_hyper()
         },
-        models: common::models(),
-        sources: vec!["A".into(), "B".into()],
-        train: &train,
-        valid: &valid,
-        test: Some(&test),
-        holdout: "toy".into(),
-        states_root: states.to_path_buf(),
-        progress: std::env::var_os("LOOKAHEAD_TEST_PROGRESS").is_some(),
-    };
+        &train,
+        &valid,
+        Some(&test),
+        states.to_path_buf(),
+    );
     train_router(&backbone, &req).unwrap()
 }
 

@@ -6,9 +6,7 @@ mod common;
 
 use candle_core::Device;
 use lookahead_model::artifact::{save_artifact, Method};
-use lookahead_model::{
-    load_scorer_with_backbone, train_router, Backbone, HyperParams, TrainRequest,
-};
+use lookahead_model::{load_scorer_with_backbone, train_router, Backbone, HyperParams};
 use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
@@ -55,18 +53,14 @@ fn mlm_artifact_trains_saves_loads_and_scores_prompts_without_responses() {
         patience: 16,
         ..HyperParams::default()
     };
-    let req = TrainRequest {
-        method: Method::Mlm,
+    let req = common::toy_request(
+        Method::Mlm,
         hyper,
-        models: common::models(),
-        sources: vec!["A".into(), "B".into()],
-        train: &train,
-        valid: &valid,
-        test: None,
-        holdout: "toy".into(),
-        states_root: tmp.path().join("states"),
-        progress: false,
-    };
+        &train,
+        &valid,
+        None,
+        tmp.path().join("states"),
+    );
     let trained = train_router(&backbone, &req).unwrap();
     assert_eq!(trained.meta.method, Method::Mlm);
     // 3 layers, 2 trainable: the lowest one (and the embeddings) stay frozen and are not saved.

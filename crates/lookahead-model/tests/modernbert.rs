@@ -102,9 +102,9 @@ fn request<'a>(
     valid: &'a [lookahead_model::Example],
     states: std::path::PathBuf,
 ) -> TrainRequest<'a> {
-    TrainRequest {
+    common::toy_request(
         method,
-        hyper: HyperParams {
+        HyperParams {
             frozen_layers: 1,
             trainable_layers: 2,
             slot_tokens: 4,
@@ -115,15 +115,11 @@ fn request<'a>(
             patience: 16,
             ..HyperParams::default()
         },
-        models: common::models(),
-        sources: vec!["A".into(), "B".into()],
         train,
         valid,
-        test: None,
-        holdout: "toy".into(),
-        states_root: states,
-        progress: false,
-    }
+        None,
+        states,
+    )
 }
 
 #[test]

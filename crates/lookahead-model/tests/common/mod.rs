@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
+use lookahead_model::artifact::Method;
 use lookahead_model::bert::BertConfig;
-use lookahead_model::Example;
+use lookahead_model::{Example, HyperParams, TrainRequest};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokenizers::models::wordpiece::WordPiece;
@@ -159,6 +160,30 @@ pub fn toy_examples(n: usize, offset: usize) -> Vec<Example> {
             }
         })
         .collect()
+}
+
+/// A training request on the toy task: [`models`], sources A and B, the held-out `test` records
+/// if any; `LOOKAHEAD_TEST_PROGRESS` shows the progress bar.
+pub fn toy_request<'a>(
+    method: Method,
+    hyper: HyperParams,
+    train: &'a [Example],
+    valid: &'a [Example],
+    test: Option<&'a [Example]>,
+    states_root: PathBuf,
+) -> TrainRequest<'a> {
+    TrainRequest {
+        method,
+        hyper,
+        models: models(),
+        sources: vec!["A".into(), "B".into()],
+        train,
+        valid,
+        test,
+        holdout: "toy".into(),
+        states_root,
+        progress: std::env::var_os("LOOKAHEAD_TEST_PROGRESS").is_some(),
+    }
 }
 
 /// Special tokens of the tiny ModernBERT tokenizer, at the end of the vocabulary as in
