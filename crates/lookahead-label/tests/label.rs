@@ -49,17 +49,12 @@ async fn judge(judge: Arc<StubJudge>) -> String {
     serve_app(app).await
 }
 
-/// A router config YAML for members `(name, modelId, url)`.
-fn config(members: &[(&str, &str, String)], policy_extra: &str) -> lookahead_api::RouterConfig {
-    let mut y = String::from("listen: 127.0.0.1:0\nmembers:\n");
-    for (n, id, url) in members {
-        y.push_str(&format!(
-            "  - {{ name: {n}, modelId: {id}, baseUrl: \"{url}/v1\" }}\n"
-        ));
-    }
-    y.push_str("policy:\n");
-    y.push_str(policy_extra);
-    serde_yaml::from_str(&y).expect("test config")
+/// A pool config with one member, `gemma` (the dataset's `gemma-2-9b-it`), at `url`.
+fn pool(url: &str) -> lookahead_api::RouterConfig {
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nmembers:\n  - {{ name: gemma, modelId: {NEW_MEMBER}, baseUrl: \"{url}/v1\" }}\npolicy:\n  method: random\n"
+    );
+    serde_yaml::from_str(&yaml).expect("test config")
 }
 
 fn write_source(dir: &Path, source: &str, records: &[Record]) {
@@ -135,7 +130,7 @@ async fn labels_a_new_member_from_replay_and_reproduces_recorded_correctness() {
         write_source(&data, source, &records);
     }
     let member = member(book).await;
-    let pool = config(&[("gemma", NEW_MEMBER, member)], "  method: random\n");
+    let pool = pool(&member);
 
     // First run: 40 prompts per source.
     let first = label::run(job(pool.clone(), &data, &out, 40, GradersConfig::default()))
@@ -225,7 +220,7 @@ async fn malformed_judge_output_is_retried_then_recorded_as_a_failure() {
     let (data, out) = (tmp.path().join("data"), tmp.path().join("out"));
     chat_dataset(&data);
     let member = member(ReplayBook::new(NEW_MEMBER)).await;
-    let pool = config(&[("gemma", NEW_MEMBER, member)], "  method: random\n");
+    let pool = pool(&member);
     let bad_judge = Arc::new(StubJudge {
         reply: "What a lovely answer!".into(),
         calls: AtomicUsize::new(0),
@@ -306,7 +301,7 @@ async fn unreachable_member_is_recorded_not_fatal() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", dead.local_addr().expect("addr"));
     drop(dead);
-    let pool = config(&[("gemma", NEW_MEMBER, url)], "  method: random\n");
+    let pool = pool(&url);
     let report = label::run(job(pool, &data, &out, 10, GradersConfig::default()))
         .await
         .expect("run completes");
