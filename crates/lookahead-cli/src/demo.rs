@@ -17,9 +17,9 @@ use lookahead_model::RouterMeta;
 use lookahead_replay::{ReplayBook, ReplayOptions, ReplayServer};
 use lookahead_router::router::{HEADER_FALLBACK, HEADER_MODEL};
 use lookahead_router::{serve, Router};
+use tokio::net::TcpListener;
 
 use crate::bench_proxy::quantile;
-use tokio::net::TcpListener;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
