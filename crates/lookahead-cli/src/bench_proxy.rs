@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use lookahead_api::RouterConfig;
+use lookahead_client::{user_turn, ChatClient, ChatEndpoint, ChatReply, ClientError};
 use lookahead_model::{ScoreError, Scorer};
-use lookahead_router::client::{quantile, ChatClient};
-use lookahead_router::replay::{ReplayBook, ReplayOptions, ReplayServer};
+use lookahead_replay::{ReplayBook, ReplayOptions, ReplayServer};
 use lookahead_router::scoring::ScoreSource;
 use lookahead_router::{serve, Router, ScorerSlot};
 
@@ -70,10 +70,42 @@ const BENCH_KEY: &str = "sk-lookahead-bench-0123456789abcdef";
 
 const PROMPT: &str = "Summarise the benefits of connection pooling in two sentences.";
 
+/// The `q`-quantile (0..=1) of `sorted` latencies.
+pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// One path under test: a client, the path's endpoint and the bench request for its model.
+#[derive(Clone)]
+struct Target {
+    client: ChatClient,
+    endpoint: Arc<ChatEndpoint>,
+    request: Arc<serde_json::Value>,
+}
+
+impl Target {
+    /// `base`: `http://host:port` (no `/v1`).
+    fn new(base: &str, model: &str, timeout: Duration) -> Self {
+        let endpoint = ChatEndpoint::new(&format!("{base}/v1")).with_api_key(Some(BENCH_KEY));
+        Target {
+            client: ChatClient::new(timeout),
+            endpoint: Arc::new(endpoint),
+            request: Arc::new(user_turn(model, PROMPT, false)),
+        }
+    }
+
+    async fn send(&self) -> Result<ChatReply, ClientError> {
+        self.client.send(&self.endpoint, &self.request).await
+    }
+}
+
 /// Open loop: request `i` is due at `start + i / rate`; latency counts from that due time.
 async fn latency_phase(
-    client: &ChatClient,
-    model: &str,
+    target: &Target,
     rate: u64,
     duration: Duration,
 ) -> (usize, usize, Vec<Duration>) {
@@ -82,10 +114,10 @@ async fn latency_phase(
     let mut tasks = Vec::with_capacity(total);
     for i in 0..total {
         let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
-        let (client, model) = (client.clone(), model.to_string());
+        let target = target.clone();
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(due).await;
-            let r = client.chat(&model, PROMPT, false).await;
+            let r = target.send().await;
             let latency = due.elapsed();
             matches!(r, Ok(ref rep) if rep.status == 200).then_some(latency)
         }));
@@ -101,27 +133,17 @@ async fn latency_phase(
 }
 
 /// Closed loop: `concurrency` clients send back to back for `duration`.
-async fn throughput_phase(
-    client: &ChatClient,
-    model: &str,
-    concurrency: usize,
-    duration: Duration,
-) -> (f64, usize) {
+async fn throughput_phase(target: &Target, concurrency: usize, duration: Duration) -> (f64, usize) {
     let ok = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
     let end = Instant::now() + duration;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (client, model, ok, errors) = (
-            client.clone(),
-            model.to_string(),
-            ok.clone(),
-            errors.clone(),
-        );
+        let (target, ok, errors) = (target.clone(), ok.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             while Instant::now() < end {
-                match client.chat(&model, PROMPT, false).await {
+                match target.send().await {
                     Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
                     _ => errors.fetch_add(1, Ordering::Relaxed),
                 };
@@ -138,21 +160,18 @@ async fn throughput_phase(
 }
 
 async fn measure(name: &str, base: &str, model: &str, args: &ProxyArgs) -> Row {
-    let client = ChatClient::new(base, Duration::from_secs(30)).with_api_key(BENCH_KEY);
+    let target = Target::new(base, model, Duration::from_secs(30));
     // Warm the connection pool.
     for _ in 0..50 {
-        let _ = client.chat(model, PROMPT, false).await;
+        let _ = target.send().await;
     }
-    let (sent, ok, lat) = latency_phase(&client, model, args.rate, args.duration).await;
+    let (sent, ok, lat) = latency_phase(&target, args.rate, args.duration).await;
     // A proxy that fell behind may still be working off abandoned requests: let it drain (a
     // request answered within a second) before the throughput phase.
     let settle = Instant::now() + Duration::from_secs(60);
     while Instant::now() < settle {
         let t0 = Instant::now();
-        if client
-            .chat(model, PROMPT, false)
-            .await
-            .is_ok_and(|r| r.status == 200)
+        if target.send().await.is_ok_and(|r| r.status == 200)
             && t0.elapsed() < Duration::from_secs(1)
         {
             break;
@@ -160,7 +179,7 @@ async fn measure(name: &str, base: &str, model: &str, args: &ProxyArgs) -> Row {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let (throughput, tp_errors) =
-        throughput_phase(&client, model, args.concurrency, args.throughput_duration).await;
+        throughput_phase(&target, args.concurrency, args.throughput_duration).await;
     Row {
         name: name.to_string(),
         sent,
@@ -230,7 +249,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         ReplayBook::new("stub"),
         ReplayOptions::default(),
     ));
-    backend_rt.spawn(serve(
+    backend_rt.spawn(lookahead_replay::serve(
         backend_listener,
         stub,
         std::future::pending(),
@@ -303,15 +322,11 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
     client_rt.block_on(async {
         if litellm.is_some() {
             let base = format!("http://127.0.0.1:{}", args.litellm_port);
-            let ready = ChatClient::new(&base, Duration::from_secs(5)).with_api_key(BENCH_KEY);
+            let ready = Target::new(&base, "stub", Duration::from_secs(5));
             let deadline = Instant::now() + Duration::from_secs(120);
             let mut up = false;
             while Instant::now() < deadline {
-                if ready
-                    .chat("stub", "ping", false)
-                    .await
-                    .is_ok_and(|r| r.status == 200)
-                {
+                if ready.send().await.is_ok_and(|r| r.status == 200) {
                     up = true;
                     break;
                 }

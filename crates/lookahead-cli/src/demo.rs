@@ -11,12 +11,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use lookahead_api::RouterConfig;
+use lookahead_client::{user_turn, ChatClient, ChatEndpoint};
 use lookahead_data::{unit_hash, Dataset, Pool, PoolRecord, Split, SplitSpec, BENCHMARK_SOURCES};
 use lookahead_model::RouterMeta;
-use lookahead_router::client::{quantile, ChatClient};
-use lookahead_router::replay::{ReplayBook, ReplayOptions, ReplayServer};
+use lookahead_replay::{ReplayBook, ReplayOptions, ReplayServer};
+use lookahead_router::router::{HEADER_FALLBACK, HEADER_MODEL};
 use lookahead_router::{serve, Router};
 use tokio::net::TcpListener;
+
+use crate::bench_proxy::quantile;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -187,7 +190,7 @@ async fn run_loopback(
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let server = Arc::new(ReplayServer::new(book, ReplayOptions::default()));
-        servers.push(tokio::spawn(serve(
+        servers.push(tokio::spawn(lookahead_replay::serve(
             listener,
             server,
             std::future::pending(),
@@ -231,15 +234,17 @@ async fn run_loopback(
         args.concurrency
     );
 
-    let client = ChatClient::new(&format!("http://{router_addr}"), Duration::from_secs(120));
+    let client = ChatClient::new(Duration::from_secs(120));
+    let endpoint = Arc::new(ChatEndpoint::new(&format!("http://{router_addr}/v1")));
     let sem = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for r in records {
-        let (client, sem, prompt) = (client.clone(), sem.clone(), r.prompt.clone());
+        let (client, endpoint, sem) = (client.clone(), endpoint.clone(), sem.clone());
+        let request = user_turn("auto", &r.prompt, false);
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;
-            client.chat("auto", &prompt, false).await
+            client.send(&endpoint, &request).await
         }));
     }
     let mut routed_sum = 0.0;
@@ -259,13 +264,12 @@ async fn run_loopback(
                 ok += 1;
                 latencies.push(reply.latency);
                 if reply
-                    .fallback
-                    .as_deref()
+                    .header(HEADER_FALLBACK)
                     .is_some_and(|f| f.starts_with("scorer"))
                 {
                     fail_open += 1;
                 }
-                let member = reply.member.unwrap_or_default();
+                let member = reply.header(HEADER_MODEL).unwrap_or_default().to_string();
                 let i = models.iter().position(|m| *m == member);
                 routed_sum += i.map(|i| scores[i]).unwrap_or(0.0);
                 *shares.entry(member).or_default() += 1;

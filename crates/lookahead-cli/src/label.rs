@@ -6,8 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use lookahead_api::RouterConfig;
-use lookahead_data::grade::code::SandboxLimits;
-use lookahead_router::label::{self, GradersConfig, LabelJob};
+use lookahead_label::{GradersConfig, LabelJob, SandboxLimits};
 
 #[derive(Args, Debug)]
 pub struct LabelArgs {
@@ -80,7 +79,7 @@ pub fn run(args: LabelArgs) -> anyhow::Result<()> {
         progress: !args.json,
     };
     let runtime = tokio::runtime::Runtime::new()?;
-    let report = runtime.block_on(label::run(job))?;
+    let report = runtime.block_on(lookahead_label::run(job))?;
     if let Some(path) = &args.summary_file {
         // Termination messages are capped at 4 KiB: counts only.
         let summary = serde_json::json!({

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use lookahead_router::replay::{ReplayBook, ReplayOptions, ReplayServer};
+use lookahead_replay::{ReplayBook, ReplayOptions, ReplayServer};
 
 #[derive(Args, Debug)]
 pub struct ReplayArgs {
@@ -56,13 +56,13 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {}", args.listen))?;
         tracing::info!(listen = %listener.local_addr()?, model = %args.model, prompts = book.len(), "replay serving");
-        lookahead_router::serve(
+        lookahead_replay::serve(
             listener,
             Arc::new(ReplayServer::new(book, options)),
             lookahead_router::server::shutdown_signal(),
             Duration::from_secs(10),
         )
-        .await;
-        Ok(())
+        .await
+        .context("serving")
     })
 }

@@ -37,7 +37,6 @@
 
 pub mod error;
 pub mod evaluation;
-pub mod grade;
 pub mod labels;
 pub mod manifest;
 pub mod metrics;

@@ -29,7 +29,7 @@ const LIMIT: usize = 16 * 1024;
 
 /// A router with API keys and a 16 KiB body limit in front of one replay member.
 async fn hostile_setup() -> (
-    Running<lookahead_router::replay::ReplayServer>,
+    Running<lookahead_replay::ReplayServer>,
     Running<Router>,
     tempfile::NamedTempFile,
 ) {

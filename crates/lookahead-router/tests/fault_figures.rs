@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use lookahead_replay::ReplayOptions;
 use lookahead_router::grpc::{serve_scorer, GrpcScorer};
-use lookahead_router::replay::ReplayOptions;
 use lookahead_router::scoring::ScoreSource;
 use lookahead_router::{Router, ScorerSlot};
 use tokio::net::TcpListener;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::*;
 use lookahead_model::Scorer;
+use lookahead_replay::ReplayOptions;
 use lookahead_router::grpc::{serve_scorer, GrpcScorer};
-use lookahead_router::replay::ReplayOptions;
 use lookahead_router::scoring::{load_slot, spawn_reloader, ScoreSource};
 use lookahead_router::{Router, ScorerLoader, ScorerSlot};
 use tokio::net::TcpListener;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use common::*;
 use http_body_util::Full;
-use lookahead_router::replay::ReplayOptions;
+use lookahead_replay::ReplayOptions;
 use lookahead_router::scoring::ScoreSource;
 use lookahead_router::{Router, ScorerSlot};
 

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use lookahead_router::replay::ReplayOptions;
+use lookahead_replay::ReplayOptions;
 use lookahead_router::scoring::ScoreSource;
 use lookahead_router::{Router, ScorerSlot};
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Full};
-use lookahead_router::replay::ReplayOptions;
+use lookahead_replay::ReplayOptions;
 use lookahead_router::scoring::ScoreSource;
 use lookahead_router::{Router, ScorerSlot};
 
@@ -65,7 +65,7 @@ async fn auto_is_scored_and_sent_to_the_best_member_with_decision_headers() {
     let body = reply.json();
     assert_eq!(
         body["choices"][0]["message"]["content"],
-        lookahead_router::replay::FALLBACK_TEXT
+        lookahead_replay::FALLBACK_TEXT
     );
 
     // An explicit member passes through unscored; so does its modelId.

@@ -1,5 +1,5 @@
-//! Test harness: replay members, routers and scoring sidecars on loopback, a keyword scorer, and a
-//! plain hyper client.
+//! Test harness: replay members (`lookahead-replay`), routers and scoring sidecars on loopback, a
+//! keyword scorer, and a plain hyper client.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -7,14 +7,20 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::service::Service as _;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use hyper_util::service::TowerToHyperService;
 use lookahead_api::RouterConfig;
 use lookahead_model::{ScoreError, Scorer};
-use lookahead_router::replay::{ReplayBook, ReplayOptions, ReplayServer};
+use lookahead_replay::{ReplayBook, ReplayOptions, ReplayServer};
+use lookahead_router::body::RespBody;
 use lookahead_router::{serve, HttpHandler, Router};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -84,14 +90,19 @@ impl<H> Running<H> {
 }
 
 pub async fn start<H: HttpHandler>(handler: Arc<H>) -> Running<H> {
+    let served = handler.clone();
+    spawn_serve(served, handler).await
+}
+
+/// Serves `served` on loopback; the returned `Running` exposes `handler`.
+async fn spawn_serve<S: HttpHandler, H>(served: Arc<S>, handler: Arc<H>) -> Running<H> {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let h = handler.clone();
     let task = tokio::spawn(async move {
         serve(
             listener,
-            h,
+            served,
             async {
                 let _ = rx.await;
             },
@@ -107,6 +118,32 @@ pub async fn start<H: HttpHandler>(handler: Arc<H>) -> Running<H> {
     }
 }
 
+/// A tower service (a replay member's axum routes) behind the router's own serve loop, so that
+/// `kill()` drops a member's connections at once, as it does a router's.
+struct TowerHandler(TowerToHyperService<axum::Router>);
+
+impl HttpHandler for TowerHandler {
+    fn handle(
+        self: Arc<Self>,
+        req: http::Request<hyper::body::Incoming>,
+    ) -> Pin<Box<dyn Future<Output = http::Response<RespBody>> + Send>> {
+        Box::pin(async move {
+            let resp = match self.0.call(req).await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            };
+            resp.map(|body| body.map_err(Into::into).boxed_unsync())
+        })
+    }
+}
+
+/// A replay member on loopback; `handler` is the member (its counters).
+pub async fn start_replay(member: ReplayServer) -> Running<ReplayServer> {
+    let member = Arc::new(member);
+    let routes = TowerHandler(TowerToHyperService::new(member.clone().app()));
+    spawn_serve(Arc::new(routes), member).await
+}
+
 pub async fn replay(
     model: &str,
     answers: &[(&str, &str)],
@@ -116,7 +153,7 @@ pub async fn replay(
     for (p, a) in answers {
         book.insert(p, a.to_string());
     }
-    start(Arc::new(ReplayServer::new(book, opts))).await
+    start_replay(ReplayServer::new(book, opts)).await
 }
 
 /// A config YAML for members `(name, modelId, url)`.

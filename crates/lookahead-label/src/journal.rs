@@ -25,9 +25,12 @@ pub struct Entry {
     pub error: Option<String>,
 }
 
+/// Graded entries by (record id, model).
+pub type Graded = HashMap<(String, String), Entry>;
+
 /// Reads a journal, keeping the last graded entry per (id, model). A torn last line (the process
 /// died mid-write) is ignored; any other malformed line is an error naming its number.
-pub fn load(path: &Path) -> std::io::Result<HashMap<(String, String), Entry>> {
+pub fn load(path: &Path) -> std::io::Result<Graded> {
     let mut done = HashMap::new();
     let file = match File::open(path) {
         Ok(f) => f,

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use super::client::{ChatClient, ClientError};
+use lookahead_client::{ChatClient, ChatEndpoint, ClientError};
 
 /// The judge's rubric (MT-Bench single-answer grading, condensed).
 pub const DEFAULT_RUBRIC: &str =
@@ -74,19 +74,13 @@ pub async fn grade(
         .api_key_env
         .as_ref()
         .and_then(|v| std::env::var(v).ok());
+    let endpoint = ChatEndpoint::new(&judge.base_url).with_api_key(api_key.as_deref());
     let attempts = judge.attempts.max(1);
     let mut last_call_error = None;
     let mut last_verdict = String::new();
     for _ in 0..attempts {
         match client
-            .chat(
-                &judge.base_url,
-                &judge.model,
-                api_key.as_deref(),
-                Some(rubric),
-                &user,
-                512,
-            )
+            .complete(&endpoint, &judge.model, Some(rubric), &user, 512)
             .await
         {
             Ok(verdict) => {

@@ -5,8 +5,8 @@
 
 use std::path::PathBuf;
 
-use lookahead_data::grade::{code, math};
 use lookahead_data::Dataset;
+use lookahead_label::grade::{code, math};
 
 fn data_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("LOOKAHEAD_DATA")

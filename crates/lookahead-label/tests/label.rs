@@ -1,26 +1,61 @@
 //! `lookahead label` against replay members serving the routing dataset's recorded answers, and
 //! against judge stubs over real HTTP on loopback.
 
-mod common;
-
 use std::io::Write;
-use std::path::Path;
-use std::pin::Pin;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
-use hyper::body::Incoming;
-use lookahead_data::grade::code::SandboxLimits;
+use axum::extract::State;
+use axum::response::IntoResponse;
 use lookahead_data::{read_records, Dataset, Record};
-use lookahead_router::body::{full, RespBody};
-use lookahead_router::label::judge::JudgeConfig;
-use lookahead_router::label::{self, GradersConfig, LabelJob};
-use lookahead_router::replay::{ReplayBook, ReplayOptions, ReplayServer};
-use lookahead_router::HttpHandler;
+use lookahead_label::{self as label, GradersConfig, JudgeConfig, LabelJob, SandboxLimits};
+use lookahead_replay::{ReplayBook, ReplayOptions, ReplayServer};
 
 const NEW_MEMBER: &str = "gemma-2-9b-it";
+
+/// The routing dataset, when present (CI has it).
+fn data_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("LOOKAHEAD_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/routing")
+        });
+    dir.join("manifest.json").exists().then_some(dir)
+}
+
+/// Serves `app` on loopback for the rest of the test; returns its base URL (without `/v1`).
+async fn serve_app(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr: SocketAddr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// A replay member answering from `book`.
+async fn member(book: ReplayBook) -> String {
+    serve_app(Arc::new(ReplayServer::new(book, ReplayOptions::default())).app()).await
+}
+
+/// A judge endpoint answering with `judge`'s verdict.
+async fn judge(judge: Arc<StubJudge>) -> String {
+    let app = axum::Router::new()
+        .route("/v1/chat/completions", axum::routing::post(judge_verdict))
+        .with_state(judge);
+    serve_app(app).await
+}
+
+/// A pool config with one member, `gemma` (the dataset's `gemma-2-9b-it`), at `url`.
+fn pool(url: &str) -> lookahead_api::RouterConfig {
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nmembers:\n  - {{ name: gemma, modelId: {NEW_MEMBER}, baseUrl: \"{url}/v1\" }}\npolicy:\n  method: random\n"
+    );
+    serde_yaml::from_str(&yaml).expect("test config")
+}
 
 fn write_source(dir: &Path, source: &str, records: &[Record]) {
     let mut f = std::fs::File::create(dir.join(format!("{source}.jsonl"))).expect("create");
@@ -94,8 +129,8 @@ async fn labels_a_new_member_from_replay_and_reproduces_recorded_correctness() {
         }
         write_source(&data, source, &records);
     }
-    let member = start(Arc::new(ReplayServer::new(book, ReplayOptions::default()))).await;
-    let pool = config(&[("gemma", NEW_MEMBER, member.url())], "  method: random\n");
+    let member = member(book).await;
+    let pool = pool(&member);
 
     // First run: 40 prompts per source.
     let first = label::run(job(pool.clone(), &data, &out, 40, GradersConfig::default()))
@@ -149,23 +184,13 @@ struct StubJudge {
     calls: AtomicUsize,
 }
 
-impl HttpHandler for StubJudge {
-    fn handle(
-        self: Arc<Self>,
-        _req: http::Request<Incoming>,
-    ) -> Pin<Box<dyn std::future::Future<Output = http::Response<RespBody>> + Send>> {
-        Box::pin(async move {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            let body = serde_json::json!({
-                "id": "x", "object": "chat.completion", "model": "judge",
-                "choices": [{ "index": 0, "message": { "role": "assistant", "content": self.reply }, "finish_reason": "stop" }]
-            });
-            http::Response::builder()
-                .header("content-type", "application/json")
-                .body(full(body.to_string()))
-                .unwrap_or_else(|_| http::Response::new(full("")))
-        })
-    }
+async fn judge_verdict(State(judge): State<Arc<StubJudge>>) -> axum::response::Response {
+    judge.calls.fetch_add(1, Ordering::SeqCst);
+    let body = serde_json::json!({
+        "id": "x", "object": "chat.completion", "model": "judge",
+        "choices": [{ "index": 0, "message": { "role": "assistant", "content": judge.reply }, "finish_reason": "stop" }]
+    });
+    ([("content-type", "application/json")], body.to_string()).into_response()
 }
 
 fn chat_dataset(dir: &Path) {
@@ -194,13 +219,13 @@ async fn malformed_judge_output_is_retried_then_recorded_as_a_failure() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (data, out) = (tmp.path().join("data"), tmp.path().join("out"));
     chat_dataset(&data);
-    let member = replay(NEW_MEMBER, &[], ReplayOptions::default()).await;
-    let pool = config(&[("gemma", NEW_MEMBER, member.url())], "  method: random\n");
-    let bad = start(Arc::new(StubJudge {
+    let member = member(ReplayBook::new(NEW_MEMBER)).await;
+    let pool = pool(&member);
+    let bad_judge = Arc::new(StubJudge {
         reply: "What a lovely answer!".into(),
         calls: AtomicUsize::new(0),
-    }))
-    .await;
+    });
+    let bad = judge(bad_judge.clone()).await;
     let graders = |url: String| GradersConfig {
         sources: Default::default(),
         judge: Some(JudgeConfig {
@@ -212,7 +237,7 @@ async fn malformed_judge_output_is_retried_then_recorded_as_a_failure() {
         }),
     };
 
-    let report = label::run(job(pool.clone(), &data, &out, 10, graders(bad.url())))
+    let report = label::run(job(pool.clone(), &data, &out, 10, graders(bad)))
         .await
         .expect("run completes");
     assert_eq!(
@@ -221,11 +246,11 @@ async fn malformed_judge_output_is_retried_then_recorded_as_a_failure() {
         "{report:?}"
     );
     assert_eq!(
-        bad.handler.calls.load(Ordering::SeqCst),
+        bad_judge.calls.load(Ordering::SeqCst),
         9,
         "3 attempts per pair"
     );
-    let journal = std::fs::read_to_string(out.join(label::collect::JOURNAL_FILE)).expect("journal");
+    let journal = std::fs::read_to_string(out.join(label::JOURNAL_FILE)).expect("journal");
     assert_eq!(
         journal
             .lines()
@@ -241,12 +266,12 @@ async fn malformed_judge_output_is_retried_then_recorded_as_a_failure() {
         "failures are not merged"
     );
 
-    let good = start(Arc::new(StubJudge {
+    let good = judge(Arc::new(StubJudge {
         reply: "Solid. Rating: [[7]]".into(),
         calls: AtomicUsize::new(0),
     }))
     .await;
-    let report = label::run(job(pool, &data, &out, 10, graders(good.url())))
+    let report = label::run(job(pool, &data, &out, 10, graders(good)))
         .await
         .expect("run completes");
     assert_eq!(
@@ -276,7 +301,7 @@ async fn unreachable_member_is_recorded_not_fatal() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", dead.local_addr().expect("addr"));
     drop(dead);
-    let pool = config(&[("gemma", NEW_MEMBER, url)], "  method: random\n");
+    let pool = pool(&url);
     let report = label::run(job(pool, &data, &out, 10, GradersConfig::default()))
         .await
         .expect("run completes");

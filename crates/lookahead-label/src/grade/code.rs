@@ -7,8 +7,8 @@
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// Resource limits of one sandboxed run.
@@ -93,6 +93,38 @@ pub fn run_python_tests(
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))?;
         std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o644))?;
     }
+    let mut child = sandbox_command(dir.path(), limits, as_root)
+        .spawn()
+        .map_err(|e| SandboxError::Unavailable(format!("cannot start unshare: {e}")))?;
+    let status = wait_or_kill(&mut child, limits.wall)?;
+    let mut stderr = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        let _ = err.by_ref().take(64 << 10).read_to_string(&mut stderr);
+    }
+    let Some(status) = status else {
+        return Ok(CodeOutcome::TimedOut);
+    };
+    if status.success() {
+        return Ok(CodeOutcome::Passed);
+    }
+    if stderr.contains("unshare: ") && !stderr.contains("Traceback") {
+        return Err(SandboxError::Unavailable(stderr.trim().to_string()));
+    }
+    let tail: String = stderr
+        .lines()
+        .rev()
+        .take(5)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
+    Ok(CodeOutcome::Failed { detail: tail })
+}
+
+/// `python main.py` in `dir` inside new network and PID namespaces, under `prlimit`, as
+/// `nobody` when we are root, with an empty environment.
+fn sandbox_command(dir: &Path, limits: &SandboxLimits, as_root: bool) -> Command {
     let mut cmd = Command::new("unshare");
     if !as_root {
         // Unprivileged: a user namespace grants the right to make the others.
@@ -123,25 +155,27 @@ pub fn run_python_tests(
     }
     cmd.arg(&limits.python)
         .args(["-I", "-B", "main.py"])
-        .current_dir(dir.path())
+        .current_dir(dir)
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("HOME", dir.path())
+        .env("HOME", dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         // Its own process group, so a timeout kills the whole chain at once: `--kill-child`
         // alone is not enough, since dropping privileges clears the child's parent-death signal.
         .process_group(0);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| SandboxError::Unavailable(format!("cannot start unshare: {e}")))?;
+    cmd
+}
+
+/// The child's exit status, or `None` when it outlived `wall` (it is then killed).
+fn wait_or_kill(child: &mut Child, wall: Duration) -> std::io::Result<Option<ExitStatus>> {
     let started = Instant::now();
-    let status = loop {
+    loop {
         if let Some(status) = child.try_wait()? {
-            break Some(status);
+            return Ok(Some(status));
         }
-        if started.elapsed() >= limits.wall {
+        if started.elapsed() >= wall {
             // SIGKILL to the process group reaches the sandbox's PID 1; when it dies the kernel
             // kills everything left in its PID namespace.
             let _ = Command::new("kill")
@@ -150,33 +184,10 @@ pub fn run_python_tests(
                 .status();
             let _ = child.kill();
             let _ = child.wait();
-            break None;
+            return Ok(None);
         }
         std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut stderr = String::new();
-    if let Some(mut err) = child.stderr.take() {
-        let _ = err.by_ref().take(64 << 10).read_to_string(&mut stderr);
     }
-    let Some(status) = status else {
-        return Ok(CodeOutcome::TimedOut);
-    };
-    if status.success() {
-        return Ok(CodeOutcome::Passed);
-    }
-    if stderr.contains("unshare: ") && !stderr.contains("Traceback") {
-        return Err(SandboxError::Unavailable(stderr.trim().to_string()));
-    }
-    let tail: String = stderr
-        .lines()
-        .rev()
-        .take(5)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect::<Vec<_>>()
-        .join("\n");
-    Ok(CodeOutcome::Failed { detail: tail })
 }
 
 fn is_root() -> bool {

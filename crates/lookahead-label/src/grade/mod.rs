@@ -1,13 +1,19 @@
-//! Which grader scores a source's responses, and how a grade maps onto the source's score range.
+//! Grading a member's response, as a fraction in [0, 1]: [`math`] checks final answers
+//! (`reference.answer`), [`code`] runs unit tests (`reference.tests`) in a sandbox, [`judge`] asks
+//! an LLM judge for a 1-10 grade. [`GradersConfig`] picks the grader per source;
+//! [`to_source_scale`] maps a grade onto the source's score range.
+
+pub mod code;
+pub mod judge;
+pub mod math;
 
 use std::collections::BTreeMap;
 
-use lookahead_data::grade::{code, math};
+use lookahead_client::ChatClient;
 use lookahead_data::{Record, ScoreRange};
 use serde::{Deserialize, Serialize};
 
-use super::client::ChatClient;
-use super::judge::{self, JudgeConfig};
+use judge::JudgeConfig;
 
 /// A grading method; recorded with every score it produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

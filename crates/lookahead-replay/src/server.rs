@@ -1,0 +1,212 @@
+//! The replay server: answers a known prompt with its book's recorded response (streamed as SSE
+//! when asked), any other prompt with [`FALLBACK_TEXT`], and injects latency and failures on
+//! request. [`ReplayServer::app`] is its axum router (a tower `Service`); [`serve`] runs it on a
+//! listener with graceful shutdown.
+
+use std::future::{Future, IntoFuture};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use axum::Router;
+use http::{header, HeaderValue, StatusCode, Uri};
+use rand::Rng;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use crate::book::ReplayBook;
+use crate::openai::{self, ApiError, Endpoint};
+
+/// Text answered for prompts the dataset does not hold.
+pub const FALLBACK_TEXT: &str =
+    "[lookahead replay] This prompt is not in the recorded dataset, so there is no recorded response to replay.";
+
+/// Largest request body read.
+const MAX_REQUEST_BODY: usize = 16 << 20;
+
+/// Fault and pacing injection.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayOptions {
+    /// Delay before the response head.
+    pub latency: Duration,
+    /// Delay between streamed chunks.
+    pub chunk_delay: Duration,
+    /// Probability of answering 503 instead.
+    pub failure_rate: f64,
+    /// Characters per streamed chunk (0: 16).
+    pub chunk_chars: usize,
+}
+
+/// The replay server.
+#[derive(Debug)]
+pub struct ReplayServer {
+    book: ReplayBook,
+    options: ReplayOptions,
+    served: AtomicU64,
+    hits: AtomicU64,
+}
+
+impl ReplayServer {
+    pub fn new(book: ReplayBook, options: ReplayOptions) -> Self {
+        Self {
+            book,
+            options,
+            served: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+        }
+    }
+
+    /// Completions served (including injected failures).
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    /// Completions answered from the recording.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// The HTTP routes: health, `/v1/models`, both completion APIs; anything else (wrong method
+    /// included) is an OpenAI-style 404.
+    pub fn app(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/healthz", get(health))
+            .route("/readyz", get(health))
+            .route("/v1/models", get(models))
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/completions", post(completions))
+            .fallback(not_found)
+            .method_not_allowed_fallback(not_found)
+            .with_state(self)
+    }
+
+    async fn complete(&self, endpoint: Endpoint, body: Body) -> Response {
+        let bytes = match axum::body::to_bytes(body, MAX_REQUEST_BODY).await {
+            Ok(b) => b,
+            Err(e) => return ApiError::bad_request("invalid_body", e.to_string()).into_response(),
+        };
+        let request = match openai::parse(endpoint, &bytes) {
+            Ok(r) => r,
+            Err(e) => return e.into_response(),
+        };
+        self.served.fetch_add(1, Ordering::Relaxed);
+        if !self.options.latency.is_zero() {
+            tokio::time::sleep(self.options.latency).await;
+        }
+        if self.options.failure_rate > 0.0
+            && rand::rng().random_bool(self.options.failure_rate.min(1.0))
+        {
+            return ApiError::unavailable("injected failure (lookahead replay --failure-rate)")
+                .into_response();
+        }
+        let (text, hit) = match self.book.answer(&request.prompt) {
+            Some(t) => (t, true),
+            None => (FALLBACK_TEXT, false),
+        };
+        if hit {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut resp = if request.stream {
+            self.stream(endpoint, &request.model, text)
+        } else {
+            let completion =
+                openai::completion_json(endpoint, &request.model, &request.prompt, text);
+            json_response(StatusCode::OK, &completion)
+        };
+        resp.headers_mut().insert(
+            "x-replay-hit",
+            HeaderValue::from_static(if hit { "true" } else { "false" }),
+        );
+        resp
+    }
+
+    fn stream(&self, endpoint: Endpoint, model: &str, text: &str) -> Response {
+        let size = match self.options.chunk_chars {
+            0 => 16,
+            n => n,
+        };
+        let events = openai::stream_events(endpoint, model, text, size);
+        let delay = self.options.chunk_delay;
+        let stream = futures::stream::unfold(events.into_iter(), move |mut it| async move {
+            let next = it.next()?;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            Some((Ok::<_, std::convert::Infallible>(next), it))
+        });
+        (
+            [(header::CONTENT_TYPE, "text/event-stream")],
+            Body::from_stream(stream),
+        )
+            .into_response()
+    }
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+async fn health() -> Response {
+    json_response(StatusCode::OK, &json!({"status": "ok"}))
+}
+
+async fn models(State(server): State<Arc<ReplayServer>>) -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({"object": "list", "data": [{"id": server.book.model, "object": "model", "created": 0, "owned_by": "replay"}]}),
+    )
+}
+
+async fn chat(State(server): State<Arc<ReplayServer>>, body: Body) -> Response {
+    server.complete(Endpoint::Chat, body).await
+}
+
+async fn completions(State(server): State<Arc<ReplayServer>>, body: Body) -> Response {
+    server.complete(Endpoint::Completions, body).await
+}
+
+async fn not_found(uri: Uri) -> Response {
+    ApiError::path_not_found(uri.path()).into_response()
+}
+
+/// Serves `server` on `listener` (TCP_NODELAY on every connection) until `shutdown` resolves,
+/// then lets in-flight answers finish for at most `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    server: Arc<ReplayServer>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let listener = listener.tap_io(|tcp| {
+        // Small SSE chunks and answers must not wait on Nagle's algorithm.
+        let _ = tcp.set_nodelay(true);
+    });
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = axum::serve(listener, server.app()).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopping.send(());
+    });
+    let grace_over = async move {
+        match stopped.await {
+            Ok(()) => tokio::time::sleep(grace).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        served = serving.into_future() => served,
+        () = grace_over => {
+            tracing::warn!(?grace, "grace period over; closing remaining connections");
+            Ok(())
+        }
+    }
+}
