@@ -1,4 +1,5 @@
-//! What every reconcile shares: the client, settings, metrics and the event reporter.
+//! What every reconcile shares: the client, settings, metrics, the event reporter and the
+//! per-object error backoff.
 
 use std::sync::Arc;
 
@@ -6,6 +7,7 @@ use kube::api::{Api, ApiResource};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 
+use crate::backoff::ErrorBackoff;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
@@ -26,6 +28,8 @@ pub struct Context {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub reporter: Reporter,
+    /// Failure streaks, for the requeue delay of failed reconciles.
+    pub backoff: ErrorBackoff,
 }
 
 impl Context {
@@ -38,6 +42,7 @@ impl Context {
                 controller: crate::labels::MANAGER.into(),
                 instance: std::env::var("POD_NAME").ok(),
             },
+            backoff: ErrorBackoff::default(),
         }
     }
 

@@ -13,7 +13,7 @@ use kube::api::{Api, PostParams};
 use kube::Client;
 use tokio::sync::Mutex;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// One candidate for a named lease.
 pub struct LeaseLock {
@@ -120,6 +120,39 @@ impl LeaseLock {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Waits until this candidate holds the lease, trying every fifth of a lease duration.
+    pub async fn acquire(&self) {
+        loop {
+            match self.try_acquire_or_renew().await {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "lease acquisition failed"),
+            }
+            tokio::time::sleep(self.lease_duration / 5).await;
+        }
+    }
+
+    /// Holds the lease: renews it every third of a lease duration, and gives up (returning
+    /// why) when another replica took it or when renewals kept failing for two thirds of a
+    /// lease duration, before the lease can expire, so two leaders never act at once.
+    pub async fn hold(&self) -> Error {
+        let renew_deadline = self.lease_duration * 2 / 3;
+        let mut last_renewed = Instant::now();
+        loop {
+            tokio::time::sleep(self.lease_duration / 3).await;
+            match self.try_acquire_or_renew().await {
+                Ok(true) => last_renewed = Instant::now(),
+                Ok(false) => {
+                    return Error::LeadershipLost("another replica holds the lease".into())
+                }
+                Err(e) if last_renewed.elapsed() >= renew_deadline => {
+                    return Error::LeadershipLost(format!("could not renew the lease: {e}"))
+                }
+                Err(e) => tracing::warn!(error = %e, "lease renewal failed; retrying"),
+            }
         }
     }
 

@@ -293,6 +293,83 @@ async fn api_errors_carry_a_metric_label() {
     assert_eq!(error.metric_label(), "api_error");
 }
 
+/// A policy whose reconcile keeps failing (the API server answers 500) is retried later each
+/// time: 1 s, 2 s, 4 s, 8 s before jitter (per-object exponential backoff, not a fixed pause);
+/// one reconcile that succeeds (here: reporting the pool missing) starts the streak over.
+#[tokio::test]
+async fn a_failing_policy_is_retried_later_each_time_until_it_succeeds() {
+    use crate::backoff::BASE;
+    let (ctx, handle) = test_context();
+    let policy = Arc::new(crate::testdata::policy("rp", Some("yi")));
+    let pool_path = "/apis/lookahead.dev/v1alpha1/namespaces/ns/llmpools/pool";
+    let boom = || {
+        expect(Method::GET, pool_path, json!({ "apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "InternalError", "code": 500, "message": "boom" }))
+            .status(500)
+    };
+    let not_found = json!({ "apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found" });
+    let mut script: Vec<Expect> = (0..4).map(|_| boom()).collect();
+    script.extend([
+        expect(Method::GET, pool_path, not_found).status(404),
+        expect(
+            Method::PATCH,
+            "/apis/lookahead.dev/v1alpha1/namespaces/ns/routingpolicies/rp/status",
+            serde_json::to_value(policy.as_ref()).expect("json"),
+        ),
+        expect(
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/ns/events",
+            event_answer(),
+        ),
+        boom(),
+    ]);
+    let server = tokio::spawn(serve(handle, script));
+    let reconcile = || {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            crate::policy::reconcile(policy.clone(), ctx.clone()),
+        )
+    };
+
+    let mut delays = Vec::new();
+    for _ in 0..4 {
+        let error = reconcile()
+            .await
+            .expect("finished")
+            .expect_err("a 500 fails");
+        delays.push(crate::controller::retry_delay(
+            policy.as_ref(),
+            &error,
+            &ctx,
+        ));
+    }
+    for (n, delay) in delays.iter().enumerate() {
+        let low = BASE * 2u32.pow(u32::try_from(n).expect("small"));
+        assert!(*delay >= low && *delay < low * 2, "retry {n}: {delay:?}");
+    }
+    assert!(delays.windows(2).all(|w| w[0] < w[1]), "{delays:?}");
+    assert_eq!(ctx.backoff.failing(), 1);
+
+    reconcile()
+        .await
+        .expect("finished")
+        .expect("reported as invalid");
+    assert_eq!(ctx.backoff.failing(), 0, "a success forgets the streak");
+    let error = reconcile()
+        .await
+        .expect("finished")
+        .expect_err("a 500 fails");
+    let action = crate::controller::error_policy(policy.clone(), &error, ctx.clone());
+    assert_ne!(action, kube::runtime::controller::Action::await_change());
+    assert!(crate::controller::retry_delay(policy.as_ref(), &error, &ctx) >= BASE * 2);
+    tokio::time::timeout(Duration::from_secs(1), server)
+        .await
+        .expect("every expected request was made")
+        .expect("mock server");
+    assert!(ctx.metrics.render().contains(
+        "lookahead_operator_reconcile_failures_total{controller=\"routingpolicy\",error=\"api_error\"} 6"
+    ));
+}
+
 /// A valid policy over a pool without an artifact: it reads the pool and the dataset, creates
 /// the one training Job (with an Event), applies the router's ConfigMap, Deployment and Service,
 /// and reports `Training` with the fail-open behaviour in status.

@@ -118,7 +118,7 @@ pub fn policy(spec: &RoutingPolicySpec, pool: &LLMPoolSpec) -> Vec<Problem> {
                 ),
             ));
         }
-        if crate::policy::router::wants_gpu(spec.serving.resources.as_ref()) {
+        if crate::objects::wants_gpu(spec.serving.resources.as_ref()) {
             problems.push(Problem::new(
                 "PrecisionUnsupported",
                 "spec.serving.precision: int8 scoring runs on the CPU; drop the GPU request or use f32"

@@ -6,11 +6,9 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
-    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    Service, ServicePort, ServiceSpec, Toleration, Volume, VolumeMount,
+    ConfigMap, Container, ContainerPort, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, Service, Toleration, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use lookahead_api::config::{MemberConfig, PolicyConfig, RouterConfig};
@@ -19,6 +17,9 @@ use lookahead_api::{LLMPool, RoutingPolicy};
 
 use crate::error::{Error, Result};
 use crate::labels::{self, CONFIG_HASH_ANNOTATION};
+use crate::objects::{
+    claim_volume, config_map_volume, http_service, owned_meta, wants_gpu, GPU_RESOURCE,
+};
 use crate::pool::children::base_url;
 
 pub const ROUTER_PORT: i32 = 8080;
@@ -27,7 +28,6 @@ pub const CONFIG_DIR: &str = "/etc/lookahead";
 pub const CONFIG_KEY: &str = "config.yaml";
 /// Where the artifacts PVC is mounted in router and training pods.
 pub const ARTIFACTS_MOUNT: &str = "/artifacts";
-pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
 
 /// Name of the router's ConfigMap, Deployment and Service.
 pub fn router_name(policy: &str) -> String {
@@ -147,26 +147,16 @@ pub fn config_map(
     let hash = labels::short_hash(yaml.as_bytes());
     let name = router_name(policy);
     let cm = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some(ns.into()),
-            labels: Some(labels::policy_labels(policy, "router", &name)),
-            owner_references: Some(vec![owner.clone()]),
-            ..Default::default()
-        },
+        metadata: owned_meta(
+            &name,
+            ns,
+            labels::policy_labels(policy, "router", &name),
+            owner,
+        ),
         data: Some(BTreeMap::from([(CONFIG_KEY.to_string(), yaml)])),
         ..Default::default()
     };
     Ok((cm, hash))
-}
-
-/// Whether `resources` asks for a GPU.
-pub fn wants_gpu(resources: Option<&ResourceRequirements>) -> bool {
-    let asks = |m: Option<&BTreeMap<String, Quantity>>| {
-        m.and_then(|m| m.get(GPU_RESOURCE))
-            .is_some_and(|q| q.0.trim() != "0")
-    };
-    resources.is_some_and(|r| asks(r.limits.as_ref()) || asks(r.requests.as_ref()))
 }
 
 /// The scorer's resources: as asked, with a GPU request mirrored into the limits (extended
@@ -187,7 +177,8 @@ fn scorer_resources(resources: Option<&ResourceRequirements>) -> Option<Resource
     Some(r)
 }
 
-/// The router Deployment.
+/// The router Deployment: the `router` container, and the `scorer` sidecar while an artifact
+/// is served.
 pub fn deployment(
     policy: &RoutingPolicy,
     ns: &str,
@@ -204,118 +195,16 @@ pub fn deployment(
     let mut pod_labels = labels.clone();
     pod_labels.extend(labels::router_selector(policy_name));
 
-    let mut volumes = vec![Volume {
-        name: "config".into(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: name.clone(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }];
-    let mut mounts = vec![VolumeMount {
-        name: "config".into(),
-        mount_path: CONFIG_DIR.into(),
-        read_only: Some(true),
-        ..Default::default()
-    }];
-    if let Some(a) = policy
-        .spec
-        .training
-        .as_ref()
-        .and_then(|t| t.artifacts.as_ref())
-    {
-        volumes.push(Volume {
-            name: "artifacts".into(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: a.claim_name.clone(),
-                read_only: Some(true),
-            }),
-            ..Default::default()
-        });
-        mounts.push(VolumeMount {
-            name: "artifacts".into(),
-            mount_path: ARTIFACTS_MOUNT.into(),
-            read_only: Some(true),
-            ..Default::default()
-        });
-    }
-
-    let mut containers = vec![Container {
-        name: "router".into(),
-        image: Some(image.clone()),
-        args: Some(vec![
-            "router".into(),
-            "--config".into(),
-            format!("{CONFIG_DIR}/{CONFIG_KEY}"),
-        ]),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: ROUTER_PORT,
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
-        readiness_probe: Some(Probe {
-            http_get: Some(HTTPGetAction {
-                path: Some("/readyz".into()),
-                port: IntOrString::String("http".into()),
-                ..Default::default()
-            }),
-            period_seconds: Some(5),
-            ..Default::default()
-        }),
-        volume_mounts: Some(mounts.clone()),
-        ..Default::default()
-    }];
-    let gpu = wants_gpu(serving.resources.as_ref());
+    let (mut volumes, mounts) = volumes(policy, &name);
+    let mut containers = vec![router_container(&image, &mounts)];
     if let Scoring::Artifact(a) = scoring {
-        let dir = artifact_dir(policy, &a.version).unwrap_or_default();
-        let mut args = vec![
-            "scorer".into(),
-            "--artifact".into(),
-            dir.display().to_string(),
-            "--listen".into(),
-            SCORER_ADDR.into(),
-        ];
-        if gpu {
-            args.extend(["--device".into(), "cuda".into()]);
-        }
-        if serving.precision != ScoringPrecision::F32 {
-            args.extend(["--precision".into(), serving.precision.as_arg().into()]);
-        }
-        containers.push(Container {
-            name: "scorer".into(),
-            image: Some(image),
-            args: Some(args),
-            resources: scorer_resources(serving.resources.as_ref()),
-            volume_mounts: Some(mounts),
-            ..Default::default()
-        });
+        containers.push(scorer_container(policy, a, image, mounts));
     }
-
     crate::hardening::harden(&mut containers, &mut volumes);
-
-    let mut tolerations: Vec<Toleration> = serving.tolerations.clone();
-    if gpu
-        && !tolerations
-            .iter()
-            .any(|t| t.key.as_deref() == Some(GPU_RESOURCE))
-    {
-        tolerations.push(Toleration {
-            key: Some(GPU_RESOURCE.into()),
-            operator: Some("Exists".into()),
-            effect: Some("NoSchedule".into()),
-            ..Default::default()
-        });
-    }
+    let tolerations = tolerations(policy);
 
     Deployment {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some(ns.into()),
-            labels: Some(labels),
-            owner_references: Some(vec![owner.clone()]),
-            ..Default::default()
-        },
+        metadata: owned_meta(&name, ns, labels, owner),
         spec: Some(DeploymentSpec {
             replicas: Some(serving.replicas),
             selector: LabelSelector {
@@ -347,34 +236,120 @@ pub fn deployment(
     }
 }
 
+/// The router pod's volumes and mounts: the config, and the artifacts PVC read-only.
+fn volumes(policy: &RoutingPolicy, name: &str) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let (config, config_mount) = config_map_volume("config", name, CONFIG_DIR);
+    let mut volumes = vec![config];
+    let mut mounts = vec![config_mount];
+    if let Some(a) = policy
+        .spec
+        .training
+        .as_ref()
+        .and_then(|t| t.artifacts.as_ref())
+    {
+        let (volume, mount) = claim_volume("artifacts", &a.claim_name, ARTIFACTS_MOUNT, true);
+        volumes.push(volume);
+        mounts.push(mount);
+    }
+    (volumes, mounts)
+}
+
+fn router_container(image: &str, mounts: &[VolumeMount]) -> Container {
+    Container {
+        name: "router".into(),
+        image: Some(image.to_string()),
+        args: Some(vec![
+            "router".into(),
+            "--config".into(),
+            format!("{CONFIG_DIR}/{CONFIG_KEY}"),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: ROUTER_PORT,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        readiness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/readyz".into()),
+                port: IntOrString::String("http".into()),
+                ..Default::default()
+            }),
+            period_seconds: Some(5),
+            ..Default::default()
+        }),
+        volume_mounts: Some(mounts.to_vec()),
+        ..Default::default()
+    }
+}
+
+/// The scorer sidecar serving artifact `a` (on the GPU when the policy asks for one).
+fn scorer_container(
+    policy: &RoutingPolicy,
+    a: &ArtifactStatus,
+    image: String,
+    mounts: Vec<VolumeMount>,
+) -> Container {
+    let serving = &policy.spec.serving;
+    let dir = artifact_dir(policy, &a.version).unwrap_or_default();
+    let mut args = vec![
+        "scorer".into(),
+        "--artifact".into(),
+        dir.display().to_string(),
+        "--listen".into(),
+        SCORER_ADDR.into(),
+    ];
+    if wants_gpu(serving.resources.as_ref()) {
+        args.extend(["--device".into(), "cuda".into()]);
+    }
+    if serving.precision != ScoringPrecision::F32 {
+        args.extend(["--precision".into(), serving.precision.as_arg().into()]);
+    }
+    Container {
+        name: "scorer".into(),
+        image: Some(image),
+        args: Some(args),
+        resources: scorer_resources(serving.resources.as_ref()),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    }
+}
+
+/// The policy's tolerations, plus the GPU taint's when it asks for a GPU.
+fn tolerations(policy: &RoutingPolicy) -> Vec<Toleration> {
+    let serving = &policy.spec.serving;
+    let mut tolerations: Vec<Toleration> = serving.tolerations.clone();
+    if wants_gpu(serving.resources.as_ref())
+        && !tolerations
+            .iter()
+            .any(|t| t.key.as_deref() == Some(GPU_RESOURCE))
+    {
+        tolerations.push(Toleration {
+            key: Some(GPU_RESOURCE.into()),
+            operator: Some("Exists".into()),
+            effect: Some("NoSchedule".into()),
+            ..Default::default()
+        });
+    }
+    tolerations
+}
+
 /// The router Service.
 pub fn service(policy: &str, ns: &str, owner: &OwnerReference) -> Service {
     let name = router_name(policy);
-    Service {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some(ns.into()),
-            labels: Some(labels::policy_labels(policy, "router", &name)),
-            owner_references: Some(vec![owner.clone()]),
-            ..Default::default()
-        },
-        spec: Some(ServiceSpec {
-            selector: Some(labels::router_selector(policy)),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: ROUTER_PORT,
-                target_port: Some(IntOrString::String("http".into())),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        status: None,
-    }
+    let metadata = owned_meta(
+        &name,
+        ns,
+        labels::policy_labels(policy, "router", &name),
+        owner,
+    );
+    http_service(metadata, labels::router_selector(policy), ROUTER_PORT)
 }
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
     use super::*;
     use crate::testdata;
 

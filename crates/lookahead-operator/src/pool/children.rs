@@ -3,14 +3,15 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe,
-    Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    Container, ContainerPort, PodSpec, PodTemplateSpec, Probe, Service, TCPSocketAction, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use lookahead_api::pool::{MemberTemplate, PoolMember};
 
 use crate::labels;
+use crate::objects::{claim_volume, http_service, owned_meta};
 
 /// Name of a template member's Deployment, Service and autoscaler.
 pub fn member_object_name(pool: &str, member: &str) -> String {
@@ -37,13 +38,7 @@ pub fn base_url(pool: &str, ns: &str, m: &PoolMember) -> Option<String> {
 }
 
 fn meta(name: &str, ns: &str, pool: &str, member: &str, owner: &OwnerReference) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.to_string()),
-        namespace: Some(ns.to_string()),
-        labels: Some(labels::member_labels(pool, member, name)),
-        owner_references: Some(vec![owner.clone()]),
-        ..Default::default()
-    }
+    owned_meta(name, ns, labels::member_labels(pool, member, name), owner)
 }
 
 /// The member's Deployment. With an autoscaling target the replica count is left to the
@@ -58,55 +53,20 @@ pub fn deployment(
     let name = member_object_name(pool, &m.name);
     let selector = labels::member_selector(pool, &m.name);
     // Volume names are ours (`claim-<i>`): the user names only the claim and the path.
-    let volumes: Vec<Volume> = t
+    let (volumes, mounts): (Vec<Volume>, Vec<VolumeMount>) = t
         .mounts
         .iter()
         .enumerate()
-        .map(|(i, c)| Volume {
-            name: format!("claim-{i}"),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: c.claim_name.clone(),
-                read_only: Some(c.read_only),
-            }),
-            ..Default::default()
+        .map(|(i, c)| {
+            claim_volume(
+                &format!("claim-{i}"),
+                &c.claim_name,
+                &c.mount_path,
+                c.read_only,
+            )
         })
-        .collect();
-    let mounts: Vec<VolumeMount> = t
-        .mounts
-        .iter()
-        .enumerate()
-        .map(|(i, c)| VolumeMount {
-            name: format!("claim-{i}"),
-            mount_path: c.mount_path.clone(),
-            read_only: Some(c.read_only),
-            ..Default::default()
-        })
-        .collect();
-    let container = Container {
-        name: "model".into(),
-        image: Some(t.image.clone()),
-        args: (!t.args.is_empty()).then(|| t.args.clone()),
-        env: (!t.env.is_empty()).then(|| t.env.clone()),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: t.port,
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
-        resources: t.resources.clone(),
-        volume_mounts: (!mounts.is_empty()).then_some(mounts),
-        // Model servers take minutes to load weights; the port opening is the readiness signal
-        // common to vLLM, TGI and llama.cpp.
-        readiness_probe: Some(Probe {
-            tcp_socket: Some(TCPSocketAction {
-                port: IntOrString::String("http".into()),
-                ..Default::default()
-            }),
-            period_seconds: Some(5),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+        .unzip();
+    let container = model_container(t, mounts);
     Deployment {
         metadata: meta(&name, ns, pool, &m.name, owner),
         spec: Some(DeploymentSpec {
@@ -134,6 +94,36 @@ pub fn deployment(
     }
 }
 
+/// The model server container: the template's image, args, env and resources, ready once its
+/// port opens.
+fn model_container(t: &MemberTemplate, mounts: Vec<VolumeMount>) -> Container {
+    Container {
+        name: "model".into(),
+        image: Some(t.image.clone()),
+        args: (!t.args.is_empty()).then(|| t.args.clone()),
+        env: (!t.env.is_empty()).then(|| t.env.clone()),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: t.port,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        resources: t.resources.clone(),
+        volume_mounts: (!mounts.is_empty()).then_some(mounts),
+        // Model servers take minutes to load weights; the port opening is the readiness signal
+        // common to vLLM, TGI and llama.cpp.
+        readiness_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::String("http".into()),
+                ..Default::default()
+            }),
+            period_seconds: Some(5),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// The member's Service, on the template's port.
 pub fn service(
     pool: &str,
@@ -143,21 +133,8 @@ pub fn service(
     owner: &OwnerReference,
 ) -> Service {
     let name = member_object_name(pool, &m.name);
-    Service {
-        metadata: meta(&name, ns, pool, &m.name, owner),
-        spec: Some(ServiceSpec {
-            selector: Some(labels::member_selector(pool, &m.name)),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: t.port,
-                target_port: Some(IntOrString::String("http".into())),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        status: None,
-    }
+    let metadata = meta(&name, ns, pool, &m.name, owner);
+    http_service(metadata, labels::member_selector(pool, &m.name), t.port)
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
-//! The `LLMPool` controller: a Deployment, Service and autoscaler per template member, pruning of
-//! removed members' objects, and a status with per-member readiness and the pool fingerprint.
+//! The `LLMPool` controller. A reconcile is four named steps: validate the pool, apply each
+//! template member's Deployment, Service and autoscaler ([`children`]), prune removed members'
+//! objects, write the status with per-member readiness and the pool fingerprint ([`status`]).
 
 pub mod children;
+pub mod status;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -9,159 +11,179 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
-use lookahead_api::pool::{LLMPoolStatus, MemberStatus};
+use lookahead_api::pool::{MemberStatus, MemberTemplate, PoolMember};
 use lookahead_api::LLMPool;
-use serde_json::json;
 
 use crate::autoscaling::{self, HpaSpec};
-use crate::conditions::{condition, find};
 use crate::context::{namespace_of, owner_ref, Context};
-use crate::error::{Error, Result};
+use crate::controller::{self, delete_ignoring_absent, Invalid, Reconciled};
+use crate::error::Result;
 use crate::labels::{self, MANAGER, MEMBER_LABEL};
 use crate::validate;
+
+pub use status::pool_status;
 
 /// Controller name in metrics and logs.
 pub const CONTROLLER: &str = "llmpool";
 
+impl Reconciled for LLMPool {
+    const CONTROLLER: &'static str = CONTROLLER;
+}
+
 /// Reconciles one pool.
 #[tracing::instrument(skip_all, fields(pool = %pool.name_any(), ns = pool.namespace().unwrap_or_default()))]
 pub async fn reconcile(pool: Arc<LLMPool>, ctx: Arc<Context>) -> Result<Action> {
-    let _timer = ctx.metrics.reconcile(CONTROLLER);
-    let ns = namespace_of(pool.as_ref(), "LLMPool")?;
-    let name = pool.name_any();
-    let previous = pool.status.clone().unwrap_or_default();
-    let generation = pool.meta().generation;
+    controller::instrumented(pool.as_ref(), &ctx, steps(&pool, &ctx)).await
+}
 
+async fn steps(pool: &LLMPool, ctx: &Context) -> Result<Action> {
+    let ns = namespace_of(pool, "LLMPool")?;
+    let previous = pool.status.clone().unwrap_or_default();
     let problems = validate::pool(&pool.spec);
     if !problems.is_empty() {
-        let message = validate::summary(&problems);
-        let reason = problems[0].reason;
-        let first_report = find(&previous.conditions, "Ready")
-            .is_none_or(|c| c.reason != reason || c.message != message);
-        let status = LLMPoolStatus {
-            observed_generation: generation,
-            fingerprint: previous.fingerprint.clone(),
-            member_count: i32::try_from(pool.spec.members.len()).unwrap_or(i32::MAX),
-            ready_members: previous.ready_members.clone(),
-            members: previous.members.clone(),
-            conditions: vec![
-                condition(
-                    &previous.conditions,
-                    "Ready",
-                    false,
-                    reason,
-                    &message,
-                    generation,
-                ),
-                condition(
-                    &previous.conditions,
-                    "Degraded",
-                    true,
-                    reason,
-                    &message,
-                    generation,
-                ),
-            ],
-        };
-        patch_status(&ctx, &ns, &name, &status).await?;
-        if first_report {
-            ctx.publish(
-                pool.as_ref(),
-                EventType::Warning,
-                reason,
-                message,
-                "Validate",
-            )
+        let invalid = Invalid::new(&problems);
+        let status = status::invalid_status(pool, &previous, &invalid);
+        return controller::report_invalid(ctx, pool, &ns, invalid, &previous.conditions, &status)
             .await;
-        }
-        return Ok(Action::await_change());
     }
-
-    let owner = owner_ref(pool.as_ref())?;
-    let deployments: Api<Deployment> = ctx.api(&ns);
-    let services: Api<Service> = ctx.api(&ns);
-    let hpas: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &ctx.settings.hpa);
-    let apply = PatchParams::apply(MANAGER).force();
-
+    let children = Children::new(ctx, pool, &ns)?;
     let mut members = Vec::with_capacity(pool.spec.members.len());
-    let mut want_children = BTreeSet::new();
-    let mut want_hpas = BTreeSet::new();
     for m in &pool.spec.members {
-        let Some(t) = &m.template else {
-            members.push(MemberStatus {
+        members.push(match &m.template {
+            Some(t) => children.apply(m, t).await?,
+            // Endpoint members are run by someone else; the router's outlier detection takes
+            // unhealthy ones out of rotation.
+            None => MemberStatus {
                 name: m.name.clone(),
-                // Endpoint members are run by someone else; the router's outlier detection
-                // takes unhealthy ones out of rotation.
                 ready: true,
                 ready_replicas: 0,
                 desired_replicas: 0,
                 endpoint: m.endpoint.clone(),
-            });
-            continue;
-        };
-        let child = children::member_object_name(&name, &m.name);
-        want_children.insert(m.name.clone());
-        let d = children::deployment(&name, &ns, m, t, &owner);
-        let applied = deployments.patch(&child, &apply, &Patch::Apply(&d)).await?;
-        let s = children::service(&name, &ns, m, t, &owner);
-        services.patch(&child, &apply, &Patch::Apply(&s)).await?;
+            },
+        });
+    }
+    children.prune_removed().await?;
+    let status = pool_status(pool, members, &previous, pool.meta().generation);
+    controller::patch_status::<LLMPool>(ctx, &ns, &children.pool, &status).await?;
+    // Deployment status changes re-trigger through `owns`; the timer is a safety net.
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// The template members' objects of one pool, and the APIs they live in.
+struct Children<'a> {
+    ctx: &'a Context,
+    object: &'a LLMPool,
+    pool: String,
+    ns: &'a str,
+    owner: OwnerReference,
+    deployments: Api<Deployment>,
+    services: Api<Service>,
+    hpas: Api<DynamicObject>,
+    apply: PatchParams,
+}
+
+impl<'a> Children<'a> {
+    fn new(ctx: &'a Context, pool: &'a LLMPool, ns: &'a str) -> Result<Self> {
+        Ok(Children {
+            ctx,
+            object: pool,
+            pool: pool.name_any(),
+            ns,
+            owner: owner_ref(pool)?,
+            deployments: ctx.api(ns),
+            services: ctx.api(ns),
+            hpas: Api::namespaced_with(ctx.client.clone(), ns, &ctx.settings.hpa),
+            apply: PatchParams::apply(MANAGER).force(),
+        })
+    }
+
+    /// Step 2, for one template member: applies its Deployment, Service and (with a target)
+    /// autoscaler; returns its state.
+    async fn apply(&self, m: &PoolMember, t: &MemberTemplate) -> Result<MemberStatus> {
+        let (pool, ns, owner) = (self.pool.as_str(), self.ns, &self.owner);
+        let child = children::member_object_name(pool, &m.name);
+        let d = children::deployment(pool, ns, m, t, owner);
+        let applied = self
+            .deployments
+            .patch(&child, &self.apply, &Patch::Apply(&d))
+            .await?;
+        let s = children::service(pool, ns, m, t, owner);
+        self.services
+            .patch(&child, &self.apply, &Patch::Apply(&s))
+            .await?;
         if let Some(target) = &m.replicas.target {
-            want_hpas.insert(m.name.clone());
-            let labels = labels::member_labels(&name, &m.name, &child);
+            let labels = labels::member_labels(pool, &m.name, &child);
             let hpa = autoscaling::build(
-                &ctx.settings.hpa,
+                &self.ctx.settings.hpa,
                 &HpaSpec {
                     name: &child,
-                    namespace: &ns,
+                    namespace: ns,
                     labels: &labels,
-                    owner: &owner,
+                    owner,
                     min: m.replicas.min,
                     max: m.replicas.max,
                     target,
                 },
             )?;
-            hpas.patch(&child, &apply, &Patch::Apply(&hpa)).await?;
+            self.hpas
+                .patch(&child, &self.apply, &Patch::Apply(&hpa))
+                .await?;
         }
         let (ready_replicas, desired) = replica_counts(&applied);
-        members.push(MemberStatus {
+        Ok(MemberStatus {
             name: m.name.clone(),
             // Serving needs one ready replica; the router balances over the Service.
             ready: ready_replicas > 0,
             ready_replicas,
             desired_replicas: desired,
-            endpoint: Some(children::member_url(&name, &ns, &m.name, t)),
-        });
+            endpoint: Some(children::member_url(pool, ns, &m.name, t)),
+        })
     }
 
-    let selector = ListParams::default().labels(&labels::pool_selector(&name));
-    let mut pruned = Vec::new();
-    pruned.extend(prune(&deployments, &selector, &want_children).await?);
-    pruned.extend(prune(&services, &selector, &want_children).await?);
-    pruned.extend(prune(&hpas, &selector, &want_hpas).await?);
-    if !pruned.is_empty() {
+    /// Step 3: deletes the objects of members no longer in the pool (an autoscaler also when
+    /// its member lost its target), with an Event naming them.
+    async fn prune_removed(&self) -> Result<()> {
+        let members = &self.object.spec.members;
+        let templated: BTreeSet<String> = members
+            .iter()
+            .filter(|m| m.template.is_some())
+            .map(|m| m.name.clone())
+            .collect();
+        let autoscaled: BTreeSet<String> = members
+            .iter()
+            .filter(|m| m.template.is_some() && m.replicas.target.is_some())
+            .map(|m| m.name.clone())
+            .collect();
+        let selector = ListParams::default().labels(&labels::pool_selector(&self.pool));
+        let mut pruned = Vec::new();
+        pruned.extend(prune(&self.deployments, &selector, &templated).await?);
+        pruned.extend(prune(&self.services, &selector, &templated).await?);
+        pruned.extend(prune(&self.hpas, &selector, &autoscaled).await?);
+        if pruned.is_empty() {
+            return Ok(());
+        }
         pruned.sort();
         pruned.dedup();
-        ctx.publish(
-            pool.as_ref(),
-            EventType::Normal,
-            "MembersRemoved",
-            format!(
-                "deleted the objects of removed members: {}",
-                pruned.join(", ")
-            ),
-            "Prune",
-        )
-        .await;
+        let note = format!(
+            "deleted the objects of removed members: {}",
+            pruned.join(", ")
+        );
+        self.ctx
+            .publish(
+                self.object,
+                EventType::Normal,
+                "MembersRemoved",
+                note,
+                "Prune",
+            )
+            .await;
+        Ok(())
     }
-
-    let status = pool_status(&pool, members, &previous, generation);
-    patch_status(&ctx, &ns, &name, &status).await?;
-    // Deployment status changes re-trigger through `owns`; the timer is a safety net.
-    Ok(Action::requeue(Duration::from_secs(300)))
 }
 
 /// `(ready, desired)` replicas of an applied Deployment.
@@ -187,103 +209,9 @@ where
         if keep.contains(&member) || obj.metadata.deletion_timestamp.is_some() {
             continue;
         }
-        match api
-            .delete(&obj.name_any(), &DeleteParams::background())
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
+        delete_ignoring_absent(api, &obj.name_any()).await?;
         tracing::info!(object = %obj.name_any(), member, "pruned");
         removed.push(member);
     }
     Ok(removed)
-}
-
-/// Builds the status of a valid pool from its members' states.
-pub fn pool_status(
-    pool: &LLMPool,
-    members: Vec<MemberStatus>,
-    previous: &LLMPoolStatus,
-    generation: Option<i64>,
-) -> LLMPoolStatus {
-    let total = members.len();
-    let ready = members.iter().filter(|m| m.ready).count();
-    let not_ready: Vec<&str> = members
-        .iter()
-        .filter(|m| !m.ready)
-        .map(|m| m.name.as_str())
-        .collect();
-    let all_ready = not_ready.is_empty();
-    let (ready_reason, ready_message) = if all_ready {
-        ("AllMembersReady", format!("{ready}/{total} members ready"))
-    } else {
-        (
-            "MembersNotReady",
-            format!(
-                "{ready}/{total} members ready; waiting for: {}",
-                not_ready.join(", ")
-            ),
-        )
-    };
-    let (degraded_reason, degraded_message) = match (all_ready, ready) {
-        (true, _) => ("AllMembersReady", "every member is ready".to_string()),
-        (false, 0) => (
-            "NoMemberReady",
-            format!("no member is ready: {}", not_ready.join(", ")),
-        ),
-        (false, _) => (
-            "MembersUnavailable",
-            format!("routing around unready members: {}", not_ready.join(", ")),
-        ),
-    };
-    LLMPoolStatus {
-        observed_generation: generation,
-        fingerprint: Some(pool.spec.fingerprint()),
-        member_count: i32::try_from(total).unwrap_or(i32::MAX),
-        ready_members: Some(format!("{ready}/{total}")),
-        members,
-        conditions: vec![
-            condition(
-                &previous.conditions,
-                "Ready",
-                all_ready,
-                ready_reason,
-                ready_message,
-                generation,
-            ),
-            condition(
-                &previous.conditions,
-                "Degraded",
-                !all_ready,
-                degraded_reason,
-                degraded_message,
-                generation,
-            ),
-        ],
-    }
-}
-
-async fn patch_status(ctx: &Context, ns: &str, name: &str, status: &LLMPoolStatus) -> Result<()> {
-    let api: Api<LLMPool> = ctx.api(ns);
-    let patch = json!({
-        "apiVersion": LLMPool::api_version(&()),
-        "kind": LLMPool::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
-}
-
-/// Requeue policy for failed reconciles: count the failure, retry after a pause.
-pub fn error_policy(pool: Arc<LLMPool>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(pool = %pool.name_any(), %error, "reconcile failed");
-    ctx.metrics.failure(CONTROLLER, error);
-    Action::requeue(Duration::from_secs(5))
 }

@@ -1,0 +1,350 @@
+//! The training Job: `lookahead train` in the operator's image (after a `lookahead label` init
+//! container when members need labelling), one per artifact version, named deterministically so
+//! requeues never duplicate it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Container, EmptyDirVolumeSource, PodSpec, PodTemplateSpec, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use lookahead_api::policy::{LabellingSpec, RouterMethod, TrainingSpec};
+use lookahead_api::RoutingPolicy;
+
+use super::plan::{job_name, Plan};
+use crate::labels::{self, FINGERPRINT_ANNOTATION, MEMBERS_ANNOTATION, VERSION_LABEL};
+use crate::objects::{claim_volume, config_map_volume, owned_meta};
+use crate::policy::router::{artifact_dir, router_name, ARTIFACTS_MOUNT, CONFIG_KEY};
+
+/// `lookahead train --method` for a router method.
+fn train_method(m: RouterMethod) -> &'static str {
+    match m {
+        RouterMethod::LookaheadLite => "lite",
+        RouterMethod::LookaheadMlm => "mlm",
+        RouterMethod::LookaheadClm => "clm",
+        RouterMethod::Mlc => "mlc",
+        RouterMethod::Knn => "knn",
+        RouterMethod::Random => "random",
+        RouterMethod::Fixed => "fixed",
+    }
+}
+
+/// The training Job: `lookahead train` in the operator's image, reading the dataset and writing
+/// the artifact to `<artifacts>/<version>` on the policy's PVC.
+pub fn job(
+    policy: &RoutingPolicy,
+    training: &TrainingSpec,
+    plan: &Plan,
+    ns: &str,
+    image: &str,
+    owner: &OwnerReference,
+) -> Job {
+    let policy_name = policy.metadata.name.as_deref().unwrap_or_default();
+    let name = job_name(policy_name, &plan.version);
+    let mut labels = labels::policy_labels(policy_name, "training", &name);
+    labels.insert(VERSION_LABEL.into(), labels::label_value(&plan.version));
+
+    let (mut volumes, mounts, data_dir) = volumes(training);
+    let mut init_containers = Vec::new();
+    let data_dir = match (&training.labelling, plan.label.is_empty()) {
+        (Some(labelling), false) => {
+            let (container, extra) = label_container(
+                policy_name,
+                labelling,
+                plan,
+                &data_dir,
+                image_of(policy, image),
+                &mounts,
+            );
+            volumes.extend(extra);
+            init_containers.push(container);
+            LABELLED_DIR.to_string()
+        }
+        _ => data_dir,
+    };
+    let mut containers = vec![Container {
+        name: TRAIN_CONTAINER.into(),
+        image: Some(image_of(policy, image)),
+        args: Some(train_args(policy, training, plan, data_dir)),
+        resources: training.resources.clone(),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    }];
+    crate::hardening::harden(&mut containers, &mut volumes);
+    crate::hardening::harden(&mut init_containers, &mut volumes);
+    let mut metadata = owned_meta(&name, ns, labels.clone(), owner);
+    metadata.annotations = Some(BTreeMap::from([
+        (FINGERPRINT_ANNOTATION.to_string(), plan.fingerprint.clone()),
+        (MEMBERS_ANNOTATION.to_string(), plan.members.join(",")),
+    ]));
+    Job {
+        metadata,
+        spec: Some(JobSpec {
+            backoff_limit: Some(training.backoff_limit),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    init_containers: (!init_containers.is_empty()).then_some(init_containers),
+                    containers,
+                    security_context: Some(crate::hardening::pod_security()),
+                    volumes: Some(volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The training pod's volumes and mounts (a cache, the dataset, the artifacts PVC) and where
+/// the dataset is mounted.
+fn volumes(training: &TrainingSpec) -> (Vec<Volume>, Vec<VolumeMount>, String) {
+    let mut volumes = vec![Volume {
+        name: "cache".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }];
+    let mut mounts = vec![VolumeMount {
+        name: "cache".into(),
+        mount_path: "/cache".into(),
+        ..Default::default()
+    }];
+    let dataset = &training.dataset;
+    let (dataset, data_dir) = match (&dataset.config_map, &dataset.pvc) {
+        (Some(cm), _) => (
+            Some(config_map_volume("dataset", &cm.name, "/dataset")),
+            "/dataset".to_string(),
+        ),
+        (None, Some(pvc)) => (
+            Some(claim_volume("dataset", &pvc.claim_name, "/dataset", true)),
+            format!("/dataset/{}", pvc.path),
+        ),
+        (None, None) => (None, "/dataset".to_string()),
+    };
+    let artifacts = training
+        .artifacts
+        .as_ref()
+        .map(|a| claim_volume("artifacts", &a.claim_name, ARTIFACTS_MOUNT, false));
+    for (volume, mount) in dataset.into_iter().chain(artifacts) {
+        volumes.push(volume);
+        mounts.push(mount);
+    }
+    (volumes, mounts, data_dir)
+}
+
+/// `lookahead train` arguments: method, data, the pool's models, where the artifact goes.
+fn train_args(
+    policy: &RoutingPolicy,
+    training: &TrainingSpec,
+    plan: &Plan,
+    data_dir: String,
+) -> Vec<String> {
+    let out = artifact_dir(policy, &plan.version).unwrap_or_default();
+    let mut args = vec![
+        "train".to_string(),
+        "--method".into(),
+        train_method(policy.spec.router.method).into(),
+        "--data".into(),
+        data_dir,
+        "--models".into(),
+        plan.models.join(","),
+        "--out".into(),
+        out.display().to_string(),
+        "--states".into(),
+        "/cache/states".into(),
+        "--quiet".into(),
+        // The validation scores come back through the termination message (see
+        // `outcome::validation_scores`).
+        "--summary-file".into(),
+        "/dev/termination-log".into(),
+    ];
+    if let Some(n) = training.max_examples {
+        args.extend(["--max-train".into(), n.to_string()]);
+    }
+    if let Some(n) = training.epochs {
+        args.extend(["--epochs".into(), n.to_string()]);
+    }
+    args
+}
+
+/// Where the labelling step writes the merged dataset the train container reads.
+const LABELLED_DIR: &str = "/cache/labelled";
+/// Name of the labelling init container; its termination message is the run's JSON summary.
+pub const LABEL_CONTAINER: &str = "label";
+/// The training Job's main container.
+pub const TRAIN_CONTAINER: &str = "train";
+
+fn image_of(policy: &RoutingPolicy, image: &str) -> String {
+    policy
+        .spec
+        .serving
+        .image
+        .clone()
+        .unwrap_or_else(|| image.to_string())
+}
+
+/// The `lookahead label` init container: asks `plan.label` members (through the router's pool
+/// config, mounted from its ConfigMap) the dataset's prompts, grades the answers and writes the
+/// merged dataset to the cache volume; its summary goes to the termination message.
+fn label_container(
+    policy_name: &str,
+    labelling: &LabellingSpec,
+    plan: &Plan,
+    data_dir: &str,
+    image: String,
+    mounts: &[VolumeMount],
+) -> (Container, Vec<Volume>) {
+    let (config, config_mount) =
+        config_map_volume("router-config", &router_name(policy_name), "/etc/lookahead");
+    let mut volumes = vec![config];
+    let mut mounts = mounts.to_vec();
+    mounts.push(config_mount);
+    let mut args = vec![
+        "label".to_string(),
+        "--pool".into(),
+        format!("/etc/lookahead/{CONFIG_KEY}"),
+        "--data".into(),
+        data_dir.to_string(),
+        "--members".into(),
+        plan.label.join(","),
+        "--out".into(),
+        LABELLED_DIR.into(),
+        "--json".into(),
+        "--summary-file".into(),
+        "/dev/termination-log".into(),
+    ];
+    if let Some(limit) = labelling.limit {
+        args.extend(["--limit".into(), limit.to_string()]);
+    }
+    if let Some(c) = labelling.concurrency {
+        args.extend(["--concurrency".into(), c.to_string()]);
+    }
+    if let Some(graders) = &labelling.graders {
+        let (volume, mount) = config_map_volume("graders", &graders.name, "/etc/lookahead-graders");
+        volumes.push(volume);
+        mounts.push(mount);
+        args.extend([
+            "--graders".into(),
+            "/etc/lookahead-graders/graders.yaml".into(),
+        ]);
+    }
+    let container = Container {
+        name: LABEL_CONTAINER.into(),
+        image: Some(image),
+        args: Some(args),
+        volume_mounts: Some(mounts),
+        termination_message_path: Some("/dev/termination-log".into()),
+        ..Default::default()
+    };
+    (container, volumes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::training::plan::plan;
+    use crate::testdata;
+
+    #[test]
+    fn job_writes_a_versioned_artifact_with_the_pool_models() {
+        let policy = testdata::policy("p", Some("yi"));
+        let pool = testdata::pool("pool", &["yi", "phi"]);
+        let p = plan(&policy, &pool, None).expect("plan");
+        let training = policy.spec.training.clone().expect("training");
+        let j = job(&policy, &training, &p, "ns", "img:1", &testdata::owner());
+        let spec = j.spec.expect("spec");
+        assert_eq!(spec.backoff_limit, Some(2));
+        let pod = spec.template.spec.expect("pod");
+        let args = pod.containers[0].args.clone().unwrap_or_default();
+        assert_eq!(args[0], "train");
+        assert!(args.contains(&format!("/artifacts/routers/p/{}", p.version)));
+        assert!(args.contains(&"Yi-model,Phi-model".to_string()));
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert!(!args.contains(&"--max-train".to_string()));
+        let joined = args.join(" ");
+        assert!(
+            joined.contains("--summary-file /dev/termination-log"),
+            "{joined}"
+        );
+    }
+
+    #[test]
+    fn a_training_budget_bounds_records_and_epochs() {
+        let policy = testdata::policy("p", Some("yi"));
+        let pool = testdata::pool("pool", &["yi", "phi"]);
+        let p = plan(&policy, &pool, None).expect("plan");
+        let mut training = policy.spec.training.clone().expect("training");
+        training.max_examples = Some(500);
+        training.epochs = Some(1);
+        let j = job(&policy, &training, &p, "ns", "img:1", &testdata::owner());
+        let pod = j.spec.and_then(|s| s.template.spec).expect("pod");
+        let args = pod.containers[0].args.clone().unwrap_or_default().join(" ");
+        assert!(args.contains("--max-train 500"), "{args}");
+        assert!(args.contains("--epochs 1"), "{args}");
+    }
+
+    #[test]
+    fn labelling_runs_lookahead_label_before_training_on_its_output() {
+        let mut policy = testdata::policy("p", Some("yi"));
+        let training = policy.spec.training.as_mut().expect("training");
+        training.labelling = Some(LabellingSpec {
+            limit: Some(50),
+            concurrency: Some(8),
+            graders: Some(lookahead_api::policy::ConfigMapRef {
+                name: "graders".into(),
+            }),
+        });
+        let pool = testdata::pool("pool", &["yi", "gemma"]);
+        let mut p = plan(&policy, &pool, None).expect("plan");
+        p.label = vec!["gemma".into()];
+        let training = policy.spec.training.clone().expect("training");
+        let owner = testdata::owner();
+        let job = job(&policy, &training, &p, "ns", "img", &owner);
+        let pod = job.spec.and_then(|s| s.template.spec).expect("pod");
+        let init = pod
+            .init_containers
+            .clone()
+            .expect("a labelling init container");
+        assert_eq!(init.len(), 1);
+        let args = init[0].args.clone().unwrap_or_default().join(" ");
+        for expected in [
+            "label --pool /etc/lookahead/config.yaml",
+            "--members gemma",
+            "--out /cache/labelled",
+            "--summary-file /dev/termination-log",
+            "--limit 50",
+            "--concurrency 8",
+            "--graders /etc/lookahead-graders/graders.yaml",
+        ] {
+            assert!(args.contains(expected), "{expected:?} missing in {args}");
+        }
+        let train = pod.containers[0].args.clone().unwrap_or_default().join(" ");
+        assert!(
+            train.contains("--data /cache/labelled"),
+            "trains on the labelled data: {train}"
+        );
+        let volumes: Vec<String> = pod
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        for v in ["cache", "router-config", "graders"] {
+            assert!(
+                volumes.contains(&v.to_string()),
+                "volume {v} in {volumes:?}"
+            );
+        }
+        // Without members to label there is no init container.
+        p.label.clear();
+        let job = super::job(&policy, &training, &p, "ns", "img", &owner);
+        let pod = job.spec.and_then(|s| s.template.spec).expect("pod");
+        assert!(pod.init_containers.is_none());
+    }
+}

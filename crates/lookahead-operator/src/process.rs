@@ -1,0 +1,220 @@
+//! The operator process: the health and metrics server, API discovery, leader election and the
+//! two controllers, until a signal or lost leadership ends it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::api::Api;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{watcher, Controller};
+use kube::{Client, Resource, ResourceExt};
+use lookahead_api::{LLMPool, RoutingPolicy};
+
+use crate::context::{Context, Settings};
+use crate::controller::error_policy;
+use crate::error::Result;
+use crate::leader::LeaseLock;
+use crate::metrics::Metrics;
+use crate::{autoscaling, labels, policy, pool, server};
+
+/// Leader election settings.
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
+    pub namespace: String,
+    pub lease_name: String,
+    pub identity: String,
+    pub lease_duration: Duration,
+}
+
+/// Settings of a whole operator process.
+#[derive(Clone, Debug)]
+pub struct OperatorConfig {
+    /// Address of `/healthz`, `/readyz`, `/metrics`.
+    pub listen: SocketAddr,
+    /// Image of router, scorer and training containers.
+    pub image: String,
+    /// Watch only this namespace.
+    pub namespace: Option<String>,
+    /// `None`: run the controllers right away (one replica only).
+    pub leader_election: Option<LeaderElection>,
+}
+
+fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs both controllers until their watches end. Tests call this in a spawned task.
+pub async fn run_controllers(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let ns = ctx.settings.namespace.clone();
+    let ns = ns.as_deref();
+    let managed = watcher::Config::default().labels(&format!(
+        "app.kubernetes.io/managed-by={}",
+        labels::MANAGED_BY
+    ));
+
+    let pools = Controller::new(scoped::<LLMPool>(&client, ns), watcher::Config::default())
+        .owns(scoped::<Deployment>(&client, ns), managed.clone())
+        .owns(scoped::<Service>(&client, ns), managed.clone())
+        .run(pool::reconcile, error_policy, ctx.clone())
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "llmpool controller event");
+            }
+        });
+
+    let policies = Controller::new(
+        scoped::<RoutingPolicy>(&client, ns),
+        watcher::Config::default(),
+    );
+    let store = policies.store();
+    let policies = policies
+        .owns(scoped::<ConfigMap>(&client, ns), managed.clone())
+        .owns(scoped::<Deployment>(&client, ns), managed.clone())
+        .owns(scoped::<Service>(&client, ns), managed.clone())
+        .owns(scoped::<Job>(&client, ns), managed)
+        // A pool change (membership, readiness) re-reconciles the policies routing over it.
+        .watches(
+            scoped::<LLMPool>(&client, ns),
+            watcher::Config::default(),
+            move |pool: LLMPool| {
+                let (name, pool_ns) = (pool.name_any(), pool.namespace());
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|p| p.spec.pool_ref.name == name && p.namespace() == pool_ns)
+                    .map(|p| ObjectRef::from_obj(p.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .run(policy::reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "routingpolicy controller event");
+            }
+        });
+    futures::join!(pools, policies);
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch SIGTERM; Ctrl-C only");
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs the operator: metrics/health server, API discovery, leader election, controllers.
+/// Returns when shut down by a signal, or with an error when leadership is lost (the process
+/// should exit and be restarted as a candidate, as client-go controllers do).
+pub async fn run(client: Client, config: OperatorConfig) -> Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    serve_health(config.listen, &metrics, &ready).await?;
+    let hpa = autoscaling::discover_retrying(
+        &client,
+        Duration::from_millis(500),
+        Duration::from_secs(120),
+    )
+    .await?;
+    ready.store(true, Ordering::Relaxed);
+    let settings = Settings {
+        image: config.image.clone(),
+        hpa,
+        namespace: config.namespace.clone(),
+    };
+    let ctx = Arc::new(Context::new(client.clone(), settings, metrics.clone()));
+    let Some(le) = config.leader_election else {
+        metrics.set_leader(true);
+        tokio::select! {
+            _ = run_controllers(ctx) => {}
+            _ = shutdown_signal() => tracing::info!("shutting down"),
+        }
+        return Ok(());
+    };
+    run_elected(client, ctx, le).await
+}
+
+/// Binds `/healthz`, `/readyz` and `/metrics` and serves them in the background.
+async fn serve_health(
+    listen: SocketAddr,
+    metrics: &Arc<Metrics>,
+    ready: &Arc<AtomicBool>,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(addr = %listen, "serving /healthz /readyz /metrics");
+    let health = server::Health {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = server::serve(listener, health).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    });
+    Ok(())
+}
+
+/// Runs the controllers while this replica leads; releases the lease on shutdown.
+async fn run_elected(client: Client, ctx: Arc<Context>, le: LeaderElection) -> Result<()> {
+    let metrics = ctx.metrics.clone();
+    let lock = LeaseLock::new(
+        client,
+        &le.namespace,
+        &le.lease_name,
+        &le.identity,
+        le.lease_duration,
+    );
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    tracing::info!(identity = %le.identity, lease = %le.lease_name, "waiting for leadership");
+    tokio::select! {
+        () = lock.acquire() => {}
+        () = &mut shutdown => return Ok(()),
+    }
+    tracing::info!(identity = %le.identity, "acquired leadership");
+    metrics.set_leader(true);
+    let outcome = tokio::select! {
+        () = run_controllers(ctx) => Ok(()),
+        e = lock.hold() => Err(e),
+        () = &mut shutdown => {
+            tracing::info!("shutting down; releasing the lease");
+            Ok(())
+        }
+    };
+    metrics.set_leader(false);
+    if outcome.is_ok() {
+        if let Err(e) = lock.release().await {
+            tracing::warn!(error = %e, "could not release the lease");
+        }
+    }
+    outcome
+}
