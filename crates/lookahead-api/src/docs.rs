@@ -75,16 +75,8 @@ fn walk(out: &mut String, path: &str, s: &Value, required: bool) {
     }
 }
 
-fn row(out: &mut String, path: &str, s: &Value, required: bool) {
-    let ty = match (
-        s["type"].as_str(),
-        s["x-kubernetes-int-or-string"].as_bool(),
-    ) {
-        (_, Some(true)) => "int-or-string".to_string(),
-        (Some("array"), _) => format!("[]{}", s["items"]["type"].as_str().unwrap_or("object")),
-        (Some(t), _) => t.to_string(),
-        (None, _) => "any".to_string(),
-    };
+/// The field's constraints as short phrases ("required", ">= 1", "one of `a`, `b`", CEL rules).
+fn constraints(s: &Value, required: bool) -> Vec<String> {
     let mut c = Vec::new();
     if required {
         c.push("required".to_string());
@@ -141,6 +133,20 @@ fn row(out: &mut String, path: &str, s: &Value, required: bool) {
             c.push(format!("CEL `{r}`"));
         }
     }
+    c
+}
+
+fn row(out: &mut String, path: &str, s: &Value, required: bool) {
+    let ty = match (
+        s["type"].as_str(),
+        s["x-kubernetes-int-or-string"].as_bool(),
+    ) {
+        (_, Some(true)) => "int-or-string".to_string(),
+        (Some("array"), _) => format!("[]{}", s["items"]["type"].as_str().unwrap_or("object")),
+        (Some(t), _) => t.to_string(),
+        (None, _) => "any".to_string(),
+    };
+    let c = constraints(s, required);
     let description = s["description"]
         .as_str()
         .unwrap_or("")

@@ -1,18 +1,36 @@
 //! Types shared by every Lookahead component: the two custom resources (`LLMPool`,
 //! `RoutingPolicy`), the router sidecar's configuration, and the pool fingerprint that ties a
 //! trained router artifact to the pool membership it was trained for.
+//!
+//! # Modules
+//! - [`fingerprint`]: the pool fingerprint (always built; all that `lookahead-model` uses).
+//! - `pool`, `policy`: the `LLMPool` and `RoutingPolicy` custom resources (feature `kube`).
+//! - `config`: the router sidecar's configuration, rendered by the operator (feature `kube`).
+//! - `docs`, `schema`: the CRDs' Markdown reference and schema tweaks (feature `kube`).
+//!
+//! The default feature `kube` brings kube and k8s-openapi; `default-features = false` leaves only
+//! the fingerprint, so a crate that needs just that does not link them.
 
+#[cfg(feature = "kube")]
 pub mod config;
+#[cfg(feature = "kube")]
 mod docs;
 pub mod fingerprint;
+#[cfg(feature = "kube")]
 pub mod policy;
+#[cfg(feature = "kube")]
 pub mod pool;
+#[cfg(feature = "kube")]
 mod schema;
 
+#[cfg(feature = "kube")]
 pub use config::{ConfigError, RouterConfig};
+#[cfg(feature = "kube")]
 pub use docs::crds_markdown;
 pub use fingerprint::{pool_fingerprint, MemberIdentity};
+#[cfg(feature = "kube")]
 pub use policy::{RoutingPolicy, RoutingPolicySpec, RoutingPolicyStatus};
+#[cfg(feature = "kube")]
 pub use pool::{LLMPool, LLMPoolSpec, LLMPoolStatus};
 
 /// API group of every Lookahead custom resource.
@@ -22,6 +40,7 @@ pub const VERSION: &str = "v1alpha1";
 
 /// Renders the CustomResourceDefinitions as one multi-document YAML stream, in a stable order.
 /// This is what `lookahead crdgen` prints and what `charts/lookahead/crds/` holds.
+#[cfg(feature = "kube")]
 pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
     use kube::CustomResourceExt;
     let mut out = String::new();

@@ -2,12 +2,13 @@
 //! throughput of a router artifact and of the bare MiniLM encoder; optionally runs
 //! `bench/pytorch_minilm.py` with the same prompts and thread count and prints both side by side.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use candle_core::Device;
 use clap::{Args, Subcommand};
+use lookahead_data::metrics::percentile;
 use lookahead_model::{default_backbone_dir, Backbone, Precision, RouterScorer, Scorer};
 use serde::{Deserialize, Serialize};
 
@@ -80,10 +81,6 @@ struct PythonOut {
     rows: Vec<Row>,
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    sorted[((q * (sorted.len() - 1) as f64).round() as usize).min(sorted.len() - 1)]
-}
-
 fn time_single(
     name: &str,
     tokens: usize,
@@ -146,94 +143,23 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     let backbone_dir = args.backbone.clone().unwrap_or_else(default_backbone_dir);
     let mut rows = Vec::new();
     let mut notes = Vec::new();
-    let reps = (args.iters / 10).max(2);
     let reference = Backbone::load(&backbone_dir, &Device::Cpu)?;
     for &precision in &args.precision {
-        let mut backbone = Backbone::load(&backbone_dir, &Device::Cpu)?;
-        if precision == Precision::Int8 {
-            backbone.encoder.quantize()?;
-        }
-        let name = format!("candle MiniLM encoder {precision} (6 layers, mean pool)");
-        let embed = |b: &Backbone, ps: &[&str]| -> anyhow::Result<candle_core::Tensor> {
-            let max = ps.iter().map(|p| p.len()).max().unwrap_or(0) + 2;
-            let t = b.batch(ps, max.min(512)).map_err(anyhow::Error::msg)?;
-            Ok(b.encoder.sentence_embedding(&t.ids, &t.keep)?)
-        };
-        for &n in &args.lengths {
-            let got = backbone
-                .token_ids(&prompt(n, 0), 1024)
-                .map_err(anyhow::Error::msg)?
-                .len();
-            if got != n {
-                bail!("bench prompt of {n} tokens tokenizes to {got}");
-            }
-            rows.push(time_single(&name, n, args.iters, |p| {
-                embed(&backbone, &[p]).map(drop)
-            })?);
-        }
-        rows.push(time_batch(&name, args.batch, reps, |ps| {
-            embed(&backbone, ps).map(drop)
-        })?);
-        if precision != Precision::F32 {
-            // How far the quantised embeddings are from the f32 ones, on the timed prompts.
-            let prompts: Vec<String> = (0..args.batch).map(|i| prompt(128, i)).collect();
-            let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
-            let (a, b) = (embed(&backbone, &refs)?, embed(&reference, &refs)?);
-            let cos = (&a * &b)?.sum(1)? / ((a.sqr()?.sum(1)? * b.sqr()?.sum(1)?)?.sqrt()?);
-            let cos = cos?.to_vec1::<f32>()?;
-            let min = cos.iter().copied().fold(f32::MAX, f32::min);
-            notes.push(format!(
-                "{precision} vs f32 sentence embeddings (128 tokens, {} prompts): cosine min {min:.5}",
-                cos.len()
-            ));
-        }
+        encoder_rows(
+            &args,
+            &backbone_dir,
+            precision,
+            &reference,
+            &mut rows,
+            &mut notes,
+        )?;
         if let Some(art) = &args.artifact {
-            let mut scorer = RouterScorer::load(art, &backbone_dir)?;
-            if precision == Precision::Int8 {
-                scorer.quantize()?;
-            }
-            let m = &scorer.meta;
-            let name = format!(
-                "router {} decision {precision} (L={}, +{} layers, {} models, prompt cut at {} tokens)",
-                m.method,
-                m.hyper.frozen_layers,
-                m.hyper.trainable_layers,
-                m.models.len(),
-                m.hyper.max_prompt_tokens
-            );
-            for &n in &args.lengths {
-                rows.push(time_single(&name, n, args.iters, |p| {
-                    scorer.score_batch(&[p])?;
-                    Ok(())
-                })?);
-            }
-            rows.push(time_batch(&name, args.batch, reps, |ps| {
-                scorer.score_batch(ps)?;
-                Ok(())
-            })?);
+            router_rows(&args, art, &backbone_dir, precision, &mut rows)?;
         }
     }
     let mut torch = None;
     if let Some(py) = &args.python {
-        let lengths: Vec<String> = args.lengths.iter().map(ToString::to_string).collect();
-        let out = std::process::Command::new(py)
-            .arg(&args.script)
-            .args(["--model", &backbone_dir.to_string_lossy()])
-            .args(["--threads", &args.threads.to_string()])
-            .args(["--lengths", &lengths.join(",")])
-            .args(["--iters", &args.iters.to_string()])
-            .args(["--batch", &args.batch.to_string()])
-            .output()
-            .with_context(|| format!("running {} {}", py.display(), args.script.display()))?;
-        if !out.status.success() {
-            bail!(
-                "{} failed: {}",
-                args.script.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let parsed: PythonOut =
-            serde_json::from_slice(&out.stdout).context("parsing the PyTorch bench output")?;
+        let parsed = pytorch_rows(&args, py, &backbone_dir)?;
         torch = Some((parsed.torch, parsed.threads));
         rows.extend(parsed.rows);
     }
@@ -251,9 +177,128 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             .map(|(v, t)| format!(" (torch {v}, {t} threads)"))
             .unwrap_or_default()
     );
+    print_table(&rows);
+    for note in notes {
+        println!("\n{note}");
+    }
+    Ok(())
+}
+
+/// Repetitions of a batch row: a tenth of the single-prompt iterations, at least 2.
+fn batch_reps(args: &ScorerArgs) -> usize {
+    (args.iters / 10).max(2)
+}
+
+/// The bare encoder's rows at `precision`; below f32, a note on how far its embeddings are from
+/// `reference`'s (f32) on the timed prompts.
+fn encoder_rows(
+    args: &ScorerArgs,
+    backbone_dir: &Path,
+    precision: Precision,
+    reference: &Backbone,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let mut backbone = Backbone::load(backbone_dir, &Device::Cpu)?;
+    if precision == Precision::Int8 {
+        backbone.encoder.quantize()?;
+    }
+    let name = format!("candle MiniLM encoder {precision} (6 layers, mean pool)");
+    let embed = |b: &Backbone, ps: &[&str]| -> anyhow::Result<candle_core::Tensor> {
+        let max = ps.iter().map(|p| p.len()).max().unwrap_or(0) + 2;
+        let t = b.batch(ps, max.min(512)).map_err(anyhow::Error::msg)?;
+        Ok(b.encoder.sentence_embedding(&t.ids, &t.keep)?)
+    };
+    for &n in &args.lengths {
+        let got = backbone
+            .token_ids(&prompt(n, 0), 1024)
+            .map_err(anyhow::Error::msg)?
+            .len();
+        if got != n {
+            bail!("bench prompt of {n} tokens tokenizes to {got}");
+        }
+        rows.push(time_single(&name, n, args.iters, |p| {
+            embed(&backbone, &[p]).map(drop)
+        })?);
+    }
+    rows.push(time_batch(&name, args.batch, batch_reps(args), |ps| {
+        embed(&backbone, ps).map(drop)
+    })?);
+    if precision != Precision::F32 {
+        let prompts: Vec<String> = (0..args.batch).map(|i| prompt(128, i)).collect();
+        let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+        let (a, b) = (embed(&backbone, &refs)?, embed(reference, &refs)?);
+        let cos = (&a * &b)?.sum(1)? / ((a.sqr()?.sum(1)? * b.sqr()?.sum(1)?)?.sqrt()?);
+        let cos = cos?.to_vec1::<f32>()?;
+        let min = cos.iter().copied().fold(f32::MAX, f32::min);
+        notes.push(format!(
+            "{precision} vs f32 sentence embeddings (128 tokens, {} prompts): cosine min {min:.5}",
+            cos.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The router artifact's decision path at `precision`.
+fn router_rows(
+    args: &ScorerArgs,
+    art: &Path,
+    backbone_dir: &Path,
+    precision: Precision,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let mut scorer = RouterScorer::load(art, backbone_dir)?;
+    if precision == Precision::Int8 {
+        scorer.quantize()?;
+    }
+    let m = &scorer.meta;
+    let name = format!(
+        "router {} decision {precision} (L={}, +{} layers, {} models, prompt cut at {} tokens)",
+        m.method,
+        m.hyper.frozen_layers,
+        m.hyper.trainable_layers,
+        m.models.len(),
+        m.hyper.max_prompt_tokens
+    );
+    for &n in &args.lengths {
+        rows.push(time_single(&name, n, args.iters, |p| {
+            scorer.score_batch(&[p])?;
+            Ok(())
+        })?);
+    }
+    rows.push(time_batch(&name, args.batch, batch_reps(args), |ps| {
+        scorer.score_batch(ps)?;
+        Ok(())
+    })?);
+    Ok(())
+}
+
+/// bench/pytorch_minilm.py's rows, on the same prompts and thread count.
+fn pytorch_rows(args: &ScorerArgs, py: &Path, backbone_dir: &Path) -> anyhow::Result<PythonOut> {
+    let lengths: Vec<String> = args.lengths.iter().map(ToString::to_string).collect();
+    let out = std::process::Command::new(py)
+        .arg(&args.script)
+        .args(["--model", &backbone_dir.to_string_lossy()])
+        .args(["--threads", &args.threads.to_string()])
+        .args(["--lengths", &lengths.join(",")])
+        .args(["--iters", &args.iters.to_string()])
+        .args(["--batch", &args.batch.to_string()])
+        .output()
+        .with_context(|| format!("running {} {}", py.display(), args.script.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            args.script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("parsing the PyTorch bench output")
+}
+
+fn print_table(rows: &[Row]) {
     println!("| scorer | tokens | batch | p50 ms | p99 ms | prompts/s | p50 / PyTorch |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for r in &rows {
+    for r in rows {
         let torch_p50 = rows
             .iter()
             .find(|t| t.name.starts_with("pytorch") && t.tokens == r.tokens && t.batch == r.batch)
@@ -273,8 +318,4 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 .unwrap_or_else(|| "-".into())
         );
     }
-    for note in notes {
-        println!("\n{note}");
-    }
-    Ok(())
 }

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use lookahead_api::RouterConfig;
-use lookahead_client::{user_turn, ChatClient, ChatEndpoint, ChatReply, ClientError};
+use lookahead_data::metrics::percentile;
 use lookahead_model::{ScoreError, Scorer};
+use lookahead_client::{user_turn, ChatClient, ChatEndpoint, ChatReply, ClientError};
 use lookahead_replay::{ReplayBook, ReplayOptions, ReplayServer};
 use lookahead_router::scoring::ScoreSource;
 use lookahead_router::{serve, Router, ScorerSlot};
@@ -69,15 +70,6 @@ struct Row {
 const BENCH_KEY: &str = "sk-lookahead-bench-0123456789abcdef";
 
 const PROMPT: &str = "Summarise the benefits of connection pooling in two sentences.";
-
-/// The `q`-quantile (0..=1) of `sorted` latencies.
-pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
 
 /// One path under test: a client, the path's endpoint and the bench request for its model.
 #[derive(Clone)]
@@ -184,8 +176,8 @@ async fn measure(name: &str, base: &str, model: &str, args: &ProxyArgs) -> Row {
         name: name.to_string(),
         sent,
         ok,
-        p50: quantile(&lat, 0.5),
-        p99: quantile(&lat, 0.99),
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
         throughput,
         tp_errors,
     }
@@ -242,45 +234,10 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
     let backend_rt = runtime(2, "backend")?;
     let router_rt = runtime(2, "router")?;
     let client_rt = runtime(2, "client")?;
-
-    let backend_listener = backend_rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let backend = backend_listener.local_addr()?;
-    let stub = Arc::new(ReplayServer::new(
-        ReplayBook::new("stub"),
-        ReplayOptions::default(),
-    ));
-    backend_rt.spawn(lookahead_replay::serve(
-        backend_listener,
-        stub,
-        std::future::pending(),
-        Duration::ZERO,
-    ));
-
+    let backend = start_backend(&backend_rt)?;
     let tmp = std::env::temp_dir().join(format!("lookahead-bench-proxy-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
-    let keys = tmp.join("api-keys");
-    std::fs::write(&keys, format!("{BENCH_KEY}\n"))?;
-    let config: RouterConfig = serde_json::from_value(serde_json::json!({
-        "members": [
-            {"name": "stub", "modelId": "stub", "baseUrl": format!("http://{backend}/v1")},
-            {"name": "other", "modelId": "other", "baseUrl": format!("http://{backend}/v1")},
-        ],
-        "policy": {"method": "lookahead-lite", "artifact": "/stub", "defaultModel": "stub", "apiKeysFile": keys},
-    }))?;
-    let slot = ScorerSlot::new(
-        Arc::new(StubScorer(vec!["stub".into(), "other".into()])),
-        "stub".into(),
-    );
-    let router = router_rt
-        .block_on(async { Router::new(&config, ScoreSource::InProcess(Arc::new(slot))) })?;
-    let router_listener = router_rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let router_addr = router_listener.local_addr()?;
-    router_rt.spawn(serve(
-        router_listener,
-        Arc::new(router),
-        std::future::pending(),
-        Duration::ZERO,
-    ));
+    let router_addr = start_router(&router_rt, backend, &tmp)?;
 
     eprintln!(
         "[bench] backend {backend}, router {router_addr}; latency at {} rps for {:?}, throughput at concurrency {} for {:?}",
@@ -308,46 +265,92 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         );
     });
     // LiteLLM starts only now, so its start-up does not compete with the runs above.
-    let litellm = if args.no_litellm {
-        None
-    } else {
+    if !args.no_litellm {
         match start_litellm(backend, args.litellm_port, &tmp) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                eprintln!("[bench] LiteLLM skipped: {e}");
-                None
+            Ok(litellm) => {
+                rows.extend(client_rt.block_on(measure_litellm(&args, &tmp)));
+                drop(litellm);
             }
+            Err(e) => eprintln!("[bench] LiteLLM skipped: {e}"),
         }
-    };
-    client_rt.block_on(async {
-        if litellm.is_some() {
-            let base = format!("http://127.0.0.1:{}", args.litellm_port);
-            let ready = Target::new(&base, "stub", Duration::from_secs(5));
-            let deadline = Instant::now() + Duration::from_secs(120);
-            let mut up = false;
-            while Instant::now() < deadline {
-                if ready.send().await.is_ok_and(|r| r.status == 200) {
-                    up = true;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            if up {
-                rows.push(measure("LiteLLM proxy", &base, "stub", &args).await);
-            } else {
-                eprintln!(
-                    "[bench] LiteLLM did not become ready in 120 s; see {}",
-                    tmp.join("litellm.log").display()
-                );
-            }
-        }
-    });
-    drop(litellm);
+    }
+    print_rows(&args, &rows);
+    Ok(())
+}
 
-    let direct = (rows[0].p50, rows[0].p99);
+/// The stub backend: a replay server with no recorded prompts.
+fn start_backend(rt: &tokio::runtime::Runtime) -> anyhow::Result<SocketAddr> {
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let backend = listener.local_addr()?;
+    let stub = Arc::new(ReplayServer::new(
+        ReplayBook::new("stub"),
+        ReplayOptions::default(),
+    ));
+    rt.spawn(lookahead_replay::serve(
+        listener,
+        stub,
+        std::future::pending(),
+        Duration::ZERO,
+    ));
+    Ok(backend)
+}
+
+/// The router in front of two members on `backend`, scoring with [`StubScorer`], behind an API key.
+fn start_router(
+    rt: &tokio::runtime::Runtime,
+    backend: SocketAddr,
+    tmp: &std::path::Path,
+) -> anyhow::Result<SocketAddr> {
+    let keys = tmp.join("api-keys");
+    std::fs::write(&keys, format!("{BENCH_KEY}\n"))?;
+    let config: RouterConfig = serde_json::from_value(serde_json::json!({
+        "members": [
+            {"name": "stub", "modelId": "stub", "baseUrl": format!("http://{backend}/v1")},
+            {"name": "other", "modelId": "other", "baseUrl": format!("http://{backend}/v1")},
+        ],
+        "policy": {"method": "lookahead-lite", "artifact": "/stub", "defaultModel": "stub", "apiKeysFile": keys},
+    }))?;
+    let slot = ScorerSlot::new(
+        Arc::new(StubScorer(vec!["stub".into(), "other".into()])),
+        "stub".into(),
+    );
+    let router =
+        rt.block_on(async { Router::new(&config, ScoreSource::InProcess(Arc::new(slot))) })?;
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let addr = listener.local_addr()?;
+    rt.spawn(serve(
+        listener,
+        Arc::new(router),
+        std::future::pending(),
+        Duration::ZERO,
+    ));
+    Ok(addr)
+}
+
+/// LiteLLM's row, once it answers (within 120 s); `None` when it never does.
+async fn measure_litellm(args: &ProxyArgs, tmp: &std::path::Path) -> Option<Row> {
+    let base = format!("http://127.0.0.1:{}", args.litellm_port);
+    let ready = Target::new(&base, "stub", Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if ready.send().await.is_ok_and(|r| r.status == 200) {
+            return Some(measure("LiteLLM proxy", &base, "stub", args).await);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "[bench] LiteLLM did not become ready in 120 s; see {}",
+        tmp.join("litellm.log").display()
+    );
+    None
+}
+
+/// One Markdown table; "added" columns are over the first row (direct).
+fn print_rows(args: &ProxyArgs, rows: &[Row]) {
+    let direct = rows.first().map(|r| (r.p50, r.p99)).unwrap_or_default();
     println!("| path | sent | ok | p50 ms | p99 ms | added p50 ms | added p99 ms | throughput req/s (c={}) | errors |", args.concurrency);
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for r in &rows {
+    for r in rows {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!(
             "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} | {} |",
@@ -362,5 +365,4 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
             r.tp_errors
         );
     }
-    Ok(())
 }

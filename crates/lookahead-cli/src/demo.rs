@@ -11,15 +11,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use lookahead_api::RouterConfig;
-use lookahead_client::{user_turn, ChatClient, ChatEndpoint};
-use lookahead_data::{unit_hash, Dataset, Pool, PoolRecord, Split, SplitSpec, BENCHMARK_SOURCES};
+use lookahead_data::metrics::percentile;
+use lookahead_data::{unit_hash, Dataset, Holdout, Pool, PoolRecord, BENCHMARK_SOURCES};
 use lookahead_model::RouterMeta;
+use lookahead_client::{user_turn, ChatClient, ChatEndpoint};
 use lookahead_replay::{ReplayBook, ReplayOptions, ReplayServer};
 use lookahead_router::router::{HEADER_FALLBACK, HEADER_MODEL};
 use lookahead_router::{serve, Router};
 use tokio::net::TcpListener;
 
-use crate::bench_proxy::quantile;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -51,6 +51,10 @@ pub struct DemoArgs {
     /// Concurrent client requests.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
+    /// Salt of the id hash of the 80/10/10 split (`lookahead train --split-salt`): the demo
+    /// trains with it and sends the test part; give the salt an existing artifact was trained with.
+    #[arg(long, default_value = "")]
+    split_salt: String,
 }
 
 fn default_artifact() -> PathBuf {
@@ -97,7 +101,9 @@ fn train(args: &DemoArgs, artifact: &Path, backbone: &Path) -> anyhow::Result<()
     cmd.arg("--max-train")
         .arg(args.max_train.to_string())
         .arg("--epochs")
-        .arg(args.epochs.to_string());
+        .arg(args.epochs.to_string())
+        .arg("--split-salt")
+        .arg(&args.split_salt);
     eprintln!(
         "[demo] training the lite router into {} (minutes on CPU) ...",
         artifact.display()
@@ -109,20 +115,20 @@ fn train(args: &DemoArgs, artifact: &Path, backbone: &Path) -> anyhow::Result<()
     Ok(())
 }
 
-/// Held-out records: the test part of the default 80/10/10 id-hash split (the one `lookahead
-/// train` holds out), mixed across sources by id hash, at most `n`.
+/// Held-out records: the test part of the 80/10/10 id-hash split under `holdout` (the one
+/// `lookahead train` holds out with the same salt), mixed across sources by id hash, at most `n`.
 fn held_out(
     data: &Dataset,
     sources: &[String],
     pool: &Pool,
+    holdout: &Holdout,
     n: usize,
 ) -> anyhow::Result<Vec<PoolRecord>> {
-    let split = SplitSpec::default();
     let selection = data.select_pool(sources, pool)?;
     let mut test: Vec<PoolRecord> = selection
         .records
         .into_iter()
-        .filter(|r| split.assign(&r.id) == Split::Test)
+        .filter(|r| holdout.is_held_out(&r.id))
         .collect();
     test.sort_by(|a, b| unit_hash(&a.id, "demo").total_cmp(&unit_hash(&b.id, "demo")));
     test.truncate(n);
@@ -152,7 +158,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             .cloned()
             .collect(),
     };
-    let records = held_out(&data, &sources, &pool, args.prompts)?;
+    let holdout = Holdout::new(&args.split_salt, None, None)?;
+    let records = held_out(&data, &sources, &pool, &holdout, args.prompts)?;
     if records.is_empty() {
         bail!("no held-out records in {sources:?} for pool {models:?}");
     }
@@ -179,25 +186,7 @@ async fn run_loopback(
     records: &[PoolRecord],
     meta: &RouterMeta,
 ) -> anyhow::Result<()> {
-    // One replay member per model, holding that model's recorded answers to the held-out prompts.
-    let mut members = Vec::new();
-    let mut servers = Vec::new();
-    for (i, model) in models.iter().enumerate() {
-        let mut book = ReplayBook::new(model.clone());
-        for r in records {
-            book.insert(&r.prompt, r.responses[i].text.clone());
-        }
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let server = Arc::new(ReplayServer::new(book, ReplayOptions::default()));
-        servers.push(tokio::spawn(lookahead_replay::serve(
-            listener,
-            server,
-            std::future::pending(),
-            Duration::ZERO,
-        )));
-        members.push(serde_json::json!({"name": model, "modelId": model, "baseUrl": format!("http://{addr}/v1")}));
-    }
+    let (members, servers) = start_members(models, records).await?;
     let default_model = if meta.validation.best_single_model.is_empty() {
         models[0].clone()
     } else {
@@ -233,11 +222,75 @@ async fn run_loopback(
         records.len(),
         args.concurrency
     );
+    let started = Instant::now();
+    let tally = send_all(
+        &router_addr.to_string(),
+        data,
+        models,
+        records,
+        args.concurrency,
+    )
+    .await?;
+    tally.print(models, records.len(), started.elapsed(), args.concurrency);
+    let decisions = router.metrics().decision.count(&[]);
+    println!("routing decisions: {decisions} (see /metrics: lookahead_router_decision_seconds)");
+    for s in servers {
+        s.abort();
+    }
+    Ok(())
+}
 
+/// One replay member per model, holding that model's recorded answers to the held-out prompts:
+/// their router config entries and server tasks.
+async fn start_members(
+    models: &[String],
+    records: &[PoolRecord],
+) -> anyhow::Result<(Vec<serde_json::Value>, Vec<tokio::task::JoinHandle<()>>)> {
+    let mut members = Vec::new();
+    let mut servers = Vec::new();
+    for (i, model) in models.iter().enumerate() {
+        let mut book = ReplayBook::new(model.clone());
+        for r in records {
+            book.insert(&r.prompt, r.responses[i].text.clone());
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let server = Arc::new(ReplayServer::new(book, ReplayOptions::default()));
+        servers.push(tokio::spawn(lookahead_replay::serve(
+            listener,
+            server,
+            std::future::pending(),
+            Duration::ZERO,
+        )));
+        members.push(serde_json::json!({"name": model, "modelId": model, "baseUrl": format!("http://{addr}/v1")}));
+    }
+    Ok((members, servers))
+}
+
+/// What came back from the router: routed and per-model score sums, shares, latencies.
+#[derive(Default)]
+struct Tally {
+    routed_sum: f64,
+    single_sum: Vec<f64>,
+    oracle_sum: f64,
+    shares: BTreeMap<String, usize>,
+    ok: usize,
+    failed: usize,
+    fail_open: usize,
+    latencies: Vec<Duration>,
+}
+
+/// Sends every held-out prompt through the router at `router_addr`, `concurrency` at a time.
+async fn send_all(
+    router_addr: &str,
+    data: &Dataset,
+    models: &[String],
+    records: &[PoolRecord],
+    concurrency: usize,
+) -> anyhow::Result<Tally> {
     let client = ChatClient::new(Duration::from_secs(120));
     let endpoint = Arc::new(ChatEndpoint::new(&format!("http://{router_addr}/v1")));
-    let sem = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
-    let started = Instant::now();
+    let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let mut tasks = Vec::new();
     for r in records {
         let (client, endpoint, sem) = (client.clone(), endpoint.clone(), sem.clone());
@@ -247,71 +300,72 @@ async fn run_loopback(
             client.send(&endpoint, &request).await
         }));
     }
-    let mut routed_sum = 0.0;
-    let mut single_sum = vec![0.0; models.len()];
-    let mut oracle_sum = 0.0;
-    let mut shares: BTreeMap<String, usize> = BTreeMap::new();
-    let (mut ok, mut failed, mut fail_open) = (0usize, 0usize, 0usize);
-    let mut latencies = Vec::new();
+    let mut tally = Tally {
+        single_sum: vec![0.0; models.len()],
+        ..Tally::default()
+    };
     for (r, t) in records.iter().zip(tasks) {
         let scores = data.scaled_scores(r)?;
-        for (s, v) in single_sum.iter_mut().zip(&scores) {
+        for (s, v) in tally.single_sum.iter_mut().zip(&scores) {
             *s += v;
         }
-        oracle_sum += scores.iter().copied().fold(f64::MIN, f64::max);
+        tally.oracle_sum += scores.iter().copied().fold(f64::MIN, f64::max);
         match t.await? {
             Ok(reply) if reply.status == 200 => {
-                ok += 1;
-                latencies.push(reply.latency);
+                tally.ok += 1;
+                tally.latencies.push(reply.latency);
                 if reply
                     .header(HEADER_FALLBACK)
                     .is_some_and(|f| f.starts_with("scorer"))
                 {
-                    fail_open += 1;
+                    tally.fail_open += 1;
                 }
                 let member = reply.header(HEADER_MODEL).unwrap_or_default().to_string();
                 let i = models.iter().position(|m| *m == member);
-                routed_sum += i.map(|i| scores[i]).unwrap_or(0.0);
-                *shares.entry(member).or_default() += 1;
+                tally.routed_sum += i.map(|i| scores[i]).unwrap_or(0.0);
+                *tally.shares.entry(member).or_default() += 1;
             }
-            Ok(_) | Err(_) => failed += 1,
+            Ok(_) | Err(_) => tally.failed += 1,
         }
     }
-    let wall = started.elapsed();
-    latencies.sort();
-    let n = records.len() as f64;
-    println!();
-    println!(
-        "Lookahead demo: {} held-out prompts routed over HTTP ({} ok, {} failed, {} failed open)",
-        records.len(),
-        ok,
-        failed,
-        fail_open
-    );
-    println!();
-    println!("| router / model | score (0-100) | routed share |");
-    println!("|---|---:|---:|");
-    println!(
-        "| **Lookahead-lite (routed)** | **{:.2}** | |",
-        routed_sum / n
-    );
-    for (i, m) in models.iter().enumerate() {
-        let share = shares.get(m).copied().unwrap_or(0) as f64 / n * 100.0;
-        println!("| {m} (always) | {:.2} | {share:.1}% |", single_sum[i] / n);
+    Ok(tally)
+}
+
+impl Tally {
+    /// The demo's report: the score table and the end-to-end latency line.
+    fn print(mut self, models: &[String], prompts: usize, wall: Duration, concurrency: usize) {
+        self.latencies.sort();
+        let n = prompts as f64;
+        println!();
+        println!(
+            "Lookahead demo: {} held-out prompts routed over HTTP ({} ok, {} failed, {} failed open)",
+            prompts, self.ok, self.failed, self.fail_open
+        );
+        println!();
+        println!("| router / model | score (0-100) | routed share |");
+        println!("|---|---:|---:|");
+        println!(
+            "| **Lookahead-lite (routed)** | **{:.2}** | |",
+            self.routed_sum / n
+        );
+        for (i, m) in models.iter().enumerate() {
+            let share = self.shares.get(m).copied().unwrap_or(0) as f64 / n * 100.0;
+            println!(
+                "| {m} (always) | {:.2} | {share:.1}% |",
+                self.single_sum[i] / n
+            );
+        }
+        println!(
+            "| oracle (best per prompt) | {:.2} | |",
+            self.oracle_sum / n
+        );
+        println!();
+        println!(
+            "end-to-end latency through router + replay: p50 {:.2} ms, p99 {:.2} ms; {:.1} req/s at concurrency {}",
+            percentile(&self.latencies, 0.5).as_secs_f64() * 1e3,
+            percentile(&self.latencies, 0.99).as_secs_f64() * 1e3,
+            self.ok as f64 / wall.as_secs_f64(),
+            concurrency
+        );
     }
-    println!("| oracle (best per prompt) | {:.2} | |", oracle_sum / n);
-    println!();
-    println!(
-        "end-to-end latency through router + replay: p50 {:.2} ms, p99 {:.2} ms; {:.1} req/s at concurrency {}",
-        quantile(&latencies, 0.5).as_secs_f64() * 1e3,
-        quantile(&latencies, 0.99).as_secs_f64() * 1e3,
-        ok as f64 / wall.as_secs_f64(),
-        args.concurrency
-    );
-    let decisions = router.metrics().decision.count(&[]);
-    println!("routing decisions: {decisions} (see /metrics: lookahead_router_decision_seconds)");
-    for s in servers {
-        s.abort();
-    }
-    Ok(())
 }

@@ -7,15 +7,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lookahead_data::metrics::{
     cost_aware_decisions, decisions_from_predictions, random_decisions, win_loss,
 };
+use lookahead_data::progress::{self, ProgressBar};
 use lookahead_data::report::{singles_table, summary_table, write_report};
 use lookahead_data::{
-    Dataset, EvalExtras, EvalSet, Evaluation, KFold, Pool, PoolRecord, Split, SplitSpec,
+    Dataset, EvalExtras, EvalSet, Evaluation, Holdout, KFold, Pool, PoolRecord, Split,
 };
 use lookahead_model::Scorer;
+
+use crate::holdout::HoldoutArgs;
 
 #[derive(Args, Debug)]
 #[command(group(clap::ArgGroup::new("which").required(true).args(["router", "artifact"])))]
@@ -45,15 +47,10 @@ pub struct EvalArgs {
     /// split `lookahead train` holds out).
     #[arg(long, default_value = "test")]
     split: String,
-    /// Evaluate held-out fold FOLD of --folds (by record-id hash) instead of --split.
-    #[arg(long, requires = "folds")]
-    fold: Option<usize>,
-    /// Number of folds (with --fold, or with one artifact per fold).
-    #[arg(long)]
-    folds: Option<usize>,
-    /// Salt of the id hash (another, equally reproducible split).
-    #[arg(long, default_value = "")]
-    split_salt: String,
+    /// The held-out records (`--fold` evaluates fold FOLD of `--folds` instead of --split;
+    /// `--split-salt`): give the flags `lookahead train` was given.
+    #[command(flatten)]
+    pub(crate) holdout: HoldoutArgs,
     /// Price per query of each model, `MODEL=PRICE,...`: adds cost and a quality–cost curve.
     #[arg(long, value_delimiter = ',')]
     prices: Option<Vec<String>>,
@@ -85,66 +82,66 @@ pub struct EvalArgs {
 }
 
 /// Which records of the selection are evaluated.
-enum Subset {
+pub(crate) enum Subset {
     All,
-    Split(SplitSpec, Split),
-    Fold(KFold, usize),
+    /// One part of the holdout: `--split`'s, or with `--fold` the held-out fold.
+    Part(Holdout, Split),
     /// Every record, scored by the router of its fold.
     CrossValidation(KFold),
 }
 
 impl Subset {
-    fn from_args(args: &EvalArgs, routers: usize) -> anyhow::Result<Self> {
+    pub(crate) fn from_args(args: &EvalArgs, routers: usize) -> anyhow::Result<Self> {
+        let (fold, folds) = (args.holdout.fold, args.holdout.folds);
         if routers > 1 {
-            let Some(k) = args.folds.filter(|&k| k == routers) else {
+            let Some(k) = folds.filter(|&k| k == routers) else {
                 bail!("{routers} artifacts need --folds {routers} (artifact i held out fold i)");
             };
-            if args.fold.is_some() {
+            if fold.is_some() {
                 bail!("--fold selects one fold; with one artifact per fold, leave it out");
             }
-            return Ok(Subset::CrossValidation(
-                KFold::new(k)?.with_salt(args.split_salt.clone()),
-            ));
+            return Ok(Subset::CrossValidation(args.holdout.kfold(k)?));
         }
-        if args.folds.is_some() && args.fold.is_none() {
+        if folds.is_some() && fold.is_none() {
             bail!("--folds needs --fold, or one artifact per fold");
         }
-        if let (Some(fold), Some(k)) = (args.fold, args.folds) {
-            let kfold = KFold::new(k)?.with_salt(args.split_salt.clone());
-            if fold >= k {
-                bail!("--fold {fold} must be < --folds {k}");
-            }
-            return Ok(Subset::Fold(kfold, fold));
-        }
-        if args.split == "all" {
-            return Ok(Subset::All);
-        }
-        let split: Split = args.split.parse()?;
-        Ok(Subset::Split(
-            SplitSpec::default().with_salt(args.split_salt.clone()),
-            split,
-        ))
+        let holdout = args.holdout.holdout()?;
+        Ok(match holdout {
+            Holdout::Fold { .. } => Subset::Part(holdout, Split::Test),
+            Holdout::Split(_) if args.split == "all" => Subset::All,
+            Holdout::Split(_) => Subset::Part(holdout, args.split.parse()?),
+        })
     }
 
-    fn keeps(&self, id: &str) -> bool {
+    pub(crate) fn keeps(&self, id: &str) -> bool {
         match self {
             Subset::All | Subset::CrossValidation(_) => true,
-            Subset::Split(spec, split) => spec.assign(id) == *split,
-            Subset::Fold(kfold, fold) => kfold.is_held_out(id, *fold),
+            Subset::Part(holdout, part) => holdout.assign(id) == *part,
         }
     }
 
     fn describe(&self) -> String {
-        match self {
-            Subset::All => "all records".into(),
-            Subset::Split(_, split) => format!("{split} split (80/10/10 by record-id hash)"),
-            Subset::Fold(kfold, fold) => {
-                format!("held-out fold {fold} of {} (by record-id hash)", kfold.k())
-            }
-            Subset::CrossValidation(kfold) => format!(
-                "{}-fold cross-validation: every record, scored by the artifact that held out its fold",
-                kfold.k()
+        let (text, salt) = match self {
+            Subset::All => return "all records".into(),
+            Subset::Part(Holdout::Split(spec), split) => (
+                format!("{split} split (80/10/10 by record-id hash)"),
+                spec.salt(),
             ),
+            Subset::Part(Holdout::Fold { kfold, fold }, _) => (
+                format!("held-out fold {fold} of {} (by record-id hash)", kfold.k()),
+                kfold.salt(),
+            ),
+            Subset::CrossValidation(kfold) => (
+                format!(
+                    "{}-fold cross-validation: every record, scored by the artifact that held out its fold",
+                    kfold.k()
+                ),
+                kfold.salt(),
+            ),
+        };
+        match salt {
+            "" => text,
+            salt => format!("{text}, salt {salt:?}"),
         }
     }
 }
@@ -247,19 +244,6 @@ fn baseline(name: &str, set: &EvalSet, pool: &Pool, seed: u64) -> anyhow::Result
     bail!("unknown --router {name:?} (oracle, random, fixed:MODEL; or use --artifact DIR)")
 }
 
-fn progress_bar(len: usize, quiet: bool) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
-    if let Ok(style) =
-        ProgressStyle::with_template("scoring {bar:40} {pos}/{len} prompts [{elapsed} < {eta}]")
-    {
-        bar.set_style(style);
-    }
-    bar
-}
-
 /// Everything `run` computed, for printing and tests.
 pub struct EvalOutcome {
     pub evaluation: Evaluation,
@@ -302,18 +286,82 @@ fn router_predictions(
     Ok(out)
 }
 
+/// The evaluated router's name, predictions (when it has them) and decisions: a trained router
+/// scores `records`, a baseline decides on `set`; `--cost-weight` then trades quality for price.
+fn decide(
+    args: &EvalArgs,
+    router: Option<&ScoredRouter<'_>>,
+    subset: &Subset,
+    (pool, records, set): (&Pool, &[PoolRecord], &EvalSet),
+    prices: Option<&[f64]>,
+) -> anyhow::Result<(String, RouterOutput)> {
+    let (name, predictions, mut decisions) = match (router, &args.router) {
+        (Some(r), _) => {
+            let bar = progress::bar(records.len() as u64, "scoring", !(args.quiet || args.json));
+            let pred = router_predictions(r, subset, pool, records, args.batch_size, &bar)?;
+            let d = decisions_from_predictions(&pred)?;
+            (r.name.clone(), Some(pred), d)
+        }
+        (None, Some(name)) => {
+            let (pred, d) = baseline(name, set, pool, args.seed)?;
+            (name.clone(), pred, d)
+        }
+        (None, None) => bail!("pass --router or --artifact"),
+    };
+    if args.cost_weight > 0.0 {
+        match (prices, &predictions) {
+            (Some(p), Some(pred)) => decisions = cost_aware_decisions(pred, p, args.cost_weight)?,
+            _ => bail!(
+                "--cost-weight needs --prices and a router with predictions (an artifact or oracle)"
+            ),
+        }
+    }
+    Ok((name, (predictions, decisions)))
+}
+
+/// Wins / losses / ties of `decisions` against the baseline `name` (a note and the JSON entry).
+fn versus(
+    name: &str,
+    set: &EvalSet,
+    pool: &Pool,
+    decisions: &[usize],
+    seed: u64,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<serde_json::Value> {
+    let (_, other) = baseline(name, set, pool, seed)?;
+    let (per_source, total) = win_loss(set, decisions, &other)?;
+    notes.push(format!(
+        "versus {name}: {} wins, {} losses, {} ties",
+        total.wins, total.losses, total.ties
+    ));
+    Ok(
+        serde_json::json!({"router": name, "wins": total.wins, "losses": total.losses,
+        "ties": total.ties, "sources": per_source}),
+    )
+}
+
+/// `--models`, else the router's models, else the models common to the sources.
+fn eval_pool(
+    args: &EvalArgs,
+    data: &Dataset,
+    sources: &[String],
+    scorer: Option<&dyn Scorer>,
+) -> anyhow::Result<Pool> {
+    Ok(match (&args.models, scorer) {
+        (Some(models), _) => Pool::new(models.iter().cloned())?,
+        (None, Some(s)) => Pool::new(s.models().iter().cloned())?,
+        (None, None) => Pool::new(data.manifest().common_models(sources))
+            .context("the selected sources share no model; pass --models")?,
+    })
+}
+
 /// Evaluates a trained router (`Some`; already loaded, so tests can pass a test scorer) or the
 /// baseline router of `--router` (`None`).
 pub fn evaluate(args: &EvalArgs, router: Option<ScoredRouter<'_>>) -> anyhow::Result<EvalOutcome> {
     let data = Dataset::open(&args.data)?;
     let sources = data.resolve_sources(args.sources.as_deref())?;
-    let first_scorer = router.as_ref().and_then(|r| r.scorers.first());
-    let pool = match (&args.models, first_scorer) {
-        (Some(models), _) => Pool::new(models.iter().cloned())?,
-        (None, Some(s)) => Pool::new(s.models().iter().cloned())?,
-        (None, None) => Pool::new(data.manifest().common_models(&sources))
-            .context("the selected sources share no model; pass --models")?,
-    };
+    let first_scorer = router.as_ref().and_then(|r| r.scorers.first().copied());
+    let pool = eval_pool(args, &data, &sources, first_scorer)?;
     let subset = Subset::from_args(args, router.as_ref().map_or(1, |r| r.scorers.len()))?;
     let selection = data.select_pool(&sources, &pool)?;
     let records: Vec<PoolRecord> = selection
@@ -335,27 +383,13 @@ pub fn evaluate(args: &EvalArgs, router: Option<ScoredRouter<'_>>) -> anyhow::Re
         .map(|p| parse_prices(&pool, p))
         .transpose()?;
 
-    let (router_name, predictions, mut decisions) = match (&router, &args.router) {
-        (Some(r), _) => {
-            let bar = progress_bar(records.len(), args.quiet || args.json);
-            let pred = router_predictions(r, &subset, &pool, &records, args.batch_size, &bar)?;
-            let d = decisions_from_predictions(&pred)?;
-            (r.name.clone(), Some(pred), d)
-        }
-        (None, Some(name)) => {
-            let (pred, d) = baseline(name, &set, &pool, args.seed)?;
-            (name.clone(), pred, d)
-        }
-        (None, None) => bail!("pass --router or --artifact"),
-    };
-    if args.cost_weight > 0.0 {
-        match (&prices, &predictions) {
-            (Some(p), Some(pred)) => decisions = cost_aware_decisions(pred, p, args.cost_weight)?,
-            _ => bail!(
-                "--cost-weight needs --prices and a router with predictions (an artifact or oracle)"
-            ),
-        }
-    }
+    let (router_name, (predictions, decisions)) = decide(
+        args,
+        router.as_ref(),
+        &subset,
+        (&pool, &records, &set),
+        prices.as_deref(),
+    )?;
     let evaluation = Evaluation::compute(
         &set,
         &router_name,
@@ -383,21 +417,11 @@ pub fn evaluate(args: &EvalArgs, router: Option<ScoredRouter<'_>>) -> anyhow::Re
             args.cost_weight
         ));
     }
-    let versus = match &args.versus {
-        Some(name) => {
-            let (_, other) = baseline(name, &set, &pool, args.seed)?;
-            let (per_source, total) = win_loss(&set, &decisions, &other)?;
-            notes.push(format!(
-                "versus {name}: {} wins, {} losses, {} ties",
-                total.wins, total.losses, total.ties
-            ));
-            Some(
-                serde_json::json!({"router": name, "wins": total.wins, "losses": total.losses,
-                "ties": total.ties, "sources": per_source}),
-            )
-        }
-        None => None,
-    };
+    let versus = args
+        .versus
+        .as_deref()
+        .map(|name| versus(name, &set, &pool, &decisions, args.seed, &mut notes))
+        .transpose()?;
     let mut json = serde_json::to_value(&evaluation)?;
     if let Some(obj) = json.as_object_mut() {
         if let Some(v) = versus {
@@ -426,43 +450,46 @@ fn router_label(dir: &Path) -> String {
     }
 }
 
+/// Loads the `--artifact` scorers and evaluates them as one router (one per fold: CV).
+fn evaluate_artifacts(args: &EvalArgs, dirs: &[PathBuf]) -> anyhow::Result<EvalOutcome> {
+    let backbone = args
+        .backbone
+        .clone()
+        .unwrap_or_else(lookahead_model::default_backbone_dir);
+    let loaded = dirs
+        .iter()
+        .map(|dir| {
+            lookahead_model::load_scorer_with(
+                dir,
+                &backbone,
+                &candle_core::Device::Cpu,
+                args.precision,
+            )
+            .with_context(|| format!("loading router artifact {}", dir.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let name = match dirs {
+        [one] => router_label(one),
+        many => format!(
+            "{} ({}-fold: {})",
+            many.first().map_or_else(String::new, |d| router_method(d)),
+            many.len(),
+            many.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let router = ScoredRouter {
+        name,
+        scorers: loaded.iter().map(|s| s.as_ref()).collect(),
+    };
+    evaluate(args, Some(router))
+}
+
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let outcome = match &args.artifact {
-        Some(dirs) => {
-            let backbone = args
-                .backbone
-                .clone()
-                .unwrap_or_else(lookahead_model::default_backbone_dir);
-            let loaded = dirs
-                .iter()
-                .map(|dir| {
-                    lookahead_model::load_scorer_with(
-                        dir,
-                        &backbone,
-                        &candle_core::Device::Cpu,
-                        args.precision,
-                    )
-                    .with_context(|| format!("loading router artifact {}", dir.display()))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let name = match dirs.as_slice() {
-                [one] => router_label(one),
-                many => format!(
-                    "{} ({}-fold: {})",
-                    many.first().map_or_else(String::new, |d| router_method(d)),
-                    many.len(),
-                    many.iter()
-                        .map(|d| d.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            };
-            let router = ScoredRouter {
-                name,
-                scorers: loaded.iter().map(|s| s.as_ref()).collect(),
-            };
-            evaluate(&args, Some(router))?
-        }
+        Some(dirs) => evaluate_artifacts(&args, dirs)?,
         None => evaluate(&args, None)?,
     };
     let eval = &outcome.evaluation;

@@ -7,7 +7,9 @@ mod bench_proxy;
 mod demo;
 mod device;
 mod eval;
+mod holdout;
 mod label;
+mod logging;
 mod operator;
 mod replay;
 mod route;
@@ -57,6 +59,23 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
+impl Command {
+    /// How the subcommand logs through tracing, or `None` when it does not set tracing up (its
+    /// output is its report).
+    fn log_colour(&self) -> Option<logging::Colour> {
+        use logging::Colour;
+        match self {
+            Command::Router(_) | Command::Scorer(_) | Command::Replay(_) => {
+                Some(Colour::IfTerminal)
+            }
+            // train: per-epoch progress goes through tracing (visible in logs, not only on a
+            // terminal).
+            Command::Operator(_) | Command::Train(_) => Some(Colour::Default),
+            _ => None,
+        }
+    }
+}
+
 /// Keeps freed tensor buffers in the heap instead of returning them to the kernel.
 ///
 /// Why: glibc serves large allocations with mmap and unmaps them on free, so every encoder pass
@@ -75,6 +94,9 @@ fn keep_freed_memory() {
 fn main() -> anyhow::Result<()> {
     keep_freed_memory();
     let cli = Cli::parse();
+    if let Some(colour) = cli.command.log_colour() {
+        logging::init(colour);
+    }
     match cli.command {
         Command::Operator(args) => operator::run(args)?,
         Command::Crdgen { docs: false } => print!("{}", lookahead_api::crds_yaml()?),

@@ -36,7 +36,6 @@ pub struct OperatorArgs {
 }
 
 pub fn run(args: OperatorArgs) -> anyhow::Result<()> {
-    init_tracing();
     let identity = args
         .identity
         .or_else(|| std::env::var("HOSTNAME").ok())
@@ -60,13 +59,4 @@ pub fn run(args: OperatorArgs) -> anyhow::Result<()> {
         lookahead_operator::run(client, config).await?;
         Ok(())
     })
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }

@@ -30,7 +30,6 @@ pub struct ReplayArgs {
 }
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
-    crate::router::init_tracing();
     anyhow::ensure!(
         (0.0..=1.0).contains(&args.failure_rate),
         "--failure-rate must be within 0..1"

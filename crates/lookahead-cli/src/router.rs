@@ -42,18 +42,7 @@ pub fn artifact_loader(
     })
 }
 
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
-}
-
 pub fn run(args: RouterArgs) -> anyhow::Result<()> {
-    init_tracing();
     let mut config = RouterConfig::from_file(&args.config)?;
     if let Some(l) = args.listen {
         config.listen = l;

@@ -39,7 +39,6 @@ fn device(name: &str) -> anyhow::Result<candle_core::Device> {
 }
 
 pub fn run(args: ScorerArgs) -> anyhow::Result<()> {
-    crate::router::init_tracing();
     let device = device(&args.device)?;
     let backbone = args.backbone.clone();
     let precision = args.precision;

@@ -1,17 +1,19 @@
 //! `lookahead train`: train a lite / MLC / kNN router on a routing dataset and write its artifact.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use candle_core::Device;
 use clap::Args;
-use lookahead_data::{unit_hash, Dataset, KFold, Pool, Split, SplitSpec};
+use lookahead_data::{unit_hash, Dataset, Holdout, Pool, PoolRecord, Split};
 use lookahead_model::artifact::{save_artifact, Method, Metrics};
 use lookahead_model::{
     default_backbone_dir, default_states_root, train_router, Backbone, Example, HyperParams,
-    TrainRequest,
+    TrainRequest, Trained,
 };
+
+use crate::holdout::HoldoutArgs;
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -44,11 +46,9 @@ pub struct TrainArgs {
     /// Frozen-state cache root (default: ~/.cache/lookahead/states).
     #[arg(long)]
     states: Option<PathBuf>,
-    /// Hold out fold `FOLD` of `--folds` (by record id hash) as the test set; else an 80/10/10 split.
-    #[arg(long, requires = "folds")]
-    fold: Option<usize>,
-    #[arg(long)]
-    folds: Option<usize>,
+    /// The held-out records (`--fold`, `--folds`, `--split-salt`; the same flags as `eval`).
+    #[command(flatten)]
+    pub(crate) holdout: HoldoutArgs,
     /// Use at most this many training records (deterministic by id hash): for quick CPU runs.
     #[arg(long)]
     max_train: Option<usize>,
@@ -86,27 +86,20 @@ pub struct TrainArgs {
     summary_file: Option<PathBuf>,
 }
 
-pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    // Per-epoch progress goes through tracing (visible in logs, not only on a terminal).
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
-    let started = Instant::now();
-    let data =
-        Dataset::open(&args.data).with_context(|| format!("opening {}", args.data.display()))?;
-    let pool = match &args.models {
-        Some(m) => Pool::new(m.iter().cloned())?,
-        None => Pool::paper(),
-    };
+/// The pool's records of the training sources, and the train-only sources among them.
+struct Selection {
+    records: Vec<PoolRecord>,
+    sources: Vec<String>,
+    train_only: Vec<String>,
+}
+
+fn select(args: &TrainArgs, data: &Dataset, pool: &Pool) -> anyhow::Result<Selection> {
     let sources = data.resolve_sources(args.sources.as_deref())?;
     let extra = data.resolve_sources(Some(&args.train_only_sources))?;
-    let mut all_sources = sources.clone();
-    all_sources.extend(extra.iter().filter(|s| !sources.contains(s)).cloned());
-    let selection = data.select_pool(&all_sources, &pool)?;
+    let train_only: Vec<String> = extra.into_iter().filter(|s| !sources.contains(s)).collect();
+    let mut all_sources = sources;
+    all_sources.extend(train_only.iter().cloned());
+    let selection = data.select_pool(&all_sources, pool)?;
     for (source, n) in &selection.skipped.by_source {
         eprintln!("skipped {n} {source} records lacking a pool member");
     }
@@ -116,7 +109,25 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             all_sources
         );
     }
-    let hp = HyperParams {
+    Ok(Selection {
+        records: selection.records,
+        sources: all_sources,
+        train_only,
+    })
+}
+
+/// The part a record goes to: records of train-only sources always train, the others as
+/// `holdout` assigns them (what `lookahead eval` holds out with the same flags).
+pub(crate) fn part_of(record: &PoolRecord, holdout: &Holdout, train_only: &[String]) -> Split {
+    if train_only.contains(&record.source) {
+        Split::Train
+    } else {
+        holdout.assign(&record.id)
+    }
+}
+
+fn hyper_params(args: &TrainArgs) -> HyperParams {
+    HyperParams {
         frozen_layers: args.frozen_layers,
         trainable_layers: args.trainable_layers,
         slot_tokens: args.slot_tokens,
@@ -130,40 +141,26 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         knn_k: args.knn_k,
         label_threshold: args.label_threshold,
         ..HyperParams::default()
-    };
+    }
+}
+
+/// Train, validation and test examples.
+type Parts = (Vec<Example>, Vec<Example>, Vec<Example>);
+
+fn examples(
+    args: &TrainArgs,
+    data: &Dataset,
+    selection: &Selection,
+    holdout: &Holdout,
+    label_threshold: f64,
+) -> anyhow::Result<Parts> {
     let (mut train, mut valid, mut test) = (Vec::new(), Vec::new(), Vec::new());
-    let split = SplitSpec::default();
-    let kfold = match (args.fold, args.folds) {
-        (Some(f), Some(k)) => {
-            if f >= k {
-                bail!("--fold {f} must be below --folds {k}");
-            }
-            Some((KFold::new(k)?, f))
-        }
-        (None, Some(_)) => bail!("--folds needs --fold"),
-        _ => None,
-    };
     for r in &selection.records {
-        let e = Example::from_record(&data, r, hp.label_threshold)?;
-        if extra.contains(&r.source) && !sources.contains(&r.source) {
-            train.push(e);
-            continue;
-        }
-        match &kfold {
-            Some((kf, fold)) => {
-                if kf.fold_of(&r.id) == *fold {
-                    test.push(e);
-                } else if unit_hash(&r.id, "validation") < 0.1 {
-                    valid.push(e);
-                } else {
-                    train.push(e);
-                }
-            }
-            None => match split.assign(&r.id) {
-                Split::Train => train.push(e),
-                Split::Validation => valid.push(e),
-                Split::Test => test.push(e),
-            },
+        let e = Example::from_record(data, r, label_threshold)?;
+        match part_of(r, holdout, &selection.train_only) {
+            Split::Train => train.push(e),
+            Split::Validation => valid.push(e),
+            Split::Test => test.push(e),
         }
     }
     if let Some(max) = args.max_train {
@@ -174,18 +171,19 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             train.truncate(max);
         }
     }
-    let holdout = match &kfold {
-        Some((kf, f)) => format!("fold {f}/{} (id hash); validation 10% of the rest", kf.k()),
-        None => "split 80/10/10 (id hash)".to_string(),
-    };
-    eprintln!(
-        "{} on {} models: {} train, {} validation, {} test records ({holdout})",
-        args.method,
-        pool.len(),
-        train.len(),
-        valid.len(),
-        test.len()
-    );
+    Ok((train, valid, test))
+}
+
+fn device(args: &TrainArgs) -> anyhow::Result<Device> {
+    Ok(match (args.device.as_str(), args.method) {
+        ("cpu", _) => Device::Cpu,
+        ("cuda", Method::Mlm | Method::Clm) => crate::device::cuda()?,
+        ("cuda", m) => bail!("--device cuda is for --method mlm|clm; {m} trains on the CPU"),
+        (other, _) => bail!("--device must be cpu or cuda, not {other:?}"),
+    })
+}
+
+fn fit(args: &TrainArgs, req: &TrainRequest<'_>, device: &Device) -> anyhow::Result<Trained> {
     let backbone_dir = args.backbone.clone().unwrap_or_else(|| {
         if args.method == Method::Clm {
             lookahead_model::gguf::default_decoder_dir()
@@ -193,44 +191,54 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             default_backbone_dir()
         }
     });
-    let device = match (args.device.as_str(), args.method) {
-        ("cpu", _) => Device::Cpu,
-        ("cuda", Method::Mlm | Method::Clm) => crate::device::cuda()?,
-        ("cuda", m) => bail!("--device cuda is for --method mlm|clm; {m} trains on the CPU"),
-        (other, _) => bail!("--device must be cpu or cuda, not {other:?}"),
+    Ok(if args.method == Method::Clm {
+        let decoder = lookahead_model::gguf::Decoder::load(&backbone_dir, device)?;
+        lookahead_model::clm_router::train_clm(&decoder, req, device)?
+    } else {
+        let backbone = Backbone::load(&backbone_dir, device)?;
+        train_router(&backbone, req)?
+    })
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let data =
+        Dataset::open(&args.data).with_context(|| format!("opening {}", args.data.display()))?;
+    let pool = match &args.models {
+        Some(m) => Pool::new(m.iter().cloned())?,
+        None => Pool::paper(),
     };
+    let selection = select(&args, &data, &pool)?;
+    let hp = hyper_params(&args);
+    let holdout = args.holdout.holdout()?;
+    let (train, valid, test) = examples(&args, &data, &selection, &holdout, hp.label_threshold)?;
+    eprintln!(
+        "{} on {} models: {} train, {} validation, {} test records ({})",
+        args.method,
+        pool.len(),
+        train.len(),
+        valid.len(),
+        test.len(),
+        holdout.describe()
+    );
+    let device = device(&args)?;
     let req = TrainRequest {
         method: args.method,
         hyper: hp,
         models: pool.models().to_vec(),
-        sources: all_sources,
+        sources: selection.sources,
         train: &train,
         valid: &valid,
         test: (!test.is_empty()).then_some(test.as_slice()),
-        holdout,
+        holdout: holdout.describe(),
         states_root: args.states.clone().unwrap_or_else(default_states_root),
         progress: !args.quiet,
     };
-    let trained = if args.method == Method::Clm {
-        let decoder = lookahead_model::gguf::Decoder::load(&backbone_dir, &device)?;
-        lookahead_model::clm_router::train_clm(&decoder, &req, &device)?
-    } else {
-        let backbone = Backbone::load(&backbone_dir, &device)?;
-        train_router(&backbone, &req)?
-    };
+    let trained = fit(&args, &req, &device)?;
     save_artifact(&args.out, &trained.meta, &trained.tensors)?;
     print_metrics("validation", &trained.meta.validation);
     if let Some(path) = &args.summary_file {
-        let v = &trained.meta.validation;
-        // Termination messages are capped at 4 KiB: scalar scores only.
-        let summary = serde_json::json!({
-            "examples": v.examples,
-            "router": v.router,
-            "bestSingle": v.best_single,
-            "oracle": v.oracle,
-        });
-        std::fs::write(path, summary.to_string())
-            .with_context(|| format!("writing {}", path.display()))?;
+        write_summary(path, &trained.meta.validation)?;
     }
     if let Some(t) = &trained.meta.test {
         print_metrics("test", t);
@@ -245,6 +253,18 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The validation scores as one JSON object, for the operator (a training Job's termination
+/// message, capped at 4 KiB: scalar scores only).
+fn write_summary(path: &Path, v: &Metrics) -> anyhow::Result<()> {
+    let summary = serde_json::json!({
+        "examples": v.examples,
+        "router": v.router,
+        "bestSingle": v.best_single,
+        "oracle": v.oracle,
+    });
+    std::fs::write(path, summary.to_string()).with_context(|| format!("writing {}", path.display()))
 }
 
 fn print_metrics(name: &str, m: &Metrics) {

@@ -12,14 +12,18 @@
 //!   [`PoolSelection`] { `records`: [`PoolRecord`] with `responses` in pool order, `skipped`:
 //!   [`SkipCounts`] per source and per missing model }. [`PAPER_POOL`], [`BENCHMARK_SOURCES`].
 //! - [`SplitSpec`] (`assign(id) -> Split`), [`KFold`] (`fold_of(id)`), [`unit_hash`]: SHA-256 of
-//!   the id, so splits reproduce on every machine.
+//!   the id, so splits reproduce on every machine. [`Holdout`] (`assign(id)`, `is_held_out(id)`):
+//!   the one definition of the held-out records that `train`, `eval`, `demo` and `scripts/cv.sh`
+//!   share (`--split-salt`, `--folds`, `--fold`).
 //! - [`labels`]: [`normalise`], [`positive_labels`], [`label_targets`] (threshold
 //!   [`DEFAULT_LABEL_THRESHOLD`] = 0.8; all-equal scores -> all positive), [`scaled_scores`].
 //! - [`metrics`] over *decisions* (per record, the chosen pool index): [`EvalSet::new`],
 //!   `router_score`, `oracle_score`, `random_expected_score`, `single_model_scores`,
 //!   `best_single`, `routing_share`, `win_loss`, `argmax_accuracy`, `mean_cost`,
 //!   `quality_cost_curve`; [`Evaluation::compute`] bundles them (the `lookahead eval --json` form).
+//!   [`metrics::percentile`] for the latency columns of bench and demo reports.
 //! - [`report`]: Markdown tables and SVG plots of an [`Evaluation`] (`write_report`).
+//! - [`progress`]: the one progress-bar look (`progress::bar(len, label, visible)`).
 //!
 //! # Example
 //! ```no_run
@@ -41,6 +45,7 @@ pub mod labels;
 pub mod manifest;
 pub mod metrics;
 pub mod pool;
+pub mod progress;
 pub mod reader;
 pub mod record;
 pub mod report;
@@ -51,12 +56,11 @@ pub use evaluation::{BestSingleSummary, EvalExtras, Evaluation, SourceEvaluation
 pub use labels::{
     label_targets, normalise, positive_labels, scaled_scores, DEFAULT_LABEL_THRESHOLD,
 };
-pub use manifest::{Manifest, ScoreRange, SourceInfo, MANIFEST_FILE};
+pub use manifest::{check_source_name, Manifest, ScoreRange, SourceInfo, MANIFEST_FILE};
 pub use metrics::{EvalItem, EvalSet, PerSource};
 pub use pool::{Pool, PoolRecord, PoolSelection, SkipCounts, BENCHMARK_SOURCES, PAPER_POOL};
 pub use reader::{
-    check_source_name, read_records, reader_from, Dataset, ReaderOptions, RecordReader,
-    DEFAULT_MAX_LINE_BYTES,
+    read_records, reader_from, Dataset, ReaderOptions, RecordReader, DEFAULT_MAX_LINE_BYTES,
 };
 pub use record::{Record, Reference, Response};
-pub use split::{unit_hash, KFold, Split, SplitSpec};
+pub use split::{unit_hash, Holdout, KFold, Split, SplitSpec, FOLD_VALIDATION_FRACTION};

@@ -116,7 +116,7 @@ impl Manifest {
             reason: e.to_string(),
         })?;
         for name in manifest.sources.keys() {
-            crate::reader::check_source_name(name).map_err(|e| DataError::Manifest {
+            check_source_name(name).map_err(|e| DataError::Manifest {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
             })?;
@@ -151,6 +151,29 @@ impl Manifest {
             .cloned()
             .collect()
     }
+}
+
+/// Rejects source names that could not be a plain file name in the dataset directory.
+pub fn check_source_name(name: &str) -> Result<(), DataError> {
+    let err = |reason| {
+        Err(DataError::SourceName {
+            name: name.to_string(),
+            reason,
+        })
+    };
+    if name.is_empty() || name.len() > 128 {
+        return err("must be 1 to 128 characters");
+    }
+    if name.starts_with('.') {
+        return err("must not start with '.'");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return err("only ASCII letters, digits, '-', '_' and '.' are allowed");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

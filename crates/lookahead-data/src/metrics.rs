@@ -466,3 +466,32 @@ pub fn default_cost_weights(predictions: &[Vec<f64>], prices: &[f64]) -> Vec<f64
         .chain((-8..=8).map(|k| scale * 2f64.powf(k as f64 / 2.0)))
         .collect()
 }
+
+/// The `q`-quantile (`0..=1`, nearest rank) of `sorted` values, e.g. p50 / p99 of latencies in
+/// the bench and demo reports; the default value (0, `Duration::ZERO`) when there are none.
+pub fn percentile<T: Copy + Default>(sorted: &[T], q: f64) -> T {
+    let Some(last) = sorted.len().checked_sub(1) else {
+        return T::default();
+    };
+    sorted[((last as f64 * q).round() as usize).min(last)]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::percentile;
+
+    #[test]
+    fn percentile_takes_the_nearest_rank_and_zero_when_empty() {
+        let ms: Vec<f64> = (1..=101).map(f64::from).collect();
+        assert_eq!(percentile(&ms, 0.5), 51.0);
+        assert_eq!(percentile(&ms, 0.99), 100.0);
+        assert_eq!(percentile(&ms, 1.0), 101.0);
+        assert_eq!(percentile(&ms, 0.0), 1.0);
+        assert_eq!(percentile::<f64>(&[], 0.5), 0.0);
+        let lat = [Duration::from_millis(1), Duration::from_millis(3)];
+        assert_eq!(percentile(&lat, 0.5), Duration::from_millis(3));
+        assert_eq!(percentile::<Duration>(&[], 0.99), Duration::ZERO);
+    }
+}

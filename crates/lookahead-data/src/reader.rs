@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
 
-use crate::manifest::{Manifest, MANIFEST_FILE};
+use crate::manifest::{check_source_name, Manifest, MANIFEST_FILE};
 use crate::{DataError, Record};
 
 /// Default longest accepted line: 16 MiB (the shared data's longest line is ~120 kB).
@@ -182,29 +182,6 @@ impl Iterator for RecordReader {
             }
         }
     }
-}
-
-/// Rejects source names that could not be a plain file name in the dataset directory.
-pub fn check_source_name(name: &str) -> Result<(), DataError> {
-    let err = |reason| {
-        Err(DataError::SourceName {
-            name: name.to_string(),
-            reason,
-        })
-    };
-    if name.is_empty() || name.len() > 128 {
-        return err("must be 1 to 128 characters");
-    }
-    if name.starts_with('.') {
-        return err("must not start with '.'");
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return err("only ASCII letters, digits, '-', '_' and '.' are allowed");
-    }
-    Ok(())
 }
 
 /// A dataset directory: `manifest.json` plus one `<source>.jsonl.gz` (or `.jsonl`) per source.

@@ -2,6 +2,7 @@
 //! cost). Plots use plotters' SVG backend, which writes text as SVG `<text>` elements, so no
 //! system fonts (fontconfig) are needed to render it.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -208,13 +209,12 @@ pub fn share_svg(eval: &Evaluation) -> Result<String, DataError> {
     Ok(svg)
 }
 
-/// Quality (average scaled score) vs mean price per query: each single model, the oracle, the
-/// router, and the router's curve as its cost weight grows. `None` without prices.
-pub fn quality_cost_svg(eval: &Evaluation) -> Result<Option<String>, DataError> {
-    let (Some(prices), Some(cost)) = (&eval.prices, eval.cost) else {
-        return Ok(None);
-    };
-    let mut points: Vec<(String, f64, f64)> = prices
+/// A labelled point of the quality–cost plot: (name, mean price per query, quality).
+type CostPoint = (String, f64, f64);
+
+/// Each single model at its price, the oracle (when it has a cost) and the router.
+fn cost_points(eval: &Evaluation, prices: &BTreeMap<String, f64>, cost: f64) -> Vec<CostPoint> {
+    let mut points: Vec<CostPoint> = prices
         .iter()
         .map(|(m, &p)| {
             (
@@ -228,6 +228,11 @@ pub fn quality_cost_svg(eval: &Evaluation) -> Result<Option<String>, DataError> 
         points.push(("oracle".into(), oc, eval.oracle));
     }
     points.push((format!("router ({})", eval.router), cost, eval.average));
+    points
+}
+
+/// The plot's largest cost and its quality range (5 points of margin, within 0..105).
+fn cost_axes(eval: &Evaluation, points: &[CostPoint]) -> (f64, f64, f64) {
     let all_q = points
         .iter()
         .map(|p| p.2)
@@ -241,7 +246,17 @@ pub fn quality_cost_svg(eval: &Evaluation) -> Result<Option<String>, DataError> 
         .map(|p| p.1)
         .chain(eval.quality_cost.iter().map(|p| p.cost))
         .fold(0.0, f64::max);
-    let (y0, y1) = ((qmin - 5.0).max(0.0), (qmax + 5.0).min(105.0));
+    (cmax, (qmin - 5.0).max(0.0), (qmax + 5.0).min(105.0))
+}
+
+/// Quality (average scaled score) vs mean price per query: each single model, the oracle, the
+/// router, and the router's curve as its cost weight grows. `None` without prices.
+pub fn quality_cost_svg(eval: &Evaluation) -> Result<Option<String>, DataError> {
+    let (Some(prices), Some(cost)) = (&eval.prices, eval.cost) else {
+        return Ok(None);
+    };
+    let points = cost_points(eval, prices, cost);
+    let (cmax, y0, y1) = cost_axes(eval, &points);
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (760, 480)).into_drawing_area();
