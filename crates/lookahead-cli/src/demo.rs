@@ -245,7 +245,7 @@ async fn run_loopback(
 async fn start_members(
     models: &[String],
     records: &[PoolRecord],
-) -> anyhow::Result<(Vec<serde_json::Value>, Vec<tokio::task::JoinHandle<()>>)> {
+) -> anyhow::Result<(Vec<serde_json::Value>, Vec<tokio::task::JoinHandle<std::io::Result<()>>>)> {
     let mut members = Vec::new();
     let mut servers = Vec::new();
     for (i, model) in models.iter().enumerate() {
