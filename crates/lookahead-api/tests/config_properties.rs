@@ -1,6 +1,7 @@
 //! Property-style robustness of router config parsing (`RouterConfig` via serde_yaml, then
 //! `validate`; the same path the `router_config` fuzz target drives): thousands of mutated YAML
 //! documents, no panic; every config that validates round-trips; YAML alias bombs are refused.
+#![cfg(test)]
 
 use lookahead_api::RouterConfig;
 

@@ -1,5 +1,6 @@
 //! `crds/` must be exactly what `lookahead crdgen` prints, so the committed manifests (and the
 //! chart that ships them) never drift from the Rust types.
+#![cfg(test)]
 
 use std::path::Path;
 

@@ -7,6 +7,7 @@
 //! (a new verb, resource or API group), a wildcard, `escalate`/`bind`/`impersonate`, secrets
 //! access or a binding to a built-in admin role fails the test. Widening it is a reviewed change
 //! to this file.
+#![cfg(test)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -3,6 +3,7 @@
 //! `helm template` renders is accepted by the real API server (`kubectl apply --dry-run=server`),
 //! `manifests/install.yaml` is that render, and the rendered RBAC is exactly the reviewed
 //! `manifests/rbac/operator.yaml`. Skips with the reason when helm or the cluster is missing.
+#![cfg(test)]
 
 use std::io::Write;
 use std::path::PathBuf;

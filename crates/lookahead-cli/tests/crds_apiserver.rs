@@ -4,6 +4,7 @@
 //!
 //! Needs `KUBECONFIG` pointing at a reachable server; skipped with a printed reason otherwise,
 //! unless `LOOKAHEAD_REQUIRE_CLUSTER=1` (set by `.ci/run`), which turns the skip into a failure.
+#![cfg(test)]
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -1,5 +1,6 @@
 //! The `lookahead eval` binary on the shared routing dataset (skips, with the reason, when absent):
 //! `--json` prints exactly one JSON object with the documented schema; `--report` writes the files.
+#![cfg(test)]
 
 use std::path::PathBuf;
 use std::process::Command;

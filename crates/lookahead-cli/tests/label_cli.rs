@@ -1,6 +1,7 @@
 //! The `lookahead label` binary against a `lookahead replay` process serving gemma-2-9b-it's
 //! recorded answers (real HTTP on loopback), on GSM8K records of the shared routing dataset with
 //! that member's responses removed. Skips, with the reason, when the dataset is absent.
+#![cfg(test)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;

@@ -1,5 +1,6 @@
 //! `lookahead scorer --device`: the flag the operator passes on GPU nodes is understood, and a
 //! device this build cannot use is a clear start-up error, not a crash loop without a reason.
+#![cfg(test)]
 
 use std::process::Command;
 

@@ -1,6 +1,7 @@
 //! The dataset loader against hostile input, on real files in a temp dir: source names that would
 //! escape the dataset directory (`--sources ../etc`), a manifest naming such a source, and
 //! oversize manifests and lines are refused with an error, before anything large is buffered.
+#![cfg(test)]
 
 use std::path::Path;
 

@@ -1,4 +1,5 @@
 //! Every metric on a small hand-made fixture whose answers were computed by hand (see comments).
+#![cfg(test)]
 
 use lookahead_data::metrics::{
     argmax_accuracy, best_single, cost_aware_decisions, decisions_from_predictions, mean_cost,

@@ -1,5 +1,6 @@
 //! The record reader on real files (plain and gzip, written to a temp dir) with malformed input:
 //! every error names the file and the line.
+#![cfg(test)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
 //! Property-style robustness of the dataset record reader (`reader_from`, the function the
 //! `dataset_reader` fuzz target drives) on thousands of mutated files, plain and gzip-compressed,
 //! and on corrupt gzip streams: records or exactly one error, never a panic; the line limit holds.
+#![cfg(test)]
 
 use std::io::{Read, Write};
 use std::path::Path;

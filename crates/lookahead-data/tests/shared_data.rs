@@ -1,6 +1,7 @@
 //! On the real shared routing dataset (`../shared/data/routing`, or `LOOKAHEAD_DATA`): the
 //! library's single-model and oracle averages equal those computed here independently, with plain
 //! `serde_json` over the gzip files and the manifest. Skips (with the reason) when the data is absent.
+#![cfg(test)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

@@ -2,6 +2,7 @@
 //! (`../shared/data/routing`, or `LOOKAHEAD_DATA`): final-answer grading agrees with OpenCompass's
 //! recorded correctness on GSM8K and MATH, and sandboxed unit tests with MBPP's. Skips (with the
 //! reason) when the data is absent.
+#![cfg(test)]
 
 use std::path::PathBuf;
 

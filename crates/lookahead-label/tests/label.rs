@@ -1,5 +1,6 @@
 //! `lookahead label` against replay members serving the routing dataset's recorded answers, and
 //! against judge stubs over real HTTP on loopback.
+#![cfg(test)]
 
 use std::io::Write;
 use std::net::SocketAddr;

@@ -215,7 +215,8 @@ unsafe fn product_block<const N: usize>(
     }
 }
 
-#[cfg(all(test, target_arch = "x86_64"))]
+#[cfg(test)]
+#[cfg(target_arch = "x86_64")]
 mod tests {
     use super::*;
     use candle_core::Device;

@@ -155,7 +155,8 @@ pub unsafe fn softmax_row(row: &mut [f32]) {
     }
 }
 
-#[cfg(all(test, target_arch = "x86_64"))]
+#[cfg(test)]
+#[cfg(target_arch = "x86_64")]
 mod tests {
     use super::*;
 

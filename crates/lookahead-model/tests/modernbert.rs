@@ -1,6 +1,7 @@
 //! ModernBERT backbones on a tiny, randomly initialised ModernBERT written as a real Hugging Face
 //! directory: our encoder against candle-transformers' reference, training kernels against
 //! inference kernels, and Lookahead-MLM end to end (train -> artifact -> load -> score).
+#![cfg(test)]
 
 mod common;
 

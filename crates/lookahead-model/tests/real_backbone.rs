@@ -1,6 +1,7 @@
 //! The real all-MiniLM-L6-v2 backbone (from `scripts/setup.sh`'s cache or `$LOOKAHEAD_BACKBONE`):
 //! our differentiable encoder must match candle-transformers' reference BERT. Skips with a printed
 //! reason when the backbone is not installed.
+#![cfg(test)]
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;

@@ -4,6 +4,9 @@
 //!
 //! `KUBECONFIG=/tmp/k8s-apiserver/kubeconfig cargo run -p lookahead-operator --example apply_latency -- [RUNS]`
 
+// A measuring program: printing its table is its job.
+#![allow(clippy::print_stdout)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

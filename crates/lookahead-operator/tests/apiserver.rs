@@ -2,6 +2,7 @@
 //! `../shared/k8s/cluster.sh`, 1.20 with controller-manager so garbage collection works). The
 //! controllers run in-process as spawned tasks, scoped to a namespace per test. Without a
 //! reachable server every test prints why and passes.
+#![cfg(test)]
 
 mod common;
 

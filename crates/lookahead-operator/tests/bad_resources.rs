@@ -4,6 +4,7 @@
 //! condition with a reason; no invalid spec gets children; applying the fixed spec to the same
 //! name recovers (children appear, the reason goes away). 1.20 ignores the CRD's CEL rules, so
 //! what they catch on newer servers shows up here as operator conditions.
+#![cfg(test)]
 
 mod common;
 

@@ -6,6 +6,7 @@
 //! The restart test stops and starts the test cluster's own kube-apiserver process (same command
 //! line, environment and pid file, so `cluster.sh stop` still finds it). It lives in a test binary
 //! of its own: cargo runs test binaries one after another, so no other test sees the outage.
+#![cfg(test)]
 
 mod common;
 

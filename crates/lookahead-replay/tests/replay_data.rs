@@ -1,4 +1,5 @@
 //! The replay backend over the real routing dataset (skips with a reason when it is absent).
+#![cfg(test)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

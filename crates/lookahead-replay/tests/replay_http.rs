@@ -1,5 +1,6 @@
 //! The replay server over loopback HTTP with an in-memory book: recorded and fallback answers,
 //! SSE streaming, injected failures, OpenAI-style errors and graceful shutdown.
+#![cfg(test)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -8,6 +8,7 @@
 //! them. Errors hyper answers itself, before the router's handler sees the request (a request line
 //! or header block it cannot parse, too many or too large headers), carry hyper's bare status and
 //! no JSON body: those cases are marked `Hyper` and only their status is checked.
+#![cfg(test)]
 
 mod common;
 

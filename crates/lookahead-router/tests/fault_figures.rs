@@ -5,6 +5,7 @@
 //! latency p50/p99 per scenario as a Markdown table (docs/reliability.md holds a run).
 //! The pass/fail bars live in tests/faults.rs and router_http.rs; this file only measures, but it
 //! still asserts the bars so a regression cannot print a good-looking table.
+#![cfg(test)]
 
 mod common;
 

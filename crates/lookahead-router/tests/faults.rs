@@ -1,5 +1,6 @@
 //! Faults under bounded load, over real loopback HTTP and gRPC: a member killed mid-run, the
 //! scoring sidecar killed mid-run, and the artifact hot-reloaded while requests flow.
+#![cfg(test)]
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! every span field, span update and event at DEBUG (the CLI's default filter is `info`, so this is
 //! stricter than what ships). One test per binary: tracing's callsite interest cache is global, so
 //! a scoped subscriber must not race other tests' threads.
+#![cfg(test)]
 
 mod common;
 

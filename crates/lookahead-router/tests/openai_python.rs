@@ -1,5 +1,6 @@
 //! The official `openai` Python package against the router in front of replay members.
 //! Skips (with the reason printed) when python3 or the package is missing: `pip install openai`.
+#![cfg(test)]
 
 mod common;
 

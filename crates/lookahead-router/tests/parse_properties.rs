@@ -2,6 +2,7 @@
 //! function the `openai_request` fuzz target drives): thousands of mutated and random bodies, no
 //! panic, every rejection a 4xx `ApiError` with a message, every accepted prompt bounded. Runs in
 //! plain `cargo test`, so CI covers what the fuzzer explores for longer.
+#![cfg(test)]
 
 use lookahead_router::openai::{parse, Endpoint, MAX_SCORED_CHARS};
 

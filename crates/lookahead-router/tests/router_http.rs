@@ -1,4 +1,5 @@
 //! The router over real loopback HTTP (hyper client -> router -> replay members).
+#![cfg(test)]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! recording members): API keys (wrong keys get OpenAI-style 401s, good keys pass, the router's key
 //! never reaches a member), and logs that carry neither prompts nor keys. (Logs: see
 //! `no_secrets_in_logs.rs`.)
+#![cfg(test)]
 
 mod common;
 
