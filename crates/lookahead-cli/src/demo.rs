@@ -11,15 +11,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use lookahead_api::RouterConfig;
+use lookahead_client::{user_turn, ChatClient, ChatEndpoint};
 use lookahead_data::metrics::percentile;
 use lookahead_data::{unit_hash, Dataset, Holdout, Pool, PoolRecord, BENCHMARK_SOURCES};
 use lookahead_model::RouterMeta;
-use lookahead_client::{user_turn, ChatClient, ChatEndpoint};
 use lookahead_replay::{ReplayBook, ReplayOptions, ReplayServer};
 use lookahead_router::router::{HEADER_FALLBACK, HEADER_MODEL};
 use lookahead_router::{serve, Router};
 use tokio::net::TcpListener;
-
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -245,7 +244,10 @@ async fn run_loopback(
 async fn start_members(
     models: &[String],
     records: &[PoolRecord],
-) -> anyhow::Result<(Vec<serde_json::Value>, Vec<tokio::task::JoinHandle<std::io::Result<()>>>)> {
+) -> anyhow::Result<(
+    Vec<serde_json::Value>,
+    Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+)> {
     let mut members = Vec::new();
     let mut servers = Vec::new();
     for (i, model) in models.iter().enumerate() {
