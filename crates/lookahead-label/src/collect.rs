@@ -131,7 +131,7 @@ async fn ask_all(
     report: &mut LabelReport,
 ) -> Result<(), LabelError> {
     let io = |e: std::io::Error| LabelError::Io(journal_path.to_owned(), e);
-    let bar = progress_bar(job.progress, work.len() as u64);
+    let bar = lookahead_data::progress::bar(work.len() as u64, "labelling", job.progress);
     let client = ChatClient::new(job.timeout);
     let pacer = job.rate_per_sec.filter(|r| *r > 0.0).map(|r| {
         Arc::new(Mutex::new(tokio::time::interval(Duration::from_secs_f64(
@@ -226,17 +226,4 @@ async fn label_one(
         Err(e) => entry.error = Some(format!("grading: {e}")),
     }
     entry
-}
-
-fn progress_bar(enabled: bool, len: u64) -> indicatif::ProgressBar {
-    if !enabled {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{spinner} labelling {pos}/{len} [{elapsed_precise}] eta {eta}",
-    ) {
-        bar.set_style(style);
-    }
-    bar
 }
