@@ -8,7 +8,9 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use candle_core::Device;
 use clap::{Args, Subcommand};
-use lookahead_model::{default_backbone_dir, Backbone, Precision, RouterScorer, Scorer};
+use lookahead_model::{
+    default_backbone_dir, load_scorer, Backbone, Precision, RouterMeta, ScorerOptions,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Subcommand, Debug)]
@@ -188,11 +190,13 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             ));
         }
         if let Some(art) = &args.artifact {
-            let mut scorer = RouterScorer::load(art, &backbone_dir)?;
-            if precision == Precision::Int8 {
-                scorer.quantize()?;
-            }
-            let m = &scorer.meta;
+            let options = ScorerOptions {
+                backbone: Some(backbone_dir.clone()),
+                precision,
+                ..ScorerOptions::default()
+            };
+            let scorer = load_scorer(art, &options)?;
+            let m = &RouterMeta::read(art)?;
             let name = format!(
                 "router {} decision {precision} (L={}, +{} layers, {} models, prompt cut at {} tokens)",
                 m.method,

@@ -8,10 +8,7 @@ use candle_core::Device;
 use clap::Args;
 use lookahead_data::{unit_hash, Dataset, KFold, Pool, Split, SplitSpec};
 use lookahead_model::artifact::{save_artifact, Method, Metrics};
-use lookahead_model::{
-    default_backbone_dir, default_states_root, train_router, Backbone, Example, HyperParams,
-    TrainRequest,
-};
+use lookahead_model::{default_states_root, train, Example, HyperParams, TrainRequest};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -186,13 +183,6 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         valid.len(),
         test.len()
     );
-    let backbone_dir = args.backbone.clone().unwrap_or_else(|| {
-        if args.method == Method::Clm {
-            lookahead_model::gguf::default_decoder_dir()
-        } else {
-            default_backbone_dir()
-        }
-    });
     let device = match (args.device.as_str(), args.method) {
         ("cpu", _) => Device::Cpu,
         ("cuda", Method::Mlm | Method::Clm) => crate::device::cuda()?,
@@ -208,16 +198,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         valid: &valid,
         test: (!test.is_empty()).then_some(test.as_slice()),
         holdout,
+        backbone: args.backbone.clone(),
+        device,
         states_root: args.states.clone().unwrap_or_else(default_states_root),
         progress: !args.quiet,
     };
-    let trained = if args.method == Method::Clm {
-        let decoder = lookahead_model::gguf::Decoder::load(&backbone_dir, &device)?;
-        lookahead_model::clm_router::train_clm(&decoder, &req, &device)?
-    } else {
-        let backbone = Backbone::load(&backbone_dir, &device)?;
-        train_router(&backbone, &req)?
-    };
+    let trained = train(&req)?;
     save_artifact(&args.out, &trained.meta, &trained.tensors)?;
     print_metrics("validation", &trained.meta.validation);
     if let Some(path) = &args.summary_file {

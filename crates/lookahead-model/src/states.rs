@@ -12,8 +12,8 @@ use candle_core::{DType, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
-use crate::backbone::{pad_batch, Backbone};
-use crate::ops::Mode;
+use crate::backbones::encoder_dir::{pad_batch, Backbone};
+use crate::kernels::ops::Mode;
 
 /// What a cached entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
