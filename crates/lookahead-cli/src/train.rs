@@ -8,7 +8,7 @@ use candle_core::Device;
 use clap::Args;
 use lookahead_data::{unit_hash, Dataset, KFold, Pool, Split, SplitSpec};
 use lookahead_model::artifact::{save_artifact, Method, Metrics};
-use lookahead_model::{default_states_root, train, Example, HyperParams, TrainRequest};
+use lookahead_model::{default_states_root, Example, HyperParams, TrainRequest};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -203,7 +203,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         states_root: args.states.clone().unwrap_or_else(default_states_root),
         progress: !args.quiet,
     };
-    let trained = train(&req)?;
+    let trained = lookahead_model::train(&req)?;
     save_artifact(&args.out, &trained.meta, &trained.tensors)?;
     print_metrics("validation", &trained.meta.validation);
     if let Some(path) = &args.summary_file {
