@@ -9,7 +9,9 @@ use anyhow::{bail, Context};
 use candle_core::Device;
 use clap::{Args, Subcommand};
 use lookahead_data::metrics::percentile;
-use lookahead_model::{default_backbone_dir, Backbone, Precision, RouterScorer, Scorer};
+use lookahead_model::{
+    default_backbone_dir, load_scorer, Backbone, Precision, RouterMeta, ScorerOptions,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Subcommand, Debug)]
@@ -247,11 +249,13 @@ fn router_rows(
     precision: Precision,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
-    let mut scorer = RouterScorer::load(art, backbone_dir)?;
-    if precision == Precision::Int8 {
-        scorer.quantize()?;
-    }
-    let m = &scorer.meta;
+    let options = ScorerOptions {
+        backbone: Some(backbone_dir.to_path_buf()),
+        precision,
+        ..ScorerOptions::default()
+    };
+    let scorer = load_scorer(art, &options)?;
+    let m = &RouterMeta::read(art)?;
     let name = format!(
         "router {} decision {precision} (L={}, +{} layers, {} models, prompt cut at {} tokens)",
         m.method,

@@ -452,20 +452,16 @@ fn router_label(dir: &Path) -> String {
 
 /// Loads the `--artifact` scorers and evaluates them as one router (one per fold: CV).
 fn evaluate_artifacts(args: &EvalArgs, dirs: &[PathBuf]) -> anyhow::Result<EvalOutcome> {
-    let backbone = args
-        .backbone
-        .clone()
-        .unwrap_or_else(lookahead_model::default_backbone_dir);
+    let options = lookahead_model::ScorerOptions {
+        backbone: args.backbone.clone(),
+        precision: args.precision,
+        ..Default::default()
+    };
     let loaded = dirs
         .iter()
         .map(|dir| {
-            lookahead_model::load_scorer_with(
-                dir,
-                &backbone,
-                &candle_core::Device::Cpu,
-                args.precision,
-            )
-            .with_context(|| format!("loading router artifact {}", dir.display()))
+            lookahead_model::load_scorer(dir, &options)
+                .with_context(|| format!("loading router artifact {}", dir.display()))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let name = match dirs {

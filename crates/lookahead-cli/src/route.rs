@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use lookahead_model::{default_backbone_dir, load_scorer_with, rank};
+use lookahead_model::{load_scorer, rank, ScorerOptions};
 
 #[derive(Args, Debug)]
 pub struct RouteArgs {
@@ -31,9 +31,12 @@ pub struct RouteArgs {
 }
 
 pub fn run(args: RouteArgs) -> anyhow::Result<()> {
-    let backbone = args.backbone.clone().unwrap_or_else(default_backbone_dir);
-    let device = candle_core::Device::Cpu;
-    let scorer = load_scorer_with(&args.artifact, &backbone, &device, args.precision)
+    let options = ScorerOptions {
+        backbone: args.backbone.clone(),
+        precision: args.precision,
+        ..ScorerOptions::default()
+    };
+    let scorer = load_scorer(&args.artifact, &options)
         .with_context(|| format!("loading {}", args.artifact.display()))?;
     let models = scorer.models().to_vec();
     let prices = if args.prices.is_empty() {

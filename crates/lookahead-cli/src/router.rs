@@ -33,12 +33,13 @@ pub fn artifact_loader(
     backbone: Option<PathBuf>,
     precision: lookahead_model::Precision,
 ) -> ScorerLoader {
+    let options = lookahead_model::ScorerOptions {
+        backbone,
+        precision,
+        ..Default::default()
+    };
     Arc::new(move |dir: &Path| {
-        let backbone = backbone
-            .clone()
-            .unwrap_or_else(lookahead_model::default_backbone_dir);
-        lookahead_model::load_scorer_with(dir, &backbone, &candle_core::Device::Cpu, precision)
-            .map_err(|e| e.to_string())
+        lookahead_model::load_scorer(dir, &options).map_err(|e| e.to_string())
     })
 }
 

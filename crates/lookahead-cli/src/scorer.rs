@@ -40,14 +40,14 @@ fn device(name: &str) -> anyhow::Result<candle_core::Device> {
 
 pub fn run(args: ScorerArgs) -> anyhow::Result<()> {
     let device = device(&args.device)?;
-    let backbone = args.backbone.clone();
-    let precision = args.precision;
+    let options = lookahead_model::ScorerOptions {
+        backbone: args.backbone.clone(),
+        device,
+        precision: args.precision,
+        models: None,
+    };
     let loader: lookahead_router::ScorerLoader = Arc::new(move |dir: &std::path::Path| {
-        let backbone = backbone
-            .clone()
-            .unwrap_or_else(lookahead_model::default_backbone_dir);
-        lookahead_model::load_scorer_with(dir, &backbone, &device, precision)
-            .map_err(|e| e.to_string())
+        lookahead_model::load_scorer(dir, &options).map_err(|e| e.to_string())
     });
     let slot = Arc::new(
         load_slot(&args.artifact, &loader)

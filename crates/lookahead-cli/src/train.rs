@@ -8,10 +8,7 @@ use candle_core::Device;
 use clap::Args;
 use lookahead_data::{unit_hash, Dataset, Holdout, Pool, PoolRecord, Split};
 use lookahead_model::artifact::{save_artifact, Method, Metrics};
-use lookahead_model::{
-    default_backbone_dir, default_states_root, train_router, Backbone, Example, HyperParams,
-    TrainRequest, Trained,
-};
+use lookahead_model::{default_states_root, Example, HyperParams, TrainRequest};
 
 use crate::holdout::HoldoutArgs;
 
@@ -183,23 +180,6 @@ fn device(args: &TrainArgs) -> anyhow::Result<Device> {
     })
 }
 
-fn fit(args: &TrainArgs, req: &TrainRequest<'_>, device: &Device) -> anyhow::Result<Trained> {
-    let backbone_dir = args.backbone.clone().unwrap_or_else(|| {
-        if args.method == Method::Clm {
-            lookahead_model::gguf::default_decoder_dir()
-        } else {
-            default_backbone_dir()
-        }
-    });
-    Ok(if args.method == Method::Clm {
-        let decoder = lookahead_model::gguf::Decoder::load(&backbone_dir, device)?;
-        lookahead_model::clm_router::train_clm(&decoder, req, device)?
-    } else {
-        let backbone = Backbone::load(&backbone_dir, device)?;
-        train_router(&backbone, req)?
-    })
-}
-
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let data =
@@ -231,10 +211,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         valid: &valid,
         test: (!test.is_empty()).then_some(test.as_slice()),
         holdout: holdout.describe(),
+        backbone: args.backbone.clone(),
+        device,
         states_root: args.states.clone().unwrap_or_else(default_states_root),
         progress: !args.quiet,
     };
-    let trained = fit(&args, &req, &device)?;
+    let trained = lookahead_model::train(&req)?;
     save_artifact(&args.out, &trained.meta, &trained.tensors)?;
     print_metrics("validation", &trained.meta.validation);
     if let Some(path) = &args.summary_file {

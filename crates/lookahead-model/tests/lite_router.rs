@@ -7,14 +7,13 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use lookahead_model::artifact::{save_artifact, ArtifactError, Method, RouterMeta};
-use lookahead_model::lite::{
-    loss, mask_rate, seed_upper_from_backbone, stack_states, visible_positions, UpperKind,
-    UpperModel, UpperShape,
+use lookahead_model::fit::mask_rate;
+use lookahead_model::kernels::ops::Mode;
+use lookahead_model::methods::lite::model::{
+    loss, seed_upper_from_backbone, stack_states, visible_positions, UpperKind, UpperModel,
+    UpperShape,
 };
-use lookahead_model::ops::Mode;
-use lookahead_model::{
-    load_scorer_for_models, load_scorer_with_backbone, train_router, Backbone, HyperParams,
-};
+use lookahead_model::{load_scorer, Backbone, HyperParams, ScorerOptions};
 
 fn tiny_hyper() -> HyperParams {
     HyperParams {
@@ -141,22 +140,22 @@ fn train(
     states: &std::path::Path,
     lambda: f64,
 ) -> lookahead_model::Trained {
-    let backbone = Backbone::load(dir, &Device::Cpu).unwrap();
-    let train = common::toy_examples(48, 0);
+    let train_set = common::toy_examples(48, 0);
     let valid = common::toy_examples(16, 1000);
     let test = common::toy_examples(16, 2000);
     let req = common::toy_request(
+        dir,
         method,
         HyperParams {
             lambda,
             ..tiny_hyper()
         },
-        &train,
+        &train_set,
         &valid,
         Some(&test),
         states.to_path_buf(),
     );
-    train_router(&backbone, &req).unwrap()
+    lookahead_model::train(&req).unwrap()
 }
 
 /// The toy task is learnable only from the prompt's key word: every method should route
@@ -194,7 +193,7 @@ fn artifact_round_trip_scores_prompts_alone_and_rejects_mismatches() {
     save_artifact(&art, &t.meta, &t.tensors).unwrap();
 
     // Inference needs prompts only (no responses anywhere in the API) and scores the pool.
-    let scorer = load_scorer_with_backbone(&art, &dir).unwrap();
+    let scorer = load_scorer(&art, &common::on(&dir)).unwrap();
     assert_eq!(scorer.models(), common::models().as_slice());
     // Unseen prompts of the toy task: an "alpha" one, a "beta" one, and a bare word.
     let unseen = common::toy_examples(2, 5000);
@@ -218,24 +217,30 @@ fn artifact_round_trip_scores_prompts_alone_and_rejects_mismatches() {
     assert_eq!(RouterMeta::read(&art).unwrap(), t.meta);
 
     // Another backbone, another pool, another format: clear errors.
-    let err = load_scorer_with_backbone(&art, &other).err().unwrap();
+    let err = load_scorer(&art, &common::on(&other)).err().unwrap();
     assert!(
         matches!(err, ArtifactError::BackboneMismatch { .. }),
         "{err}"
     );
     assert!(err.to_string().contains("--backbone"));
-    let err = load_scorer_for_models(&art, &dir, &["m-beta".to_string(), "m-alpha".to_string()])
-        .err()
-        .unwrap();
+    let swapped = ScorerOptions {
+        models: Some(vec!["m-beta".to_string(), "m-alpha".to_string()]),
+        ..common::on(&dir)
+    };
+    let err = load_scorer(&art, &swapped).err().unwrap();
     assert!(matches!(err, ArtifactError::ModelsMismatch { .. }), "{err}");
-    assert!(load_scorer_for_models(&art, &dir, &common::models()).is_ok());
+    let same = ScorerOptions {
+        models: Some(common::models()),
+        ..common::on(&dir)
+    };
+    assert!(load_scorer(&art, &same).is_ok());
     let json = std::fs::read_to_string(art.join("router.json")).unwrap();
     std::fs::write(
         art.join("router.json"),
         json.replace("\"format_version\": 1", "\"format_version\": 99"),
     )
     .unwrap();
-    let err = load_scorer_with_backbone(&art, &dir).err().unwrap();
+    let err = load_scorer(&art, &common::on(&dir)).err().unwrap();
     assert!(
         matches!(err, ArtifactError::Version { found: 99, .. }),
         "{err}"
@@ -253,14 +258,12 @@ fn int8_scorer_routes_like_the_f32_scorer() {
         let t = train(method, &dir, &states, 0.5);
         let art = tmp.path().join(format!("artifact-{method}"));
         save_artifact(&art, &t.meta, &t.tensors).unwrap();
-        let f32_scorer = load_scorer_with_backbone(&art, &dir).unwrap();
-        let int8 = lookahead_model::load_scorer_with(
-            &art,
-            &dir,
-            &Device::Cpu,
-            lookahead_model::Precision::Int8,
-        )
-        .unwrap();
+        let f32_scorer = load_scorer(&art, &common::on(&dir)).unwrap();
+        let int8_options = ScorerOptions {
+            precision: lookahead_model::Precision::Int8,
+            ..common::on(&dir)
+        };
+        let int8 = load_scorer(&art, &int8_options).unwrap();
         let unseen = common::toy_examples(16, 7000);
         let prompts: Vec<&str> = unseen.iter().map(|e| e.prompt.as_str()).collect();
         let exact = f32_scorer.score_batch(&prompts).unwrap();

@@ -1,13 +1,12 @@
 //! Lookahead-MLM end to end on a tiny, randomly initialised BERT written as a real Hugging Face
-//! directory: `train_router` -> artifact on disk -> `load_scorer_with_backbone` -> prompts scored
+//! directory: `train` -> artifact on disk -> `load_scorer` -> prompts scored
 //! without any response.
 #![cfg(test)]
 
 mod common;
 
-use candle_core::Device;
 use lookahead_model::artifact::{save_artifact, Method};
-use lookahead_model::{load_scorer_with_backbone, train_router, Backbone, HyperParams};
+use lookahead_model::{load_scorer, HyperParams, ScorerOptions};
 use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
@@ -41,7 +40,6 @@ fn backbone_with_identity_tokens(root: &std::path::Path) -> std::path::PathBuf {
 fn mlm_artifact_trains_saves_loads_and_scores_prompts_without_responses() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = backbone_with_identity_tokens(tmp.path());
-    let backbone = Backbone::load(&dir, &Device::Cpu).unwrap();
     let train = common::toy_examples(64, 0);
     let valid = common::toy_examples(16, 1000);
     let hyper = HyperParams {
@@ -55,6 +53,7 @@ fn mlm_artifact_trains_saves_loads_and_scores_prompts_without_responses() {
         ..HyperParams::default()
     };
     let req = common::toy_request(
+        &dir,
         Method::Mlm,
         hyper,
         &train,
@@ -62,7 +61,7 @@ fn mlm_artifact_trains_saves_loads_and_scores_prompts_without_responses() {
         None,
         tmp.path().join("states"),
     );
-    let trained = train_router(&backbone, &req).unwrap();
+    let trained = lookahead_model::train(&req).unwrap();
     assert_eq!(trained.meta.method, Method::Mlm);
     // 3 layers, 2 trainable: the lowest one (and the embeddings) stay frozen and are not saved.
     assert_eq!(trained.meta.hyper.frozen_layers, 1);
@@ -80,7 +79,7 @@ fn mlm_artifact_trains_saves_loads_and_scores_prompts_without_responses() {
     );
     let out = tmp.path().join("artifact");
     save_artifact(&out, &trained.meta, &trained.tensors).unwrap();
-    let scorer = load_scorer_with_backbone(&out, &dir).unwrap();
+    let scorer = load_scorer(&out, &common::on(&dir)).unwrap();
     assert_eq!(scorer.models(), common::models().as_slice());
     let scores = scorer
         .score_batch(&["code alpha math story", "poem beta sum list"])
@@ -91,14 +90,11 @@ fn mlm_artifact_trains_saves_loads_and_scores_prompts_without_responses() {
     assert!(scores[1][1] > scores[1][0], "{scores:?}");
 
     // int8 weights are for lite, MLC and kNN: asking for them is refused, not ignored.
-    let err = lookahead_model::load_scorer_with(
-        &out,
-        &dir,
-        &candle_core::Device::Cpu,
-        lookahead_model::Precision::Int8,
-    )
-    .err()
-    .unwrap();
+    let int8 = ScorerOptions {
+        precision: lookahead_model::Precision::Int8,
+        ..common::on(&dir)
+    };
+    let err = load_scorer(&out, &int8).err().unwrap();
     assert!(
         matches!(err, lookahead_model::ArtifactError::Unsupported(_)),
         "{err}"
@@ -112,7 +108,7 @@ fn mlm_artifact_trains_saves_loads_and_scores_prompts_without_responses() {
     let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
     old["backbone"].as_object_mut().unwrap().remove("kind");
     std::fs::write(&meta_path, old.to_string()).unwrap();
-    let scorer = load_scorer_with_backbone(&out, &dir).unwrap();
+    let scorer = load_scorer(&out, &common::on(&dir)).unwrap();
     let again = scorer
         .score_batch(&["code alpha math story", "poem beta sum list"])
         .unwrap();

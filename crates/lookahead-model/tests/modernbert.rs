@@ -8,15 +8,13 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use lookahead_model::artifact::{save_artifact, BackboneKind, Method, META_FILE};
-use lookahead_model::backbone::BackboneError;
-use lookahead_model::encoder::{Encoder, EncoderKind};
-use lookahead_model::mlm::MlmTokenError;
-use lookahead_model::mlm_router::MlmScorer;
-use lookahead_model::modernbert::{ModernBertConfig, ModernBertEncoder};
-use lookahead_model::ops::Mode;
+use lookahead_model::backbones::encoder::{Encoder, EncoderKind};
+use lookahead_model::backbones::modernbert::{ModernBertConfig, ModernBertEncoder};
+use lookahead_model::kernels::ops::Mode;
+use lookahead_model::methods::mlm::scorer::MlmScorer;
 use lookahead_model::{
-    load_scorer_with_backbone, train_router, ArtifactError, Backbone, HyperParams, TrainError,
-    TrainRequest,
+    load_scorer, train, ArtifactError, Backbone, BackboneError, HyperParams, MlmTokenError,
+    TrainError, TrainRequest,
 };
 
 /// Two prompts, one of 16 tokens (twice the window of 8) and one padded.
@@ -98,12 +96,14 @@ fn modernbert_matches_candle_transformers_and_training_kernels_match_inference()
 }
 
 fn request<'a>(
+    backbone: &std::path::Path,
     method: Method,
     train: &'a [lookahead_model::Example],
     valid: &'a [lookahead_model::Example],
     states: std::path::PathBuf,
 ) -> TrainRequest<'a> {
     common::toy_request(
+        backbone,
         method,
         HyperParams {
             frozen_layers: 1,
@@ -127,11 +127,16 @@ fn request<'a>(
 fn mlm_trains_on_a_modernbert_directory_saves_loads_and_scores_in_one_pass() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = common::tiny_modernbert_dir(&tmp.path().join("mb"), 2);
-    let backbone = Backbone::load(&dir, &Device::Cpu).unwrap();
-    let train = common::toy_examples(64, 0);
+    let train_set = common::toy_examples(64, 0);
     let valid = common::toy_examples(16, 1000);
-    let req = request(Method::Mlm, &train, &valid, tmp.path().join("states"));
-    let trained = train_router(&backbone, &req).unwrap();
+    let req = request(
+        &dir,
+        Method::Mlm,
+        &train_set,
+        &valid,
+        tmp.path().join("states"),
+    );
+    let trained = train(&req).unwrap();
     assert_eq!(trained.meta.backbone.kind, BackboneKind::ModernBert);
     // 4 layers, 2 trainable (local layer 2, global layer 3): the embeddings stay frozen.
     assert_eq!(trained.meta.hyper.frozen_layers, 2);
@@ -156,7 +161,7 @@ fn mlm_trains_on_a_modernbert_directory_saves_loads_and_scores_in_one_pass() {
     let json = std::fs::read_to_string(out.join(META_FILE)).unwrap();
     assert!(json.contains(r#""kind": "modernbert""#), "{json}");
 
-    let scorer = load_scorer_with_backbone(&out, &dir).unwrap();
+    let scorer = load_scorer(&out, &common::on(&dir)).unwrap();
     assert_eq!(scorer.models(), common::models().as_slice());
     // Unseen prompts of the toy task, scored from the prompt alone: each goes to its model.
     let held_out = common::toy_examples(8, 5000);
@@ -167,7 +172,7 @@ fn mlm_trains_on_a_modernbert_directory_saves_loads_and_scores_in_one_pass() {
         assert!(s[best] > s[1 - best], "{}: {s:?}", e.prompt);
     }
     // One encoder pass scores all eight prompts and the whole pool.
-    let mlm = MlmScorer::load(&out, &dir).unwrap();
+    let mlm = MlmScorer::load(&out, &dir, &Device::Cpu).unwrap();
     use lookahead_model::Scorer as _;
     let again = mlm.score_batch(&prompts).unwrap();
     assert_eq!(mlm.passes(), 1);
@@ -176,7 +181,7 @@ fn mlm_trains_on_a_modernbert_directory_saves_loads_and_scores_in_one_pass() {
     // An artifact whose router.json lacks the kind is a BERT one (older format): refused here.
     let stripped = json.replace(r#""kind": "modernbert""#, r#""unused": 0"#);
     std::fs::write(out.join(META_FILE), stripped).unwrap();
-    let err = MlmScorer::load(&out, &dir).err().unwrap();
+    let err = MlmScorer::load(&out, &dir, &Device::Cpu).err().unwrap();
     assert!(
         matches!(
             err,
@@ -192,13 +197,12 @@ fn mlm_trains_on_a_modernbert_directory_saves_loads_and_scores_in_one_pass() {
 #[test]
 fn modernbert_backbones_are_refused_by_lite_mlc_knn_and_need_identity_tokens() {
     let tmp = tempfile::tempdir().unwrap();
-    let train = common::toy_examples(8, 0);
+    let train_set = common::toy_examples(8, 0);
     let valid = common::toy_examples(4, 100);
     let dir = common::tiny_modernbert_dir(&tmp.path().join("mb"), 2);
-    let backbone = Backbone::load(&dir, &Device::Cpu).unwrap();
     for method in [Method::Lite, Method::Mlc, Method::Knn] {
-        let req = request(method, &train, &valid, tmp.path().join("states"));
-        let err = train_router(&backbone, &req).err().unwrap();
+        let req = request(&dir, method, &train_set, &valid, tmp.path().join("states"));
+        let err = train(&req).err().unwrap();
         assert!(
             matches!(
                 err,
@@ -212,9 +216,14 @@ fn modernbert_backbones_are_refused_by_lite_mlc_knn_and_need_identity_tokens() {
     }
     // A vocabulary without [unusedN] cannot name the candidates.
     let bare = common::tiny_modernbert_dir(&tmp.path().join("bare"), 0);
-    let backbone = Backbone::load(&bare, &Device::Cpu).unwrap();
-    let req = request(Method::Mlm, &train, &valid, tmp.path().join("states"));
-    let err = train_router(&backbone, &req).err().unwrap();
+    let req = request(
+        &bare,
+        Method::Mlm,
+        &train_set,
+        &valid,
+        tmp.path().join("states"),
+    );
+    let err = train(&req).err().unwrap();
     assert!(
         matches!(&err, TrainError::Tokens(MlmTokenError::Missing { token, models: 2 }) if token == "[unused0]"),
         "{err}"

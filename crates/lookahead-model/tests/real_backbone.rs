@@ -5,8 +5,8 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use lookahead_model::bert::mean_pool;
-use lookahead_model::ops::Mode;
+use lookahead_model::kernels::ops::Mode;
+use lookahead_model::nn::mean_pool;
 use lookahead_model::{default_backbone_dir, Backbone};
 
 fn real_backbone() -> Option<Backbone> {
@@ -60,7 +60,7 @@ fn minilm_embeddings_match_candle_transformers_bert() {
         assert!(diff < 1e-4, "{mode:?}: max abs difference {diff}");
     }
     // Sanity: related prompts are closer than unrelated ones (the weights are really MiniLM).
-    let e = lookahead_model::knn::l2_normalise(&ref_emb).unwrap();
+    let e = lookahead_model::methods::knn::model::l2_normalise(&ref_emb).unwrap();
     let sims: Vec<Vec<f32>> = e.matmul(&e.t().unwrap()).unwrap().to_vec2().unwrap();
     assert!(sims[0][1] < 0.9 && sims[0][0] > 0.999);
 }
@@ -106,7 +106,10 @@ fn minilm_int8_embeddings_stay_close_to_f32() {
             .encoder
             .forward_lower(&batch.ids, &batch.keep, n, Mode::Inference)
             .unwrap();
-        lookahead_model::knn::l2_normalise(&mean_pool(&states, &batch.keep).unwrap()).unwrap()
+        lookahead_model::methods::knn::model::l2_normalise(
+            &mean_pool(&states, &batch.keep).unwrap(),
+        )
+        .unwrap()
     };
     let (exact, approx) = (embed(&bb), embed(&quant));
     let cos: Vec<f32> = (&exact * &approx)

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use lookahead_model::artifact::Method;
-use lookahead_model::bert::BertConfig;
-use lookahead_model::{Example, HyperParams, TrainRequest};
+use lookahead_model::backbones::bert::BertConfig;
+use lookahead_model::{Example, HyperParams, ScorerOptions, TrainRequest};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokenizers::models::wordpiece::WordPiece;
@@ -162,9 +162,11 @@ pub fn toy_examples(n: usize, offset: usize) -> Vec<Example> {
         .collect()
 }
 
-/// A training request on the toy task: [`models`], sources A and B, the held-out `test` records
-/// if any; `LOOKAHEAD_TEST_PROGRESS` shows the progress bar.
+/// A training request on the toy task with the backbone in `backbone` on the CPU: [`models`],
+/// sources A and B, the held-out `test` records if any; `LOOKAHEAD_TEST_PROGRESS` shows the
+/// progress bar.
 pub fn toy_request<'a>(
+    backbone: &Path,
     method: Method,
     hyper: HyperParams,
     train: &'a [Example],
@@ -181,8 +183,18 @@ pub fn toy_request<'a>(
         valid,
         test,
         holdout: "toy".into(),
+        backbone: Some(backbone.to_path_buf()),
+        device: Device::Cpu,
         states_root,
         progress: std::env::var_os("LOOKAHEAD_TEST_PROGRESS").is_some(),
+    }
+}
+
+/// Loading options for an artifact trained on the backbone in `dir` (CPU, f32, any pool).
+pub fn on(dir: &Path) -> ScorerOptions {
+    ScorerOptions {
+        backbone: Some(dir.to_path_buf()),
+        ..ScorerOptions::default()
     }
 }
 

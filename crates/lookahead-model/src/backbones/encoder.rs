@@ -1,6 +1,6 @@
 //! The encoder families a backbone directory may hold, chosen from `config.json`'s
-//! `model_type`: BERT ([`crate::bert`]: all-MiniLM-L6-v2 and other HF BERT directories) or
-//! ModernBERT ([`crate::modernbert`]). Lookahead-MLM runs on either; the lite, MLC and kNN
+//! `model_type`: BERT ([`crate::backbones::bert`]: all-MiniLM-L6-v2 and other HF BERT directories) or
+//! ModernBERT ([`crate::backbones::modernbert`]). Lookahead-MLM runs on either; the lite, MLC and kNN
 //! routers train on cached BERT states and accept BERT only.
 
 use std::collections::HashMap;
@@ -9,11 +9,13 @@ use candle_core::{Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use crate::bert::{additive_mask, mean_pool, BertConfig, BertEncoder, BertLayer, Embeddings};
-use crate::modernbert::{
+use crate::backbones::bert::{BertConfig, BertEncoder, BertLayer, Embeddings};
+use crate::backbones::modernbert::{
     Masks, ModernBertConfig, ModernBertEmbeddings, ModernBertEncoder, ModernBertLayer, Norm,
 };
-use crate::ops::Mode;
+use crate::kernels::attention::additive_mask;
+use crate::kernels::ops::Mode;
+use crate::nn::mean_pool;
 
 /// Which encoder family; recorded in `router.json` (absent in older artifacts = BERT).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,7 +115,7 @@ impl Encoder {
         })
     }
 
-    /// Switches to int8 weights for inference (see [`crate::quant`]); BERT encoders on the CPU.
+    /// Switches to int8 weights for inference (see [`crate::kernels::quant`]); BERT encoders on the CPU.
     pub fn quantize(&mut self) -> Result<()> {
         match self {
             Encoder::Bert(e) => e.quantize(),

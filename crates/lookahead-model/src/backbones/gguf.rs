@@ -16,7 +16,7 @@ use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer};
 
-use crate::llama::{Llama, LlamaConfig};
+use crate::backbones::llama::{Llama, LlamaConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
@@ -282,12 +282,12 @@ mod tests {
         let n = dec.llama.config.layers;
         let x = dec
             .llama
-            .run_blocks(x, 0..n, 0, None, crate::ops::Mode::Inference)
+            .run_blocks(x, 0..n, 0, None, crate::kernels::ops::Mode::Inference)
             .expect("blocks");
         let last = x.narrow(1, ids.len() - 1, 1).expect("last");
         let normed = dec
             .llama
-            .final_norm(&last, crate::ops::Mode::Inference)
+            .final_norm(&last, crate::kernels::ops::Mode::Inference)
             .expect("norm");
         let next = dec
             .llama

@@ -43,7 +43,7 @@ fn fused_x86(
     let (b, r, h) = q.dims3()?;
     let t = k.dim(1)?;
     let hd = h / heads.max(1);
-    if !crate::simd::available()
+    if !crate::kernels::simd::available()
         || !q.device().is_cpu()
         || q.dtype() != DType::F32
         || !hd.is_multiple_of(16)
@@ -145,7 +145,7 @@ unsafe fn one_head(s: &Shape3, q: &[f32], k: &[f32], v: &[f32], mask: Option<&[f
             }
         }
         for i in 0..rows {
-            crate::simd::softmax_row(&mut scores[i * t_pad..i * t_pad + t]);
+            crate::kernels::simd::softmax_row(&mut scores[i * t_pad..i * t_pad + t]);
         }
         // out[i] = Σ_j p[i][j] v_j, 32 dims per step (16 for the rest).
         let mut d0 = 0;
@@ -215,6 +215,12 @@ unsafe fn product_block<const N: usize>(
     }
 }
 
+/// Additive attention mask `[batch, 1, 1, seq]` from a 0/1 `[batch, seq]` keep-mask.
+pub fn additive_mask(keep: &Tensor) -> Result<Tensor> {
+    let (b, t) = keep.dims2()?;
+    ((keep.to_dtype(DType::F32)? - 1.0)? * 1e4)?.reshape((b, 1, 1, t))
+}
+
 #[cfg(test)]
 #[cfg(target_arch = "x86_64")]
 mod tests {
@@ -248,7 +254,7 @@ mod tests {
 
     #[test]
     fn fused_attention_equals_composed_attention() -> Result<()> {
-        if !crate::simd::available() {
+        if !crate::kernels::simd::available() {
             println!("skipped: this CPU has no AVX-512 (the composed attention is used)");
             return Ok(());
         }
@@ -264,7 +270,7 @@ mod tests {
                 .map(|i| if i >= t && i % t >= 15 { 0.0 } else { 1.0 })
                 .collect();
             let keep = Tensor::from_vec(keep, (b, t), &dev)?;
-            let mask = crate::bert::additive_mask(&keep)?;
+            let mask = additive_mask(&keep)?;
             let want = reference(&q, &k, &v, heads, &mask);
             let got = fused(&q, &k, &v, heads, Some(&mask))?.expect("fused kernel applies");
             let diff = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;

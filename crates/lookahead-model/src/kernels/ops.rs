@@ -37,7 +37,7 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> 
 /// numerical stability; the shift cancels in the gradient.
 pub fn softmax_last_dim(x: &Tensor, mode: Mode) -> Result<Tensor> {
     if mode == Mode::Inference {
-        if x.device().is_cpu() && x.dtype() == DType::F32 && crate::simd::available() {
+        if x.device().is_cpu() && x.dtype() == DType::F32 && crate::kernels::simd::available() {
             return x.contiguous()?.apply_op1_no_bwd(&VectorSoftmax);
         }
         return candle_nn::ops::softmax_last_dim(x);
@@ -47,7 +47,7 @@ pub fn softmax_last_dim(x: &Tensor, mode: Mode) -> Result<Tensor> {
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
 }
 
-/// Softmax over the last dimension with the AVX-512 kernel ([`crate::simd::softmax_row`]);
+/// Softmax over the last dimension with the AVX-512 kernel ([`crate::kernels::simd::softmax_row`]);
 /// inference only (no backward).
 struct VectorSoftmax;
 
@@ -72,7 +72,7 @@ impl candle_core::CustomOp1 for VectorSoftmax {
         #[cfg(target_arch = "x86_64")]
         for row in out.chunks_exact_mut(cols) {
             // SAFETY: the caller checked `simd::available()` before applying this op.
-            unsafe { crate::simd::softmax_row(row) };
+            unsafe { crate::kernels::simd::softmax_row(row) };
         }
         Ok((candle_core::CpuStorage::F32(out), layout.shape().clone()))
     }
@@ -125,6 +125,20 @@ pub fn masked_cosine_loss(pred: &Tensor, target: &Tensor, weights: &Tensor) -> R
         return Tensor::zeros((), DType::F32, pred.device());
     }
     (loss * weights)?.sum_all()? / total as f64
+}
+
+/// Mean cross-entropy of `logits` `[N, V]` against `targets` `[N]` u32, from differentiable ops
+/// (log-sum-exp shifted by the detached row max).
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let max = logits.max_keepdim(D::Minus1)?.detach();
+    let lse = (logits
+        .broadcast_sub(&max)?
+        .exp()?
+        .sum_keepdim(D::Minus1)?
+        .log()?
+        + &max)?;
+    let picked = logits.gather(&targets.unsqueeze(1)?, 1)?;
+    (lse - picked)?.mean_all()
 }
 
 #[cfg(test)]

@@ -15,10 +15,9 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Module, Result, Tensor, Var, D};
 use candle_nn::{VarBuilder, VarMap};
 
-use crate::bert::Linear;
-use crate::llama::{KvCache, Llama, LlamaBlock};
-use crate::mlm::cross_entropy;
-use crate::ops::{self, Mode};
+use crate::backbones::llama::{KvCache, Llama, LlamaBlock};
+use crate::kernels::ops::{self, Mode};
+use crate::nn::Linear;
 
 /// Weight of the next-token loss (paper: 0.5).
 pub const CLM_LOSS_WEIGHT: f64 = 0.5;
@@ -263,7 +262,7 @@ impl ClmModel {
         } else {
             let picked = flat.index_select(&batch.lm_rows, 0)?;
             let vocab = picked.matmul(&self.embeddings.t()?)?;
-            cross_entropy(&vocab, &batch.lm_targets)?
+            ops::cross_entropy(&vocab, &batch.lm_targets)?
         };
         Ok((logits, lm))
     }
@@ -317,7 +316,7 @@ impl ClmModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llama::LlamaConfig;
+    use crate::backbones::llama::LlamaConfig;
     use candle_nn::Optimizer;
 
     const V: usize = 40;

@@ -6,7 +6,7 @@
 //! every slot says whose it is. At inference every slot is fully masked: the sequence depends on
 //! the prompt only and one pass scores the whole pool.
 //!
-//! The encoder is a BERT or a ModernBERT ([`crate::encoder`]). Heads: routing on `[CLS]` (dense +
+//! The encoder is a BERT or a ModernBERT ([`crate::backbones::encoder`]). Heads: routing on `[CLS]` (dense +
 //! GELU + LayerNorm, then `Linear(hidden -> |pool|)`) and the masked-token head (dense + act +
 //! LayerNorm, decoder tied to the word embeddings; a ModernBERT checkpoint's own `head.*` and
 //! `decoder.bias` seed it). Loss = BCE + 0.2 x masked-token CE. The lower `layers - N` encoder
@@ -18,73 +18,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{VarBuilder, VarMap};
-use tokenizers::Tokenizer;
 
-use crate::backbone::pad_batch_with;
-use crate::bert::Linear as BiasedLinear;
-use crate::encoder::{Encoder, EncoderEmbeddings, EncoderLayer};
-use crate::modernbert::{Activation, Linear, Norm};
-use crate::ops::{self, Mode};
+use crate::backbones::encoder::{Encoder, EncoderEmbeddings, EncoderLayer};
+use crate::backbones::encoder_dir::pad_batch_with;
+pub use crate::backbones::mlm_tokens::{MlmSpecial, MlmTokenError};
+use crate::backbones::modernbert::{Activation, Linear, Norm};
+use crate::kernels::ops::{self, Mode};
+use crate::nn::Linear as BiasedLinear;
 
 /// Weight of the masked-token loss (paper: 0.2).
 pub const MLM_LOSS_WEIGHT: f64 = 0.2;
-
-/// Token ids the layout needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MlmSpecial {
-    /// First token of every tokenised prompt: the routing head reads its state.
-    pub cls: u32,
-    pub sep: u32,
-    /// Fills padded positions (masked out of attention).
-    pub pad: u32,
-    /// Identity token of candidate `t` (`[unused_t]`).
-    pub identity: Vec<u32>,
-}
-
-/// Why a tokenizer cannot lay out MLM sequences.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MlmTokenError {
-    #[error("the backbone's tokenizer has no {token} token: Lookahead-MLM needs [CLS], [SEP], [PAD] and one identity token [unused0]..[unused{}] per candidate", models.saturating_sub(1))]
-    Missing { token: String, models: usize },
-    #[error("the backbone's tokenizer does not start a prompt with [CLS] (id {cls}) but with {found:?}: the routing head reads position 0")]
-    NoLeadingCls { cls: u32, found: Option<u32> },
-}
-
-impl MlmSpecial {
-    /// `[CLS]`, `[SEP]`, `[PAD]` and `[unused_0..P]` from the tokenizer's vocabulary (BERT and
-    /// ModernBERT vocabularies both have them). `[MASK]` is not needed: masked positions hold
-    /// their candidate's identity token.
-    pub fn from_tokenizer(
-        tok: &Tokenizer,
-        models: usize,
-    ) -> std::result::Result<Self, MlmTokenError> {
-        let id = |t: &str| {
-            tok.token_to_id(t).ok_or_else(|| MlmTokenError::Missing {
-                token: t.to_string(),
-                models,
-            })
-        };
-        Ok(Self {
-            cls: id("[CLS]")?,
-            sep: id("[SEP]")?,
-            pad: id("[PAD]")?,
-            identity: (0..models)
-                .map(|t| id(&format!("[unused{t}]")))
-                .collect::<std::result::Result<_, _>>()?,
-        })
-    }
-
-    /// Errors unless `prompt` (tokenised with special tokens) starts with `[CLS]`.
-    pub fn check_prompt(&self, prompt: &[u32]) -> std::result::Result<(), MlmTokenError> {
-        match prompt.first() {
-            Some(&c) if c == self.cls => Ok(()),
-            found => Err(MlmTokenError::NoLeadingCls {
-                cls: self.cls,
-                found: found.copied(),
-            }),
-        }
-    }
-}
 
 /// Shape of an MLM router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,7 +230,12 @@ pub fn seed_from_backbone(
         candle_core::Error::Msg("more trainable layers than the backbone has".into())
     })?;
     if let Encoder::Bert(_) = encoder {
-        crate::lite::seed_upper_from_backbone(varmap, tensors, frozen, shape.trainable_layers)?;
+        crate::methods::lite::model::seed_upper_from_backbone(
+            varmap,
+            tensors,
+            frozen,
+            shape.trainable_layers,
+        )?;
         if frozen == 0 {
             // Named one by one: some BERT exports also hold an integer `position_ids` buffer.
             let named = [
@@ -422,7 +370,7 @@ impl MlmModel {
         let picked = states.reshape(((), h))?.index_select(rows, 0)?;
         let z = self.mlm.forward(&picked, mode)?;
         let logits = z.matmul(&self.word.t()?)?.broadcast_add(&self.mlm_bias)?;
-        cross_entropy(&logits, targets)
+        ops::cross_entropy(&logits, targets)
     }
 
     /// Routing BCE + 0.2 x masked-token CE of a batch, and the two parts.
@@ -440,27 +388,13 @@ impl MlmModel {
     }
 }
 
-/// Mean cross-entropy of `logits` `[N, V]` against `targets` `[N]` u32, from differentiable ops
-/// (log-sum-exp shifted by the detached row max).
-pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    let max = logits.max_keepdim(D::Minus1)?.detach();
-    let lse = (logits
-        .broadcast_sub(&max)?
-        .exp()?
-        .sum_keepdim(D::Minus1)?
-        .log()?
-        + &max)?;
-    let picked = logits.gather(&targets.unsqueeze(1)?, 1)?;
-    (lse - picked)?.mean_all()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bert::{BertConfig, BertEncoder};
-    use crate::encoder::EncoderKind;
-    use crate::lite::mask_rate;
-    use crate::modernbert::{ModernBertConfig, ModernBertEncoder};
+    use crate::backbones::bert::{BertConfig, BertEncoder};
+    use crate::backbones::encoder::EncoderKind;
+    use crate::backbones::modernbert::{ModernBertConfig, ModernBertEncoder};
+    use crate::fit::mask_rate;
     use candle_core::Var;
     use candle_nn::Optimizer;
 
@@ -761,7 +695,7 @@ mod tests {
     fn cross_entropy_matches_closed_form() -> Result<()> {
         let logits = Tensor::new(&[[1f32, 2., 3.], [0., 0., 0.]], &Device::Cpu)?;
         let t = Tensor::new(&[2u32, 0], &Device::Cpu)?;
-        let got = cross_entropy(&logits, &t)?.to_scalar::<f32>()?;
+        let got = ops::cross_entropy(&logits, &t)?.to_scalar::<f32>()?;
         let l0 = (1f32.exp() + 2f32.exp() + 3f32.exp()).ln() - 3.0;
         let l1 = 3f32.ln();
         assert!((got - (l0 + l1) / 2.0).abs() < 1e-5);

@@ -1,5 +1,5 @@
 //! A ModernBERT encoder (Hugging Face `model_type: "modernbert"`) whose every op on the training
-//! path has a backward pass (see [`crate::ops`]), layers runnable as a range like [`crate::bert`].
+//! path has a backward pass (see [`crate::kernels::ops`]), layers runnable as a range like [`crate::backbones::bert`].
 //!
 //! Architecture (HF `modeling_modernbert.py`): token embeddings + LayerNorm; pre-norm layers
 //! (layer 0 has no `attn_norm`: the embedding norm already normalised its input) with a fused
@@ -12,8 +12,8 @@ use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
-use crate::bert::additive_mask;
-use crate::ops::{self, Mode};
+use crate::kernels::attention::additive_mask;
+use crate::kernels::ops::{self, Mode};
 
 /// The subset of a Hugging Face ModernBERT `config.json` the encoder needs.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -336,7 +336,7 @@ impl ModernBertEmbeddings {
     }
 
     pub fn forward(&self, ids: &Tensor, mode: Mode) -> Result<Tensor> {
-        let x = crate::bert::token_embeddings(&self.tok, ids)?;
+        let x = crate::nn::token_embeddings(&self.tok, ids)?;
         self.norm.forward(&x, mode)
     }
 }

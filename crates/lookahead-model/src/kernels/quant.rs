@@ -18,6 +18,8 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
+use crate::kernels::simd::{gelu_erf_scalar, gelu_tanh_scalar};
+
 /// Output columns per packed panel (one 512-bit register of i32 accumulators).
 const PANEL: usize = 16;
 /// Rows computed together by the kernel (accumulators live in registers).
@@ -200,7 +202,7 @@ impl Int8Linear {
         out: &mut [f32],
     ) {
         #[cfg(target_arch = "x86_64")]
-        if crate::simd::available() {
+        if crate::kernels::simd::available() {
             // SAFETY: AVX-512 F present (checked); `out` holds n_rows rows of out_dim, and
             // col_sum/scale are padded to n_pad ≥ n0 + PANEL * PANELS.
             unsafe { vnni::store(self, acc, n0, r0, n_rows, sx, zx, out) };
@@ -243,7 +245,7 @@ impl CustomOp1 for Int8Linear {
 /// Asymmetric u8 quantisation of one row: returns (scale, zero point); `q` gets the codes.
 fn quantize_row(row: &[f32], q: &mut [u8]) -> (f32, i32) {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::available() {
+    if crate::kernels::simd::available() {
         // SAFETY: AVX-512 F/BW/VL present (checked); `q` and `row` have the same length.
         return unsafe { vnni::quantize_row(row, q) };
     }
@@ -269,7 +271,7 @@ fn dot_block(
     acc: &mut [[i32; PANEL * PANELS]; ROWS],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::available() {
+    if crate::kernels::simd::available() {
         // SAFETY: the CPU has AVX-512 F + VNNI (checked above); `a` holds ROWS rows of k_pad
         // bytes and `packed` holds the PANELS panels from p on (n_pad is a multiple of
         // PANEL * PANELS), which `vnni::dot_block` reads and nothing beyond.
@@ -312,7 +314,7 @@ mod vnni {
     use std::arch::x86_64::*;
 
     use super::{Activation, Int8Linear, PANEL, PANELS, ROWS};
-    use crate::simd::{gelu_erf512, gelu_tanh512};
+    use crate::kernels::simd::{gelu_erf512, gelu_tanh512};
 
     /// See `super::quantize_row`. Safety: AVX-512 F/BW/VL; `q.len() == row.len()`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
@@ -441,26 +443,6 @@ fn activate(v: f32, activation: Activation) -> f32 {
     }
 }
 
-pub(crate) fn gelu_erf_scalar(v: f32) -> f32 {
-    0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2))
-}
-
-pub(crate) fn gelu_tanh_scalar(v: f32) -> f32 {
-    let c = (2.0 / std::f32::consts::PI).sqrt();
-    0.5 * v * (1.0 + (c * (v + 0.044_715 * v * v * v)).tanh())
-}
-
-/// erf with |error| < 1.5e-7 (Abramowitz & Stegun 7.1.26): a few multiplies and one exp, far
-/// cheaper than libm's `erff`, which showed up at 8% of an f32 encoder pass.
-pub fn erf(x: f32) -> f32 {
-    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
-    let poly = t
-        * (0.254_829_6
-            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
-    let y = 1.0 - poly * (-x * x).exp();
-    y.copysign(x)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -483,7 +465,7 @@ mod tests {
     fn vnni_kernel_equals_portable_kernel_exactly() {
         #[cfg(target_arch = "x86_64")]
         {
-            if !crate::simd::available() {
+            if !crate::kernels::simd::available() {
                 println!("skipped: this CPU has no AVX-512 VNNI (the portable kernel is used)");
                 return;
             }

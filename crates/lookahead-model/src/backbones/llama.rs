@@ -1,5 +1,5 @@
 //! A Llama-family decoder (SmolLM2) whose every op on the training path has a backward pass:
-//! RMS norm from [`crate::ops`], rotary embeddings and attention from primitive tensor ops, grouped
+//! RMS norm from [`crate::kernels::ops`], rotary embeddings and attention from primitive tensor ops, grouped
 //! query attention, SiLU-gated MLP. A [`KvCache`] lets inference prefill a prompt once and step
 //! from (cheap, shared-storage) clones of it.
 //!
@@ -10,7 +10,7 @@
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
-use crate::ops::{self, Mode};
+use crate::kernels::ops::{self, Mode};
 
 /// Shape of a Llama decoder.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,0 +1,186 @@
+//! What a training run takes ([`TrainRequest`] of [`Example`]s) and gives back ([`Trained`]: the
+//! artifact's meta and tensors), and why it can fail ([`TrainError`]).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+
+use crate::artifact::{
+    fingerprint_models, BackboneInfo, HyperParams, Method, Metrics, RouterMeta, FORMAT_VERSION,
+};
+use crate::backbones::encoder_dir::BackboneError;
+use crate::backbones::gguf::GgufError;
+use crate::backbones::mlm_tokens::MlmTokenError;
+use crate::states::StateCacheError;
+
+/// One training prompt projected on the pool (vectors in pool order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub id: String,
+    pub source: String,
+    pub prompt: String,
+    pub responses: Vec<String>,
+    /// Paper labels (0/1).
+    pub labels: Vec<f32>,
+    /// Scores scaled to 0..100 with the source's range (metrics, kNN targets).
+    pub quality: Vec<f32>,
+}
+
+impl Example {
+    /// A record projected on the pool as a training example: the paper's labels (positive if the
+    /// min–max normalised score >= `threshold` x best) and the scores scaled to 0..100 with the
+    /// source's `score_range`.
+    pub fn from_record(
+        data: &lookahead_data::Dataset,
+        record: &lookahead_data::PoolRecord,
+        threshold: f64,
+    ) -> Result<Self, lookahead_data::DataError> {
+        let scores = record.scores();
+        Ok(Self {
+            id: record.id.clone(),
+            source: record.source.clone(),
+            prompt: record.prompt.clone(),
+            responses: record.responses.iter().map(|r| r.text.clone()).collect(),
+            labels: lookahead_data::label_targets(&scores, threshold),
+            quality: data
+                .scaled_scores(record)?
+                .into_iter()
+                .map(|q| q as f32)
+                .collect(),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("no training examples")]
+    Empty,
+    #[error("example {id} has {got} responses/labels for a pool of {want}")]
+    Shape { id: String, got: usize, want: usize },
+    #[error("invalid hyper-parameters: {0}")]
+    Hyper(String),
+    #[error(transparent)]
+    States(#[from] StateCacheError),
+    #[error(transparent)]
+    Backbone(#[from] BackboneError),
+    #[error("CLM decoder: {0}")]
+    Decoder(#[from] GgufError),
+    #[error(transparent)]
+    Tokens(#[from] MlmTokenError),
+    #[error("training: {0}")]
+    Tensor(#[from] candle_core::Error),
+}
+
+impl TrainError {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            TrainError::Empty => "empty",
+            TrainError::Shape { .. } => "shape",
+            TrainError::Hyper(_) => "hyper",
+            TrainError::States(_) => "states",
+            TrainError::Backbone(_) => "backbone",
+            TrainError::Decoder(_) => "decoder",
+            TrainError::Tokens(_) => "tokens",
+            TrainError::Tensor(_) => "tensor",
+        }
+    }
+}
+
+/// Everything one training run needs, for every method.
+pub struct TrainRequest<'a> {
+    pub method: Method,
+    pub hyper: HyperParams,
+    pub models: Vec<String>,
+    pub sources: Vec<String>,
+    pub train: &'a [Example],
+    pub valid: &'a [Example],
+    /// Held-out records scored after training (a CV fold or the test split), if any.
+    pub test: Option<&'a [Example]>,
+    pub holdout: String,
+    /// The backbone directory: a HF encoder (lite, MLC, kNN, MLM) or the GGUF decoder (CLM).
+    /// `None`: the method's default ([`crate::default_backbone_dir`], or
+    /// [`crate::backbones::gguf::default_decoder_dir`] for CLM).
+    pub backbone: Option<PathBuf>,
+    /// Where training runs (MLM and CLM; lite, MLC and kNN train on cached states on the CPU).
+    pub device: Device,
+    pub states_root: PathBuf,
+    pub progress: bool,
+}
+
+impl TrainRequest<'_> {
+    /// Every train, validation and test example, in that order.
+    pub fn all_examples(&self) -> impl Iterator<Item = &Example> {
+        self.train
+            .iter()
+            .chain(self.valid)
+            .chain(self.test.unwrap_or(&[]))
+    }
+
+    /// Errors unless there is training data and every example has one response, label and
+    /// score per pool member.
+    pub fn check_examples(&self) -> Result<(), TrainError> {
+        if self.train.is_empty() {
+            return Err(TrainError::Empty);
+        }
+        let p = self.models.len();
+        for e in self.all_examples() {
+            let got = e.labels.len().min(e.quality.len()).min(e.responses.len());
+            if got != p || e.labels.len() != p || e.quality.len() != p || e.responses.len() != p {
+                return Err(TrainError::Shape {
+                    id: e.id.clone(),
+                    got,
+                    want: p,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a method's training settled on: the best epoch's weights (on the CPU) and metrics.
+pub struct Fitted {
+    pub tensors: HashMap<String, Tensor>,
+    pub validation: Metrics,
+    pub test: Option<Metrics>,
+    pub best_epoch: usize,
+}
+
+/// A trained router: what goes into the artifact.
+pub struct Trained {
+    pub meta: RouterMeta,
+    pub tensors: HashMap<String, Tensor>,
+}
+
+impl Trained {
+    /// The artifact of a finished run: `fitted` weights and metrics, trained with `hyper` (the
+    /// request's, as the method settled them) on `backbone`, since `started`.
+    pub fn new(
+        req: &TrainRequest,
+        hyper: HyperParams,
+        backbone: BackboneInfo,
+        fitted: Fitted,
+        started: Instant,
+    ) -> Self {
+        let meta = RouterMeta {
+            format_version: FORMAT_VERSION,
+            method: req.method,
+            models: req.models.clone(),
+            pool_fingerprint: fingerprint_models(&req.models),
+            backbone,
+            hyper,
+            sources: req.sources.clone(),
+            validation: fitted.validation,
+            test: fitted.test,
+            best_epoch: fitted.best_epoch,
+            train_examples: req.train.len(),
+            train_seconds: started.elapsed().as_secs_f64(),
+            holdout: req.holdout.clone(),
+        };
+        Self {
+            meta,
+            tensors: fitted.tensors,
+        }
+    }
+}

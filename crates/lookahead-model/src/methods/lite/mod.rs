@@ -1,0 +1,7 @@
+//! Lookahead-lite, and the MLC baseline (the same trained upper layers over the prompt only,
+//! [`model::UpperKind::Mlc`]): the model ([`model`]), training on cached states ([`train`]) and
+//! the artifact as a scorer ([`scorer`]).
+
+pub mod model;
+pub mod scorer;
+pub mod train;
