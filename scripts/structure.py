@@ -9,6 +9,7 @@
 2. Import circles between sibling modules of one crate: module a::b naming a::c (through `use` or
    a `crate::`/`super::` path, re-exports resolved) is an edge b -> c inside a; edges between a
    module and its own ancestors are the usual parent/child pattern and are not counted.
+3. Dependency circles between the crates themselves, dev-dependencies included.
 
 Exit status 1 when anything is found, so CI can run it. Reads text only: a rough lexer, no rustc.
 """
@@ -249,7 +250,8 @@ def import_edges(mods, skip):
         if path in skip:
             continue
         with open(path, encoding="utf-8") as f:
-            src = strip_tests(f.read())
+            # Comments (doc links included) name paths without importing them.
+            src = re.sub(r"//[^\n]*", "", strip_tests(f.read()))
         targets = [t for m in re.finditer(r"\buse\s+([^;]+);", src) for t in expand_use(m.group(1))]
         targets += path_re.findall(src)
         for target in targets:
@@ -345,6 +347,27 @@ def check_crate(crate, max_lines):
     return problems
 
 
+def crate_circles(crates):
+    """Cycles between the workspace's crates, dev-dependencies included (cargo allows those)."""
+    graph = {}
+    for crate in crates:
+        name = os.path.basename(crate)
+        graph.setdefault(name, set())
+        section = None
+        with open(os.path.join(crate, "Cargo.toml"), encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("["):
+                    section = line.strip()
+                elif section in ("[dependencies]", "[dev-dependencies]", "[build-dependencies]"):
+                    m = re.match(r"(lookahead-[\w-]+)\s*=", line)
+                    if m:
+                        graph[name].add(m.group(1))
+    for deps in list(graph.values()):
+        for d in deps:
+            graph.setdefault(d, set())
+    return [c for c in tarjan(graph) if len(c) > 1]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("crates", nargs="*")
@@ -353,6 +376,9 @@ def main():
     crates = args.crates or sorted(
         os.path.join("crates", d) for d in os.listdir("crates") if os.path.isdir(os.path.join("crates", d, "src")))
     problems = sum(check_crate(c, args.max_lines) for c in crates)
+    for comp in crate_circles(crates):
+        print(f"crate circle: {' <-> '.join(comp)}")
+        problems += 1
     print(f"structure: {problems} finding(s) in {len(crates)} crate(s)")
     return 1 if problems else 0
 

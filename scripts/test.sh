@@ -12,5 +12,7 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -q -- -D warnings
+echo "== structure (functions over 80 lines, import and crate circles)"
+python3 scripts/structure.py
 echo "== cargo test"
 cargo test --workspace --no-fail-fast 2>&1 | tee "${TMPDIR:-/tmp}/lookahead-test.log"
