@@ -6,20 +6,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn data_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("LOOKAHEAD_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/routing")
-        });
-    if dir.join("manifest.json").is_file() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIP: no routing dataset at {} (set LOOKAHEAD_DATA)",
-            dir.display()
-        );
-        None
-    }
+    lookahead_data::locate::shared_dataset()
+        .map_err(|why| eprintln!("SKIP: {why}"))
+        .ok()
 }
 
 const POOL: &str = "Yi-1.5-34B-Chat,internlm2_5-20b-chat,Phi-3-medium-4k-instruct,\

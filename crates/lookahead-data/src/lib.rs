@@ -23,6 +23,7 @@
 //!   `quality_cost_curve`; [`Evaluation::compute`] bundles them (the `lookahead eval --json` form).
 //!   [`metrics::percentile`] for the latency columns of bench and demo reports.
 //! - [`report`]: Markdown tables and SVG plots of an [`Evaluation`] (`write_report`).
+//! - [`locate::shared_dataset`]: where the real dataset is (tests skip with its reason).
 //! - [`progress`]: the one progress-bar look (`progress::bar(len, label, visible)`).
 //!
 //! # Example
@@ -42,6 +43,7 @@
 pub mod error;
 pub mod evaluation;
 pub mod labels;
+pub mod locate;
 pub mod manifest;
 pub mod metrics;
 pub mod pool;

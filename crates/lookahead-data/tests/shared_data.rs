@@ -12,20 +12,9 @@ use lookahead_data::{Dataset, EvalSet, Pool, BENCHMARK_SOURCES, PAPER_POOL};
 use serde_json::Value;
 
 fn data_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("LOOKAHEAD_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/routing")
-        });
-    if dir.join("manifest.json").is_file() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIP: no routing dataset at {} (set LOOKAHEAD_DATA)",
-            dir.display()
-        );
-        None
-    }
+    lookahead_data::locate::shared_dataset()
+        .map_err(|why| eprintln!("SKIP: {why}"))
+        .ok()
 }
 
 /// Per source: (records kept, per-model mean scaled score, oracle mean scaled score), skipped.

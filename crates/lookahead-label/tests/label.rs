@@ -19,12 +19,9 @@ const NEW_MEMBER: &str = "gemma-2-9b-it";
 
 /// The routing dataset, when present (CI has it).
 fn data_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("LOOKAHEAD_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/routing")
-        });
-    dir.join("manifest.json").exists().then_some(dir)
+    lookahead_data::locate::shared_dataset()
+        .map_err(|why| eprintln!("SKIP: {why}"))
+        .ok()
 }
 
 /// Serves `app` on loopback for the rest of the test; returns its base URL (without `/v1`).

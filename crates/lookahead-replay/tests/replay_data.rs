@@ -1,7 +1,7 @@
 //! The replay backend over the real routing dataset (skips with a reason when it is absent).
 #![cfg(test)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,12 +12,9 @@ use serde_json::{json, Value};
 
 /// The routing dataset, when present (CI has it).
 fn data_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("LOOKAHEAD_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/routing")
-        });
-    dir.join("manifest.json").exists().then_some(dir)
+    lookahead_data::locate::shared_dataset()
+        .map_err(|why| eprintln!("SKIP: {why}"))
+        .ok()
 }
 
 #[tokio::test]
