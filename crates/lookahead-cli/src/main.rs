@@ -18,6 +18,7 @@ mod replay;
 mod route;
 mod router;
 mod scorer;
+mod signal;
 mod train;
 
 #[derive(Parser)]

@@ -56,7 +56,7 @@ pub fn run(args: OperatorArgs) -> anyhow::Result<()> {
         let client = kube::Client::try_default()
             .await
             .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;
-        lookahead_operator::run(client, config).await?;
+        lookahead_operator::run(client, config, crate::signal::shutdown()).await?;
         Ok(())
     })
 }

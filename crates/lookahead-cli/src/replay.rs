@@ -58,7 +58,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         lookahead_replay::serve(
             listener,
             Arc::new(ReplayServer::new(book, options)),
-            lookahead_router::server::shutdown_signal(),
+            crate::signal::shutdown(),
             Duration::from_secs(10),
         )
         .await

@@ -63,13 +63,7 @@ pub fn run(args: RouterArgs) -> anyhow::Result<()> {
             method = ?config.policy.method,
             "router serving"
         );
-        serve(
-            listener,
-            router,
-            lookahead_router::server::shutdown_signal(),
-            args.grace,
-        )
-        .await;
+        serve(listener, router, crate::signal::shutdown(), args.grace).await;
         Ok(())
     })
 }

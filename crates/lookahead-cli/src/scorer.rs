@@ -63,7 +63,7 @@ pub fn run(args: ScorerArgs) -> anyhow::Result<()> {
         lookahead_router::grpc::serve_scorer(
             listener,
             slot,
-            lookahead_router::server::shutdown_signal(),
+            crate::signal::shutdown(),
         )
         .await?;
         Ok(())

@@ -1,6 +1,7 @@
 //! The operator process: the health and metrics server, API discovery, leader election and the
 //! two controllers, until a signal or lost leadership ends it.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -108,34 +109,15 @@ pub async fn run_controllers(ctx: Arc<Context>) {
     futures::join!(pools, policies);
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch SIGTERM; Ctrl-C only");
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 /// Runs the operator: metrics/health server, API discovery, leader election, controllers.
-/// Returns when shut down by a signal, or with an error when leadership is lost (the process
-/// should exit and be restarted as a candidate, as client-go controllers do).
-pub async fn run(client: Client, config: OperatorConfig) -> Result<()> {
+/// Returns when `shutdown` resolves (the binary passes its SIGTERM/Ctrl-C future), or with an
+/// error when leadership is lost (the process should exit and be restarted as a candidate, as
+/// client-go controllers do).
+pub async fn run(
+    client: Client,
+    config: OperatorConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
     serve_health(config.listen, &metrics, &ready).await?;
@@ -156,11 +138,11 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<()> {
         metrics.set_leader(true);
         tokio::select! {
             _ = run_controllers(ctx) => {}
-            _ = shutdown_signal() => tracing::info!("shutting down"),
+            () = shutdown => tracing::info!("shutting down"),
         }
         return Ok(());
     };
-    run_elected(client, ctx, le).await
+    run_elected(client, ctx, le, shutdown).await
 }
 
 /// Binds `/healthz`, `/readyz` and `/metrics` and serves them in the background.
@@ -184,7 +166,12 @@ async fn serve_health(
 }
 
 /// Runs the controllers while this replica leads; releases the lease on shutdown.
-async fn run_elected(client: Client, ctx: Arc<Context>, le: LeaderElection) -> Result<()> {
+async fn run_elected(
+    client: Client,
+    ctx: Arc<Context>,
+    le: LeaderElection,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
     let metrics = ctx.metrics.clone();
     let lock = LeaseLock::new(
         client,
@@ -193,7 +180,6 @@ async fn run_elected(client: Client, ctx: Arc<Context>, le: LeaderElection) -> R
         &le.identity,
         le.lease_duration,
     );
-    let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     tracing::info!(identity = %le.identity, lease = %le.lease_name, "waiting for leadership");
     tokio::select! {

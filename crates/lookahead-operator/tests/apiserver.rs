@@ -665,7 +665,11 @@ async fn apiserver_two_replicas_fail_over() -> anyhow::Result<()> {
                 lease_duration: Duration::from_secs(3),
             }),
         };
-        tokio::spawn(lookahead_operator::run(client.clone(), config))
+        tokio::spawn(lookahead_operator::run(
+            client.clone(),
+            config,
+            std::future::pending(),
+        ))
     };
     let mut replicas = BTreeMap::from([
         ("a".to_string(), replica("a")),
