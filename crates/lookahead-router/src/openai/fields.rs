@@ -76,9 +76,15 @@ fn drain_map<'de, A: MapAccess<'de>>(mut a: A) -> Result<(), A::Error> {
     Ok(())
 }
 
-/// The visit methods for JSON's scalar types, each answering `self.$on(kind)`; strings are left
-/// to the visitor.
+/// The visit methods for JSON's scalar types, each answering `self.$on(kind)`; strings too with
+/// `str`, else they are left to the visitor.
 macro_rules! scalars_answer {
+    ($on:ident, str) => {
+        scalars_answer!($on);
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(self.$on(Kind::String))
+        }
+    };
     ($on:ident) => {
         fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
             Ok(self.$on(Kind::Bool))
@@ -114,6 +120,20 @@ macro_rules! containers_answer {
     };
 }
 
+/// Seeds that are their own visitor, for any JSON value.
+macro_rules! any_seed {
+    ($($seed:ty),*) => {$(
+        impl<'de> DeserializeSeed<'de> for $seed {
+            type Value = <Self as Visitor<'de>>::Value;
+            fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                d.deserialize_any(self)
+            }
+        }
+    )*};
+}
+
+any_seed!(MessagesSeed, MessageSeed, ContentSeed, PartSeed, PromptSeed);
+
 struct SkipVisitor;
 
 impl SkipVisitor {
@@ -127,12 +147,9 @@ impl<'de> Visitor<'de> for SkipVisitor {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any JSON value")
     }
-    scalars_answer!(any);
+    scalars_answer!(any, str);
     containers_answer!(seq, any);
     containers_answer!(map, any);
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Skip, E> {
-        Ok(Skip)
-    }
 }
 
 struct ScalarVisitor;
@@ -233,11 +250,8 @@ impl<'de> Visitor<'de> for BodyVisitor {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
     }
-    scalars_answer!(not_object);
+    scalars_answer!(not_object, str);
     containers_answer!(seq, not_object);
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(None)
-    }
     fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
         let mut fields = Fields::default();
         while let Some(key) = a.next_key::<Key>()? {
@@ -273,23 +287,13 @@ impl MessagesSeed {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for MessagesSeed {
-    type Value = Read<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
 impl<'de> Visitor<'de> for MessagesSeed {
     type Value = Read<'de>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an array of messages")
     }
-    scalars_answer!(wrong);
+    scalars_answer!(wrong, str);
     containers_answer!(map, wrong);
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(self.wrong(Kind::String))
-    }
     fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
         let mut first_error = None;
         let (mut last_user, mut last) = (None, None);
@@ -332,23 +336,13 @@ impl MessageSeed {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for MessageSeed {
-    type Value = Result<(bool, Cow<'de, str>), ApiError>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
 impl<'de> Visitor<'de> for MessageSeed {
     type Value = Result<(bool, Cow<'de, str>), ApiError>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a message object")
     }
-    scalars_answer!(wrong);
+    scalars_answer!(wrong, str);
     containers_answer!(seq, wrong);
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(self.wrong(Kind::String))
-    }
     fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
         let (mut role, mut content) = (None, None);
         while let Some(key) = a.next_key::<Key>()? {
@@ -393,13 +387,6 @@ impl ContentSeed {
             "message `content` must be a string, an array of parts or null",
         )
         .with_param("messages"))
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for ContentSeed {
-    type Value = Read<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
     }
 }
 
@@ -460,23 +447,13 @@ impl PartSeed {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for PartSeed {
-    type Value = Result<Option<Cow<'de, str>>, ApiError>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
 impl<'de> Visitor<'de> for PartSeed {
     type Value = Result<Option<Cow<'de, str>>, ApiError>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a content part")
     }
-    scalars_answer!(wrong);
+    scalars_answer!(wrong, str);
     containers_answer!(seq, wrong);
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(self.wrong(Kind::String))
-    }
     fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
         let mut text = None;
         while let Some(key) = a.next_key::<Key>()? {
@@ -503,13 +480,6 @@ struct PromptSeed;
 impl PromptSeed {
     fn wrong(self, _: Kind) -> Read<'static> {
         Err(bad("invalid_type", "`prompt` must be a string.").with_param("prompt"))
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for PromptSeed {
-    type Value = Read<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
     }
 }
 
