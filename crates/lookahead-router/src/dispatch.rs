@@ -29,8 +29,11 @@ pub struct Dispatcher {
 pub struct Call<'a> {
     pub endpoint: Endpoint,
     pub request: &'a CompletionRequest,
-    /// Headers for the member (see [`upstream_headers`]).
-    pub headers: HeaderMap,
+    /// The client's headers (what a member sees of them: [`upstream_headers`]).
+    pub client_headers: &'a HeaderMap,
+    pub request_id: &'a HeaderValue,
+    /// Whether the client's credentials go to the member (the router has no keys of its own).
+    pub forward_auth: bool,
     pub attempts: &'a [usize],
 }
 
@@ -135,11 +138,9 @@ impl Dispatcher {
         deadline: Instant,
     ) -> Result<Answer, AttemptError> {
         let url = member.url(call.endpoint);
+        let headers = upstream_headers(call.client_headers, call.request_id, call.forward_auth);
         if !call.request.stream {
-            return self
-                .upstream
-                .buffered(url, body, &call.headers, deadline)
-                .await;
+            return self.upstream.buffered(url, body, headers, deadline).await;
         }
         let first = (Instant::now() + self.first_token_timeout).min(deadline);
         let (metrics, name) = (metrics.clone(), member.name.clone());
@@ -149,7 +150,7 @@ impl Dispatcher {
             }
         });
         self.upstream
-            .streamed(url, body, &call.headers, first, deadline, on_end)
+            .streamed(url, body, headers, first, deadline, on_end)
             .await
     }
 

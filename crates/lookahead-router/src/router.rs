@@ -20,7 +20,7 @@ use tracing::Instrument;
 use crate::auth::ApiKeys;
 use crate::body::{full, json_response, RespBody};
 use crate::decide::{Decider, Plan};
-use crate::dispatch::{upstream_headers, Call, Dispatcher, Outcome};
+use crate::dispatch::{Call, Dispatcher, Outcome};
 use crate::grpc::GrpcScorer;
 use crate::ingest::{Admitted, Gate};
 use crate::metrics::RouterMetrics;
@@ -266,8 +266,10 @@ impl Router {
         let request_id = self.request_id(&head.headers);
         let call = Call {
             endpoint,
-            headers: upstream_headers(&head.headers, &request_id, self.gate.keys.is_empty()),
             request: &request,
+            client_headers: &head.headers,
+            request_id: &request_id,
+            forward_auth: self.gate.keys.is_empty(),
             attempts: &attempts,
         };
         match self
