@@ -43,7 +43,8 @@ pub struct ProxyArgs {
     litellm_port: u16,
 }
 
-/// Constant scores: the decision path runs (blocking pool hop, ranking, headers) at no model cost.
+/// Constant scores: the decision path runs (ranking, headers) at no model cost; being trivial, it
+/// is called inline, as the router calls any scorer that says so.
 struct StubScorer(Vec<String>);
 
 impl Scorer for StubScorer {
@@ -52,6 +53,9 @@ impl Scorer for StubScorer {
     }
     fn score_batch(&self, prompts: &[&str]) -> Result<Vec<Vec<f32>>, ScoreError> {
         Ok(prompts.iter().map(|_| vec![0.9, 0.1]).collect())
+    }
+    fn is_trivial(&self) -> bool {
+        true
     }
 }
 

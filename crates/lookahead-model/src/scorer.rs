@@ -30,4 +30,11 @@ pub trait Scorer: Send + Sync {
     /// One score vector per prompt, `models().len()` long: predicted quality, higher is better,
     /// comparable across models of one prompt (not necessarily across prompts).
     fn score_batch(&self, prompts: &[&str]) -> Result<Vec<Vec<f32>>, ScoreError>;
+
+    /// Whether a call costs next to nothing (no model to run: a constant or a lookup), so a
+    /// caller may make it inline instead of moving it to a thread where it may block. Scorers
+    /// that run a model keep the default.
+    fn is_trivial(&self) -> bool {
+        false
+    }
 }

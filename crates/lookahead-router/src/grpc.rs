@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
-use crate::scoring::ScorerSlot;
+use crate::slot::ScorerSlot;
 
 /// Generated from `proto/lookahead/scorer/v1/scorer.proto`.
 pub mod pb {

@@ -6,20 +6,36 @@
 //!
 //! Entry points: [`Router::from_config`] + [`serve`] (the front), [`grpc::serve_scorer`] (the
 //! scoring sidecar).
+//!
+//! Modules, in the order a request meets them:
+//! - [`server`]: the serve loop (hyper, any `tower::Service`), graceful shutdown.
+//! - [`router`]: the front's state, path table and the plumbing between the stages below.
+//! - [`ingest`] (with [`auth`], [`openai`]): authenticate, limits, read and parse the body.
+//! - [`decide`] (with [`pool`], [`scoring`], [`slot`], [`grpc`]'s client): which members, in
+//!   which order.
+//! - [`dispatch`] (with [`upstream`], [`outlier`]): attempts with retries and ejection.
+//! - [`respond`] (with [`error`], [`body`]): decision headers, OpenAI-style errors.
+//! - [`metrics`]: Prometheus text exposition.
 
 pub mod auth;
 pub mod body;
+pub mod decide;
+pub mod dispatch;
 pub mod error;
 pub mod grpc;
+pub mod ingest;
 pub mod metrics;
 pub mod openai;
 pub mod outlier;
+pub mod pool;
+pub mod respond;
 pub mod router;
 pub mod scoring;
 pub mod server;
+pub mod slot;
 pub mod upstream;
 
 pub use error::{ApiError, RouterError};
 pub use router::Router;
 pub use scoring::{ScorerLoader, ScorerSlot};
-pub use server::{serve, HttpHandler};
+pub use server::{serve, serve_service, HttpHandler};

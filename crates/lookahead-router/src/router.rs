@@ -1,5 +1,7 @@
-//! The OpenAI-compatible front: validation, authentication, the routing decision, dispatch with
-//! retries on the next-best member, outlier ejection, response headers and metrics.
+//! The OpenAI-compatible front, assembled from its stages: [`crate::ingest`] (auth, limits,
+//! parse), [`crate::decide`] (resolve, rank, attempt order), [`crate::dispatch`] (attempts with
+//! retries and outlier ejection) and [`crate::respond`] (decision headers). This module holds the
+//! router's state, the path table and the plumbing between the stages.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,65 +10,39 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
-use http_body_util::{BodyExt, Limited};
+use http::{HeaderValue, Method, StatusCode};
 use hyper::body::Incoming;
 use lookahead_api::policy::RouterMethod;
 use lookahead_api::RouterConfig;
-use serde_json::{json, Value};
-use tokio::time::Instant;
+use serde_json::json;
 use tracing::Instrument;
 
 use crate::auth::ApiKeys;
 use crate::body::{full, json_response, RespBody};
+use crate::decide::{Decider, Plan};
+use crate::dispatch::{Call, Dispatcher, Outcome};
 use crate::grpc::GrpcScorer;
+use crate::ingest::{Admitted, Gate};
 use crate::metrics::RouterMetrics;
-use crate::openai::{self, CompletionRequest, Endpoint};
-use crate::outlier::{FailureEffect, OutlierDetector, OutlierPolicy};
-use crate::scoring::{load_slot, spawn_reloader, Decision, RankedMember, Ranker, ScoreSource};
-use crate::upstream::{join_url, Answer, AttemptError, Upstream};
+use crate::openai::Endpoint;
+use crate::outlier::{OutlierDetector, OutlierPolicy};
+use crate::pool::Pool;
+use crate::respond;
+use crate::scoring::{load_slot, spawn_reloader, RankedMember, Ranker, ScoreSource};
+use crate::upstream::Upstream;
 use crate::{ApiError, HttpHandler, RouterError, ScorerLoader};
 
-pub const HEADER_MODEL: HeaderName = HeaderName::from_static("x-lookahead-model");
-pub const HEADER_SCORES: HeaderName = HeaderName::from_static("x-lookahead-scores");
-pub const HEADER_FALLBACK: HeaderName = HeaderName::from_static("x-lookahead-fallback");
-pub const HEADER_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// Longest a client may take to send a request body (slow-body protection).
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// One pool member with its resolved URLs.
-#[derive(Debug, Clone)]
-struct Member {
-    name: String,
-    model_id: String,
-    chat_url: Uri,
-    completions_url: Uri,
-}
-
-impl Member {
-    fn url(&self, endpoint: Endpoint) -> &Uri {
-        match endpoint {
-            Endpoint::Chat => &self.chat_url,
-            Endpoint::Completions => &self.completions_url,
-        }
-    }
-}
+pub use crate::respond::{HEADER_FALLBACK, HEADER_MODEL, HEADER_REQUEST_ID, HEADER_SCORES};
 
 /// The router. Build it with [`Router::from_config`] (or [`Router::new`] with a score source of
 /// your own), then [`crate::serve`] it.
 pub struct Router {
-    members: Vec<Member>,
-    alias: String,
+    pool: Pool,
+    gate: Gate,
     ranker: Ranker,
-    upstream: Upstream,
-    outlier: OutlierDetector,
-    metrics: RouterMetrics,
-    keys: ApiKeys,
+    dispatcher: Dispatcher,
     retries: u32,
-    request_timeout: Duration,
-    first_token_timeout: Duration,
-    max_body_bytes: u64,
+    metrics: Arc<RouterMetrics>,
     draining: AtomicBool,
     request_seq: AtomicU64,
     reloader: Option<tokio::task::JoinHandle<()>>,
@@ -80,10 +56,28 @@ impl Drop for Router {
     }
 }
 
-/// Where a request goes: scored across the pool, or to one named member.
-enum Target {
-    Routed,
-    Member(usize),
+/// What a path serves.
+enum Route {
+    Health,
+    Ready,
+    Metrics,
+    Models,
+    Completion(Endpoint),
+    Unknown,
+}
+
+impl Route {
+    fn of(path: &str) -> Self {
+        match path {
+            "/healthz" => Route::Health,
+            "/readyz" => Route::Ready,
+            "/metrics" => Route::Metrics,
+            "/v1/models" | "/models" => Route::Models,
+            "/v1/chat/completions" | "/chat/completions" => Route::Completion(Endpoint::Chat),
+            "/v1/completions" | "/completions" => Route::Completion(Endpoint::Completions),
+            _ => Route::Unknown,
+        }
+    }
 }
 
 impl Router {
@@ -130,29 +124,11 @@ impl Router {
     pub fn new(config: &RouterConfig, source: ScoreSource) -> Result<Self, RouterError> {
         config.validate()?;
         let policy = &config.policy;
-        let members = config
-            .members
-            .iter()
-            .map(|m| {
-                let url = |path| {
-                    join_url(&m.base_url, path).map_err(|reason| RouterError::BaseUrl {
-                        member: m.name.clone(),
-                        url: m.base_url.clone(),
-                        reason,
-                    })
-                };
-                Ok(Member {
-                    name: m.name.clone(),
-                    model_id: m.model_id.clone(),
-                    chat_url: url(Endpoint::Chat.upstream_path())?,
-                    completions_url: url(Endpoint::Completions.upstream_path())?,
-                })
-            })
-            .collect::<Result<Vec<_>, RouterError>>()?;
+        let pool = Pool::from_config(config)?;
         let default_member = policy
             .default_model
             .as_ref()
-            .and_then(|d| members.iter().position(|m| &m.name == d))
+            .and_then(|d| pool.members.iter().position(|m| *m.name == **d))
             .unwrap_or(0);
         let ranker = Ranker {
             source,
@@ -174,17 +150,20 @@ impl Router {
             None => ApiKeys::default(),
         };
         Ok(Self {
-            outlier: OutlierDetector::new(members.len(), OutlierPolicy::default()),
-            members,
-            alias: policy.alias.clone(),
+            dispatcher: Dispatcher {
+                upstream: Upstream::default(),
+                outlier: OutlierDetector::new(pool.len(), OutlierPolicy::default()),
+                request_timeout: policy.request_timeout,
+                first_token_timeout: policy.first_token_timeout,
+            },
+            pool,
+            gate: Gate {
+                keys,
+                max_body_bytes: policy.max_body_bytes,
+            },
             ranker,
-            upstream: Upstream::default(),
-            metrics: RouterMetrics::default(),
-            keys,
             retries: policy.retries,
-            request_timeout: policy.request_timeout,
-            first_token_timeout: policy.first_token_timeout,
-            max_body_bytes: policy.max_body_bytes,
+            metrics: Arc::default(),
             draining: AtomicBool::new(false),
             request_seq: AtomicU64::new(0),
             reloader: None,
@@ -193,7 +172,7 @@ impl Router {
 
     /// Replaces the outlier-ejection thresholds (tests and tuning).
     pub fn with_outlier_policy(mut self, policy: OutlierPolicy) -> Self {
-        self.outlier = OutlierDetector::new(self.members.len(), policy);
+        self.dispatcher.outlier = OutlierDetector::new(self.pool.len(), policy);
         self
     }
 
@@ -204,29 +183,13 @@ impl Router {
     /// The Prometheus exposition text.
     pub fn render_metrics(&self) -> String {
         let ejected: Vec<(&str, bool)> = self
+            .pool
             .members
             .iter()
             .enumerate()
-            .map(|(i, m)| (m.name.as_str(), self.outlier.is_ejected(i)))
+            .map(|(i, m)| (&*m.name, self.dispatcher.outlier.is_ejected(i)))
             .collect();
         self.metrics.render(&ejected)
-    }
-
-    fn known_models(&self) -> String {
-        let mut names = vec![self.alias.as_str()];
-        names.extend(self.members.iter().map(|m| m.name.as_str()));
-        names.join(", ")
-    }
-
-    fn resolve(&self, model: &str) -> Option<Target> {
-        if model == self.alias {
-            return Some(Target::Routed);
-        }
-        self.members
-            .iter()
-            .position(|m| m.name == model)
-            .or_else(|| self.members.iter().position(|m| m.model_id == model))
-            .map(Target::Member)
     }
 
     fn reject(&self, e: ApiError) -> http::Response<RespBody> {
@@ -235,36 +198,32 @@ impl Router {
         e.into_response()
     }
 
-    async fn route(self: Arc<Self>, req: http::Request<Incoming>) -> http::Response<RespBody> {
-        let path = req.uri().path();
-        let endpoint = match path {
-            "/healthz" => return json_response(StatusCode::OK, &json!({"status": "ok"})),
-            "/readyz" => return self.readyz(),
-            "/metrics" => {
+    /// The path table: operational endpoints answer here, completions go through the stages.
+    async fn route(&self, req: http::Request<Incoming>) -> http::Response<RespBody> {
+        match Route::of(req.uri().path()) {
+            Route::Health => json_response(StatusCode::OK, &json!({"status": "ok"})),
+            Route::Ready => self.readyz(),
+            Route::Metrics => {
                 let mut r = http::Response::new(full(self.render_metrics()));
                 r.headers_mut().insert(
                     http::header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
                 );
-                return r;
+                r
             }
-            "/v1/models" | "/models" => {
-                if req.method() != Method::GET {
-                    return self.reject(ApiError::method_not_allowed(req.method(), "GET"));
-                }
-                if !self.keys.is_empty() && !self.keys.accepts(req.headers()) {
-                    return self.reject(ApiError::unauthorized());
-                }
-                return self.list_models();
+            Route::Models if req.method() != Method::GET => {
+                self.reject(ApiError::method_not_allowed(req.method(), "GET"))
             }
-            "/v1/chat/completions" | "/chat/completions" => Endpoint::Chat,
-            "/v1/completions" | "/completions" => Endpoint::Completions,
-            _ => return self.reject(ApiError::path_not_found(path)),
-        };
-        if req.method() != Method::POST {
-            return self.reject(ApiError::method_not_allowed(req.method(), "POST"));
+            Route::Models => match self.gate.authorize(req.headers()) {
+                Ok(()) => self.pool.list_models(),
+                Err(e) => self.reject(e),
+            },
+            Route::Completion(_) if req.method() != Method::POST => {
+                self.reject(ApiError::method_not_allowed(req.method(), "POST"))
+            }
+            Route::Completion(endpoint) => self.completion(endpoint, req).await,
+            Route::Unknown => self.reject(ApiError::path_not_found(req.uri().path())),
         }
-        self.completion(endpoint, req).await
     }
 
     fn readyz(&self) -> http::Response<RespBody> {
@@ -278,320 +237,81 @@ impl Router {
         }
     }
 
-    fn list_models(&self) -> http::Response<RespBody> {
-        let mut data = vec![
-            json!({"id": self.alias, "object": "model", "created": 0, "owned_by": "lookahead"}),
-        ];
-        data.extend(self.members.iter().map(|m| {
-            json!({"id": m.name, "object": "model", "created": 0, "owned_by": "lookahead", "root": m.model_id})
-        }));
-        json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
-    }
-
-    async fn read_body(
-        &self,
-        req: http::Request<Incoming>,
-    ) -> Result<(HeaderMap, Bytes), ApiError> {
-        let (parts, body) = req.into_parts();
-        if !self.keys.is_empty() && !self.keys.accepts(&parts.headers) {
-            return Err(ApiError::unauthorized());
-        }
-        let json_type = parts
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-        if !json_type {
-            return Err(ApiError::unsupported_media_type());
-        }
-        let declared = parts
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.max_body_bytes) {
-            return Err(ApiError::payload_too_large(self.max_body_bytes));
-        }
-        let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
-        let collected =
-            tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect()).await;
-        match collected {
-            Err(_) => Err(ApiError::body_timeout()),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                Err(ApiError::payload_too_large(self.max_body_bytes))
-            }
-            Ok(Err(e)) => Err(ApiError::bad_request(
-                "invalid_body",
-                format!("Could not read the request body: {e}"),
-            )),
-            Ok(Ok(c)) => Ok((parts.headers, c.to_bytes())),
-        }
-    }
-
+    /// A completion through the stages: admit, decide, dispatch, respond.
     async fn completion(
-        self: Arc<Self>,
+        &self,
         endpoint: Endpoint,
         req: http::Request<Incoming>,
     ) -> http::Response<RespBody> {
-        let (client_headers, bytes) = match self.read_body(req).await {
-            Ok(b) => b,
+        let Admitted { head, request } = match self.gate.admit(endpoint, req).await {
+            Ok(a) => a,
             Err(e) => return self.reject(e),
-        };
-        let request = match openai::parse(endpoint, &bytes) {
-            Ok(r) => r,
-            Err(e) => return self.reject(e),
-        };
-        let target = match self.resolve(&request.model) {
-            Some(t) => t,
-            None => {
-                return self.reject(ApiError::model_not_found(
-                    &request.model,
-                    &self.known_models(),
-                ))
-            }
         };
         let span = tracing::Span::current();
         span.record("endpoint", endpoint.label());
         span.record("stream", request.stream);
-        let decision = match target {
-            Target::Member(i) => Decision {
-                order: vec![i],
-                utility: vec![None; self.members.len()],
-                fail_open: None,
-            },
-            Target::Routed => {
-                let t0 = Instant::now();
-                let d = self.ranker.decide(&request.prompt).await;
-                self.metrics.decision.observe(&[], t0.elapsed());
-                if let Some(reason) = d.fail_open {
-                    self.metrics.fail_opens.inc(&[reason]);
-                    tracing::warn!(reason, "routing failed open to the default model");
-                }
-                d
-            }
+        let decider = Decider {
+            pool: &self.pool,
+            ranker: &self.ranker,
+            outlier: &self.dispatcher.outlier,
+            metrics: &self.metrics,
+            retries: self.retries,
         };
-        let attempts = self.attempt_order(&decision, matches!(target, Target::Member(_)));
-        self.dispatch(endpoint, request, &client_headers, decision, attempts)
+        let Plan {
+            decision, attempts, ..
+        } = match decider.plan(&request.model, &request.prompt).await {
+            Ok(p) => p,
+            Err(e) => return self.reject(e),
+        };
+        let request_id = self.request_id(&head.headers);
+        let call = Call {
+            endpoint,
+            request: &request,
+            client_headers: &head.headers,
+            request_id: &request_id,
+            forward_auth: self.gate.keys.is_empty(),
+            attempts: &attempts,
+        };
+        match self
+            .dispatcher
+            .dispatch(&self.pool, &self.metrics, call)
             .await
+        {
+            Outcome::Delivered {
+                answer,
+                chosen,
+                failures,
+            } => respond::answered(&self.pool, answer, chosen, &decision, &failures, request_id),
+            Outcome::Exhausted {
+                failures,
+                last_error,
+            } => respond::exhausted(&failures, last_error, request_id),
+            Outcome::Rejected(e) => self.reject(e),
+        }
     }
 
-    /// Members to try, in order: the decision's ranking without ejected members (unless every
-    /// member is ejected: then all of them, ejection is advice, not a reason to fail), at most
-    /// `1 + retries` attempts. A named member is tried alone, `1 + retries` times.
-    fn attempt_order(&self, decision: &Decision, pinned: bool) -> Vec<usize> {
-        let n = 1 + self.retries as usize;
-        if pinned {
-            return std::iter::repeat_n(decision.order[0], n).collect();
+    /// The client's `x-request-id` when it is short enough, else a fresh `lka-<n>`.
+    fn request_id(&self, headers: &http::HeaderMap) -> HeaderValue {
+        if let Some(id) = headers.get(HEADER_REQUEST_ID).filter(|v| v.len() <= 128) {
+            return id.clone();
         }
-        let now = std::time::Instant::now();
-        let healthy: Vec<usize> = decision
-            .order
-            .iter()
-            .copied()
-            .filter(|&i| self.outlier.is_available(i, now))
-            .collect();
-        let mut order = if healthy.is_empty() {
-            decision.order.clone()
-        } else {
-            healthy
-        };
-        order.truncate(n);
-        order
-    }
-
-    fn upstream_headers(&self, client: &HeaderMap, request_id: &HeaderValue) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if let Some(a) = client.get(http::header::ACCEPT) {
-            h.insert(http::header::ACCEPT, a.clone());
-        }
-        // Without router keys, the client's credentials are meant for the member.
-        if self.keys.is_empty() {
-            if let Some(a) = client.get(http::header::AUTHORIZATION) {
-                h.insert(http::header::AUTHORIZATION, a.clone());
-            }
-        }
-        h.insert(HEADER_REQUEST_ID, request_id.clone());
-        h
-    }
-
-    async fn dispatch(
-        self: Arc<Self>,
-        endpoint: Endpoint,
-        mut request: CompletionRequest,
-        client_headers: &HeaderMap,
-        decision: Decision,
-        attempts: Vec<usize>,
-    ) -> http::Response<RespBody> {
-        let start = Instant::now();
-        let deadline = start + self.request_timeout;
-        let request_id = client_headers
-            .get(HEADER_REQUEST_ID)
-            .filter(|v| v.len() <= 128)
-            .cloned()
-            .unwrap_or_else(|| {
-                let n = self.request_seq.fetch_add(1, Ordering::Relaxed);
-                HeaderValue::from_str(&format!("lka-{n:x}"))
-                    .unwrap_or(HeaderValue::from_static("lka"))
-            });
-        let headers = self.upstream_headers(client_headers, &request_id);
-        let mut failures: Vec<String> = Vec::new();
-        let mut last_error = None;
-        for &i in &attempts {
-            let member = &self.members[i];
-            request
-                .body
-                .insert("model".into(), Value::String(member.model_id.clone()));
-            let body = match serde_json::to_vec(&request.body) {
-                Ok(b) => Bytes::from(b),
-                Err(e) => return self.reject(ApiError::bad_request("invalid_json", e.to_string())),
-            };
-            let t0 = Instant::now();
-            let result = if request.stream {
-                let first = (t0 + self.first_token_timeout).min(deadline);
-                let me = self.clone();
-                let on_end = Box::new(move |ok: bool| {
-                    if !ok {
-                        me.metrics.stream_errors.inc(&[me.members[i].name.as_str()]);
-                    }
-                });
-                self.upstream
-                    .streamed(
-                        member.url(endpoint),
-                        body,
-                        &headers,
-                        first,
-                        deadline,
-                        on_end,
-                    )
-                    .await
-            } else {
-                self.upstream
-                    .buffered(member.url(endpoint), body, &headers, deadline)
-                    .await
-            };
-            self.metrics
-                .upstream
-                .observe(&[member.name.as_str()], t0.elapsed());
-            match result {
-                Ok(answer) => {
-                    self.outlier.record_success(i, std::time::Instant::now());
-                    let outcome = if answer.status.is_success() {
-                        "ok"
-                    } else {
-                        "upstream_client_error"
-                    };
-                    self.metrics.requests.inc(&[member.name.as_str(), outcome]);
-                    tracing::Span::current().record("member", member.name.as_str());
-                    tracing::Span::current().record("status", answer.status.as_u16());
-                    return self.respond(answer, i, &decision, &failures, request_id);
-                }
-                Err(e) => {
-                    let reason = e.label();
-                    tracing::warn!(member = %member.name, %reason, "upstream attempt failed");
-                    self.metrics
-                        .fallbacks
-                        .inc(&[member.name.as_str(), reason.as_str()]);
-                    if e.counts_against_member() {
-                        if let FailureEffect::Ejected(d) =
-                            self.outlier.record_failure(i, std::time::Instant::now())
-                        {
-                            tracing::warn!(member = %member.name, ejected_for = ?d, "member ejected");
-                            self.metrics.ejections.inc(&[member.name.as_str()]);
-                        }
-                    }
-                    failures.push(format!("{}:{reason}", member.name));
-                    last_error = Some(e);
-                    if Instant::now() >= deadline {
-                        break;
-                    }
-                }
-            }
-        }
-        let last = attempts
-            .last()
-            .map(|&i| self.members[i].name.as_str())
-            .unwrap_or("none");
-        self.metrics.requests.inc(&[last, "failed"]);
-        let message = format!("No pool member could answer ({}).", failures.join(", "));
-        let err = match last_error {
-            Some(AttemptError::Timeout) => ApiError::upstream_timeout(message),
-            _ => ApiError::upstream_failed(message),
-        };
-        let mut resp = err.into_response();
-        if let Ok(v) = HeaderValue::from_str(&failures.join(",")) {
-            resp.headers_mut().insert(HEADER_FALLBACK, v);
-        }
-        resp.headers_mut().insert(HEADER_REQUEST_ID, request_id);
-        resp
-    }
-
-    fn respond(
-        &self,
-        answer: Answer,
-        chosen: usize,
-        decision: &Decision,
-        failures: &[String],
-        request_id: HeaderValue,
-    ) -> http::Response<RespBody> {
-        let mut resp = http::Response::new(answer.body);
-        *resp.status_mut() = answer.status;
-        let h = resp.headers_mut();
-        if let Some(ct) = answer.content_type {
-            if ct.as_bytes().starts_with(b"text/event-stream") {
-                h.insert(
-                    http::header::CACHE_CONTROL,
-                    HeaderValue::from_static("no-cache"),
-                );
-            }
-            h.insert(http::header::CONTENT_TYPE, ct);
-        }
-        if let Ok(v) = HeaderValue::from_str(&self.members[chosen].name) {
-            h.insert(HEADER_MODEL, v);
-        }
-        let scores = self.compact_scores(decision);
-        if !scores.is_empty() {
-            if let Ok(v) = HeaderValue::from_str(&scores) {
-                h.insert(HEADER_SCORES, v);
-            }
-        }
-        let mut fallback: Vec<String> = Vec::new();
-        if let Some(reason) = decision.fail_open {
-            fallback.push(reason.to_string());
-        }
-        fallback.extend(failures.iter().cloned());
-        if !fallback.is_empty() {
-            if let Ok(v) = HeaderValue::from_str(&fallback.join(",")) {
-                h.insert(HEADER_FALLBACK, v);
-            }
-        }
-        h.insert(HEADER_REQUEST_ID, request_id);
-        resp
-    }
-
-    /// `name=utility` for scored members, best first, three decimals.
-    fn compact_scores(&self, d: &Decision) -> String {
-        d.order
-            .iter()
-            .filter_map(|&i| {
-                d.utility
-                    .get(i)
-                    .copied()
-                    .flatten()
-                    .map(|u| format!("{}={u:.3}", self.members[i].name))
-            })
-            .collect::<Vec<_>>()
-            .join(",")
+        let n = self.request_seq.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_maybe_shared(Bytes::from(format!("lka-{n:x}")))
+            .unwrap_or(HeaderValue::from_static("lka"))
     }
 }
 
-struct InFlight<'a>(&'a RouterMetrics);
+/// Counts a request in flight until dropped (also when the client goes away mid-request).
+struct InFlight(Arc<RouterMetrics>);
 
-impl Drop for InFlight<'_> {
+impl InFlight {
+    fn enter(metrics: &Arc<RouterMetrics>) -> Self {
+        metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(metrics.clone())
+    }
+}
+
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
@@ -613,9 +333,8 @@ impl HttpHandler for Router {
         );
         Box::pin(
             async move {
-                self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
-                let _guard = InFlight(&self.metrics);
-                self.clone().route(req).await
+                let _in_flight = InFlight::enter(&self.metrics);
+                self.route(req).await
             }
             .instrument(span),
         )

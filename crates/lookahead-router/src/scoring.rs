@@ -1,164 +1,19 @@
 //! Routing decisions: score the prompt (in-process, over gRPC, or a baseline method), rank the
 //! members by `quality - costWeight x price`, and fail open to the default model whenever the
-//! scorer is down, slow or confused. Also the hot-reloadable scorer slot the sidecar serves.
+//! scorer is down, slow or confused.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
 
-use lookahead_model::Scorer;
 use rand::Rng;
 
 use crate::grpc::GrpcScorer;
-
-/// Loads an artifact directory as a scorer (`lookahead_model::load_scorer` in production).
-pub type ScorerLoader =
-    Arc<dyn Fn(&Path) -> Result<Box<dyn Scorer>, String> + Send + Sync + 'static>;
-
-/// The currently loaded scorer; replaced atomically on reload while in-flight calls finish on the
-/// old one (they hold its `Arc`).
-pub struct ScorerSlot {
-    current: RwLock<(Arc<dyn Scorer>, String)>,
-    reloads: std::sync::atomic::AtomicU64,
-}
-
-impl std::fmt::Debug for ScorerSlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScorerSlot")
-            .field("version", &self.version())
-            .finish()
-    }
-}
-
-impl ScorerSlot {
-    pub fn new(scorer: Arc<dyn Scorer>, version: String) -> Self {
-        Self {
-            current: RwLock::new((scorer, version)),
-            reloads: Default::default(),
-        }
-    }
-
-    /// The scorer and its artifact version.
-    pub fn get(&self) -> (Arc<dyn Scorer>, String) {
-        match self.current.read() {
-            Ok(g) => (g.0.clone(), g.1.clone()),
-            Err(p) => {
-                let g = p.into_inner();
-                (g.0.clone(), g.1.clone())
-            }
-        }
-    }
-
-    pub fn version(&self) -> String {
-        self.get().1
-    }
-
-    pub fn reloads(&self) -> u64 {
-        self.reloads.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    pub fn replace(&self, scorer: Arc<dyn Scorer>, version: String) {
-        let mut g = match self.current.write() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        *g = (scorer, version);
-        self.reloads
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// A fingerprint of a directory's regular files (names, sizes, mtimes): it changes when an
-/// artifact is rewritten. Also serves as the artifact version string.
-pub fn dir_fingerprint(dir: &Path) -> std::io::Result<String> {
-    use sha2::{Digest, Sha256};
-    let mut entries: Vec<(String, u64, u128)> = Vec::new();
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
-        let md = e.metadata()?;
-        if md.is_file() {
-            let mtime = md
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            entries.push((
-                e.file_name().to_string_lossy().into_owned(),
-                md.len(),
-                mtime,
-            ));
-        }
-    }
-    entries.sort();
-    let mut h = Sha256::new();
-    for (n, len, t) in &entries {
-        h.update(format!("{n}\0{len}\0{t}\n").as_bytes());
-    }
-    Ok(hex_prefix(&h.finalize()))
-}
-
-fn hex_prefix(bytes: &[u8]) -> String {
-    bytes.iter().take(6).map(|b| format!("{b:02x}")).collect()
-}
-
-/// Loads `dir` into a new slot.
-pub fn load_slot(dir: &Path, loader: &ScorerLoader) -> Result<ScorerSlot, String> {
-    let version = dir_fingerprint(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let scorer = loader(dir)?;
-    Ok(ScorerSlot::new(Arc::from(scorer), version))
-}
-
-/// Watches `dir` and reloads the slot when its files change (polling every `every`; a change is
-/// loaded once it has been stable for one more poll, so half-written artifacts are skipped).
-/// A failed load keeps the previous scorer serving. Runs until the returned task is aborted.
-pub fn spawn_reloader(
-    slot: Arc<ScorerSlot>,
-    dir: PathBuf,
-    loader: ScorerLoader,
-    every: Duration,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut pending: Option<String> = None;
-        let mut ticker = tokio::time::interval(every);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            let seen = match dir_fingerprint(&dir) {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "artifact dir unreadable");
-                    continue;
-                }
-            };
-            if seen == slot.version() {
-                pending = None;
-                continue;
-            }
-            if pending.as_deref() != Some(seen.as_str()) {
-                pending = Some(seen); // changed: wait one more poll for it to settle
-                continue;
-            }
-            pending = None;
-            let (d, l) = (dir.clone(), loader.clone());
-            match tokio::task::spawn_blocking(move || l(&d)).await {
-                Ok(Ok(scorer)) => {
-                    tracing::info!(version = %seen, "artifact reloaded");
-                    slot.replace(Arc::from(scorer), seen);
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(version = %seen, error = %e, "artifact reload failed; keeping the loaded one")
-                }
-                Err(e) => tracing::warn!(error = %e, "artifact reload panicked"),
-            }
-        }
-    })
-}
+pub use crate::slot::{dir_fingerprint, load_slot, spawn_reloader, ScorerLoader, ScorerSlot};
 
 /// Where scores come from.
 #[derive(Clone)]
 pub enum ScoreSource {
-    /// A scorer in this process (blocking work on tokio's blocking pool).
+    /// A scorer in this process (on tokio's blocking pool, unless it says it is trivial).
     InProcess(Arc<ScorerSlot>),
     /// The scoring sidecar.
     Grpc(GrpcScorer),
@@ -268,26 +123,7 @@ impl Ranker {
                     fail_open: None,
                 }
             }
-            ScoreSource::InProcess(slot) => {
-                let (scorer, _) = slot.get();
-                let p = prompt.to_string();
-                let job = tokio::task::spawn_blocking(move || {
-                    let out = scorer.score_batch(&[p.as_str()]);
-                    (scorer, out)
-                });
-                match tokio::time::timeout(self.timeout, job).await {
-                    Err(_) => self.fail_open("scorer_timeout"),
-                    Ok(Err(_)) => self.fail_open("scorer_panic"),
-                    Ok(Ok((_, Err(e)))) => {
-                        tracing::warn!(error = %e, "scorer failed");
-                        self.fail_open("scorer_error")
-                    }
-                    Ok(Ok((scorer, Ok(mut rows)))) => match rows.pop() {
-                        Some(row) => self.decide_from_scores(scorer.models(), &row),
-                        None => self.fail_open("scorer_error"),
-                    },
-                }
-            }
+            ScoreSource::InProcess(slot) => self.score_in_process(slot, prompt).await,
             ScoreSource::Grpc(client) => {
                 match tokio::time::timeout(self.timeout, client.score_one(prompt)).await {
                     Err(_) => self.fail_open("scorer_timeout"),
@@ -298,6 +134,46 @@ impl Ranker {
                     Ok(Ok((models, row))) => self.decide_from_scores(&models, &row),
                 }
             }
+        }
+    }
+}
+
+impl Ranker {
+    /// Scores with the slot's current scorer: on tokio's blocking pool under the score timeout,
+    /// or right here when the scorer says a call is trivially cheap (no model to run), where the
+    /// hop to another thread would cost more than the call.
+    async fn score_in_process(&self, slot: &ScorerSlot, prompt: &str) -> Decision {
+        let scorer = slot.scorer();
+        if scorer.is_trivial() {
+            return match scorer.score_batch(&[prompt]) {
+                Ok(rows) => self.decide_from_rows(scorer.models(), rows),
+                Err(e) => {
+                    tracing::warn!(error = %e, "scorer failed");
+                    self.fail_open("scorer_error")
+                }
+            };
+        }
+        let p = prompt.to_string();
+        let job = tokio::task::spawn_blocking(move || {
+            let out = scorer.score_batch(&[p.as_str()]);
+            (scorer, out)
+        });
+        match tokio::time::timeout(self.timeout, job).await {
+            Err(_) => self.fail_open("scorer_timeout"),
+            Ok(Err(_)) => self.fail_open("scorer_panic"),
+            Ok(Ok((_, Err(e)))) => {
+                tracing::warn!(error = %e, "scorer failed");
+                self.fail_open("scorer_error")
+            }
+            Ok(Ok((scorer, Ok(rows)))) => self.decide_from_rows(scorer.models(), rows),
+        }
+    }
+
+    /// The decision from a one-prompt batch of scores.
+    fn decide_from_rows(&self, models: &[String], mut rows: Vec<Vec<f32>>) -> Decision {
+        match rows.pop() {
+            Some(row) => self.decide_from_scores(models, &row),
+            None => self.fail_open("scorer_error"),
         }
     }
 }

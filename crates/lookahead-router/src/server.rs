@@ -1,10 +1,11 @@
-//! The HTTP serve loop shared by the router and the replay backend: hyper 1 (HTTP/1.1 and h2c),
+//! The HTTP serve loop for any `tower::Service` (and [`HttpHandler`]s adapted to one): hyper 1 (HTTP/1.1 and h2c),
 //! header-read timeout against slow clients, TCP_NODELAY, and graceful shutdown that stops
 //! accepting, lets in-flight requests finish (up to a grace period), then returns.
 //!
 //! Dropping (aborting) the serve future instead drops every connection at once: tests use that to
 //! kill a backend abruptly.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,12 +15,14 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::body::RespBody;
 
-/// A request handler: the router and the replay backend implement it.
+/// A request handler behind [`serve`]: the router, and the small stand-in backends of tests. It
+/// is adapted to a `tower::Service`; [`serve_service`] takes any such service directly.
 pub trait HttpHandler: Send + Sync + 'static {
     fn handle(
         self: Arc<Self>,
@@ -40,6 +43,35 @@ pub async fn serve<H: HttpHandler>(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
+    let h = handler.clone();
+    let service = tower::service_fn(move |req| {
+        let h = h.clone();
+        async move { Ok::<_, Infallible>(h.handle(req).await) }
+    });
+    serve_service(listener, service, shutdown, grace, move || {
+        handler.on_shutdown()
+    })
+    .await;
+}
+
+/// Serves a `tower::Service` on `listener` until `shutdown` resolves; then calls `on_shutdown`
+/// (readiness turns false), stops accepting and drains for at most `grace`.
+pub async fn serve_service<S>(
+    listener: TcpListener,
+    service: S,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+    on_shutdown: impl FnOnce(),
+) where
+    S: tower::Service<
+            http::Request<Incoming>,
+            Response = http::Response<RespBody>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -65,11 +97,7 @@ pub async fn serve<H: HttpHandler>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let h = handler.clone();
-                let svc = hyper::service::service_fn(move |req| {
-                    let h = h.clone();
-                    async move { Ok::<_, std::convert::Infallible>(h.handle(req).await) }
-                });
+                let svc = TowerToHyperService::new(service.clone());
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                 let conn = graceful.watch(conn.into_owned());
                 conns.spawn(async move {
@@ -81,7 +109,7 @@ pub async fn serve<H: HttpHandler>(
             () = &mut shutdown => break,
         }
     }
-    handler.on_shutdown();
+    on_shutdown();
     drop(listener);
     tracing::info!("shutting down: draining in-flight requests");
     tokio::select! {
@@ -89,26 +117,4 @@ pub async fn serve<H: HttpHandler>(
         () = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; closing remaining connections"),
     }
     conns.abort_all();
-}
-
-/// Resolves on SIGTERM or ctrl-c.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
 }

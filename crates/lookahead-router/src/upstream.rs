@@ -77,49 +77,55 @@ pub struct Answer {
 }
 
 impl Upstream {
+    /// Sends the request and waits for the response head (no deadline of its own).
     async fn send(
         &self,
         url: &Uri,
         body: Bytes,
-        headers: &HeaderMap,
-        deadline: Instant,
+        headers: HeaderMap,
     ) -> Result<http::Response<Incoming>, AttemptError> {
         let mut req = Request::post(url.clone())
             .body(Full::new(body))
             .map_err(|e| AttemptError::Connect(e.to_string()))?;
-        *req.headers_mut() = headers.clone();
-        match tokio::time::timeout_at(deadline, self.client.request(req)).await {
-            Err(_) => Err(AttemptError::Timeout),
-            Ok(Err(e)) => Err(AttemptError::Connect(error_chain(&e))),
-            Ok(Ok(resp)) => Ok(resp),
-        }
+        *req.headers_mut() = headers;
+        self.client
+            .request(req)
+            .await
+            .map_err(|e| AttemptError::Connect(error_chain(&e)))
     }
 
-    /// A non-streaming attempt: the whole answer is read (under `deadline`) before anything goes
-    /// to the client, so any failure can still be retried elsewhere.
+    /// A non-streaming attempt: the whole answer is read (under `deadline`, one timer for the
+    /// head and the body) before anything goes to the client, so any failure can still be
+    /// retried elsewhere.
     pub async fn buffered(
         &self,
         url: &Uri,
         body: Bytes,
-        headers: &HeaderMap,
+        headers: HeaderMap,
         deadline: Instant,
     ) -> Result<Answer, AttemptError> {
-        let resp = self.send(url, body, headers, deadline).await?;
-        let status = resp.status();
-        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-            return Err(AttemptError::Status(status.as_u16()));
-        }
-        let content_type = resp.headers().get(http::header::CONTENT_TYPE).cloned();
-        let bytes = match tokio::time::timeout_at(deadline, resp.into_body().collect()).await {
-            Err(_) => return Err(AttemptError::Timeout),
-            Ok(Err(e)) => return Err(AttemptError::Body(error_chain(&e))),
-            Ok(Ok(c)) => c.to_bytes(),
+        let attempt = async {
+            let resp = self.send(url, body, headers).await?;
+            let status = resp.status();
+            if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                return Err(AttemptError::Status(status.as_u16()));
+            }
+            let content_type = resp.headers().get(http::header::CONTENT_TYPE).cloned();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| AttemptError::Body(error_chain(&e)))?
+                .to_bytes();
+            Ok(Answer {
+                status,
+                content_type,
+                body: crate::body::full(bytes),
+            })
         };
-        Ok(Answer {
-            status,
-            content_type,
-            body: crate::body::full(bytes),
-        })
+        tokio::time::timeout_at(deadline, attempt)
+            .await
+            .unwrap_or(Err(AttemptError::Timeout))
     }
 
     /// A streaming attempt: waits for the response head and the first body chunk until
@@ -129,12 +135,14 @@ impl Upstream {
         &self,
         url: &Uri,
         body: Bytes,
-        headers: &HeaderMap,
+        headers: HeaderMap,
         first_byte_deadline: Instant,
         deadline: Instant,
         on_end: Box<dyn FnOnce(bool) + Send>,
     ) -> Result<Answer, AttemptError> {
-        let resp = self.send(url, body, headers, first_byte_deadline).await?;
+        let resp = tokio::time::timeout_at(first_byte_deadline, self.send(url, body, headers))
+            .await
+            .unwrap_or(Err(AttemptError::Timeout))?;
         let status = resp.status();
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
             return Err(AttemptError::Status(status.as_u16()));

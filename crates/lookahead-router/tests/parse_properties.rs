@@ -98,13 +98,36 @@ const TOKENS: &[&[u8]] = &[
 ];
 
 fn check(endpoint: Endpoint, body: &[u8]) -> bool {
+    // The one-pass parser accepts exactly the JSON objects `serde_json::Value` accepts, and the
+    // body it forwards is the client's with only `model` replaced.
+    let value = serde_json::from_slice::<serde_json::Value>(body);
     match parse(endpoint, body) {
         Ok(r) => {
             assert!(!r.model.is_empty(), "{:?}", String::from_utf8_lossy(body));
             assert!(r.prompt.chars().count() <= MAX_SCORED_CHARS);
+            let Ok(serde_json::Value::Object(mut want)) = value else {
+                panic!(
+                    "accepted a body Value rejects: {:?}",
+                    String::from_utf8_lossy(body)
+                );
+            };
+            assert_eq!(
+                want.get("model").and_then(|m| m.as_str()),
+                Some(r.model.as_str())
+            );
+            want.insert("model".into(), "member \"x\"".into());
+            let sent = r.body_for("member \"x\"").expect("rewritten body");
+            let sent: serde_json::Value = serde_json::from_slice(&sent).expect("forwarded JSON");
+            assert_eq!(sent, serde_json::Value::Object(want));
             true
         }
         Err(e) => {
+            assert_eq!(
+                e.code == "invalid_json",
+                !value.as_ref().is_ok_and(|v| v.is_object()),
+                "{e:?} for {:?}",
+                String::from_utf8_lossy(body)
+            );
             assert!(e.status.is_client_error(), "{e:?}");
             assert!(!e.message.is_empty());
             let j = e.to_json();

@@ -1,0 +1,85 @@
+//! The decision stage: which member(s) a request goes to. A request naming a member goes there
+//! unscored; the alias is ranked by the scorer (failing open to the default model); then the
+//! attempt order skips ejected members and is cut to `1 + retries`.
+
+use tokio::time::Instant;
+
+use crate::metrics::RouterMetrics;
+use crate::outlier::OutlierDetector;
+use crate::pool::{Pool, Target};
+use crate::scoring::{Decision, Ranker};
+use crate::ApiError;
+
+/// Where a request goes, and in which order members are tried.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub target: Target,
+    pub decision: Decision,
+    pub attempts: Vec<usize>,
+}
+
+/// What the decision stage reads.
+pub struct Decider<'a> {
+    pub pool: &'a Pool,
+    pub ranker: &'a Ranker,
+    pub outlier: &'a OutlierDetector,
+    pub metrics: &'a RouterMetrics,
+    pub retries: u32,
+}
+
+impl Decider<'_> {
+    /// The plan for a request asking for `model` with `prompt` (404 for an unknown model).
+    pub async fn plan(&self, model: &str, prompt: &str) -> Result<Plan, ApiError> {
+        let target = self
+            .pool
+            .resolve(model)
+            .ok_or_else(|| ApiError::model_not_found(model, &self.pool.known_models()))?;
+        let decision = match target {
+            Target::Member(i) => Decision {
+                order: vec![i],
+                utility: vec![None; self.pool.len()],
+                fail_open: None,
+            },
+            Target::Routed => self.rank(prompt).await,
+        };
+        let attempts = self.attempt_order(&decision, matches!(target, Target::Member(_)));
+        Ok(Plan {
+            target,
+            decision,
+            attempts,
+        })
+    }
+
+    async fn rank(&self, prompt: &str) -> Decision {
+        let t0 = Instant::now();
+        let d = self.ranker.decide(prompt).await;
+        self.metrics.decision.observe(&[], t0.elapsed());
+        if let Some(reason) = d.fail_open {
+            self.metrics.fail_opens.inc(&[reason]);
+            tracing::warn!(reason, "routing failed open to the default model");
+        }
+        d
+    }
+
+    /// Members to try, in order: the decision's ranking without ejected members (unless every
+    /// member is ejected: then all of them, ejection is advice, not a reason to fail), at most
+    /// `1 + retries` attempts. A named member is tried alone, `1 + retries` times.
+    pub fn attempt_order(&self, decision: &Decision, pinned: bool) -> Vec<usize> {
+        let n = 1 + self.retries as usize;
+        if pinned {
+            return std::iter::repeat_n(decision.order[0], n).collect();
+        }
+        let now = std::time::Instant::now();
+        let mut order: Vec<usize> = decision
+            .order
+            .iter()
+            .copied()
+            .filter(|&i| self.outlier.is_available(i, now))
+            .collect();
+        if order.is_empty() {
+            order.clone_from(&decision.order);
+        }
+        order.truncate(n);
+        order
+    }
+}

@@ -1,0 +1,91 @@
+//! The first stages of a completion request: authenticate, check the content type and size
+//! limits, read the body (bounded in size and time), and parse it into a [`CompletionRequest`].
+//! The client's headers stay with the request for the later stages.
+
+use std::time::Duration;
+
+use http::request::Parts;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::auth::ApiKeys;
+use crate::openai::{self, CompletionRequest, Endpoint};
+use crate::ApiError;
+
+/// Longest a client may take to send a request body (slow-body protection).
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Who may call and how much they may send.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    pub keys: ApiKeys,
+    pub max_body_bytes: u64,
+}
+
+/// A request that passed the gate.
+pub struct Admitted {
+    pub head: Parts,
+    pub request: CompletionRequest,
+}
+
+impl Gate {
+    /// With router keys configured, the bearer token must be one of them.
+    pub fn authorize(&self, headers: &http::HeaderMap) -> Result<(), ApiError> {
+        if self.keys.is_empty() || self.keys.accepts(headers) {
+            Ok(())
+        } else {
+            Err(ApiError::unauthorized())
+        }
+    }
+
+    /// Authentication, then limits, then the parse: each a reason to answer 4xx.
+    pub async fn admit(
+        &self,
+        endpoint: Endpoint,
+        req: http::Request<Incoming>,
+    ) -> Result<Admitted, ApiError> {
+        let (head, body) = req.into_parts();
+        self.authorize(&head.headers)?;
+        self.check_head(&head.headers)?;
+        let bytes = self.read_body(body).await?;
+        let request = openai::parse_body(endpoint, bytes)?;
+        Ok(Admitted { head, request })
+    }
+
+    /// JSON only, and no declared length over the limit (answered before reading anything).
+    fn check_head(&self, headers: &http::HeaderMap) -> Result<(), ApiError> {
+        let json_type = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !json_type {
+            return Err(ApiError::unsupported_media_type());
+        }
+        let declared = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body_bytes) {
+            return Err(ApiError::payload_too_large(self.max_body_bytes));
+        }
+        Ok(())
+    }
+
+    async fn read_body(&self, body: Incoming) -> Result<bytes::Bytes, ApiError> {
+        let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
+        let collected =
+            tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect()).await;
+        match collected {
+            Err(_) => Err(ApiError::body_timeout()),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                Err(ApiError::payload_too_large(self.max_body_bytes))
+            }
+            Ok(Err(e)) => Err(ApiError::bad_request(
+                "invalid_body",
+                format!("Could not read the request body: {e}"),
+            )),
+            Ok(Ok(c)) => Ok(c.to_bytes()),
+        }
+    }
+}

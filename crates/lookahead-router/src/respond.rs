@@ -1,0 +1,98 @@
+//! The respond stage: the member's answer with the decision in headers (`x-lookahead-model`,
+//! `x-lookahead-scores`, `x-lookahead-fallback`, `x-request-id`), or the OpenAI-style error when
+//! no member could answer.
+
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+
+use crate::body::RespBody;
+use crate::pool::Pool;
+use crate::scoring::Decision;
+use crate::upstream::{Answer, AttemptError};
+use crate::ApiError;
+
+pub const HEADER_MODEL: HeaderName = HeaderName::from_static("x-lookahead-model");
+pub const HEADER_SCORES: HeaderName = HeaderName::from_static("x-lookahead-scores");
+pub const HEADER_FALLBACK: HeaderName = HeaderName::from_static("x-lookahead-fallback");
+pub const HEADER_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A header value from text built per request (no copy; dropped when not a valid value).
+fn header_value(text: String) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(Bytes::from(text)).ok()
+}
+
+/// The member's answer, passed through with the decision headers.
+pub fn answered(
+    pool: &Pool,
+    answer: Answer,
+    chosen: usize,
+    decision: &Decision,
+    failures: &[String],
+    request_id: HeaderValue,
+) -> http::Response<RespBody> {
+    let mut resp = http::Response::new(answer.body);
+    *resp.status_mut() = answer.status;
+    let h = resp.headers_mut();
+    if let Some(ct) = answer.content_type {
+        if ct.as_bytes().starts_with(b"text/event-stream") {
+            h.insert(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-cache"),
+            );
+        }
+        h.insert(http::header::CONTENT_TYPE, ct);
+    }
+    if let Some(v) = &pool.members[chosen].name_header {
+        h.insert(HEADER_MODEL, v.clone());
+    }
+    if let Some(v) = compact_scores(pool, decision).and_then(header_value) {
+        h.insert(HEADER_SCORES, v);
+    }
+    let fallback: Vec<&str> = decision
+        .fail_open
+        .into_iter()
+        .chain(failures.iter().map(String::as_str))
+        .collect();
+    if !fallback.is_empty() {
+        if let Some(v) = header_value(fallback.join(",")) {
+            h.insert(HEADER_FALLBACK, v);
+        }
+    }
+    h.insert(HEADER_REQUEST_ID, request_id);
+    resp
+}
+
+/// No member answered: 504 when the last attempt timed out, else 502, naming every failure.
+pub fn exhausted(
+    failures: &[String],
+    last_error: Option<AttemptError>,
+    request_id: HeaderValue,
+) -> http::Response<RespBody> {
+    let message = format!("No pool member could answer ({}).", failures.join(", "));
+    let err = match last_error {
+        Some(AttemptError::Timeout) => ApiError::upstream_timeout(message),
+        _ => ApiError::upstream_failed(message),
+    };
+    let mut resp = err.into_response();
+    if let Some(v) = header_value(failures.join(",")) {
+        resp.headers_mut().insert(HEADER_FALLBACK, v);
+    }
+    resp.headers_mut().insert(HEADER_REQUEST_ID, request_id);
+    resp
+}
+
+/// `name=utility` for scored members, best first, three decimals; `None` when nothing was scored.
+fn compact_scores(pool: &Pool, d: &Decision) -> Option<String> {
+    let mut out = String::new();
+    for &i in &d.order {
+        if let Some(u) = d.utility.get(i).copied().flatten() {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            let _ = write!(out, "{}={u:.3}", pool.members[i].name);
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
