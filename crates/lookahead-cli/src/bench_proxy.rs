@@ -239,8 +239,11 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
     let router_rt = runtime(2, "router")?;
     let client_rt = runtime(2, "client")?;
     let backend = start_backend(&backend_rt)?;
-    let tmp = std::env::temp_dir().join(format!("lookahead-bench-proxy-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp)?;
+    // Removed when `run` returns (router and LiteLLM configs, LiteLLM's log).
+    let tmp_dir = tempfile::Builder::new()
+        .prefix("lookahead-bench-proxy-")
+        .tempdir()?;
+    let tmp = tmp_dir.path().to_path_buf();
     let router_addr = start_router(&router_rt, backend, &tmp)?;
 
     eprintln!(

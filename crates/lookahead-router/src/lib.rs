@@ -13,7 +13,8 @@
 //! - [`ingest`] (with [`auth`], [`openai`]): authenticate, limits, read and parse the body.
 //! - [`decide`] (with [`pool`], [`scoring`], [`slot`], [`grpc`]'s client): which members, in
 //!   which order.
-//! - [`dispatch`] (with [`upstream`], [`outlier`]): attempts with retries and ejection.
+//! - [`dispatch`] (with [`upstream`], [`member_conn`], [`outlier`]): attempts with retries and
+//!   ejection.
 //! - [`respond`] (with [`error`], [`body`]): decision headers, OpenAI-style errors.
 //! - [`metrics`]: Prometheus text exposition.
 
@@ -24,6 +25,7 @@ pub mod dispatch;
 pub mod error;
 pub mod grpc;
 pub mod ingest;
+pub mod member_conn;
 pub mod metrics;
 pub mod openai;
 pub mod outlier;
@@ -38,4 +40,4 @@ pub mod upstream;
 pub use error::{ApiError, RouterError};
 pub use router::Router;
 pub use scoring::{ScorerLoader, ScorerSlot};
-pub use server::{serve, serve_service, HttpHandler};
+pub use server::{serve, serve_service};

@@ -4,7 +4,6 @@
 //! router's state, the path table and the plumbing between the stages.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +29,7 @@ use crate::pool::Pool;
 use crate::respond;
 use crate::scoring::{load_slot, spawn_reloader, RankedMember, Ranker, ScoreSource};
 use crate::upstream::Upstream;
-use crate::{ApiError, HttpHandler, RouterError, ScorerLoader};
+use crate::{ApiError, RouterError, ScorerLoader};
 
 pub use crate::respond::{HEADER_FALLBACK, HEADER_MODEL, HEADER_REQUEST_ID, HEADER_SCORES};
 
@@ -317,11 +316,12 @@ impl Drop for InFlight {
     }
 }
 
-impl HttpHandler for Router {
-    fn handle(
+impl Router {
+    /// Answers one request: the service that [`crate::serve`] runs for each connection.
+    pub fn handle(
         self: Arc<Self>,
         req: http::Request<Incoming>,
-    ) -> Pin<Box<dyn Future<Output = http::Response<RespBody>> + Send>> {
+    ) -> impl Future<Output = http::Response<RespBody>> + Send + 'static {
         let span = tracing::info_span!(
             "request",
             method = %req.method(),
@@ -331,16 +331,15 @@ impl HttpHandler for Router {
             member = tracing::field::Empty,
             status = tracing::field::Empty,
         );
-        Box::pin(
-            async move {
-                let _in_flight = InFlight::enter(&self.metrics);
-                self.route(req).await
-            }
-            .instrument(span),
-        )
+        async move {
+            let _in_flight = InFlight::enter(&self.metrics);
+            self.route(req).await
+        }
+        .instrument(span)
     }
 
-    fn on_shutdown(&self) {
+    /// Called once shutdown begins (readiness turns false), before connections drain.
+    pub fn on_shutdown(&self) {
         self.draining.store(true, Ordering::Relaxed);
     }
 }

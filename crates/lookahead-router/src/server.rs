@@ -1,4 +1,4 @@
-//! The HTTP serve loop for any `tower::Service` (and [`HttpHandler`]s adapted to one): hyper 1 (HTTP/1.1 and h2c),
+//! The HTTP serve loop for any `tower::Service` (the [`Router`] is served as one): hyper 1 (HTTP/1.1 and h2c),
 //! header-read timeout against slow clients, TCP_NODELAY, and graceful shutdown that stops
 //! accepting, lets in-flight requests finish (up to a grace period), then returns.
 //!
@@ -7,10 +7,10 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -20,36 +20,22 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::body::RespBody;
-
-/// A request handler behind [`serve`]: the router, and the small stand-in backends of tests. It
-/// is adapted to a `tower::Service`; [`serve_service`] takes any such service directly.
-pub trait HttpHandler: Send + Sync + 'static {
-    fn handle(
-        self: Arc<Self>,
-        req: http::Request<Incoming>,
-    ) -> Pin<Box<dyn Future<Output = http::Response<RespBody>> + Send>>;
-
-    /// Called once shutdown begins (readiness turns false), before connections drain.
-    fn on_shutdown(&self) {}
-}
+use crate::router::Router;
 
 /// Longest a client may take to send request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `handler` on `listener` until `shutdown` resolves, then drains for at most `grace`.
-pub async fn serve<H: HttpHandler>(
+/// Serves `router` on `listener` until `shutdown` resolves, then drains for at most `grace`.
+pub async fn serve(
     listener: TcpListener,
-    handler: Arc<H>,
+    router: Arc<Router>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
-    let h = handler.clone();
-    let service = tower::service_fn(move |req| {
-        let h = h.clone();
-        async move { Ok::<_, Infallible>(h.handle(req).await) }
-    });
+    let r = router.clone();
+    let service = tower::service_fn(move |req| r.clone().handle(req).map(Ok::<_, Infallible>));
     serve_service(listener, service, shutdown, grace, move || {
-        handler.on_shutdown()
+        router.on_shutdown()
     })
     .await;
 }

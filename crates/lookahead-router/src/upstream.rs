@@ -1,18 +1,14 @@
 //! Calls to pool members: one attempt, buffered (non-streaming) or relayed (streaming), each
 //! classified as success, a failure worth retrying elsewhere, or an answer to pass through.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Frame, Incoming};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::body::Frame;
 use tokio::time::Instant;
 
 use crate::body::{BoxError, RespBody};
+use crate::member_conn::{error_chain, Connections, MemberBody};
 
 /// Why an attempt failed in a way that justifies trying another member.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,24 +38,10 @@ impl AttemptError {
     }
 }
 
-/// The HTTP client for members (pooled keep-alive connections).
-#[derive(Clone, Debug)]
+/// The HTTP client for members (keep-alive connections, see [`crate::member_conn`]).
+#[derive(Clone, Debug, Default)]
 pub struct Upstream {
-    client: Client<HttpConnector, Full<Bytes>>,
-}
-
-impl Default for Upstream {
-    fn default() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
-        Self { client }
-    }
+    connections: Connections,
 }
 
 /// Joins a member's base URL (ending in `/v1`) and an API path.
@@ -83,13 +65,13 @@ impl Upstream {
         url: &Uri,
         body: Bytes,
         headers: HeaderMap,
-    ) -> Result<http::Response<Incoming>, AttemptError> {
+    ) -> Result<http::Response<MemberBody>, AttemptError> {
         let mut req = Request::post(url.clone())
             .body(Full::new(body))
             .map_err(|e| AttemptError::Connect(e.to_string()))?;
         *req.headers_mut() = headers;
-        self.client
-            .request(req)
+        self.connections
+            .send(url, req)
             .await
             .map_err(|e| AttemptError::Connect(error_chain(&e)))
     }
@@ -165,7 +147,7 @@ impl Upstream {
 
 struct RelayState {
     first: Option<Frame<Bytes>>,
-    rest: Option<Incoming>,
+    rest: Option<MemberBody>,
     deadline: Instant,
     on_end: Option<Box<dyn FnOnce(bool) + Send>>,
 }
@@ -189,7 +171,7 @@ impl Drop for RelayState {
 /// Relays frames as they arrive: nothing is buffered beyond one frame.
 fn relay(
     first: Option<Frame<Bytes>>,
-    rest: Incoming,
+    rest: MemberBody,
     deadline: Instant,
     on_end: Box<dyn FnOnce(bool) + Send>,
 ) -> RespBody {
@@ -224,15 +206,4 @@ fn relay(
         }
     });
     http_body_util::StreamBody::new(stream).boxed_unsync()
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }

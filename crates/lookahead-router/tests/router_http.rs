@@ -102,58 +102,47 @@ async fn auto_is_scored_and_sent_to_the_best_member_with_decision_headers() {
 
 /// A backend that sends one SSE event, then holds the stream open until released: the client must
 /// see the first event while the backend is still holding, i.e. the router does not buffer.
-struct GatedStream {
+fn gated_stream(
     release: Arc<tokio::sync::Notify>,
-}
-
-impl lookahead_router::HttpHandler for GatedStream {
-    fn handle(
-        self: Arc<Self>,
-        _req: http::Request<hyper::body::Incoming>,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<Output = http::Response<lookahead_router::body::RespBody>>
-                + Send,
-        >,
-    > {
-        Box::pin(async move {
-            let release = self.release.clone();
-            let events = futures::stream::unfold(0u8, move |n| {
-                let release = release.clone();
-                async move {
-                    let data: &'static [u8] = match n {
-                        0 => b"data: {\"choices\":[{\"delta\":{\"content\":\"first\"}}]}\n\n",
-                        1 => {
-                            release.notified().await;
-                            b"data: {\"choices\":[{\"delta\":{\"content\":\"second\"}}]}\n\n"
-                        }
-                        2 => b"data: [DONE]\n\n",
-                        _ => return None,
-                    };
-                    Some((
-                        Ok::<_, lookahead_router::body::BoxError>(hyper::body::Frame::data(
-                            Bytes::from_static(data),
-                        )),
-                        n + 1,
-                    ))
+    _req: http::Request<hyper::body::Incoming>,
+) -> http::Response<lookahead_router::body::RespBody> {
+    let events = futures::stream::unfold(0u8, move |n| {
+        let release = release.clone();
+        async move {
+            let data: &'static [u8] = match n {
+                0 => b"data: {\"choices\":[{\"delta\":{\"content\":\"first\"}}]}\n\n",
+                1 => {
+                    release.notified().await;
+                    b"data: {\"choices\":[{\"delta\":{\"content\":\"second\"}}]}\n\n"
                 }
-            });
-            let mut resp =
-                http::Response::new(http_body_util::StreamBody::new(events).boxed_unsync());
-            resp.headers_mut().insert(
-                "content-type",
-                http::HeaderValue::from_static("text/event-stream"),
-            );
-            resp
-        })
-    }
+                2 => b"data: [DONE]\n\n",
+                _ => return None,
+            };
+            Some((
+                Ok::<_, lookahead_router::body::BoxError>(hyper::body::Frame::data(
+                    Bytes::from_static(data),
+                )),
+                n + 1,
+            ))
+        }
+    });
+    let mut resp = http::Response::new(http_body_util::StreamBody::new(events).boxed_unsync());
+    resp.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    resp
 }
 
 #[tokio::test]
 async fn streams_are_relayed_event_by_event_without_buffering() {
     let release = Arc::new(tokio::sync::Notify::new());
-    let backend = start(Arc::new(GatedStream {
-        release: release.clone(),
+    let gate = release.clone();
+    let backend = start_service(tower::service_fn(move |req| {
+        std::future::ready(Ok::<_, std::convert::Infallible>(gated_stream(
+            gate.clone(),
+            req,
+        )))
     }))
     .await;
     let cfg = config(

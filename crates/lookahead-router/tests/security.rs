@@ -37,7 +37,13 @@ fn with_auth(mut req: http::Request<Full<Bytes>>, value: &str) -> http::Request<
 #[tokio::test]
 async fn api_keys_gate_requests_and_stay_at_the_router() {
     let seen = Arc::new(Mutex::new(Vec::<Option<String>>::new()));
-    let member = start(Arc::new(RecordingMember(seen.clone()))).await;
+    let recorded = seen.clone();
+    let member = start_service(tower::service_fn(move |req| {
+        std::future::ready(Ok::<_, std::convert::Infallible>(recording_member(
+            &recorded, req,
+        )))
+    }))
+    .await;
     let keys = keys_file(&["sk-one", KEY]);
     let cfg = config(
         &[("general", "General-7B", member.url())],
@@ -85,33 +91,22 @@ async fn api_keys_gate_requests_and_stay_at_the_router() {
 }
 
 /// A member that records the `authorization` header it receives and answers a chat completion.
-struct RecordingMember(Arc<Mutex<Vec<Option<String>>>>);
-
-impl lookahead_router::HttpHandler for RecordingMember {
-    fn handle(
-        self: Arc<Self>,
-        req: http::Request<hyper::body::Incoming>,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<Output = http::Response<lookahead_router::body::RespBody>>
-                + Send,
-        >,
-    > {
-        let auth = req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        self.0.lock().expect("seen").push(auth);
-        Box::pin(async move {
-            lookahead_router::body::json_response(
-                http::StatusCode::OK,
-                &serde_json::json!({
-                    "id": "x", "object": "chat.completion", "created": 0, "model": "General-7B",
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": "ok"}}],
-                }),
-            )
-        })
-    }
+fn recording_member(
+    seen: &Mutex<Vec<Option<String>>>,
+    req: http::Request<hyper::body::Incoming>,
+) -> http::Response<lookahead_router::body::RespBody> {
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    seen.lock().expect("seen").push(auth);
+    lookahead_router::body::json_response(
+        http::StatusCode::OK,
+        &serde_json::json!({
+            "id": "x", "object": "chat.completion", "created": 0, "model": "General-7B",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "ok"}}],
+        }),
+    )
 }

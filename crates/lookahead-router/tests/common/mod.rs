@@ -7,21 +7,21 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::service::Service as _;
+use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use hyper_util::service::TowerToHyperService;
 use lookahead_api::RouterConfig;
 use lookahead_model::{ScoreError, Scorer};
 use lookahead_replay::{ReplayBook, ReplayOptions, ReplayServer};
 use lookahead_router::body::RespBody;
-use lookahead_router::{serve, HttpHandler, Router};
+use lookahead_router::{serve, serve_service, Router};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -89,27 +89,39 @@ impl<H> Running<H> {
     }
 }
 
-pub async fn start<H: HttpHandler>(handler: Arc<H>) -> Running<H> {
-    let served = handler.clone();
-    spawn_serve(served, handler).await
+/// Serves a stand-in backend on loopback (no shutdown hook).
+pub async fn start_service<S>(service: S) -> Running<()>
+where
+    S: tower::Service<
+            http::Request<Incoming>,
+            Response = http::Response<RespBody>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    spawn_serve(Arc::new(()), move |listener, stop| {
+        serve_service(listener, service, stop, SERVE_GRACE, || {})
+    })
+    .await
 }
 
-/// Serves `served` on loopback; the returned `Running` exposes `handler`.
-async fn spawn_serve<S: HttpHandler, H>(served: Arc<S>, handler: Arc<H>) -> Running<H> {
+const SERVE_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs `serve_fn(listener, stop)` on loopback; the returned `Running` exposes `handler`.
+async fn spawn_serve<H, F, Fut>(handler: Arc<H>, serve_fn: F) -> Running<H>
+where
+    F: FnOnce(TcpListener, Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        serve(
-            listener,
-            served,
-            async {
-                let _ = rx.await;
-            },
-            Duration::from_secs(10),
-        )
-        .await;
+    let stop = Box::pin(async {
+        let _ = rx.await;
     });
+    let task = tokio::spawn(serve_fn(listener, stop));
     Running {
         addr,
         handler,
@@ -118,30 +130,20 @@ async fn spawn_serve<S: HttpHandler, H>(served: Arc<S>, handler: Arc<H>) -> Runn
     }
 }
 
-/// A tower service (a replay member's axum routes) behind the router's own serve loop, so that
-/// `kill()` drops a member's connections at once, as it does a router's.
-struct TowerHandler(TowerToHyperService<axum::Router>);
-
-impl HttpHandler for TowerHandler {
-    fn handle(
-        self: Arc<Self>,
-        req: http::Request<hyper::body::Incoming>,
-    ) -> Pin<Box<dyn Future<Output = http::Response<RespBody>> + Send>> {
-        Box::pin(async move {
-            let resp = match self.0.call(req).await {
-                Ok(resp) => resp,
-                Err(never) => match never {},
-            };
-            resp.map(|body| body.map_err(Into::into).boxed_unsync())
-        })
-    }
-}
-
 /// A replay member on loopback; `handler` is the member (its counters).
 pub async fn start_replay(member: ReplayServer) -> Running<ReplayServer> {
     let member = Arc::new(member);
-    let routes = TowerHandler(TowerToHyperService::new(member.clone().app()));
-    spawn_serve(Arc::new(routes), member).await
+    // The member's axum routes behind the router's own serve loop, so that `kill()` drops a
+    // member's connections at once, as it does a router's.
+    let routes = tower::ServiceBuilder::new()
+        .map_response(|resp: http::Response<axum::body::Body>| {
+            resp.map(|body| body.map_err(Into::into).boxed_unsync())
+        })
+        .service(member.clone().app());
+    spawn_serve(member, move |listener, stop| {
+        serve_service(listener, routes, stop, SERVE_GRACE, || {})
+    })
+    .await
 }
 
 pub async fn replay(
@@ -170,7 +172,12 @@ pub fn config(members: &[(&str, &str, String)], policy_extra: &str) -> RouterCon
 }
 
 pub async fn router(router: Router) -> Running<Router> {
-    start(Arc::new(router)).await
+    let router = Arc::new(router);
+    let served = router.clone();
+    spawn_serve(router, move |listener, stop| {
+        serve(listener, served, stop, SERVE_GRACE)
+    })
+    .await
 }
 
 pub fn client() -> Client<HttpConnector, Full<Bytes>> {
