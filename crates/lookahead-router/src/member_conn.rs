@@ -109,23 +109,12 @@ impl Connections {
 
     /// An idle connection that is still open and ready, else a new one.
     async fn ready_conn(&self, authority: &Authority) -> Result<Conn, SendError> {
-        while let Some(mut conn) = self.take_idle(authority) {
-            let ready = std::future::poll_fn(|cx| conn.sender.poll_ready(cx));
-            if let (Ok(()), Some(driver)) = drive(conn.driver, ready).await {
-                conn.driver = driver;
+        while let Some(conn) = self.take_idle(authority) {
+            if let Ok(conn) = ready(conn).await {
                 return Ok(conn);
             }
         }
-        let mut conn = connect(authority).await?;
-        let ready = std::future::poll_fn(|cx| conn.sender.poll_ready(cx));
-        match drive(conn.driver, ready).await {
-            (Ok(()), Some(driver)) => {
-                conn.driver = driver;
-                Ok(conn)
-            }
-            (Err(e), _) => Err(SendError::Http(error_chain(&e))),
-            (Ok(()), None) => Err(SendError::Http("connection closed".into())),
-        }
+        ready(connect(authority).await?).await
     }
 
     fn take_idle(&self, authority: &Authority) -> Option<Conn> {
@@ -167,6 +156,20 @@ async fn connect(authority: &Authority) -> Result<Conn, SendError> {
 
 /// Polls `driver` (the connection's I/O) alongside `fut` until `fut` completes; the driver comes
 /// back unless the connection ended meanwhile (then it is dropped, which fails `fut`).
+/// `conn` once it can take a request, driving its connection meanwhile; an error when it failed
+/// or closed first.
+async fn ready(mut conn: Conn) -> Result<Conn, SendError> {
+    let ready = std::future::poll_fn(|cx| conn.sender.poll_ready(cx));
+    match drive(conn.driver, ready).await {
+        (Ok(()), Some(driver)) => {
+            conn.driver = driver;
+            Ok(conn)
+        }
+        (Err(e), _) => Err(SendError::Http(error_chain(&e))),
+        (Ok(()), None) => Err(SendError::Http("connection closed".into())),
+    }
+}
+
 async fn drive<F: Future + Unpin>(driver: Driver, mut fut: F) -> (F::Output, Option<Driver>) {
     let mut driver = Some(driver);
     let out = std::future::poll_fn(|cx| {
