@@ -23,6 +23,7 @@
 //!   `quality_cost_curve`; [`Evaluation::compute`] bundles them (the `lookahead eval --json` form).
 //!   [`metrics::percentile`] for the latency columns of bench and demo reports.
 //! - [`report`]: Markdown tables and SVG plots of an [`Evaluation`] (`write_report`).
+//! - [`bootstrap`]: [`paired_bootstrap`] (source-stratified, paired) -> [`Interval`] of a gain.
 //! - [`locate::shared_dataset`]: where the real dataset is (tests skip with its reason).
 //! - [`progress`]: the one progress-bar look (`progress::bar(len, label, visible)`).
 //!
@@ -40,6 +41,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bootstrap;
 pub mod error;
 pub mod evaluation;
 pub mod labels;
@@ -53,6 +55,7 @@ pub mod record;
 pub mod report;
 pub mod split;
 
+pub use bootstrap::{paired_bootstrap, BootstrapOptions, Interval, Weighting};
 pub use error::DataError;
 pub use evaluation::{BestSingleSummary, EvalExtras, Evaluation, SourceEvaluation};
 pub use labels::{
