@@ -8,13 +8,13 @@ use candle_core::Device;
 use clap::Args;
 use lookahead_data::{unit_hash, Dataset, Holdout, Pool, PoolRecord, Split};
 use lookahead_model::artifact::{save_artifact, Method, Metrics};
-use lookahead_model::{default_states_root, Example, HyperParams, TrainRequest};
+use lookahead_model::{default_states_root, Example, HyperParams, TrainRequest, Truncation};
 
 use crate::holdout::HoldoutArgs;
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// lite | mlc | knn | mlm | clm.
+    /// lite | mlc | knn | mlm | clm | ngram.
     #[arg(long, default_value = "lite")]
     method: Method,
     /// cpu | cuda (mlm, clm; cuda needs a build with `--features cuda`).
@@ -57,6 +57,15 @@ pub struct TrainArgs {
     slot_tokens: usize,
     #[arg(long, default_value_t = HyperParams::default().max_prompt_tokens)]
     max_prompt_tokens: usize,
+    /// Which tokens of a longer prompt the encoder reads: head | head-tail.
+    #[arg(long, default_value_t = HyperParams::default().prompt_truncation)]
+    prompt_truncation: Truncation,
+    /// Lite/MLC: add a wide head over the whole prompt's hashed n-grams to the encoder's logits.
+    #[arg(long)]
+    wide: bool,
+    /// Hash buckets of the n-gram features (`--method ngram`, `--wide`).
+    #[arg(long, default_value_t = HyperParams::default().ngram_buckets)]
+    ngram_buckets: usize,
     /// Weight of the response-reconstruction loss (lite); 0 = no response objective.
     #[arg(long, default_value_t = HyperParams::default().lambda)]
     lambda: f64,
@@ -129,6 +138,9 @@ fn hyper_params(args: &TrainArgs) -> HyperParams {
         trainable_layers: args.trainable_layers,
         slot_tokens: args.slot_tokens,
         max_prompt_tokens: args.max_prompt_tokens,
+        prompt_truncation: args.prompt_truncation,
+        wide: args.wide,
+        ngram_buckets: args.ngram_buckets,
         lambda: args.lambda,
         learning_rate: args.lr,
         batch_size: args.batch_size,

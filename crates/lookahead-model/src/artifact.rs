@@ -11,7 +11,7 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::backbones::encoder::EncoderKind;
-use crate::backbones::encoder_dir::{Backbone, BackboneError};
+use crate::backbones::encoder_dir::{Backbone, BackboneError, PromptWindow, Truncation};
 use crate::backbones::gguf::GgufError;
 use crate::backbones::mlm_tokens::MlmTokenError;
 
@@ -36,6 +36,8 @@ pub enum Method {
     Mlm,
     /// Paper Lookahead-CLM: a decoder reads `prompt <Model_t>`; one cached step per candidate.
     Clm,
+    /// Logistic regression over hashed word n-grams of the whole prompt; no encoder.
+    Ngram,
 }
 
 impl std::str::FromStr for Method {
@@ -47,8 +49,9 @@ impl std::str::FromStr for Method {
             "knn" => Ok(Method::Knn),
             "mlm" => Ok(Method::Mlm),
             "clm" => Ok(Method::Clm),
+            "ngram" => Ok(Method::Ngram),
             other => Err(format!(
-                "unknown method {other:?} (lite, mlc, knn, mlm, clm)"
+                "unknown method {other:?} (lite, mlc, knn, mlm, clm, ngram)"
             )),
         }
     }
@@ -62,6 +65,7 @@ impl std::fmt::Display for Method {
             Method::Knn => "knn",
             Method::Mlm => "mlm",
             Method::Clm => "clm",
+            Method::Ngram => "ngram",
         })
     }
 }
@@ -76,6 +80,9 @@ pub struct HyperParams {
     pub slot_tokens: usize,
     /// Prompt tokens kept, `[CLS]` and `[SEP]` included.
     pub max_prompt_tokens: usize,
+    /// Which of a long prompt's tokens are kept (`head` for artifacts written before it existed).
+    #[serde(default)]
+    pub prompt_truncation: Truncation,
     /// Weight of the reconstruction loss (0 = no response objective).
     pub lambda: f64,
     pub learning_rate: f64,
@@ -91,6 +98,27 @@ pub struct HyperParams {
     /// Paper labels: positive if normalised score >= threshold x best.
     pub label_threshold: f64,
     pub knn_k: usize,
+    /// Lite/MLC: add the n-gram router's logits (a wide head over the whole prompt) to the
+    /// encoder's; `false` for artifacts written before it existed.
+    #[serde(default)]
+    pub wide: bool,
+    /// Hash buckets of the n-gram features (the `ngram` router and the wide head).
+    #[serde(default = "default_ngram_buckets")]
+    pub ngram_buckets: usize,
+}
+
+impl HyperParams {
+    /// The part of each prompt the encoder reads.
+    pub fn prompt_window(&self) -> PromptWindow {
+        PromptWindow {
+            max_tokens: self.max_prompt_tokens,
+            truncation: self.prompt_truncation,
+        }
+    }
+}
+
+fn default_ngram_buckets() -> usize {
+    1 << 18
 }
 
 impl Default for HyperParams {
@@ -100,6 +128,7 @@ impl Default for HyperParams {
             trainable_layers: 2,
             slot_tokens: 16,
             max_prompt_tokens: 64,
+            prompt_truncation: Truncation::Head,
             lambda: 0.5,
             learning_rate: 2e-4,
             weight_decay: 0.01,
@@ -111,6 +140,8 @@ impl Default for HyperParams {
             mask_warm_fraction: 0.2,
             label_threshold: 0.8,
             knn_k: 20,
+            wide: false,
+            ngram_buckets: default_ngram_buckets(),
         }
     }
 }

@@ -26,11 +26,14 @@ pub mod scorer;
 pub mod select;
 pub mod states;
 pub mod train;
+pub mod wide;
 
 pub use artifact::{
     save_artifact, ArtifactError, BackboneKind, HyperParams, Method, Metrics, RouterMeta,
 };
-pub use backbones::encoder_dir::{default_backbone_dir, Backbone, BackboneError};
+pub use backbones::encoder_dir::{
+    default_backbone_dir, Backbone, BackboneError, PromptWindow, Truncation,
+};
 pub use backbones::gguf::default_decoder_dir;
 pub use backbones::mlm_tokens::MlmTokenError;
 pub use fit::{Example, TrainError, TrainRequest, Trained};

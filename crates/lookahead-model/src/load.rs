@@ -12,6 +12,7 @@ use crate::methods::clm::scorer::ClmScorer;
 use crate::methods::knn::scorer::KnnScorer;
 use crate::methods::lite::scorer::LiteScorer;
 use crate::methods::mlm::scorer::MlmScorer;
+use crate::methods::ngram::scorer::NgramScorer;
 use crate::scorer::Scorer;
 
 /// How to load an artifact. The default: the default backbone, on the CPU, f32 weights, any
@@ -78,5 +79,7 @@ pub fn load_scorer(dir: &Path, options: &ScorerOptions) -> Result<Box<dyn Scorer
         }
         Method::Mlm => Box::new(MlmScorer::load(dir, &backbone, &options.device)?),
         Method::Clm => Box::new(ClmScorer::load(dir, &backbone)?),
+        // f32 sums of a few hundred weights: int8 would save nothing.
+        Method::Ngram => Box::new(NgramScorer::load(dir)?),
     })
 }

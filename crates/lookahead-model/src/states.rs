@@ -11,14 +11,14 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Tensor};
 use sha2::{Digest, Sha256};
 
-use crate::backbones::encoder_dir::{pad_batch, Backbone};
+use crate::backbones::encoder_dir::{pad_batch, Backbone, PromptWindow, Truncation};
 use crate::kernels::ops::Mode;
 
 /// What a cached entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TextKind {
-    /// `[CLS] prompt [SEP]`, at most `max_tokens` states including the special tokens.
-    Prompt { max_tokens: usize },
+    /// `[CLS] prompt [SEP]`, cut to the window (its `max_tokens` include the special tokens).
+    Prompt(PromptWindow),
     /// The response's first `k` token states (encoded as `[CLS] response [SEP]`, specials dropped).
     Response { k: usize },
 }
@@ -49,7 +49,11 @@ pub fn default_states_root() -> PathBuf {
 pub fn state_key(kind: TextKind, text: &str) -> String {
     let mut h = Sha256::new();
     match kind {
-        TextKind::Prompt { max_tokens } => h.update(format!("prompt:{max_tokens}:")),
+        // Head-cut keys keep their original form, so existing caches stay valid.
+        TextKind::Prompt(w) => match w.truncation {
+            Truncation::Head => h.update(format!("prompt:{}:", w.max_tokens)),
+            t => h.update(format!("prompt:{}:{t}:", w.max_tokens)),
+        },
         TextKind::Response { k } => h.update(format!("response:{k}:")),
     }
     h.update(text.as_bytes());
@@ -128,12 +132,12 @@ impl StateCache {
             if self.states.contains_key(&key) || !seen.insert(key.clone()) {
                 continue;
             }
-            let max = match kind {
-                TextKind::Prompt { max_tokens } => max_tokens,
-                TextKind::Response { k } => k + 2,
+            let window = match kind {
+                TextKind::Prompt(window) => window,
+                TextKind::Response { k } => PromptWindow::head(k + 2),
             };
             let ids = backbone
-                .token_ids(text, max)
+                .window_ids(text, window)
                 .map_err(StateCacheError::Tokenizer)?;
             todo.push((key, ids, kind));
         }
@@ -157,7 +161,7 @@ impl StateCache {
             for (i, (key, ids, kind)) in chunk.iter().enumerate() {
                 let row = out.get(i)?;
                 let row = match kind {
-                    TextKind::Prompt { .. } => row.narrow(0, 0, ids.len())?,
+                    TextKind::Prompt(_) => row.narrow(0, 0, ids.len())?,
                     // Drop [CLS] and the final [SEP].
                     TextKind::Response { .. } => row.narrow(0, 1, ids.len().saturating_sub(2))?,
                 };

@@ -5,7 +5,7 @@ use crate::artifact::Method;
 use crate::backbones::encoder_dir::{default_backbone_dir, Backbone};
 use crate::backbones::gguf::{default_decoder_dir, Decoder};
 use crate::fit::{TrainError, TrainRequest, Trained};
-use crate::methods::{clm, knn, lite, mlm};
+use crate::methods::{clm, knn, lite, mlm, ngram};
 
 /// Trains the router `req.method` names on `req.backbone` (or the method's default), on
 /// `req.device`.
@@ -16,6 +16,8 @@ pub fn train(req: &TrainRequest) -> Result<Trained, TrainError> {
         // End to end on token ids (no state cache).
         Method::Mlm => mlm::train::train(&encoder(req)?, req),
         Method::Clm => clm::train::train(&decoder(req)?, req),
+        // Text features only: no backbone.
+        Method::Ngram => ngram::train::train(req),
     }
 }
 

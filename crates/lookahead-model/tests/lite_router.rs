@@ -295,7 +295,7 @@ fn state_cache_encodes_each_text_once() {
     let dir = common::tiny_backbone_dir(&tmp.path().join("bb"), 0.0);
     let backbone = Backbone::load(&dir, &Device::Cpu).unwrap();
     use lookahead_model::states::{state_key, TextKind};
-    let kind = TextKind::Prompt { max_tokens: 8 };
+    let kind = TextKind::Prompt(lookahead_model::PromptWindow::head(8));
     let resp = TextKind::Response { k: 2 };
     let texts = [
         (kind, "alpha beta"),
@@ -359,4 +359,146 @@ fn inference_shortcut_matches_the_full_pass() -> candle_core::Result<()> {
         assert!(diff < 1e-4, "{kind:?}: {diff}");
     }
     Ok(())
+}
+
+/// Toy examples whose key word comes after `lead` filler words: past a 16-token window.
+fn late_key_examples(n: usize, offset: usize, lead: usize) -> Vec<lookahead_model::Example> {
+    common::toy_examples(n, offset)
+        .into_iter()
+        .map(|mut e| {
+            let key = if e.prompt.contains("alpha") {
+                "alpha"
+            } else {
+                "beta"
+            };
+            let filler = vec!["the"; lead].join(" ");
+            e.prompt = format!("{filler} question {key}");
+            e
+        })
+        .collect()
+}
+
+fn train_on(
+    method: Method,
+    dir: &std::path::Path,
+    states: &std::path::Path,
+    hyper: HyperParams,
+    lead: usize,
+) -> lookahead_model::Trained {
+    let (train_set, valid, test) = (
+        late_key_examples(48, 0, lead),
+        late_key_examples(16, 1000, lead),
+        late_key_examples(16, 2000, lead),
+    );
+    let req = common::toy_request(
+        dir,
+        method,
+        hyper,
+        &train_set,
+        &valid,
+        Some(&test),
+        states.to_path_buf(),
+    );
+    lookahead_model::train(&req).unwrap()
+}
+
+/// The question at the end of a long prompt: a head-cut 16-token window never sees it and routes
+/// at chance, a head + tail window (the real MiniLM tokenizer path, `--prompt-truncation
+/// head-tail`) routes it.
+#[test]
+fn head_tail_truncation_sees_the_question_a_head_cut_drops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = common::tiny_backbone_dir(&tmp.path().join("bb"), 0.0);
+    let states = tmp.path().join("states");
+    let hyper = |truncation| HyperParams {
+        lambda: 0.0,
+        prompt_truncation: truncation,
+        ..tiny_hyper()
+    };
+    let head = train_on(
+        Method::Mlc,
+        &dir,
+        &states,
+        hyper(lookahead_model::Truncation::Head),
+        30,
+    );
+    let tail = train_on(
+        Method::Mlc,
+        &dir,
+        &states,
+        hyper(lookahead_model::Truncation::HeadTail),
+        30,
+    );
+    let (head, tail) = (head.meta.test.unwrap(), tail.meta.test.unwrap());
+    assert!(head.router <= 75.0, "head-cut routed {}", head.router);
+    assert!(tail.router >= 87.5, "head + tail routed {}", tail.router);
+}
+
+/// A wide n-gram head over the whole prompt: MLC with `wide` routes the late-key task even with a
+/// head-cut window, and the saved artifact scores exactly as training evaluated it (same
+/// decisions on the test prompts), so training and serving cannot drift apart.
+#[test]
+fn wide_head_routes_what_the_window_misses_and_serves_as_it_trained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = common::tiny_backbone_dir(&tmp.path().join("bb"), 0.0);
+    let states = tmp.path().join("states");
+    for method in [Method::Mlc, Method::Lite] {
+        let hyper = HyperParams {
+            wide: true,
+            ngram_buckets: 1 << 12,
+            ..tiny_hyper()
+        };
+        let t = train_on(method, &dir, &states, hyper, 30);
+        let test = t.meta.test.clone().unwrap();
+        assert!(
+            test.router >= 87.5,
+            "{method} + wide routed {}",
+            test.router
+        );
+        let art = tmp.path().join(format!("wide-{method}"));
+        save_artifact(&art, &t.meta, &t.tensors).unwrap();
+        let scorer = load_scorer(&art, &common::on(&dir)).unwrap();
+        let examples = late_key_examples(16, 2000, 30);
+        let prompts: Vec<&str> = examples.iter().map(|e| e.prompt.as_str()).collect();
+        let scores = scorer.score_batch(&prompts).unwrap();
+        let served: f32 = scores
+            .iter()
+            .zip(&examples)
+            .map(|(s, e)| e.quality[usize::from(s[1] > s[0])])
+            .sum::<f32>()
+            / examples.len() as f32;
+        assert!(
+            (f64::from(served) - test.router).abs() < 1e-3,
+            "{method}: served {served}, trained {}",
+            test.router
+        );
+    }
+}
+
+/// The n-gram router alone (no encoder): learns the toy task from words anywhere in the prompt
+/// and round-trips through its artifact.
+#[test]
+fn ngram_router_learns_from_the_whole_prompt_and_round_trips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = common::tiny_backbone_dir(&tmp.path().join("bb"), 0.0);
+    let states = tmp.path().join("states");
+    let hyper = HyperParams {
+        ngram_buckets: 1 << 12,
+        ..tiny_hyper()
+    };
+    let t = train_on(Method::Ngram, &dir, &states, hyper, 30);
+    assert!(
+        t.meta.test.as_ref().unwrap().router >= 87.5,
+        "{:?}",
+        t.meta.test
+    );
+    let art = tmp.path().join("ngram");
+    save_artifact(&art, &t.meta, &t.tensors).unwrap();
+    // No backbone needed to load it.
+    let scorer = load_scorer(&art, &ScorerOptions::default()).unwrap();
+    assert!(scorer.is_trivial());
+    let s = scorer
+        .score_batch(&["the the the question alpha", "the the question beta"])
+        .unwrap();
+    assert!(s[0][0] > s[0][1] && s[1][1] > s[1][0], "{s:?}");
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
@@ -146,13 +147,108 @@ impl Backbone {
         encode_ids(&self.tokenizer, text, max_tokens)
     }
 
-    /// Tokenizes and right-pads a batch.
+    /// Tokenizes with `[CLS] ... [SEP]`, cut to `window`.
+    pub fn window_ids(&self, text: &str, window: PromptWindow) -> Result<Vec<u32>, String> {
+        encode_window(&self.tokenizer, text, window)
+    }
+
+    /// Tokenizes and right-pads a batch (the first `max_tokens` of each text).
     pub fn batch(&self, texts: &[&str], max_tokens: usize) -> Result<TokenBatch, String> {
+        self.batch_window(texts, PromptWindow::head(max_tokens))
+    }
+
+    /// Tokenizes, cuts each text to `window` and right-pads the batch.
+    pub fn batch_window(&self, texts: &[&str], window: PromptWindow) -> Result<TokenBatch, String> {
         let ids = texts
             .iter()
-            .map(|t| self.token_ids(t, max_tokens))
+            .map(|t| self.window_ids(t, window))
             .collect::<Result<Vec<_>, _>>()?;
         pad_batch(&ids, self.encoder.device()).map_err(|e| e.to_string())
+    }
+}
+
+/// Which tokens of a prompt longer than the encoder's window it sees.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Truncation {
+    /// The first tokens: what artifacts written before this setting existed used.
+    #[default]
+    Head,
+    /// A quarter of the window from the start and the rest from the end: instructions and
+    /// context open a prompt, and the question (GSM8K, MATH) or the function to write
+    /// (HumanEval's docstring, MBPP's tests) closes it.
+    HeadTail,
+}
+
+impl std::str::FromStr for Truncation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "head" => Ok(Self::Head),
+            "head-tail" => Ok(Self::HeadTail),
+            other => Err(format!("unknown truncation {other:?} (head, head-tail)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Truncation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Head => "head",
+            Self::HeadTail => "head-tail",
+        })
+    }
+}
+
+/// How much of a prompt an encoder reads, and which part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PromptWindow {
+    /// Tokens kept, `[CLS]` and `[SEP]` included.
+    pub max_tokens: usize,
+    pub truncation: Truncation,
+}
+
+impl PromptWindow {
+    pub fn head(max_tokens: usize) -> Self {
+        Self {
+            max_tokens,
+            truncation: Truncation::Head,
+        }
+    }
+}
+
+/// `[CLS] text [SEP]` token ids cut to `window`: the specials always stay.
+pub fn encode_window(
+    tok: &Tokenizer,
+    text: &str,
+    window: PromptWindow,
+) -> Result<Vec<u32>, String> {
+    let enc = tok.encode(text, true).map_err(|e| e.to_string())?;
+    Ok(cut_to_window(enc.get_ids().to_vec(), window))
+}
+
+/// `ids` (`[CLS] ... [SEP]`) cut to the window.
+fn cut_to_window(mut ids: Vec<u32>, window: PromptWindow) -> Vec<u32> {
+    let max = window.max_tokens;
+    if ids.len() <= max || max < 2 {
+        return ids;
+    }
+    match window.truncation {
+        Truncation::Head => {
+            let last = ids[ids.len() - 1];
+            ids.truncate(max - 1);
+            ids.push(last);
+            ids
+        }
+        Truncation::HeadTail => {
+            let body = max - 2;
+            let head = body / 4;
+            let tail = body - head;
+            // [CLS] + head body tokens, then the last `tail` body tokens + [SEP].
+            let mut out = ids[..1 + head].to_vec();
+            out.extend_from_slice(&ids[ids.len() - 1 - tail..]);
+            out
+        }
     }
 }
 
@@ -165,16 +261,9 @@ fn plain_tokenizer(mut tok: Tokenizer) -> Tokenizer {
     tok
 }
 
-/// `[CLS] text [SEP]` token ids, at most `max_tokens` long.
+/// `[CLS] text [SEP]` token ids, at most `max_tokens` long (the first ones).
 pub fn encode_ids(tok: &Tokenizer, text: &str, max_tokens: usize) -> Result<Vec<u32>, String> {
-    let enc = tok.encode(text, true).map_err(|e| e.to_string())?;
-    let mut ids = enc.get_ids().to_vec();
-    if ids.len() > max_tokens && max_tokens >= 2 {
-        let last = ids[ids.len() - 1];
-        ids.truncate(max_tokens - 1);
-        ids.push(last);
-    }
-    Ok(ids)
+    encode_window(tok, text, PromptWindow::head(max_tokens))
 }
 
 /// Right-pads id lists with 0 into `[batch, max_len]` tensors.
@@ -203,4 +292,43 @@ pub fn pad_batch_with(
         keep: Tensor::from_vec(keep, (ids.len(), t), device)?,
         lengths: ids.iter().map(Vec::len).collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(max_tokens: usize, truncation: Truncation) -> PromptWindow {
+        PromptWindow {
+            max_tokens,
+            truncation,
+        }
+    }
+
+    #[test]
+    fn head_tail_keeps_the_specials_the_opening_and_the_closing_question() {
+        // [CLS]=101, body 1..=20, [SEP]=102; window 10 -> body 8: head 2, tail 6.
+        let ids: Vec<u32> = std::iter::once(101).chain(1..=20).chain([102]).collect();
+        let cut = cut_to_window(ids.clone(), window(10, Truncation::HeadTail));
+        assert_eq!(cut, [101, 1, 2, 15, 16, 17, 18, 19, 20, 102]);
+        let head = cut_to_window(ids, window(10, Truncation::Head));
+        assert_eq!(head, [101, 1, 2, 3, 4, 5, 6, 7, 8, 102]);
+    }
+
+    #[test]
+    fn short_prompts_are_never_cut() {
+        let ids = vec![101, 7, 8, 102];
+        for t in [Truncation::Head, Truncation::HeadTail] {
+            assert_eq!(cut_to_window(ids.clone(), window(10, t)), ids);
+            assert_eq!(cut_to_window(ids.clone(), window(4, t)), ids);
+        }
+    }
+
+    #[test]
+    fn truncation_names_round_trip() {
+        for t in [Truncation::Head, Truncation::HeadTail] {
+            assert_eq!(t.to_string().parse::<Truncation>(), Ok(t));
+        }
+        assert!("tail".parse::<Truncation>().is_err());
+    }
 }

@@ -38,9 +38,7 @@ pub fn check_request(req: &TrainRequest, backbone: &Backbone) -> Result<(), Trai
 
 /// The request's prompt entries in the cache.
 pub fn prompt_kind(req: &TrainRequest) -> TextKind {
-    TextKind::Prompt {
-        max_tokens: req.hyper.max_prompt_tokens,
-    }
+    TextKind::Prompt(req.hyper.prompt_window())
 }
 
 /// Opens the state cache and encodes what the request needs and it lacks: every prompt, and

@@ -8,6 +8,7 @@ pub mod clm;
 pub mod knn;
 pub mod lite;
 pub mod mlm;
+pub mod ngram;
 
 use crate::fit::Example;
 

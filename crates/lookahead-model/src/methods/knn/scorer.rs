@@ -53,7 +53,7 @@ impl KnnScorer {
     fn score(&self, prompts: &[&str]) -> candle_core::Result<Vec<Vec<f32>>> {
         let batch = self
             .backbone
-            .batch(prompts, self.meta.hyper.max_prompt_tokens)
+            .batch_window(prompts, self.meta.hyper.prompt_window())
             .map_err(candle_core::Error::Msg)?;
         let emb = self
             .backbone

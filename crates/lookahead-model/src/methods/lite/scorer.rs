@@ -11,14 +11,18 @@ use super::model::{UpperKind, UpperModel, UpperShape};
 use crate::artifact::{load_backbone, load_tensors, ArtifactError, Method, RouterMeta};
 use crate::backbones::encoder_dir::Backbone;
 use crate::kernels::ops::Mode;
+use crate::methods::ngram::train::PREFIX as WIDE_PREFIX;
 use crate::nn::mean_pool;
 use crate::scorer::{ScoreError, Scorer};
+use crate::wide::WideModel;
 
 /// A loaded lite or MLC artifact: backbone + trained upper layers.
 pub struct LiteScorer {
     pub meta: RouterMeta,
     backbone: Backbone,
     upper: UpperModel,
+    /// The wide n-gram head, when the artifact has one (`hyper.wide`).
+    wide: Option<WideModel>,
 }
 
 impl LiteScorer {
@@ -56,19 +60,25 @@ impl LiteScorer {
             models: meta.models.len(),
         };
         let device = backbone.encoder.device().clone();
+        let wide = hp
+            .wide
+            .then(|| WideModel::from_tensors(&tensors, WIDE_PREFIX, meta.models.len()))
+            .transpose()
+            .map_err(|e| ArtifactError::Unsupported(e.to_string()))?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
         let upper = UpperModel::new(vb, &bert.config, shape)?;
         Ok(Self {
             meta,
             backbone,
             upper,
+            wide,
         })
     }
 
     fn score(&self, prompts: &[&str]) -> candle_core::Result<Vec<Vec<f32>>> {
         let batch = self
             .backbone
-            .batch(prompts, self.meta.hyper.max_prompt_tokens)
+            .batch_window(prompts, self.meta.hyper.prompt_window())
             .map_err(candle_core::Error::Msg)?;
         let states = self.backbone.encoder.forward_lower(
             &batch.ids,
@@ -79,7 +89,15 @@ impl LiteScorer {
         let out = self
             .upper
             .forward(&states, &batch.keep, None, Mode::Inference)?;
-        candle_nn::ops::sigmoid(&out.logits)?.to_vec2()
+        let logits = match &self.wide {
+            Some(wide) => {
+                let rows: Vec<f32> = prompts.iter().flat_map(|p| wide.logits(p)).collect();
+                let rows = Tensor::from_vec(rows, out.logits.shape(), out.logits.device())?;
+                (out.logits + rows)?
+            }
+            None => out.logits,
+        };
+        candle_nn::ops::sigmoid(&logits)?.to_vec2()
     }
 
     /// Switches the encoder and the trained upper layers to int8 weights for inference.
@@ -98,7 +116,7 @@ impl LiteScorer {
     pub fn embed(&self, prompts: &[&str]) -> candle_core::Result<Tensor> {
         let batch = self
             .backbone
-            .batch(prompts, self.meta.hyper.max_prompt_tokens)
+            .batch_window(prompts, self.meta.hyper.prompt_window())
             .map_err(candle_core::Error::Msg)?;
         let states = self.backbone.encoder.forward_lower(
             &batch.ids,

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 
 use super::model::{
     loss, seed_upper_from_backbone, stack_states, visible_positions, UpperKind, UpperModel,
-    UpperShape,
+    UpperOutput, UpperShape,
 };
 use crate::artifact::{BackboneInfo, Method, Metrics};
 use crate::backbones::bert::BertConfig;
@@ -23,6 +23,8 @@ use crate::fit::{
 };
 use crate::kernels::ops::Mode;
 use crate::methods::cached::{cached_states, check_request, prompt_kind, prompt_states};
+use crate::methods::ngram::head::{fit_head, WideHead};
+use crate::methods::ngram::train::PREFIX as WIDE_PREFIX;
 use crate::methods::prior_logits;
 use crate::states::{state_key, StateCache, TextKind};
 
@@ -43,7 +45,8 @@ pub fn train(backbone: &Backbone, req: &TrainRequest) -> Result<Trained, TrainEr
         hp.trainable_layers,
     )?;
     seed_fresh_params(&varmap, req, &cache, bert.config.hidden_size, &mut rng)?;
-    let trainee = LiteTrainee::new(req, &cache, &bert.config, varmap)?;
+    let wide = hp.wide.then(|| fit_head(req));
+    let trainee = LiteTrainee::new(req, &cache, &bert.config, varmap, wide)?;
     let settings = FitSettings {
         hyper: hp,
         examples: req.train.len(),
@@ -53,7 +56,14 @@ pub fn train(backbone: &Backbone, req: &TrainRequest) -> Result<Trained, TrainEr
         message_every: 10,
         progress: req.progress,
     };
-    let fitted = fit(&trainee, &settings, &mut rng)?;
+    let mut fitted = fit(&trainee, &settings, &mut rng)?;
+    if let Some(wide) = &trainee.wide {
+        let tensors = wide
+            .model
+            .to_tensors(WIDE_PREFIX)
+            .map_err(|e| TrainError::Hyper(e.to_string()))?;
+        fitted.tensors.extend(tensors);
+    }
     Ok(Trained::new(
         req,
         hp.clone(),
@@ -139,7 +149,12 @@ fn seed_fresh_params(
 ) -> Result<(), TrainError> {
     let p = req.models.len();
     let dev = Device::Cpu;
-    let bias = Tensor::from_vec(prior_logits(req.train, p), p, &dev)?;
+    // With a wide head its bias already starts at the prior: the sum must start there too.
+    let bias = if req.hyper.wide {
+        Tensor::zeros(p, DType::F32, &dev)?
+    } else {
+        Tensor::from_vec(prior_logits(req.train, p), p, &dev)?
+    };
     let mut init: Vec<(&str, Tensor)> = Vec::new();
     match req.method {
         Method::Lite => {
@@ -158,7 +173,7 @@ fn seed_fresh_params(
             init.push(("route.weight", randn_tensor(rng, (p, h), 0.02)?));
             init.push(("route.bias", bias));
         }
-        Method::Knn | Method::Mlm | Method::Clm => {}
+        Method::Knn | Method::Mlm | Method::Clm | Method::Ngram => {}
     }
     let mut data = varmap
         .data()
@@ -170,20 +185,32 @@ fn seed_fresh_params(
     Ok(())
 }
 
-/// Scores examples from cached prompt states, fully masked (exactly the inference path).
+/// Scores examples from cached prompt states, fully masked (exactly the inference path), with
+/// the wide head's logits (`[examples, P]`) added when there is one.
 pub fn predict_cached(
     model: &UpperModel,
     states: &[&Tensor],
+    wide: Option<&Tensor>,
 ) -> Result<(Vec<Vec<f32>>, Vec<Tensor>), TrainError> {
     let mut probs = Vec::with_capacity(states.len());
     let mut logits = Vec::new();
-    for chunk in states.chunks(64) {
+    for (i, chunk) in states.chunks(64).enumerate() {
         let batch = stack_states(chunk, None, 0, &Device::Cpu)?;
         let out = model.forward(&batch.prompt, &batch.prompt_keep, None, Mode::Inference)?;
-        probs.extend(candle_nn::ops::sigmoid(&out.logits)?.to_vec2::<f32>()?);
-        logits.push(out.logits);
+        let z = match wide {
+            Some(w) => (out.logits + w.narrow(0, i * 64, chunk.len())?)?,
+            None => out.logits,
+        };
+        probs.extend(candle_nn::ops::sigmoid(&z)?.to_vec2::<f32>()?);
+        logits.push(z);
     }
     Ok((probs, logits))
+}
+
+/// Rows of logits as a `[rows, P]` tensor.
+fn logits_tensor(rows: &[Vec<f32>], p: usize) -> Result<Tensor, TrainError> {
+    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+    Ok(Tensor::from_vec(flat, (rows.len(), p), &Device::Cpu)?)
 }
 
 /// The lite/MLC model under training, over cached states.
@@ -197,6 +224,9 @@ struct LiteTrainee<'a> {
     train_prompts: Vec<&'a Tensor>,
     /// Stands in for a response missing from the cache.
     empty: Tensor,
+    /// The wide n-gram head, when the router has one, and its cross-fitted training logits.
+    wide: Option<WideHead>,
+    wide_train: Option<Tensor>,
 }
 
 impl<'a> LiteTrainee<'a> {
@@ -205,8 +235,13 @@ impl<'a> LiteTrainee<'a> {
         cache: &'a StateCache,
         config: &'a BertConfig,
         varmap: VarMap,
+        wide: Option<WideHead>,
     ) -> Result<Self, TrainError> {
         let shape = shape_of(req);
+        let wide_train = wide
+            .as_ref()
+            .map(|w| logits_tensor(&w.train_logits, req.models.len()))
+            .transpose()?;
         let dev = Device::Cpu;
         let model = UpperModel::new(
             VarBuilder::from_varmap(&varmap, DType::F32, &dev),
@@ -222,7 +257,19 @@ impl<'a> LiteTrainee<'a> {
             model,
             train_prompts: prompt_states(cache, req.train, prompt_kind(req))?,
             empty: Tensor::zeros((0, config.hidden_size), DType::F16, &dev)?,
+            wide,
+            wide_train,
         })
+    }
+
+    /// `out` with the batch's cross-fitted wide logits added.
+    fn with_wide(&self, mut out: UpperOutput, idx: &[usize]) -> Result<UpperOutput, TrainError> {
+        if let Some(w) = &self.wide_train {
+            let rows: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
+            let rows = Tensor::new(rows.as_slice(), &Device::Cpu)?;
+            out.logits = (out.logits + w.index_select(&rows, 0)?)?;
+        }
+        Ok(out)
     }
 
     fn evaluate(&self, model: &UpperModel, examples: &[Example]) -> Result<Metrics, TrainError> {
@@ -230,7 +277,12 @@ impl<'a> LiteTrainee<'a> {
             return Ok(Metrics::default());
         }
         let states = prompt_states(self.cache, examples, prompt_kind(self.req))?;
-        let (probs, logits) = predict_cached(model, &states)?;
+        let wide = self
+            .wide
+            .as_ref()
+            .map(|w| logits_tensor(&w.logits(examples), self.req.models.len()))
+            .transpose()?;
+        let (probs, logits) = predict_cached(model, &states, wide.as_ref())?;
         scored_metrics(
             &probs,
             &Tensor::cat(&logits, 0)?,
@@ -278,10 +330,12 @@ impl Trainee for LiteTrainee<'_> {
                 let out = self
                     .model
                     .forward(prompt, keep, Some((resp, &visible)), Mode::Train)?;
+                let out = self.with_wide(out, idx)?;
                 loss(&out, &labels, Some((resp, resp_keep, &visible)), hp.lambda)?
             }
             _ => {
                 let out = self.model.forward(prompt, keep, None, Mode::Train)?;
+                let out = self.with_wide(out, idx)?;
                 loss(&out, &labels, None, 0.0)?
             }
         };

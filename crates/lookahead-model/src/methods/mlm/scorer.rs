@@ -78,10 +78,7 @@ impl Scorer for MlmScorer {
         }
         let ids = prompts
             .iter()
-            .map(|p| {
-                self.backbone
-                    .token_ids(p, self.meta.hyper.max_prompt_tokens)
-            })
+            .map(|p| self.backbone.window_ids(p, self.meta.hyper.prompt_window()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(ScoreError::Tokenizer)?;
         for p in &ids {

@@ -16,7 +16,7 @@ use super::model::{
     MLM_LOSS_WEIGHT,
 };
 use crate::artifact::{BackboneInfo, Metrics};
-use crate::backbones::encoder_dir::Backbone;
+use crate::backbones::encoder_dir::{Backbone, PromptWindow};
 use crate::fit::{
     fit, mask_rate, scored_metrics, to_device, BatchLoss, Decay, Example, FitSettings, Step,
     TrainError, TrainRequest, Trained, Trainee,
@@ -34,12 +34,12 @@ fn tokenise(
     backbone: &Backbone,
     special: &MlmSpecial,
     e: &Example,
-    max_prompt: usize,
+    window: PromptWindow,
     k: usize,
     with_responses: bool,
 ) -> Result<Tokenised, TrainError> {
     let msg = |m: String| TrainError::Tensor(candle_core::Error::Msg(format!("tokenizer: {m}")));
-    let prompt = backbone.token_ids(&e.prompt, max_prompt).map_err(msg)?;
+    let prompt = backbone.window_ids(&e.prompt, window).map_err(msg)?;
     special.check_prompt(&prompt)?;
     let mut responses = Vec::new();
     if with_responses {
@@ -123,8 +123,14 @@ pub fn train(backbone: &Backbone, req: &TrainRequest) -> Result<Trained, TrainEr
         examples
             .iter()
             .map(|e| {
-                let (max_prompt, k) = (hp.max_prompt_tokens, hp.slot_tokens);
-                tokenise(backbone, &special, e, max_prompt, k, resp)
+                tokenise(
+                    backbone,
+                    &special,
+                    e,
+                    hp.prompt_window(),
+                    hp.slot_tokens,
+                    resp,
+                )
             })
             .collect()
     };

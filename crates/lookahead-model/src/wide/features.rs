@@ -1,0 +1,161 @@
+//! Hashed word n-gram features of a whole prompt (no truncation): the "wide" view of a prompt
+//! that a 64-token encoder window misses (the question at the end of a long GSM8K/MATH prompt,
+//! a HumanEval docstring). Tokens are lower-cased alphanumeric runs and single punctuation
+//! characters (code and maths live in the punctuation); unigrams and bigrams are hashed (FNV-1a,
+//! stable across machines) into a fixed number of buckets, weighted by sublinear term frequency
+//! times the training set's inverse document frequency, and L2-normalised: TF-IDF without a
+//! vocabulary to store.
+
+/// One prompt's features: `(bucket, value)` pairs, buckets ascending and unique.
+pub type SparseRow = Vec<(u32, f32)>;
+
+/// Token-length buckets also become features (`log2` of the token count): how long a prompt is
+/// says something about which model copes with it.
+const LENGTH_FEATURE: &str = "\u{1}len";
+
+/// Maps text to hashed n-gram counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NgramHasher {
+    pub buckets: usize,
+}
+
+impl NgramHasher {
+    pub fn new(buckets: usize) -> Self {
+        Self {
+            buckets: buckets.max(1),
+        }
+    }
+
+    /// Sublinear term frequencies `1 + ln(count)` per bucket (before IDF and normalisation).
+    pub fn counts(&self, text: &str) -> SparseRow {
+        let tokens = tokens(text);
+        let mut hashes: Vec<u32> = Vec::with_capacity(tokens.len() * 2 + 1);
+        for (i, t) in tokens.iter().enumerate() {
+            hashes.push(self.bucket(&[t]));
+            if let Some(next) = tokens.get(i + 1) {
+                hashes.push(self.bucket(&[t, "\u{0}", next]));
+            }
+        }
+        let len_bucket = (tokens.len().max(1) as f64).log2().floor() as u32;
+        hashes.push(self.bucket(&[LENGTH_FEATURE, &len_bucket.to_string()]));
+        hashes.sort_unstable();
+        let mut row: SparseRow = Vec::with_capacity(hashes.len());
+        for h in hashes {
+            match row.last_mut() {
+                Some((b, c)) if *b == h => *c += 1.0,
+                _ => row.push((h, 1.0)),
+            }
+        }
+        for (_, c) in &mut row {
+            *c = 1.0 + c.ln();
+        }
+        row
+    }
+
+    fn bucket(&self, parts: &[&str]) -> u32 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for p in parts {
+            for b in p.bytes() {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        (h % self.buckets as u64) as u32
+    }
+}
+
+/// Lower-cased alphanumeric runs (with `_`) and single other non-space characters.
+fn tokens(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    for c in text.chars() {
+        if c.is_alphanumeric() || c == '_' {
+            word.extend(c.to_lowercase());
+            continue;
+        }
+        if !word.is_empty() {
+            out.push(std::mem::take(&mut word));
+        }
+        if !c.is_whitespace() {
+            out.push(c.to_string());
+        }
+    }
+    if !word.is_empty() {
+        out.push(word);
+    }
+    out
+}
+
+/// Inverse document frequency per bucket, `ln((1 + n) / (1 + df)) + 1` (scikit-learn's smooth
+/// IDF), from the training prompts' count rows.
+pub fn inverse_document_frequency(rows: &[SparseRow], buckets: usize) -> Vec<f32> {
+    let mut df = vec![0u32; buckets];
+    for row in rows {
+        for &(b, _) in row {
+            df[b as usize] += 1;
+        }
+    }
+    let n = rows.len() as f32;
+    df.into_iter()
+        .map(|d| ((1.0 + n) / (1.0 + d as f32)).ln() + 1.0)
+        .collect()
+}
+
+/// `counts` weighted by `idf` and scaled to unit L2 norm.
+pub fn weigh(mut counts: SparseRow, idf: &[f32]) -> SparseRow {
+    for (b, c) in &mut counts {
+        *c *= idf.get(*b as usize).copied().unwrap_or(1.0);
+    }
+    let norm = counts.iter().map(|(_, c)| c * c).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        for (_, c) in &mut counts {
+            *c /= norm;
+        }
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_split_words_and_keep_punctuation() {
+        assert_eq!(
+            tokens("Solve: x^2 = 4, def f_1(x)"),
+            ["solve", ":", "x", "^", "2", "=", "4", ",", "def", "f_1", "(", "x", ")"]
+        );
+    }
+
+    #[test]
+    fn counts_are_sorted_unique_and_sublinear() {
+        let h = NgramHasher::new(1 << 16);
+        let row = h.counts("the cat the cat the cat");
+        assert!(row.windows(2).all(|w| w[0].0 < w[1].0));
+        let the = h.bucket(&["the"]);
+        let v = row.iter().find(|(b, _)| *b == the).map(|(_, v)| *v);
+        assert_eq!(v, Some(1.0 + 3f32.ln()));
+    }
+
+    #[test]
+    fn the_same_text_hashes_the_same_everywhere() {
+        // FNV-1a of "x" (0xaf63f54c86021707) mod 2^20: fixed, so an artifact's weights mean the same on every machine.
+        assert_eq!(NgramHasher::new(1 << 20).bucket(&["x"]), 136_967);
+    }
+
+    #[test]
+    fn weighted_rows_have_unit_norm_and_rare_terms_weigh_more() {
+        let h = NgramHasher::new(1 << 16);
+        let rows: Vec<SparseRow> = ["a common word", "a common thing", "a rare zebra"]
+            .iter()
+            .map(|t| h.counts(t))
+            .collect();
+        let idf = inverse_document_frequency(&rows, h.buckets);
+        let w = weigh(rows[2].clone(), &idf);
+        let norm: f32 = w.iter().map(|(_, v)| v * v).sum();
+        assert!((norm - 1.0).abs() < 1e-5);
+        let a = h.bucket(&["a"]) as usize;
+        let zebra = h.bucket(&["zebra"]) as usize;
+        assert!(idf[zebra] > idf[a]);
+    }
+}
