@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use candle_core::Device;
 use clap::Args;
 use lookahead_data::{unit_hash, Dataset, Holdout, Pool, PoolRecord, Split};
-use lookahead_model::artifact::{save_artifact, Method, Metrics};
+use lookahead_model::artifact::{save_artifact, Method, Metrics, SlotDesign};
 use lookahead_model::{default_states_root, Example, HyperParams, TrainRequest, Truncation};
 
 use crate::holdout::HoldoutArgs;
@@ -55,6 +55,10 @@ pub struct TrainArgs {
     trainable_layers: usize,
     #[arg(long, default_value_t = HyperParams::default().slot_tokens)]
     slot_tokens: usize,
+    /// Lite: joint (one sequence, full attention) | asymmetric (prompt attends to the prompt only,
+    /// zero-started slot head: lite starts as MLC).
+    #[arg(long, default_value_t = HyperParams::default().slot_design)]
+    slot_design: SlotDesign,
     #[arg(long, default_value_t = HyperParams::default().max_prompt_tokens)]
     max_prompt_tokens: usize,
     /// Which tokens of a longer prompt the encoder reads: head | head-tail.
@@ -137,6 +141,7 @@ fn hyper_params(args: &TrainArgs) -> HyperParams {
         frozen_layers: args.frozen_layers,
         trainable_layers: args.trainable_layers,
         slot_tokens: args.slot_tokens,
+        slot_design: args.slot_design,
         max_prompt_tokens: args.max_prompt_tokens,
         prompt_truncation: args.prompt_truncation,
         wide: args.wide,
@@ -271,6 +276,12 @@ fn print_metrics(name: &str, m: &Metrics) {
         m.oracle,
         m.bce.map(|b| format!(" | bce {b:.4}")).unwrap_or_default()
     );
+    if let Some(f) = &m.foresight {
+        println!(
+            "  foresight: masked-response reconstruction 1-cos {:.4} vs per-(source, model, position) constant {:.4}",
+            f.reconstruction, f.constant
+        );
+    }
     for (source, s) in &m.per_source {
         println!(
             "  {source:<16} n={:<5} router {:6.2}  best single {:6.2}  oracle {:6.2}",

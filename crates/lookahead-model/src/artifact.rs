@@ -70,6 +70,42 @@ impl std::fmt::Display for Method {
     }
 }
 
+/// How lite's candidate slots meet the prompt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlotDesign {
+    /// One sequence, full attention: prompt tokens attend to the constant slot tokens too, and
+    /// the slot head (random start) reads each slot's identity position. What artifacts written
+    /// before this setting existed use.
+    #[default]
+    Joint,
+    /// Prompt tokens attend to the prompt only (exactly MLC's pass), slots attend to prompt and
+    /// slots; the slot head starts at zero and reads the mean of each slot's response positions
+    /// (the ones trained to foresee the response). At initialisation lite *is* MLC; the slots
+    /// can only add what the response objective teaches them.
+    Asymmetric,
+}
+
+impl std::str::FromStr for SlotDesign {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "joint" => Ok(Self::Joint),
+            "asymmetric" => Ok(Self::Asymmetric),
+            other => Err(format!("unknown slot design {other:?} (joint, asymmetric)")),
+        }
+    }
+}
+
+impl std::fmt::Display for SlotDesign {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Joint => "joint",
+            Self::Asymmetric => "asymmetric",
+        })
+    }
+}
+
 /// Training settings, recorded in the artifact.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HyperParams {
@@ -78,6 +114,9 @@ pub struct HyperParams {
     pub trainable_layers: usize,
     /// K: response positions per candidate slot.
     pub slot_tokens: usize,
+    /// Lite: how slots and prompt attend (`joint` for artifacts written before it existed).
+    #[serde(default)]
+    pub slot_design: SlotDesign,
     /// Prompt tokens kept, `[CLS]` and `[SEP]` included.
     pub max_prompt_tokens: usize,
     /// Which of a long prompt's tokens are kept (`head` for artifacts written before it existed).
@@ -127,6 +166,7 @@ impl Default for HyperParams {
             frozen_layers: 4,
             trainable_layers: 2,
             slot_tokens: 16,
+            slot_design: SlotDesign::Joint,
             max_prompt_tokens: 64,
             prompt_truncation: Truncation::Head,
             lambda: 0.5,
@@ -163,6 +203,18 @@ pub struct Metrics {
     /// Per source: router score, examples.
     #[serde(default)]
     pub per_source: BTreeMap<String, SourceMetrics>,
+    /// Lite with a response objective: how well it foresees the held-out responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub foresight: Option<Foresight>,
+}
+
+/// Lite's reconstruction of fully masked held-out responses (`1 − cos`, lower is better) and the
+/// same for the per-(source, model, position) training mean: below the constant means the
+/// slots carry something about this prompt's answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Foresight {
+    pub reconstruction: f64,
+    pub constant: f64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

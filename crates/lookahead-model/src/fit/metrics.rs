@@ -64,6 +64,7 @@ pub fn metrics(
         best_single_model: models.get(best_j).cloned().unwrap_or_default(),
         best_single: if p == 0 { 0.0 } else { best_total / n },
         bce,
+        foresight: None,
         per_source: per_source
             .into_iter()
             .map(|(k, (cnt, r, o, tot))| {

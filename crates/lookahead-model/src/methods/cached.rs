@@ -42,7 +42,8 @@ pub fn prompt_kind(req: &TrainRequest) -> TextKind {
 }
 
 /// Opens the state cache and encodes what the request needs and it lacks: every prompt, and
-/// for lite the training responses (the only ones ever looked at).
+/// for lite the responses (training: the objective; held out: the foresight check, when the
+/// objective is on).
 pub fn cached_states(backbone: &Backbone, req: &TrainRequest) -> Result<StateCache, TrainError> {
     let hp = &req.hyper;
     let mut cache = StateCache::open(&req.states_root, &backbone.hash, hp.frozen_layers)?;
@@ -53,7 +54,9 @@ pub fn cached_states(backbone: &Backbone, req: &TrainRequest) -> Result<StateCac
         .map(|e| (prompt_kind, e.prompt.as_str()))
         .collect();
     if req.method == Method::Lite {
-        for e in req.train {
+        let held_out = req.valid.iter().chain(req.test.unwrap_or(&[]));
+        let checked = held_out.filter(|_| hp.lambda > 0.0);
+        for e in req.train.iter().chain(checked) {
             texts.extend(e.responses.iter().map(|r| (resp_kind, r.as_str())));
         }
     }

@@ -16,6 +16,7 @@ use candle_core::{DType, Device, Module, Result, Tensor, Var, D};
 use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
+pub use crate::artifact::SlotDesign;
 use crate::backbones::bert::{BertConfig, BertLayer};
 use crate::kernels::attention::additive_mask;
 use crate::kernels::ops::{self, Mode};
@@ -33,6 +34,8 @@ pub enum UpperKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpperShape {
     pub kind: UpperKind,
+    /// Lite: how slots and prompt attend (MLC ignores it).
+    pub design: SlotDesign,
     /// Frozen backbone layers below (their states are the input).
     pub frozen_layers: usize,
     pub trainable_layers: usize,
@@ -217,6 +220,9 @@ impl UpperModel {
                     reconstruction: None,
                 })
             }
+            UpperKind::Lite if self.shape.design == SlotDesign::Asymmetric => {
+                self.forward_asymmetric(prompt, &keep, responses, mode)
+            }
             UpperKind::Lite => {
                 let p = self.shape.models;
                 let k = self.shape.slot_tokens;
@@ -275,6 +281,61 @@ impl UpperModel {
     }
 }
 
+impl UpperModel {
+    /// Lite with [`SlotDesign::Asymmetric`]: per layer, the prompt rows attend to the prompt
+    /// only and the slot rows to prompt and slots (a non-symmetric mask, computed as two row sets
+    /// of the same layer). Logits = MLC's `[CLS]` head + the slot head on each slot's mean
+    /// response position.
+    fn forward_asymmetric(
+        &self,
+        prompt: &Tensor,
+        keep: &Tensor,
+        responses: Option<(&Tensor, &Tensor)>,
+        mode: Mode,
+    ) -> Result<UpperOutput> {
+        let (b, t, h) = prompt.dims3()?;
+        let (p, k) = (self.shape.models, self.shape.slot_tokens);
+        let s = p * (1 + k);
+        let prompt_mask = additive_mask(keep)?;
+        let all_keep = Tensor::cat(
+            &[keep, &Tensor::ones((b, s), DType::F32, prompt.device())?],
+            1,
+        )?;
+        let all_mask = additive_mask(&all_keep)?;
+        let slot_rows: Vec<u32> = (t..t + s).map(|i| i as u32).collect();
+        let slot_rows = Tensor::new(slot_rows.as_slice(), prompt.device())?;
+        let cls_row = Tensor::new(&[0u32], prompt.device())?;
+        let (mut x, mut y) = (prompt.clone(), self.slots(b, responses)?);
+        let n = self.layers.len();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let both = Tensor::cat(&[&x, &y], 1)?;
+            y = layer.forward_rows(&both, Some(&slot_rows), Some(&all_mask), mode)?;
+            // The last layer's prompt rows matter only through [CLS] at inference.
+            let rows = (i + 1 == n && mode == Mode::Inference).then_some(&cls_row);
+            x = layer.forward_rows(&x, rows, Some(&prompt_mask), mode)?;
+        }
+        let cls = x.narrow(1, 0, 1)?.squeeze(1)?;
+        let out = y.reshape((b, p, 1 + k, h))?;
+        let mut logits = self.route.forward(&cls)?;
+        if let Some(slot_head) = &self.route_slot {
+            let foresight = out.narrow(2, 1, k)?.mean(2)?;
+            logits = (logits + slot_head.forward(&foresight)?.squeeze(D::Minus1)?)?;
+        }
+        let reconstruction = match (&self.recon, responses) {
+            (Some(recon), Some(_)) => Some(
+                recon
+                    .forward(&out.narrow(2, 1, k)?.reshape((b, p * k, h))?)?
+                    .reshape((b, p, k, h))?,
+            ),
+            _ => None,
+        };
+        Ok(UpperOutput {
+            logits,
+            reconstruction,
+        })
+    }
+}
+
 /// `[B, P, K]` visibility (1 = shown) that masks the last `ceil(rate * K)` positions of every slot
 /// (the response's suffix, as in the paper) and every padding position.
 pub fn visible_positions(resp_keep: &Tensor, rate: f64) -> Result<Tensor> {
@@ -293,13 +354,49 @@ pub struct Loss {
     pub reconstruction: f32,
 }
 
-/// `labels` `[B, P]`; `resp` `[B, P, K, H]` targets, `resp_keep` `[B, P, K]`, `visible` as given to
-/// the forward pass. Reconstruction covers masked real response positions only.
+/// How a reconstruction is scored against its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecLoss {
+    /// `1 − cos` against the raw response state ([`SlotDesign::Joint`]).
+    Cosine,
+    /// Mean squared error against the centred, scaled state ([`SlotDesign::Asymmetric`]): the
+    /// zero-started head begins at the per-(model, position) mean, and 1.0 is "no better than it".
+    Mse,
+}
+
+impl RecLoss {
+    pub fn of(design: SlotDesign) -> Self {
+        match design {
+            SlotDesign::Joint => Self::Cosine,
+            SlotDesign::Asymmetric => Self::Mse,
+        }
+    }
+
+    /// The mean loss over rows of `pred` / `target` (`[N, H]`) weighted by `weights` (`[N]`).
+    pub fn masked(self, pred: &Tensor, target: &Tensor, weights: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Cosine => ops::masked_cosine_loss(pred, target, weights),
+            Self::Mse => {
+                let total = weights.sum_all()?.to_scalar::<f32>()?;
+                if total <= 0.0 {
+                    return Tensor::zeros((), DType::F32, pred.device());
+                }
+                let per_row = (pred - target)?.sqr()?.mean(D::Minus1)?;
+                (per_row * weights)?.sum_all()? / f64::from(total)
+            }
+        }
+    }
+}
+
+/// `labels` `[B, P]`; `resp` `[B, P, K, H]` targets (in `rec`'s space), `resp_keep` `[B, P, K]`,
+/// `visible` as given to the forward pass. Reconstruction covers masked real response positions
+/// only.
 pub fn loss(
     out: &UpperOutput,
     labels: &Tensor,
     targets: Option<(&Tensor, &Tensor, &Tensor)>,
     lambda: f64,
+    rec: RecLoss,
 ) -> Result<Loss> {
     let bce = ops::bce_with_logits(&out.logits, labels)?;
     let bce_value = bce.to_scalar::<f32>()?;
@@ -307,11 +404,7 @@ pub fn loss(
         (Some(pred), Some((resp, resp_keep, visible))) if lambda > 0.0 => {
             let h = pred.dim(D::Minus1)?;
             let weights = (resp_keep.to_dtype(DType::F32)? - visible)?.flatten_all()?;
-            let rec = ops::masked_cosine_loss(
-                &pred.reshape(((), h))?,
-                &resp.reshape(((), h))?,
-                &weights,
-            )?;
+            let rec = rec.masked(&pred.reshape(((), h))?, &resp.reshape(((), h))?, &weights)?;
             let rec_value = rec.to_scalar::<f32>()?;
             Ok(Loss {
                 total: (bce + (rec * lambda)?)?,

@@ -54,6 +54,7 @@ impl LiteScorer {
                     )))
                 }
             },
+            design: hp.slot_design,
             frozen_layers: hp.frozen_layers,
             trainable_layers: hp.trainable_layers,
             slot_tokens: hp.slot_tokens,

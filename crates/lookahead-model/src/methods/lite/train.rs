@@ -10,11 +10,12 @@ use candle_nn::{VarBuilder, VarMap};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::foresight::{foresight, ResponseConstant};
 use super::model::{
-    loss, seed_upper_from_backbone, stack_states, visible_positions, UpperKind, UpperModel,
-    UpperOutput, UpperShape,
+    loss, seed_upper_from_backbone, stack_states, visible_positions, RecLoss, UpperKind,
+    UpperModel, UpperOutput, UpperShape,
 };
-use crate::artifact::{BackboneInfo, Method, Metrics};
+use crate::artifact::{BackboneInfo, Method, Metrics, SlotDesign};
 use crate::backbones::bert::BertConfig;
 use crate::backbones::encoder_dir::Backbone;
 use crate::fit::{
@@ -44,9 +45,18 @@ pub fn train(backbone: &Backbone, req: &TrainRequest) -> Result<Trained, TrainEr
         hp.frozen_layers,
         hp.trainable_layers,
     )?;
-    seed_fresh_params(&varmap, req, &cache, bert.config.hidden_size, &mut rng)?;
+    let h = bert.config.hidden_size;
+    let constant = (req.method == Method::Lite && hp.lambda > 0.0)
+        .then(|| ResponseConstant::fit(req.train, &cache, hp.slot_tokens, h))
+        .transpose()?;
+    let fresh = FreshParams {
+        cache: &cache,
+        h,
+        constant: constant.as_ref(),
+    };
+    seed_fresh_params(&varmap, req, &fresh, &mut rng)?;
     let wide = hp.wide.then(|| fit_head(req));
-    let trainee = LiteTrainee::new(req, &cache, &bert.config, varmap, wide)?;
+    let trainee = LiteTrainee::new(req, &cache, &bert.config, varmap, wide, constant)?;
     let settings = FitSettings {
         hyper: hp,
         examples: req.train.len(),
@@ -82,6 +92,7 @@ fn shape_of(req: &TrainRequest) -> UpperShape {
         } else {
             UpperKind::Mlc
         },
+        design: hp.slot_design,
         frozen_layers: hp.frozen_layers,
         trainable_layers: hp.trainable_layers,
         slot_tokens: hp.slot_tokens,
@@ -137,16 +148,23 @@ fn identity_embeddings(
     Ok(Tensor::from_vec(identity, (p, h), &Device::Cpu)?)
 }
 
+/// What the fresh parameters' starting points are computed from.
+struct FreshParams<'a> {
+    cache: &'a StateCache,
+    h: usize,
+    constant: Option<&'a ResponseConstant>,
+}
+
 /// Seeds the fresh (non-backbone) parameters deterministically, with informed starting points:
 /// identity embeddings = each model's mean response state, routing bias = logit of its positive
 /// rate.
 fn seed_fresh_params(
     varmap: &VarMap,
     req: &TrainRequest,
-    cache: &StateCache,
-    h: usize,
+    fresh: &FreshParams,
     rng: &mut StdRng,
 ) -> Result<(), TrainError> {
+    let (cache, h) = (fresh.cache, fresh.h);
     let p = req.models.len();
     let dev = Device::Cpu;
     // With a wide head its bias already starts at the prior: the sum must start there too.
@@ -160,13 +178,28 @@ fn seed_fresh_params(
         Method::Lite => {
             let k = req.hyper.slot_tokens;
             init.push(("identity", identity_embeddings(req, cache, h, rng)?));
-            init.push(("slot_pos", randn_tensor(rng, (1 + k, h), 0.02)?));
+            // Asymmetric: positions at the scale of the states' variation, so masked positions
+            // stay distinguishable (at 0.02 they were ~30x smaller than the states).
+            let pos_std = match (req.hyper.slot_design, fresh.constant) {
+                (SlotDesign::Asymmetric, Some(c)) => c.scale as f32,
+                _ => 0.02,
+            };
+            init.push(("slot_pos", randn_tensor(rng, (1 + k, h), pos_std)?));
             init.push(("route.weight", randn_tensor(rng, (p, h), 0.02)?));
             init.push(("route.bias", bias));
-            init.push(("route_slot.weight", randn_tensor(rng, (1, h), 0.02)?));
+            // Asymmetric: the slot head starts at zero, so lite starts as MLC.
+            let slot_head = match req.hyper.slot_design {
+                SlotDesign::Joint => randn_tensor(rng, (1, h), 0.02)?,
+                SlotDesign::Asymmetric => Tensor::zeros((1, h), DType::F32, &dev)?,
+            };
+            init.push(("route_slot.weight", slot_head));
             init.push(("route_slot.bias", Tensor::zeros(1, DType::F32, &dev)?));
-            let std = (1.0 / h as f32).sqrt();
-            init.push(("recon.weight", randn_tensor(rng, (h, h), std)?));
+            // Asymmetric: the head starts at the per-(model, position) mean (zero, centred).
+            let recon = match req.hyper.slot_design {
+                SlotDesign::Joint => randn_tensor(rng, (h, h), (1.0 / h as f32).sqrt())?,
+                SlotDesign::Asymmetric => Tensor::zeros((h, h), DType::F32, &dev)?,
+            };
+            init.push(("recon.weight", recon));
             init.push(("recon.bias", Tensor::zeros(h, DType::F32, &dev)?));
         }
         Method::Mlc => {
@@ -227,6 +260,8 @@ struct LiteTrainee<'a> {
     /// The wide n-gram head, when the router has one, and its cross-fitted training logits.
     wide: Option<WideHead>,
     wide_train: Option<Tensor>,
+    /// Lite with a response objective: the constant its foresight is measured against.
+    constant: Option<ResponseConstant>,
 }
 
 impl<'a> LiteTrainee<'a> {
@@ -236,6 +271,7 @@ impl<'a> LiteTrainee<'a> {
         config: &'a BertConfig,
         varmap: VarMap,
         wide: Option<WideHead>,
+        constant: Option<ResponseConstant>,
     ) -> Result<Self, TrainError> {
         let shape = shape_of(req);
         let wide_train = wide
@@ -259,6 +295,7 @@ impl<'a> LiteTrainee<'a> {
             empty: Tensor::zeros((0, config.hidden_size), DType::F16, &dev)?,
             wide,
             wide_train,
+            constant,
         })
     }
 
@@ -283,12 +320,19 @@ impl<'a> LiteTrainee<'a> {
             .map(|w| logits_tensor(&w.logits(examples), self.req.models.len()))
             .transpose()?;
         let (probs, logits) = predict_cached(model, &states, wide.as_ref())?;
-        scored_metrics(
+        let mut metrics = scored_metrics(
             &probs,
             &Tensor::cat(&logits, 0)?,
             examples,
             &self.req.models,
-        )
+        )?;
+        if let Some(constant) = &self.constant {
+            let kind = prompt_kind(self.req);
+            let rec = RecLoss::of(self.shape.design);
+            let f = foresight(model, self.cache, examples, kind, constant, rec)?;
+            metrics.foresight = Some(f);
+        }
+        Ok(metrics)
     }
 }
 
@@ -331,12 +375,18 @@ impl Trainee for LiteTrainee<'_> {
                     .model
                     .forward(prompt, keep, Some((resp, &visible)), Mode::Train)?;
                 let out = self.with_wide(out, idx)?;
-                loss(&out, &labels, Some((resp, resp_keep, &visible)), hp.lambda)?
+                let rec = RecLoss::of(self.shape.design);
+                let target = match (&self.constant, rec) {
+                    (Some(c), RecLoss::Mse) => c.centre(resp)?,
+                    _ => resp.clone(),
+                };
+                let targets = Some((&target, resp_keep, &visible));
+                loss(&out, &labels, targets, hp.lambda, rec)?
             }
             _ => {
                 let out = self.model.forward(prompt, keep, None, Mode::Train)?;
                 let out = self.with_wide(out, idx)?;
-                loss(&out, &labels, None, 0.0)?
+                loss(&out, &labels, None, 0.0, RecLoss::Cosine)?
             }
         };
         Ok(BatchLoss {
