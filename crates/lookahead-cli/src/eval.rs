@@ -82,6 +82,9 @@ pub struct EvalArgs {
     /// Print exactly one JSON object instead of tables.
     #[arg(long)]
     json: bool,
+    /// Also write the `--json` object to this file (the tables still go to stdout).
+    #[arg(long)]
+    json_out: Option<PathBuf>,
     /// Also write report.md + SVG plots into this directory.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -625,6 +628,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         if let Some(cost) = eval.cost {
             println!("mean price per query: router {cost:.3}");
         }
+    }
+    if let Some(path) = &args.json_out {
+        std::fs::write(path, serde_json::to_string_pretty(&outcome.json)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(dir) = &args.report {
         let written = write_report(dir, eval, &outcome.notes)?;
