@@ -52,7 +52,8 @@ def main(paths):
             doc = json.load(f)
         g = gains(doc)
         if "versus" in g:
-            versus_name = g["versus"][0]
+            v = re.search(r"-(?P<method>[^-/]+)-s\d+-cv\.jsonl$", g["versus"][0])
+            versus_name = v["method"] if v else g["versus"][0]
         runs.setdefault(m["method"], []).append((m["seed"], doc["average"], g))
     print("| method | seed | router | honest bar | router − bar [95% CI] | best single "
           "| router − best single [95% CI] | router − versus [95% CI] |")
@@ -71,7 +72,7 @@ def main(paths):
             print(f"| **{method}** | mean of {len(seeds)} | **{average:.2f}** | {cols[0][0]} "
                   f"| {cols[0][1]} | {cols[1][0]} | {cols[1][1]} | {cols[2][1]} |")
     if versus_name:
-        print(f"\nversus: {versus_name} (the same seed's predictions)")
+        print(f"\nversus: {versus_name} (its predictions of the same seed, `eval --versus`)")
     print("\nIntervals: paired bootstrap, records resampled within sources, equal weight over "
           "sources. Mean rows: mean of the seeds' points, and the range of the gain over seeds.")
 

@@ -256,7 +256,7 @@ async fn run_loopback(
     )
     .await?;
     let wall = started.elapsed();
-    let name = format!("{} ({})", method_label(meta.method), args.precision);
+    let name = format!("{} (routed, {})", method_label(meta.method), args.precision);
     tally.print(&name, models, wall, args.concurrency);
     let mut times = decisions.lock().map(|t| t.clone()).unwrap_or_default();
     print_decision_latency(&mut times, meta.method, args.precision);
