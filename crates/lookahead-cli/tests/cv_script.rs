@@ -95,7 +95,10 @@ fn cv_trains_per_seed_compares_with_versus_and_summarises() {
 
     let summary = std::fs::read_to_string(cv.join("base-summary.md")).unwrap();
     assert!(stdout.trim_end().ends_with(summary.trim_end()), "{stdout}");
-    assert!(summary.contains("versus: mlc (its predictions of the same seed"), "{summary}");
+    assert!(
+        summary.contains("versus: mlc (its predictions of the same seed"),
+        "{summary}"
+    );
     assert!(
         summary.contains("| lite | 1 | 69.80 | 68.80 | +1.00 [-0.50, +2.50] | 64.50 |"),
         "{summary}"

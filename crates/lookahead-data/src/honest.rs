@@ -68,13 +68,22 @@ impl Sums {
         let average: Vec<f64> = (0..models)
             .map(|m| present.iter().map(|v| v[m]).sum::<f64>() / present.len() as f64)
             .collect();
-        let overall = argmax(&average).unwrap_or(0);
+        let overall = first_best(&average).unwrap_or(0);
         let per_source = means
             .iter()
-            .map(|m| m.as_deref().and_then(argmax).unwrap_or(overall))
+            .map(|m| m.as_deref().and_then(first_best).unwrap_or(overall))
             .collect();
         Some((per_source, overall))
     }
+}
+
+/// Means closer than this (on the 0–100 scale) are a tie: float rounding must not pick the model.
+const TIE: f64 = 1e-9;
+
+/// The first model (pool order) whose mean is within [`TIE`] of the best.
+fn first_best(means: &[f64]) -> Option<usize> {
+    let best = means[argmax(means)?];
+    means.iter().position(|&m| m >= best - TIE)
 }
 
 impl EvalSet {
@@ -122,37 +131,29 @@ impl EvalSet {
     }
 
     /// The honest baselines' choices for each judged record (see the module docs): chosen on
-    /// the records its artifact trained on. Ties go to the first model in pool order.
+    /// the records its artifact trained on. Ties (means within 1e-9) go to the first model in
+    /// pool order.
     pub fn trained_choices(
         &self,
         held_out_by: &[Option<usize>],
     ) -> Result<TrainedChoices, DataError> {
         self.check_held_out(held_out_by)?;
         let (sources, models) = (self.sources().len(), self.models().len());
-        let mut all = Sums::new(sources, models);
-        let mut held: BTreeMap<usize, Sums> = BTreeMap::new();
-        for (it, g) in self.items().iter().zip(held_out_by) {
-            all.add(it.source, &it.scaled);
-            if let Some(g) = g {
-                held.entry(*g)
-                    .or_insert_with(|| Sums::new(sources, models))
-                    .add(it.source, &it.scaled);
-            }
-        }
+        let groups: std::collections::BTreeSet<usize> =
+            held_out_by.iter().flatten().copied().collect();
         let mut by_artifact = BTreeMap::new();
-        for (g, h) in &held {
-            let mut trained = all.clone();
-            for (s, sum) in h.sum.iter().enumerate() {
-                trained.sum[s]
-                    .iter_mut()
-                    .zip(sum)
-                    .for_each(|(t, x)| *t -= x);
-                trained.n[s] -= h.n[s];
+        for g in groups {
+            // Summed directly (not all minus held out), so equal means stay exactly equal.
+            let mut trained = Sums::new(sources, models);
+            for (it, mark) in self.items().iter().zip(held_out_by) {
+                if *mark != Some(g) {
+                    trained.add(it.source, &it.scaled);
+                }
             }
             let choice = trained.choices(models).ok_or_else(|| {
                 DataError::Eval(format!("artifact {g} has no training records in the set"))
             })?;
-            by_artifact.insert(*g, choice);
+            by_artifact.insert(g, choice);
         }
         let mut out = TrainedChoices {
             per_source: Vec::new(),
@@ -312,6 +313,18 @@ mod tests {
         assert_eq!(c.overall, vec![1, 0, 0]);
         let held = s.judged(&[Some(0), None, Some(1)]).unwrap();
         assert_eq!(held.len(), 2);
+    }
+
+    #[test]
+    fn float_rounding_does_not_break_a_tie() {
+        // a: 0.3 + 0.0, b: 0.1 + 0.2 (0.30000000000000004): equal means, the first model wins.
+        let s = set(&[
+            ("r1", "S", [0.3, 0.1]),
+            ("r2", "S", [0.0, 0.2]),
+            ("r3", "S", [0.0, 9.0]),
+        ]);
+        let c = s.trained_choices(&[None, None, Some(0)]).unwrap();
+        assert_eq!(c.per_source, vec![0]);
     }
 
     #[test]
