@@ -1,11 +1,13 @@
-//! `lookahead demo`: the whole data plane on loopback. Trains (or loads) the lite router, starts a
-//! replay member per pool model and the router in front of them, sends held-out prompts through
-//! the router over HTTP, and prints the routed score against each single model and the oracle,
-//! with routing shares.
+//! `lookahead demo`: the whole data plane on loopback. Trains (or loads) a router (`--method`,
+//! default lite), starts a replay member per pool model and the router in front of them, sends
+//! every held-out prompt (the test split of the benchmark sources) through the router over HTTP,
+//! and prints the routed score against each single model and the oracle, equal-weight per
+//! benchmark (the paper's metric) and pooled, with routing shares and the scorer's decision
+//! latency at the precision it serves.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -14,10 +16,10 @@ use lookahead_api::RouterConfig;
 use lookahead_client::{user_turn, ChatClient, ChatEndpoint};
 use lookahead_data::metrics::percentile;
 use lookahead_data::{unit_hash, Dataset, Holdout, Pool, PoolRecord, BENCHMARK_SOURCES};
-use lookahead_model::RouterMeta;
+use lookahead_model::{Method, Precision, RouterMeta, ScoreError, Scorer};
 use lookahead_replay::{ReplayBook, ReplayOptions, ReplayServer};
 use lookahead_router::router::{HEADER_FALLBACK, HEADER_MODEL};
-use lookahead_router::{serve, Router};
+use lookahead_router::{serve, Router, ScorerLoader};
 use tokio::net::TcpListener;
 
 #[derive(Args, Debug)]
@@ -26,9 +28,15 @@ pub struct DemoArgs {
     #[arg(long, env = "LOOKAHEAD_DATA", default_value = "../shared/data/routing")]
     data: PathBuf,
     /// Router artifact to use; trained there first when absent
-    /// (default: ~/.cache/lookahead/artifacts/demo-lite).
+    /// (default: ~/.cache/lookahead/artifacts/demo-METHOD).
     #[arg(long)]
     artifact: Option<PathBuf>,
+    /// The router method the demo trains: lite | mlc | knn | mlm | clm.
+    #[arg(long, default_value = "lite")]
+    method: Method,
+    /// Weight precision the router's scorer serves: f32 | int8.
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
     #[arg(long)]
     backbone: Option<PathBuf>,
     /// Retrain even when the artifact exists.
@@ -44,9 +52,9 @@ pub struct DemoArgs {
     /// Training epochs when the demo trains.
     #[arg(long, default_value_t = 2)]
     epochs: usize,
-    /// Held-out prompts to send.
-    #[arg(long, default_value_t = 300)]
-    prompts: usize,
+    /// Cap on the held-out prompts to send (default: all of the test split).
+    #[arg(long)]
+    prompts: Option<usize>,
     /// Concurrent client requests.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
@@ -56,11 +64,22 @@ pub struct DemoArgs {
     split_salt: String,
 }
 
-fn default_artifact() -> PathBuf {
+fn default_artifact(method: Method) -> PathBuf {
     std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_default()
-        .join(".cache/lookahead/artifacts/demo-lite")
+        .join(format!(".cache/lookahead/artifacts/demo-{method}"))
+}
+
+/// The router policy's name of a trained method.
+fn policy_method(method: Method) -> &'static str {
+    match method {
+        Method::Lite => "lookahead-lite",
+        Method::Mlm => "lookahead-mlm",
+        Method::Clm => "lookahead-clm",
+        Method::Mlc => "mlc",
+        Method::Knn => "knn",
+    }
 }
 
 fn check_inputs(data: &Path, backbone: &Path) -> anyhow::Result<()> {
@@ -87,7 +106,7 @@ fn train(args: &DemoArgs, artifact: &Path, backbone: &Path) -> anyhow::Result<()
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("train")
         .arg("--method")
-        .arg("lite")
+        .arg(args.method.to_string())
         .arg("--data")
         .arg(&args.data)
         .arg("--out")
@@ -104,13 +123,16 @@ fn train(args: &DemoArgs, artifact: &Path, backbone: &Path) -> anyhow::Result<()
         .arg("--split-salt")
         .arg(&args.split_salt);
     eprintln!(
-        "[demo] training the lite router into {} (minutes on CPU) ...",
+        "[demo] training the {} router into {} (minutes on CPU) ...",
+        args.method,
         artifact.display()
     );
+    let started = Instant::now();
     let status = cmd.status().context("running lookahead train")?;
     if !status.success() {
         bail!("lookahead train failed ({status})");
     }
+    eprintln!("[demo] trained in {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -121,7 +143,7 @@ fn held_out(
     sources: &[String],
     pool: &Pool,
     holdout: &Holdout,
-    n: usize,
+    n: Option<usize>,
 ) -> anyhow::Result<Vec<PoolRecord>> {
     let selection = data.select_pool(sources, pool)?;
     let mut test: Vec<PoolRecord> = selection
@@ -130,7 +152,9 @@ fn held_out(
         .filter(|r| holdout.is_held_out(&r.id))
         .collect();
     test.sort_by(|a, b| unit_hash(&a.id, "demo").total_cmp(&unit_hash(&b.id, "demo")));
-    test.truncate(n);
+    if let Some(n) = n {
+        test.truncate(n);
+    }
     Ok(test)
 }
 
@@ -140,7 +164,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(lookahead_model::default_backbone_dir);
     check_inputs(&args.data, &backbone)?;
-    let artifact = args.artifact.clone().unwrap_or_else(default_artifact);
+    let artifact = args
+        .artifact
+        .clone()
+        .unwrap_or_else(|| default_artifact(args.method));
     if args.retrain || !artifact.join("router.json").is_file() {
         train(&args, &artifact, &backbone)?;
     }
@@ -195,17 +222,15 @@ async fn run_loopback(
         "listen": "127.0.0.1:0",
         "members": members,
         "policy": {
-            "method": "lookahead-lite",
+            "method": policy_method(meta.method),
             "artifact": artifact,
             "defaultModel": default_model,
             "scoreTimeout": "5s",
             "requestTimeout": "60s",
         },
     }))?;
-    let loader = crate::router::artifact_loader(
-        Some(backbone.to_path_buf()),
-        lookahead_model::Precision::F32,
-    );
+    let decisions = Arc::new(Mutex::new(Vec::new()));
+    let loader = timed_loader(backbone, args.precision, decisions.clone());
     let router = Arc::new(Router::from_config(&config, Some(loader))?);
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let router_addr = listener.local_addr()?;
@@ -230,13 +255,79 @@ async fn run_loopback(
         args.concurrency,
     )
     .await?;
-    tally.print(models, records.len(), started.elapsed(), args.concurrency);
-    let decisions = router.metrics().decision.count(&[]);
-    println!("routing decisions: {decisions} (see /metrics: lookahead_router_decision_seconds)");
+    let wall = started.elapsed();
+    let name = format!("{} (routed, {})", method_label(meta.method), args.precision);
+    tally.print(&name, models, wall, args.concurrency);
+    let mut times = decisions.lock().map(|t| t.clone()).unwrap_or_default();
+    print_decision_latency(&mut times, meta.method, args.precision);
     for s in servers {
         s.abort();
     }
     Ok(())
+}
+
+/// How the table names the routed row.
+fn method_label(method: Method) -> String {
+    match method {
+        Method::Lite => "Lookahead-lite".into(),
+        Method::Mlm => "Lookahead-MLM".into(),
+        Method::Clm => "Lookahead-CLM".into(),
+        Method::Mlc => "MLC".into(),
+        Method::Knn => "kNN".into(),
+    }
+}
+
+/// Wraps every loaded scorer so each call's duration is recorded in `times`.
+fn timed_loader(
+    backbone: &Path,
+    precision: Precision,
+    times: Arc<Mutex<Vec<Duration>>>,
+) -> ScorerLoader {
+    let inner = crate::router::artifact_loader(Some(backbone.to_path_buf()), precision);
+    Arc::new(move |dir: &Path| {
+        let scorer = inner(dir)?;
+        Ok(Box::new(TimedScorer {
+            inner: scorer,
+            times: times.clone(),
+        }) as Box<dyn Scorer>)
+    })
+}
+
+/// A scorer that records how long each call takes: the router's decision latency.
+struct TimedScorer {
+    inner: Box<dyn Scorer>,
+    times: Arc<Mutex<Vec<Duration>>>,
+}
+
+impl Scorer for TimedScorer {
+    fn models(&self) -> &[String] {
+        self.inner.models()
+    }
+
+    fn score_batch(&self, prompts: &[&str]) -> Result<Vec<Vec<f32>>, ScoreError> {
+        let t0 = Instant::now();
+        let out = self.inner.score_batch(prompts);
+        if let Ok(mut times) = self.times.lock() {
+            times.push(t0.elapsed());
+        }
+        out
+    }
+
+    fn is_trivial(&self) -> bool {
+        self.inner.is_trivial()
+    }
+}
+
+fn print_decision_latency(times: &mut [Duration], method: Method, precision: Precision) {
+    times.sort();
+    let ms = |q: f64| percentile(times, q).as_secs_f64() * 1e3;
+    println!(
+        "decision latency ({} scorer at {precision}, one prompt per call, in-process): p50 {:.2} ms, p99 {:.2} ms over {} decisions",
+        method,
+        ms(0.5),
+        ms(0.99),
+        times.len()
+    );
 }
 
 /// One replay member per model, holding that model's recorded answers to the held-out prompts:
@@ -269,13 +360,18 @@ async fn start_members(
     Ok((members, servers))
 }
 
-/// What came back from the router: routed and per-model score sums, shares, latencies.
+/// One held-out prompt's outcome: its source, every model's scaled score, the routed model.
+struct Outcome {
+    source: String,
+    scores: Vec<f64>,
+    /// Pool index of the member that answered (`None`: the request failed, scored 0).
+    routed: Option<usize>,
+}
+
+/// What came back from the router: one outcome per prompt, counts and latencies.
 #[derive(Default)]
 struct Tally {
-    routed_sum: f64,
-    single_sum: Vec<f64>,
-    oracle_sum: f64,
-    shares: BTreeMap<String, usize>,
+    outcomes: Vec<Outcome>,
     ok: usize,
     failed: usize,
     fail_open: usize,
@@ -302,16 +398,13 @@ async fn send_all(
             client.send(&endpoint, &request).await
         }));
     }
-    let mut tally = Tally {
-        single_sum: vec![0.0; models.len()],
-        ..Tally::default()
-    };
+    let mut tally = Tally::default();
     for (r, t) in records.iter().zip(tasks) {
-        let scores = data.scaled_scores(r)?;
-        for (s, v) in tally.single_sum.iter_mut().zip(&scores) {
-            *s += v;
-        }
-        tally.oracle_sum += scores.iter().copied().fold(f64::MIN, f64::max);
+        let mut outcome = Outcome {
+            source: r.source.clone(),
+            scores: data.scaled_scores(r)?,
+            routed: None,
+        };
         match t.await? {
             Ok(reply) if reply.status == 200 => {
                 tally.ok += 1;
@@ -322,46 +415,80 @@ async fn send_all(
                 {
                     tally.fail_open += 1;
                 }
-                let member = reply.header(HEADER_MODEL).unwrap_or_default().to_string();
-                let i = models.iter().position(|m| *m == member);
-                tally.routed_sum += i.map(|i| scores[i]).unwrap_or(0.0);
-                *tally.shares.entry(member).or_default() += 1;
+                let member = reply.header(HEADER_MODEL).unwrap_or_default();
+                outcome.routed = models.iter().position(|m| m == member);
             }
             Ok(_) | Err(_) => tally.failed += 1,
         }
+        tally.outcomes.push(outcome);
     }
     Ok(tally)
 }
 
 impl Tally {
-    /// The demo's report: the score table and the end-to-end latency line.
-    fn print(mut self, models: &[String], prompts: usize, wall: Duration, concurrency: usize) {
+    /// `(equal-weight over sources, pooled over prompts)` mean of `value` per outcome.
+    fn scores(&self, value: impl Fn(&Outcome) -> f64) -> (f64, f64) {
+        let mut by_source: BTreeMap<&str, (f64, usize)> = BTreeMap::new();
+        for o in &self.outcomes {
+            let e = by_source.entry(o.source.as_str()).or_default();
+            e.0 += value(o);
+            e.1 += 1;
+        }
+        let n = self.outcomes.len().max(1) as f64;
+        let pooled = by_source.values().map(|(s, _)| s).sum::<f64>() / n;
+        let equal = by_source.values().map(|(s, k)| s / *k as f64).sum::<f64>()
+            / by_source.len().max(1) as f64;
+        (equal, pooled)
+    }
+
+    /// The demo's report: the score table, the verdict and the end-to-end latency line.
+    fn print(mut self, name: &str, models: &[String], wall: Duration, concurrency: usize) {
         self.latencies.sort();
-        let n = prompts as f64;
-        println!();
+        let n = self.outcomes.len();
+        let sources: BTreeSet<&str> = self.outcomes.iter().map(|o| o.source.as_str()).collect();
         println!(
-            "Lookahead demo: {} held-out prompts routed over HTTP ({} ok, {} failed, {} failed open)",
-            prompts, self.ok, self.failed, self.fail_open
+            "\nLookahead demo: {n} held-out prompts ({} benchmarks) routed over HTTP ({} ok, {} failed, {} failed open)\n",
+            sources.len(),
+            self.ok,
+            self.failed,
+            self.fail_open
         );
-        println!();
-        println!("| router / model | score (0-100) | routed share |");
-        println!("|---|---:|---:|");
+        println!("| router / model | equal-weight score | pooled score | routed share |");
+        println!("|---|---:|---:|---:|");
+        let routed = self.scores(|o| o.routed.map_or(0.0, |i| o.scores[i]));
         println!(
-            "| **Lookahead-lite (routed)** | **{:.2}** | |",
-            self.routed_sum / n
+            "| **{name} (routed)** | **{:.2}** | **{:.2}** | |",
+            routed.0, routed.1
         );
+        let mut best: Option<(&str, f64)> = None;
         for (i, m) in models.iter().enumerate() {
-            let share = self.shares.get(m).copied().unwrap_or(0) as f64 / n * 100.0;
+            let single = self.scores(|o| o.scores[i]);
+            let count = self.outcomes.iter().filter(|o| o.routed == Some(i)).count();
+            let share = 100.0 * count as f64 / n.max(1) as f64;
             println!(
-                "| {m} (always) | {:.2} | {share:.1}% |",
-                self.single_sum[i] / n
+                "| {m} (always) | {:.2} | {:.2} | {share:.1}% |",
+                single.0, single.1
+            );
+            if best.is_none_or(|(_, b)| single.0 > b) {
+                best = Some((m, single.0));
+            }
+        }
+        let oracle = self.scores(|o| o.scores.iter().copied().fold(0.0, f64::max));
+        println!(
+            "| oracle (best per prompt) | {:.2} | {:.2} | |",
+            oracle.0, oracle.1
+        );
+        if let Some((model, score)) = best {
+            let verdict = if routed.0 > score {
+                "beats"
+            } else {
+                "does not beat"
+            };
+            println!(
+                "\nequal-weight score (mean over benchmarks of each one's mean, the paper's metric): the routed row {verdict} every single model (best: {model}, {score:.2}; routed − it {:+.2})",
+                routed.0 - score
             );
         }
-        println!(
-            "| oracle (best per prompt) | {:.2} | |",
-            self.oracle_sum / n
-        );
-        println!();
         println!(
             "end-to-end latency through router + replay: p50 {:.2} ms, p99 {:.2} ms; {:.1} req/s at concurrency {}",
             percentile(&self.latencies, 0.5).as_secs_f64() * 1e3,

@@ -8,12 +8,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::Args;
 use lookahead_data::metrics::{
-    cost_aware_decisions, decisions_from_predictions, random_decisions, win_loss,
+    cost_aware_decisions, decisions_from_predictions, random_decisions, win_loss_scores,
 };
 use lookahead_data::progress::{self, ProgressBar};
-use lookahead_data::report::{singles_table, summary_table, write_report};
+use lookahead_data::report::{comparison_table, singles_table, summary_table, write_report};
 use lookahead_data::{
-    Dataset, EvalExtras, EvalSet, Evaluation, Holdout, KFold, Pool, PoolRecord, Split,
+    honest_comparisons, matched_scores, prediction_lines, read_predictions, write_predictions,
+    BootstrapOptions, Comparison, ComparisonKind, Dataset, EvalExtras, EvalSet, Evaluation,
+    Holdout, KFold, Pool, PoolRecord, SkipCounts, Split,
 };
 use lookahead_model::Scorer;
 
@@ -57,10 +59,20 @@ pub struct EvalArgs {
     /// Route by `prediction − weight × price` (needs --prices).
     #[arg(long, default_value_t = 0.0, requires = "prices")]
     cost_weight: f64,
-    /// Also count wins / losses / ties against this baseline router (oracle, random, fixed:MODEL):
-    /// records where the evaluated router's choice scores strictly higher / lower.
+    /// Also compare with another router, record by record: a predictions file of another run
+    /// (`--predictions-out`, matched by record id; it must cover exactly these records) or a
+    /// baseline (oracle, random, fixed:MODEL). Gives wins / losses / ties and router − it with
+    /// its paired bootstrap interval. Repeat the flag for several.
     #[arg(long)]
-    versus: Option<String>,
+    versus: Vec<String>,
+    /// Write the per-record predictions here (JSON Lines: id, source, fold under CV, each
+    /// model's predicted score when the router has predictions, the decision, each model's
+    /// scaled score); another run reads it with `--versus`.
+    #[arg(long)]
+    predictions_out: Option<PathBuf>,
+    /// Bootstrap resamples of the intervals (paired, records resampled within sources).
+    #[arg(long, default_value_t = lookahead_data::bootstrap::DEFAULT_RESAMPLES)]
+    resamples: usize,
     /// Seed of `--router random` (and `--versus random`).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -70,6 +82,9 @@ pub struct EvalArgs {
     /// Print exactly one JSON object instead of tables.
     #[arg(long)]
     json: bool,
+    /// Also write the `--json` object to this file (the tables still go to stdout).
+    #[arg(long)]
+    json_out: Option<PathBuf>,
     /// Also write report.md + SVG plots into this directory.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -113,10 +128,23 @@ impl Subset {
         })
     }
 
+    #[cfg(test)]
     pub(crate) fn keeps(&self, id: &str) -> bool {
+        matches!(self.mark(id), Some(Some(_)))
+    }
+
+    /// How a record takes part: `Some(Some(g))` judged, scored by artifact `g` (its fold under
+    /// cross-validation, else 0); `Some(None)` a record the artifact trained or selected on (the
+    /// train and validation parts), judged by none; `None` left out.
+    pub(crate) fn mark(&self, id: &str) -> Option<Option<usize>> {
         match self {
-            Subset::All | Subset::CrossValidation(_) => true,
-            Subset::Part(holdout, part) => holdout.assign(id) == *part,
+            Subset::All => Some(Some(0)),
+            Subset::CrossValidation(kfold) => Some(Some(kfold.fold_of(id))),
+            Subset::Part(holdout, part) => match holdout.assign(id) {
+                p if p == *part => Some(Some(0)),
+                Split::Test => None,
+                Split::Train | Split::Validation => Some(None),
+            },
         }
     }
 
@@ -319,25 +347,48 @@ fn decide(
     Ok((name, (predictions, decisions)))
 }
 
-/// Wins / losses / ties of `decisions` against the baseline `name` (a note and the JSON entry).
+/// The router against another one (`--versus`): a baseline name or a predictions file. Adds a
+/// note and returns the JSON entry (wins / losses / ties) and the comparison with its interval.
 fn versus(
-    name: &str,
-    set: &EvalSet,
-    pool: &Pool,
-    decisions: &[usize],
-    seed: u64,
+    spec: &str,
+    args: &EvalArgs,
+    (set, pool): (&EvalSet, &Pool),
+    router: &[f64],
     notes: &mut Vec<String>,
-) -> anyhow::Result<serde_json::Value> {
-    let (_, other) = baseline(name, set, pool, seed)?;
-    let (per_source, total) = win_loss(set, decisions, &other)?;
+) -> anyhow::Result<(serde_json::Value, Comparison)> {
+    let options = bootstrap_options(args);
+    let kind = (ComparisonKind::Versus, spec);
+    let (comparison, other) = if spec == "oracle" || spec == "random" || spec.starts_with("fixed:")
+    {
+        let (_, decisions) = baseline(spec, set, pool, args.seed)?;
+        let c = Comparison::of_decisions(set, kind, router, &decisions, &options)?;
+        (c, set.scores_of(&decisions)?)
+    } else {
+        let path = Path::new(spec);
+        let lines = read_predictions(path).with_context(|| {
+            format!(
+                "--versus {spec}: neither a baseline (oracle, random, fixed:MODEL) nor a \
+                 readable predictions file"
+            )
+        })?;
+        let other = matched_scores(set, &lines, path)?;
+        (Comparison::new(set, kind, router, &other, &options)?, other)
+    };
+    let (per_source, total) = win_loss_scores(set, router, &other)?;
     notes.push(format!(
-        "versus {name}: {} wins, {} losses, {} ties",
-        total.wins, total.losses, total.ties
+        "versus {spec}: {} wins, {} losses, {} ties; router − it {} (95% CI)",
+        total.wins, total.losses, total.ties, comparison.gain
     ));
-    Ok(
-        serde_json::json!({"router": name, "wins": total.wins, "losses": total.losses,
-        "ties": total.ties, "sources": per_source}),
-    )
+    let json = serde_json::json!({"router": spec, "wins": total.wins, "losses": total.losses,
+        "ties": total.ties, "sources": per_source});
+    Ok((json, comparison))
+}
+
+fn bootstrap_options(args: &EvalArgs) -> BootstrapOptions {
+    BootstrapOptions {
+        resamples: args.resamples,
+        ..BootstrapOptions::default()
+    }
 }
 
 /// `--models`, else the router's models, else the models common to the sources.
@@ -355,6 +406,97 @@ fn eval_pool(
     })
 }
 
+/// The records an evaluation reads: the judged ones first, then the ones its artifact(s) trained
+/// or selected on; `marks` as `lookahead_data::honest` reads them (`Subset::mark`).
+struct Participants {
+    records: Vec<PoolRecord>,
+    marks: Vec<Option<usize>>,
+    judged: usize,
+}
+
+impl Participants {
+    fn new(records: Vec<PoolRecord>, subset: &Subset) -> Self {
+        let (mut judged, mut trained) = (Vec::new(), Vec::new());
+        for r in records {
+            match subset.mark(&r.id) {
+                Some(Some(g)) => judged.push((r, Some(g))),
+                Some(None) => trained.push((r, None)),
+                None => {}
+            }
+        }
+        let n = judged.len();
+        let (records, marks) = judged.into_iter().chain(trained).unzip();
+        Self {
+            records,
+            marks,
+            judged: n,
+        }
+    }
+
+    /// Each judged record's fold under cross-validation.
+    fn folds(&self, subset: &Subset) -> Option<Vec<usize>> {
+        matches!(subset, Subset::CrossValidation(_))
+            .then(|| self.marks.iter().map_while(|m| *m).collect())
+    }
+}
+
+/// The honest baselines (chosen on the records each artifact trained on) and every `--versus`,
+/// into `evaluation.comparisons`; returns the `--versus` JSON entries.
+fn compare(
+    args: &EvalArgs,
+    (subset, pool): (&Subset, &Pool),
+    (full, marks, set): (&EvalSet, &[Option<usize>], &EvalSet),
+    decisions: &[usize],
+    (evaluation, notes): (&mut Evaluation, &mut Vec<String>),
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    if matches!(subset, Subset::All) {
+        notes.push(
+            "no honest baselines: with --split all no record is left that the router trained on"
+                .into(),
+        );
+    } else {
+        let choices = full.trained_choices(marks)?;
+        evaluation.comparisons =
+            honest_comparisons(set, decisions, &choices, &bootstrap_options(args))?;
+    }
+    let router = set.scores_of(decisions)?;
+    let mut entries = Vec::new();
+    for spec in &args.versus {
+        let (entry, comparison) = versus(spec, args, (set, pool), &router, notes)?;
+        entries.push(entry);
+        evaluation.comparisons.push(comparison);
+    }
+    Ok(entries)
+}
+
+/// The lines under the router's name: data, records, skips, cost weight.
+fn base_notes(
+    args: &EvalArgs,
+    data: &Dataset,
+    sources: &[String],
+    (n, subset): (usize, &Subset),
+    skipped: &SkipCounts,
+) -> Vec<String> {
+    let mut notes = vec![
+        format!("data: {} ({})", data.dir().display(), sources.join(", ")),
+        format!("records: {n} ({})", subset.describe()),
+    ];
+    if skipped.total() > 0 {
+        notes.push(format!(
+            "skipped (lacking a pool member, before the split): {} {:?}",
+            skipped.total(),
+            skipped.by_source
+        ));
+    }
+    if args.cost_weight > 0.0 {
+        notes.push(format!(
+            "cost-aware routing, cost weight {}",
+            args.cost_weight
+        ));
+    }
+    notes
+}
+
 /// Evaluates a trained router (`Some`; already loaded, so tests can pass a test scorer) or the
 /// baseline router of `--router` (`None`).
 pub fn evaluate(args: &EvalArgs, router: Option<ScoredRouter<'_>>) -> anyhow::Result<EvalOutcome> {
@@ -364,71 +506,53 @@ pub fn evaluate(args: &EvalArgs, router: Option<ScoredRouter<'_>>) -> anyhow::Re
     let pool = eval_pool(args, &data, &sources, first_scorer)?;
     let subset = Subset::from_args(args, router.as_ref().map_or(1, |r| r.scorers.len()))?;
     let selection = data.select_pool(&sources, &pool)?;
-    let records: Vec<PoolRecord> = selection
-        .records
-        .into_iter()
-        .filter(|r| subset.keeps(&r.id))
-        .collect();
-    if records.is_empty() {
-        bail!(
-            "no records to evaluate ({} of {:?})",
-            subset.describe(),
-            sources
-        );
+    let part = Participants::new(selection.records, &subset);
+    if part.judged == 0 {
+        let what = subset.describe();
+        bail!("no records to evaluate ({what} of {sources:?})");
     }
-    let set = EvalSet::new(&pool, &records, data.manifest(), &data.manifest_path())?;
+    let full = EvalSet::new(&pool, &part.records, data.manifest(), &data.manifest_path())?;
+    let set = full.judged(&part.marks)?;
+    let records = &part.records[..part.judged];
     let prices = args
         .prices
         .as_ref()
         .map(|p| parse_prices(&pool, p))
         .transpose()?;
-
     let (router_name, (predictions, decisions)) = decide(
         args,
         router.as_ref(),
         &subset,
-        (&pool, &records, &set),
+        (&pool, records, &set),
         prices.as_deref(),
     )?;
-    let evaluation = Evaluation::compute(
-        &set,
-        &router_name,
+    let extras = EvalExtras {
+        predictions: predictions.as_deref(),
+        prices: prices.as_deref(),
+    };
+    let mut evaluation = Evaluation::compute(&set, &router_name, &decisions, extras)?;
+    let skipped = selection.skipped;
+    let mut notes = base_notes(args, &data, &sources, (set.len(), &subset), &skipped);
+    let versus = compare(
+        args,
+        (&subset, &pool),
+        (&full, &part.marks, &set),
         &decisions,
-        EvalExtras {
-            predictions: predictions.as_deref(),
-            prices: prices.as_deref(),
-        },
+        (&mut evaluation, &mut notes),
     )?;
-
-    let mut notes = vec![
-        format!("data: {} ({})", data.dir().display(), sources.join(", ")),
-        format!("records: {} ({})", set.len(), subset.describe()),
-    ];
-    if selection.skipped.total() > 0 {
-        notes.push(format!(
-            "skipped (lacking a pool member, before the split): {} {:?}",
-            selection.skipped.total(),
-            selection.skipped.by_source
-        ));
+    if let Some(path) = &args.predictions_out {
+        let folds = part.folds(&subset);
+        let lines = prediction_lines(&set, &decisions, predictions.as_deref(), folds.as_deref())?;
+        write_predictions(path, &lines)?;
+        notes.push(format!("per-record predictions: {}", path.display()));
     }
-    if args.cost_weight > 0.0 {
-        notes.push(format!(
-            "cost-aware routing, cost weight {}",
-            args.cost_weight
-        ));
-    }
-    let versus = args
-        .versus
-        .as_deref()
-        .map(|name| versus(name, &set, &pool, &decisions, args.seed, &mut notes))
-        .transpose()?;
     let mut json = serde_json::to_value(&evaluation)?;
     if let Some(obj) = json.as_object_mut() {
-        if let Some(v) = versus {
-            obj.insert("versus".into(), v);
+        if !versus.is_empty() {
+            obj.insert("versus".into(), versus.into());
         }
         obj.insert("subset".into(), subset.describe().into());
-        obj.insert("skipped".into(), serde_json::to_value(&selection.skipped)?);
+        obj.insert("skipped".into(), serde_json::to_value(&skipped)?);
     }
     Ok(EvalOutcome {
         evaluation,
@@ -498,9 +622,16 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         }
         println!("\n{}", summary_table(eval));
         println!("{}", singles_table(eval));
+        if !eval.comparisons.is_empty() {
+            println!("{}", comparison_table(eval));
+        }
         if let Some(cost) = eval.cost {
             println!("mean price per query: router {cost:.3}");
         }
+    }
+    if let Some(path) = &args.json_out {
+        std::fs::write(path, serde_json::to_string_pretty(&outcome.json)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(dir) = &args.report {
         let written = write_report(dir, eval, &outcome.notes)?;
@@ -624,10 +755,10 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!(vs.json["versus"]["wins"], 1);
-        assert_eq!(vs.json["versus"]["losses"], 1);
-        assert_eq!(vs.json["versus"]["ties"], 1);
-        assert_eq!(vs.json["versus"]["sources"]["B"]["wins"], 1);
+        assert_eq!(vs.json["versus"][0]["wins"], 1);
+        assert_eq!(vs.json["versus"][0]["losses"], 1);
+        assert_eq!(vs.json["versus"][0]["ties"], 1);
+        assert_eq!(vs.json["versus"][0]["sources"]["B"]["wins"], 1);
         assert!(evaluate(&args(&["--router", "fixed:nope"], dir.path()), None).is_err());
         assert!(evaluate(&args(&["--router", "best"], dir.path()), None).is_err());
     }
@@ -678,6 +809,114 @@ mod tests {
             scorers: vec![&s0, &s1],
         };
         assert!(evaluate(&wrong, Some(router)).is_err());
+    }
+
+    #[test]
+    fn predictions_out_is_read_back_by_versus_matched_by_record_id() {
+        let dir = tempfile::tempdir().unwrap();
+        dataset(dir.path());
+        let file = dir.path().join("m3.jsonl");
+        let file_arg = file.to_str().unwrap();
+        let m3 = evaluate(
+            &args(
+                &["--router", "fixed:m3", "--predictions-out", file_arg],
+                dir.path(),
+            ),
+            None,
+        )
+        .unwrap();
+        assert!(m3.notes.iter().any(|n| n.contains("m3.jsonl")));
+        let lines = lookahead_data::read_predictions(&file).unwrap();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0].decision, "m3");
+        assert_eq!(lines[0].fold, None);
+        assert!(
+            lines[0].predicted.is_none(),
+            "a fixed router predicts nothing"
+        );
+
+        // fixed:m1 (A 50, B 20: 35) against the m3 run (A 0, B 90: 45), record by record.
+        let vs = evaluate(
+            &args(&["--router", "fixed:m1", "--versus", file_arg], dir.path()),
+            None,
+        )
+        .unwrap();
+        assert_eq!(vs.json["versus"][0]["wins"], 1);
+        assert_eq!(vs.json["versus"][0]["losses"], 1);
+        let c = &vs.evaluation.comparisons[0];
+        assert_eq!(c.kind, ComparisonKind::Versus);
+        assert_eq!(c.score, 45.0);
+        assert_eq!(c.gain.gain, -10.0);
+        assert!(vs.notes.iter().any(|n| n.contains("router − it -10.00 [")));
+
+        // Another set of records: a clear error naming the file.
+        let only_a = args(
+            &[
+                "--router",
+                "fixed:m1",
+                "--sources",
+                "A",
+                "--versus",
+                file_arg,
+            ],
+            dir.path(),
+        );
+        let err = format!("{:#}", evaluate(&only_a, None).err().unwrap());
+        assert!(
+            err.contains("m3.jsonl") && err.contains("record ids do not match"),
+            "{err}"
+        );
+        let missing = args(
+            &["--router", "fixed:m1", "--versus", "nope.jsonl"],
+            dir.path(),
+        );
+        let err = format!("{:#}", evaluate(&missing, None).err().unwrap());
+        assert!(err.contains("neither a baseline"), "{err}");
+    }
+
+    #[test]
+    fn cross_validation_reports_the_honest_baselines_and_writes_folds() {
+        let dir = tempfile::tempdir().unwrap();
+        dataset(dir.path());
+        let models: Vec<String> = ["m1", "m2", "m3"].iter().map(|s| s.to_string()).collect();
+        let (s0, s1) = (ConstScorer(models.clone(), 1), ConstScorer(models, 1));
+        let file = dir.path().join("cv.jsonl");
+        let a = args(
+            &[
+                "--artifact",
+                "a0,a1",
+                "--folds",
+                "2",
+                "--quiet",
+                "--predictions-out",
+                file.to_str().unwrap(),
+            ],
+            dir.path(),
+        );
+        let router = ScoredRouter {
+            name: "cv".into(),
+            scorers: vec![&s0, &s1],
+        };
+        let out = evaluate(&a, Some(router)).unwrap();
+        let kinds: Vec<&str> = out.json["comparisons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["honest_bar", "best_single"]);
+        let lines = lookahead_data::read_predictions(&file).unwrap();
+        let kfold = KFold::new(2).unwrap();
+        for line in &lines {
+            assert_eq!(line.fold, Some(kfold.fold_of(&line.id)));
+            assert_eq!(line.decision, "m2");
+            assert_eq!(line.predicted.as_ref().unwrap()["m2"], 1.0);
+        }
+        let table = comparison_table(&out.evaluation);
+        assert!(
+            table.contains("best model per source, chosen on the training records"),
+            "{table}"
+        );
     }
 
     #[test]

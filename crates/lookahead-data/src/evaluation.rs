@@ -12,7 +12,7 @@ use crate::metrics::{
     quality_cost_curve, random_expected_score, router_score, routing_share, single_model_scores,
     CostPoint, EvalSet,
 };
-use crate::DataError;
+use crate::{Comparison, DataError};
 
 /// The router's results next to the baselines, per source and averaged (equal weight).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +51,10 @@ pub struct Evaluation {
     /// Router quality vs cost as the cost weight grows, when priced and predictions exist.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quality_cost: Vec<CostPoint>,
+    /// The router against the honest baselines and other runs, with bootstrap intervals
+    /// (filled by the caller, e.g. [`crate::honest_comparisons`]; empty from `compute`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub comparisons: Vec<Comparison>,
 }
 
 /// One source's numbers.
@@ -175,6 +179,7 @@ impl Evaluation {
             cost,
             oracle_cost,
             quality_cost,
+            comparisons: Vec::new(),
         })
     }
 }

@@ -24,6 +24,11 @@
 //!   [`metrics::percentile`] for the latency columns of bench and demo reports.
 //! - [`report`]: Markdown tables and SVG plots of an [`Evaluation`] (`write_report`).
 //! - [`bootstrap`]: [`paired_bootstrap`] (source-stratified, paired) -> [`Interval`] of a gain.
+//! - [`honest`]: the baselines chosen on each artifact's training records
+//!   ([`EvalSet::trained_choices`] over a `held_out_by` marking, [`EvalSet::judged`]) and the
+//!   router's [`Comparison`] with them ([`honest_comparisons`]) or with another run.
+//! - [`predictions`]: the per-record predictions file ([`write_predictions`],
+//!   [`read_predictions`], [`matched_scores`] by record id).
 //! - [`locate::shared_dataset`]: where the real dataset is (tests skip with its reason).
 //! - [`progress`]: the one progress-bar look (`progress::bar(len, label, visible)`).
 //!
@@ -44,11 +49,13 @@
 pub mod bootstrap;
 pub mod error;
 pub mod evaluation;
+pub mod honest;
 pub mod labels;
 pub mod locate;
 pub mod manifest;
 pub mod metrics;
 pub mod pool;
+pub mod predictions;
 pub mod progress;
 pub mod reader;
 pub mod record;
@@ -58,12 +65,16 @@ pub mod split;
 pub use bootstrap::{paired_bootstrap, BootstrapOptions, Interval, Weighting};
 pub use error::DataError;
 pub use evaluation::{BestSingleSummary, EvalExtras, Evaluation, SourceEvaluation};
+pub use honest::{honest_comparisons, Comparison, ComparisonKind, TrainedChoices};
 pub use labels::{
     label_targets, normalise, positive_labels, scaled_scores, DEFAULT_LABEL_THRESHOLD,
 };
 pub use manifest::{check_source_name, Manifest, ScoreRange, SourceInfo, MANIFEST_FILE};
 pub use metrics::{EvalItem, EvalSet, PerSource};
 pub use pool::{Pool, PoolRecord, PoolSelection, SkipCounts, BENCHMARK_SOURCES, PAPER_POOL};
+pub use predictions::{
+    matched_scores, prediction_lines, read_predictions, write_predictions, PredictionLine,
+};
 pub use reader::{
     read_records, reader_from, Dataset, ReaderOptions, RecordReader, DEFAULT_MAX_LINE_BYTES,
 };

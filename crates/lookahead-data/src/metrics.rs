@@ -343,10 +343,33 @@ pub fn win_loss(
 ) -> Result<(BTreeMap<String, WinLoss>, WinLoss), DataError> {
     set.check(a)?;
     set.check(b)?;
+    let score = |d: &[usize]| -> Vec<f64> {
+        set.items
+            .iter()
+            .zip(d)
+            .map(|(it, &d)| it.scaled[d])
+            .collect()
+    };
+    win_loss_scores(set, &score(a), &score(b))
+}
+
+/// Win–loss of per-record scores `a` against `b` (one each per record of `set`).
+pub fn win_loss_scores(
+    set: &EvalSet,
+    a: &[f64],
+    b: &[f64],
+) -> Result<(BTreeMap<String, WinLoss>, WinLoss), DataError> {
+    if a.len() != set.items.len() || b.len() != set.items.len() {
+        return Err(DataError::Eval(format!(
+            "win-loss: {} and {} scores for {} records",
+            a.len(),
+            b.len(),
+            set.items.len()
+        )));
+    }
     let mut per = vec![WinLoss::default(); set.sources.len()];
     let mut total = WinLoss::default();
-    for ((it, &da), &db) in set.items.iter().zip(a).zip(b) {
-        let (sa, sb) = (it.scaled[da], it.scaled[db]);
+    for ((it, &sa), &sb) in set.items.iter().zip(a).zip(b) {
         for wl in [&mut per[it.source], &mut total] {
             if sa > sb {
                 wl.wins += 1;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::{DataError, Evaluation};
+use crate::{Comparison, ComparisonKind, DataError, Evaluation};
 
 /// File names written by [`write_report`].
 pub const REPORT_MD: &str = "report.md";
@@ -84,6 +84,63 @@ pub fn singles_table(eval: &Evaluation) -> String {
     out
 }
 
+/// The router against each baseline of `eval.comparisons` (empty when there is none): the
+/// baseline's equal-weight score, router − baseline with its 95% paired bootstrap interval
+/// (records resampled within sources), and the models the baseline chose.
+pub fn comparison_table(eval: &Evaluation) -> String {
+    let mut out = String::new();
+    let Some(first) = eval.comparisons.first() else {
+        return out;
+    };
+    let _ = writeln!(
+        out,
+        "| router ({:.2}) vs | its score | router − it [{:.0}% CI] | its choices |",
+        eval.average,
+        100.0 * first.gain.level
+    );
+    let _ = writeln!(out, "|---|---:|---:|---|");
+    for c in &eval.comparisons {
+        let _ = writeln!(
+            out,
+            "| {} | {:.2} | {} | {} |",
+            c.name,
+            c.score,
+            c.gain,
+            picks_text(c)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nIntervals: paired bootstrap, records resampled within sources, equal weight over \
+         sources, {} resamples.",
+        first.gain.resamples
+    );
+    out
+}
+
+/// `SOURCE: MODEL (n), ...` per source for the per-source bar; `MODEL (n)` overall otherwise.
+fn picks_text(c: &Comparison) -> String {
+    let list = |m: &BTreeMap<String, usize>| {
+        m.iter()
+            .map(|(model, n)| format!("{model} ({n})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if c.kind == ComparisonKind::HonestBar {
+        return c
+            .picks
+            .iter()
+            .map(|(source, m)| format!("{source}: {}", list(m)))
+            .collect::<Vec<_>>()
+            .join("; ");
+    }
+    let mut total: BTreeMap<String, usize> = BTreeMap::new();
+    for (model, n) in c.picks.values().flatten() {
+        *total.entry(model.clone()).or_default() += n;
+    }
+    list(&total)
+}
+
 /// The whole Markdown report; `notes` are lines shown under the title (command, split, skips).
 pub fn markdown(eval: &Evaluation, notes: &[String], with_cost_plot: bool) -> String {
     let mut out = String::new();
@@ -104,6 +161,13 @@ pub fn markdown(eval: &Evaluation, notes: &[String], with_cost_plot: bool) -> St
         "## Single models and routing share\n\n{}",
         singles_table(eval)
     );
+    if !eval.comparisons.is_empty() {
+        let _ = writeln!(
+            out,
+            "## Against the honest baselines\n\n{}",
+            comparison_table(eval)
+        );
+    }
     let _ = writeln!(
         out,
         "## Routing share per source\n\n![routing share]({SHARE_SVG})\n"

@@ -1,0 +1,130 @@
+#![cfg(test)]
+//! `scripts/cv.sh` with a stub `lookahead` binary (records its calls, writes what train and eval
+//! would): per seed, every fold is trained with `--seed`, each seed is evaluated with its
+//! predictions written, `VERSUS` is evaluated first and compared per seed, the summary has a row
+//! per seed and the mean over seeds, and a re-run keeps the existing artifacts. Also shellcheck,
+//! when it is installed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const STUB: &str = r#"#!/usr/bin/env bash
+set -euo pipefail
+echo "$*" >>"$STUB_LOG"
+cmd=$1; shift
+out=; pred=; json=; versus=
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --out) out=$2; shift ;;
+    --predictions-out) pred=$2; shift ;;
+    --json-out) json=$2; shift ;;
+    --versus) versus=$2; shift ;;
+  esac
+  shift
+done
+gain() { echo "{\"kind\": \"$1\", \"name\": \"$2\", \"score\": $3, \"gain\": {\"gain\": $4, \"lower\": -0.5, \"upper\": 2.5}}"; }
+case $cmd in
+  train) mkdir -p "$out"; echo '{}' >"$out/router.json" ;;
+  eval)
+    [[ -z $versus || -f $versus ]] || { echo "no $versus" >&2; exit 1; }
+    echo '{"id": "r1"}' >"$pred"
+    comps="$(gain honest_bar bar 68.8 1.0), $(gain best_single single 64.5 5.0)"
+    [[ -z $versus ]] || comps="$comps, $(gain versus "$versus" 69.0 0.25)"
+    echo "{\"average\": 69.8, \"comparisons\": [$comps]}" >"$json"
+    echo "tables" ;;
+esac
+"#;
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/cv.sh")
+}
+
+fn run_cv(dir: &Path) -> String {
+    let out = Command::new("bash")
+        .arg(script())
+        .env("BIN", dir.join("stub"))
+        .env("STUB_LOG", dir.join("calls.log"))
+        .env("OUT", dir.join("cv"))
+        .env("FOLDS", "2")
+        .env("METHODS", "lite")
+        .env("VERSUS", "mlc")
+        .env("SEEDS", "1 2")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn cv_trains_per_seed_compares_with_versus_and_summarises() {
+    let dir = tempfile::tempdir().unwrap();
+    let stub = dir.path().join("stub");
+    std::fs::write(&stub, STUB).unwrap();
+    Command::new("chmod").arg("+x").arg(&stub).status().unwrap();
+
+    let stdout = run_cv(dir.path());
+    let log = std::fs::read_to_string(dir.path().join("calls.log")).unwrap();
+    let calls: Vec<&str> = log.lines().collect();
+    let trains: Vec<&&str> = calls.iter().filter(|c| c.starts_with("train")).collect();
+    assert_eq!(trains.len(), 8, "2 methods x 2 seeds x 2 folds: {log}");
+    for seed in ["1", "2"] {
+        for method in ["lite", "mlc"] {
+            let n = trains
+                .iter()
+                .filter(|c| c.contains(&format!("--method {method} ")))
+                .filter(|c| c.contains(&format!("--seed {seed} ")))
+                .count();
+            assert_eq!(n, 2, "{method} seed {seed}: {log}");
+        }
+    }
+    let evals: Vec<&&str> = calls.iter().filter(|c| c.starts_with("eval")).collect();
+    assert_eq!(evals.len(), 4, "{log}");
+    let cv = dir.path().join("cv");
+    // mlc first, then lite compared with the same seed's mlc predictions.
+    assert!(evals[0].contains("base-mlc-s1-f0,") && !evals[0].contains("--versus"));
+    let lite_s2 = evals
+        .iter()
+        .find(|c| c.contains("base-lite-s2-f0"))
+        .unwrap();
+    let versus = format!("--versus {}", cv.join("base-mlc-s2-cv.jsonl").display());
+    assert!(lite_s2.contains(&versus), "{lite_s2}");
+    assert!(lite_s2.contains("--predictions-out") && lite_s2.contains("--folds 2"));
+    assert!(cv.join("base-lite-s1-cv.jsonl").is_file());
+    assert!(cv.join("base-lite-s1-cv.md").is_file());
+
+    let summary = std::fs::read_to_string(cv.join("base-summary.md")).unwrap();
+    assert!(stdout.trim_end().ends_with(summary.trim_end()), "{stdout}");
+    assert!(
+        summary.contains("versus: mlc (its predictions of the same seed"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("| lite | 1 | 69.80 | 68.80 | +1.00 [-0.50, +2.50] | 64.50 |"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("| **lite** | mean of 2 | **69.80** |"),
+        "{summary}"
+    );
+    assert!(summary.contains("+0.25 (seeds +0.25 … +0.25)"), "{summary}");
+    assert!(summary.contains("| **mlc** | mean of 2 |"), "{summary}");
+
+    // A re-run trains nothing: the artifacts are kept.
+    run_cv(dir.path());
+    let log = std::fs::read_to_string(dir.path().join("calls.log")).unwrap();
+    assert_eq!(log.lines().filter(|c| c.starts_with("train")).count(), 8);
+}
+
+#[test]
+fn cv_script_passes_shellcheck_when_installed() {
+    let Ok(out) = Command::new("shellcheck").arg(script()).output() else {
+        eprintln!("SKIP: shellcheck is not installed");
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
