@@ -28,7 +28,8 @@ pub mod states;
 pub mod train;
 
 pub use artifact::{
-    save_artifact, ArtifactError, BackboneKind, HyperParams, Method, Metrics, RouterMeta,
+    save_artifact, Acceptance, ArtifactError, BackboneKind, HyperParams, Method, Metrics,
+    RouterMeta,
 };
 pub use backbones::encoder_dir::{default_backbone_dir, Backbone, BackboneError};
 pub use backbones::gguf::default_decoder_dir;
