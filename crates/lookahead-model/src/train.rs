@@ -25,14 +25,14 @@ pub fn train(req: &TrainRequest) -> Result<Trained, TrainError> {
             gain = a.gain,
             lower_bound = a.lower_bound,
             fallback_model = %a.fallback_model,
-            "router accepted: it beats the best single model"
+            "router accepted: the lower bound of its gain over the best single model reaches minGain"
         ),
         Some(a) => tracing::warn!(
             gain = a.gain,
             lower_bound = a.lower_bound,
             min_gain = a.min_gain,
             fallback_model = %a.fallback_model,
-            "router not accepted: it would serve the best single model"
+            "router not accepted: the lower bound of its gain over the best single model is below minGain; routers serve that model instead"
         ),
         None => tracing::warn!("no validation records: the acceptance gate was not applied"),
     }

@@ -59,7 +59,7 @@ impl AcceptanceGate {
     pub fn apply(&self, acceptance: Option<&Acceptance>) {
         let Some(a) = acceptance.filter(|a| !a.accepted) else {
             if let Some(a) = acceptance {
-                tracing::info!(gain = a.gain, lower_bound = a.lower_bound, fallback_model = %a.fallback_model, "artifact accepted: routing on its scores");
+                tracing::info!(gain = a.gain, lower_bound = a.lower_bound, fallback_model = %a.fallback_model, "artifact accepted (its gain over the best single model reaches minGain): routing on its scores");
             }
             self.fallback.store(ACCEPTED, Ordering::Relaxed);
             return;

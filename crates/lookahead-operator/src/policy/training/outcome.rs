@@ -83,7 +83,7 @@ pub fn acceptance_message(a: &AcceptanceStatus) -> String {
         a.fallback_model, a.gain, a.lower_bound, a.min_gain
     );
     if a.accepted {
-        format!("the router beats the best single model on validation ({figures}): it routes")
+        format!("the router's gain over the best single model reaches minGain on validation ({figures}): it routes")
     } else {
         format!(
             "the router does not beat the best single model on validation ({figures}): every request goes to {}",
