@@ -133,7 +133,8 @@ pub struct Metrics {
     #[serde(default)]
     pub per_source: BTreeMap<String, SourceMetrics>,
     /// The router's choice (pool index) for each example, in example order: what the acceptance
-    /// gate compares with the best single model. Not written to `router.json`.
+    /// gate compares with the best single model. Not written to `router.json`, and emptied by
+    /// `train()` once the gate has read it.
     #[serde(skip)]
     pub choices: Vec<usize>,
 }

@@ -18,8 +18,13 @@ pub fn train(req: &TrainRequest) -> Result<Trained, TrainError> {
         Method::Mlm => mlm::train::train(&encoder(req)?, req),
         Method::Clm => clm::train::train(&decoder(req)?, req),
     }?;
-    let choices = &trained.meta.validation.choices;
-    let acceptance = accept(req.train, req.valid, choices, &req.models, req.min_gain)?;
+    // The per-example choices are for the gate only: once read, the metadata is what
+    // `router.json` reads back.
+    let choices = std::mem::take(&mut trained.meta.validation.choices);
+    if let Some(test) = trained.meta.test.as_mut() {
+        test.choices.clear();
+    }
+    let acceptance = accept(req.train, req.valid, &choices, &req.models, req.min_gain)?;
     match &acceptance {
         Some(a) if a.accepted => tracing::info!(
             gain = a.gain,
