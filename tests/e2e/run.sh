@@ -3,7 +3,8 @@
 # WITH_KUBELET=1), with the real helm and kubectl:
 #   image built offline and loaded into the node -> helm install -> an LLMPool of replay members
 #   (templates: `lookahead replay` pods serving the routing dataset's recorded answers) and a
-#   RoutingPolicy -> training Job -> router with the artifact -> chat completions through the
+#   RoutingPolicy -> training Job (acceptance verdict in status and the RouterAccepted
+#   condition) -> router with the artifact -> chat completions through the
 #   router Service (from this machine and from a pod) -> gemma-2-9b-it added: one new Job, new
 #   artifact in status, router rolled -> helm upgrade -> everything deleted, helm uninstall:
 #   nothing left behind.
@@ -183,6 +184,19 @@ validation=$(kubectl -n "$NS" get rp e2e -o jsonpath='{.status.artifact.validati
 jq -e '.router > 0 and .oracle >= .router and .examples > 0' <<<"$validation" >/dev/null \
   || fail "no validation scores in status: '$validation'"
 step "training Job $(jobs) finished: artifact $first, validation $validation"
+# The acceptance gate's verdict travels the same way; the RouterAccepted condition says it, with
+# the figures (a few hundred records, one epoch: either verdict is possible, both must agree).
+acceptance=$(kubectl -n "$NS" get rp e2e -o jsonpath='{.status.artifact.acceptance}')
+jq -e '(.accepted | type) == "boolean" and (.gain | type) == "number"
+       and (.lowerBound | type) == "number" and (.fallbackModel | length) > 0' <<<"$acceptance" >/dev/null \
+  || fail "no acceptance verdict in status: '$acceptance'"
+accepted_condition=$(kubectl -n "$NS" get rp e2e -o json | jq -c '.status.conditions[] | select(.type == "RouterAccepted")')
+jq -e --argjson a "$acceptance" '
+  .status == (if $a.accepted then "True" else "False" end)
+  and .reason == (if $a.accepted then "Accepted" else "BelowBaseline" end)
+  and (.message | contains($a.fallbackModel))' <<<"$accepted_condition" >/dev/null \
+  || fail "RouterAccepted condition '$accepted_condition' does not match the verdict '$acceptance'"
+step "acceptance gate: $(jq -r '"RouterAccepted=" + .status + " (" + .reason + "): " + .message' <<<"$accepted_condition")"
 
 router_on() { # artifact version: the router Deployment runs it and is available
   kubectl -n "$NS" get deploy e2e-router -o json | jq -e --arg v "$1" '

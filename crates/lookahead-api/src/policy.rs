@@ -77,6 +77,9 @@ pub enum RouterMethod {
     Mlc,
     #[serde(rename = "knn")]
     Knn,
+    /// Logistic regression over hashed word n-grams of the whole prompt (no encoder).
+    #[serde(rename = "ngram")]
+    Ngram,
     #[serde(rename = "random")]
     Random,
     #[serde(rename = "fixed")]
@@ -137,10 +140,27 @@ pub struct TrainingSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
     pub epochs: Option<i32>,
+    /// The acceptance gate: how much a trained router must beat the best single model by.
+    #[serde(default)]
+    pub acceptance: AcceptanceSpec,
 }
 
 fn default_backoff_limit() -> i32 {
     2
+}
+
+/// The acceptance gate (never lose to the best single model): training compares the router with
+/// the single model that was best on the training records, on the validation split, and
+/// accepts it when the one-sided 95% bootstrap lower bound of the gain reaches `minGain`. A
+/// router whose artifact is not accepted sends every request to that model.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AcceptanceSpec {
+    /// Gain over the best single model the lower bound must reach, in points of the scaled
+    /// score (0..100); 0: the router must not be worse.
+    #[serde(default)]
+    #[schemars(range(min = -100.0, max = 100.0))]
+    pub min_gain: f64,
 }
 
 /// How the training Job labels members without data: it asks them the dataset's prompts through
@@ -338,7 +358,7 @@ pub struct RoutingPolicyStatus {
     /// In-cluster URL of the router Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    /// `Ready`, `Training`, `TrainingFailed` (with reasons).
+    /// `Ready`, `Training`, `TrainingFailed`, `MissingData`, `RouterAccepted` (with reasons).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
@@ -374,4 +394,25 @@ pub struct ArtifactStatus {
     /// Validation metrics recorded by training (name -> value).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub validation: BTreeMap<String, f64>,
+    /// The acceptance gate's verdict recorded by training; absent for artifacts trained before
+    /// the gate (served as accepted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acceptance: Option<AcceptanceStatus>,
+}
+
+/// Whether a trained router beat the best single model on validation (see [`AcceptanceSpec`]).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AcceptanceStatus {
+    /// The lower bound reached `minGain`: the router routes. Otherwise every request goes to
+    /// `fallbackModel`.
+    pub accepted: bool,
+    /// Router minus `fallbackModel` on validation (scaled score points).
+    pub gain: f64,
+    /// One-sided 95% bootstrap lower bound of `gain`.
+    pub lower_bound: f64,
+    /// The gain the lower bound had to reach.
+    pub min_gain: f64,
+    /// The single model that was best on the training records (a pool model id).
+    pub fallback_model: String,
 }

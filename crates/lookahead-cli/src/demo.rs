@@ -79,6 +79,7 @@ fn policy_method(method: Method) -> &'static str {
         Method::Clm => "lookahead-clm",
         Method::Mlc => "mlc",
         Method::Knn => "knn",
+        Method::Ngram => "ngram",
     }
 }
 
@@ -274,6 +275,7 @@ fn method_label(method: Method) -> String {
         Method::Clm => "Lookahead-CLM".into(),
         Method::Mlc => "MLC".into(),
         Method::Knn => "kNN".into(),
+        Method::Ngram => "n-gram".into(),
     }
 }
 

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use candle_core::Device;
 use clap::Args;
 use lookahead_data::{unit_hash, Dataset, Holdout, Pool, PoolRecord, Split};
-use lookahead_model::artifact::{save_artifact, Method, Metrics, SlotDesign};
+use lookahead_model::artifact::{save_artifact, Method, Metrics, RouterMeta, SlotDesign};
 use lookahead_model::{default_states_root, Example, HyperParams, TrainRequest, Truncation};
 
 use crate::holdout::HoldoutArgs;
@@ -87,6 +87,11 @@ pub struct TrainArgs {
     knn_k: usize,
     #[arg(long, default_value_t = HyperParams::default().label_threshold)]
     label_threshold: f64,
+    /// The acceptance gate: the gain over the best single model (scaled score points, 0..100)
+    /// whose one-sided 95% lower bound on validation the router must reach; below it, the
+    /// artifact is written but marked not accepted, and routers serve that model instead.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    min_gain: f64,
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
@@ -228,6 +233,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         valid: &valid,
         test: (!test.is_empty()).then_some(test.as_slice()),
         holdout: holdout.describe(),
+        min_gain: args.min_gain,
         backbone: args.backbone.clone(),
         device,
         states_root: args.states.clone().unwrap_or_else(default_states_root),
@@ -236,8 +242,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let trained = lookahead_model::train(&req)?;
     save_artifact(&args.out, &trained.meta, &trained.tensors)?;
     print_metrics("validation", &trained.meta.validation);
+    match &trained.meta.acceptance {
+        Some(a) => println!("acceptance: {a}"),
+        None => println!("acceptance: not measured (no validation records): served as accepted"),
+    }
     if let Some(path) = &args.summary_file {
-        write_summary(path, &trained.meta.validation)?;
+        write_summary(path, &trained.meta)?;
     }
     if let Some(t) = &trained.meta.test {
         print_metrics("test", t);
@@ -254,14 +264,16 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The validation scores as one JSON object, for the operator (a training Job's termination
-/// message, capped at 4 KiB: scalar scores only).
-fn write_summary(path: &Path, v: &Metrics) -> anyhow::Result<()> {
+/// The validation scores and the acceptance verdict as one JSON object, for the operator (a
+/// training Job's termination message, capped at 4 KiB: scalar scores only).
+fn write_summary(path: &Path, meta: &RouterMeta) -> anyhow::Result<()> {
+    let v = &meta.validation;
     let summary = serde_json::json!({
         "examples": v.examples,
         "router": v.router,
         "bestSingle": v.best_single,
         "oracle": v.oracle,
+        "acceptance": meta.acceptance,
     });
     std::fs::write(path, summary.to_string()).with_context(|| format!("writing {}", path.display()))
 }

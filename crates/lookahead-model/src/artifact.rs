@@ -206,6 +206,11 @@ pub struct Metrics {
     /// Lite with a response objective: how well it foresees the held-out responses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub foresight: Option<Foresight>,
+    /// The router's choice (pool index) for each example, in example order: what the acceptance
+    /// gate compares with the best single model. Not written to `router.json`, and emptied by
+    /// `train()` once the gate has read it.
+    #[serde(skip)]
+    pub choices: Vec<usize>,
 }
 
 /// Lite's reconstruction of fully masked held-out responses (`1 − cos`, lower is better) and the
@@ -294,6 +299,56 @@ pub struct RouterMeta {
     /// Which records were held out (`"fold 2/5"`, `"split 80/10/10"`).
     #[serde(default)]
     pub holdout: String,
+    /// The acceptance gate's verdict; absent in artifacts written before the gate existed (and
+    /// when there were no validation records), which are served as accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acceptance: Option<Acceptance>,
+}
+
+/// The acceptance gate (never lose to the best single model): the router against the single
+/// model that was best on the training examples, on the validation split, equal weight over
+/// sources, with a paired, source-stratified bootstrap lower bound of the gain. A router that is
+/// not accepted serves `fallback_model` for every request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Acceptance {
+    /// Router minus `fallback_model` on validation (mean scaled score, 0..100 points).
+    pub gain: f64,
+    /// One-sided lower confidence bound of `gain` at `level`.
+    pub lower_bound: f64,
+    /// `lower_bound >= min_gain`.
+    pub accepted: bool,
+    /// The single model with the best mean scaled score on the training examples (equal weight
+    /// over sources): what a router that is not accepted serves.
+    pub fallback_model: String,
+    /// The gain the lower bound had to reach.
+    pub min_gain: f64,
+    /// One-sided confidence level of `lower_bound` (0.95).
+    pub level: f64,
+    /// Bootstrap resamples behind `lower_bound`.
+    pub resamples: usize,
+    /// Validation examples compared.
+    pub examples: usize,
+}
+
+impl std::fmt::Display for Acceptance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (gain over {} {:+.2}, {:.0}% lower bound {:+.2}, min gain {:+.2}, n={})",
+            if self.accepted {
+                "accepted"
+            } else {
+                "not accepted"
+            },
+            self.fallback_model,
+            self.gain,
+            self.level * 100.0,
+            self.lower_bound,
+            self.min_gain,
+            self.examples
+        )
+    }
 }
 
 /// Pool fingerprint for a CLI-trained pool: member name = model id.
@@ -403,6 +458,12 @@ impl RouterMeta {
             });
         }
         serde_json::from_str(&text).map_err(|source| ArtifactError::Meta { path, source })
+    }
+
+    /// Whether the router may route: its acceptance says so, or it has none (an artifact from
+    /// before the gate, or trained without validation records).
+    pub fn accepted(&self) -> bool {
+        self.acceptance.as_ref().is_none_or(|a| a.accepted)
     }
 
     /// Errors unless `models` is exactly this artifact's pool, in order.

@@ -29,7 +29,8 @@ pub mod train;
 pub mod wide;
 
 pub use artifact::{
-    save_artifact, ArtifactError, BackboneKind, HyperParams, Method, Metrics, RouterMeta,
+    save_artifact, Acceptance, ArtifactError, BackboneKind, HyperParams, Method, Metrics,
+    RouterMeta,
 };
 pub use backbones::encoder_dir::{
     default_backbone_dir, Backbone, BackboneError, PromptWindow, Truncation,

@@ -40,6 +40,7 @@ fn clm_artifact_on_smollm2_records_a_llama_backbone_and_scores_prompts_alone() {
     );
     let trained = lookahead_model::train(&req).unwrap();
     assert_eq!(trained.meta.method, Method::Clm);
+    assert!(trained.meta.acceptance.is_some(), "the acceptance gate ran");
     assert_eq!(trained.meta.backbone.kind, BackboneKind::Llama);
     assert_eq!(trained.meta.backbone.layers, decoder.llama.config.layers);
     let art = tmp.path().join("art");

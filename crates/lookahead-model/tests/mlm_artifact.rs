@@ -63,6 +63,7 @@ fn mlm_artifact_trains_saves_loads_and_scores_prompts_without_responses() {
     );
     let trained = lookahead_model::train(&req).unwrap();
     assert_eq!(trained.meta.method, Method::Mlm);
+    assert!(trained.meta.acceptance.is_some(), "the acceptance gate ran");
     // 3 layers, 2 trainable: the lowest one (and the embeddings) stay frozen and are not saved.
     assert_eq!(trained.meta.hyper.frozen_layers, 1);
     assert!(trained

@@ -53,6 +53,8 @@ pub const DEGRADED: &str = "Degraded";
 pub const TRAINING: &str = "Training";
 pub const TRAINING_FAILED: &str = "TrainingFailed";
 pub const MISSING_DATA: &str = "MissingData";
+/// Whether the served artifact passed the acceptance gate (beat the best single model).
+pub const ROUTER_ACCEPTED: &str = "RouterAccepted";
 
 /// The conditions of one status, in the order they are set, each stamped with the object's
 /// generation and carrying its transition time over from the previous status.

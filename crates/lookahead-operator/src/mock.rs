@@ -506,6 +506,139 @@ async fn failed_training_job_is_reported_and_not_recreated() {
     assert!(action.is_ok());
 }
 
+/// A training Job finished, but its router did not beat the best single model: the artifact is
+/// recorded with its acceptance verdict (read from the train container's termination message),
+/// a `BelowBaseline` Warning Event follows `TrainingSucceeded`, the router is rolled to the
+/// artifact (it serves the fallback model itself), and `RouterAccepted=False` carries the figures.
+#[tokio::test]
+async fn a_finished_job_below_the_baseline_sets_router_accepted_false_with_a_warning() {
+    let (ctx, handle) = test_context();
+    let policy = crate::testdata::policy("rp", Some("yi"));
+    let pool = crate::testdata::pool("pool", &["yi", "phi"]);
+    let fingerprint = pool.spec.fingerprint();
+    let job_name = format!("rp-train-{fingerprint}");
+    let finished = json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": { "name": job_name, "namespace": "ns",
+                      "labels": { "lookahead.dev/artifact-version": fingerprint },
+                      "annotations": { "lookahead.dev/fingerprint": fingerprint, "lookahead.dev/members": "yi,phi" } },
+        "spec": { "template": { "spec": { "containers": [] } } },
+        "status": { "succeeded": 1, "completionTime": "2026-01-01T00:00:00Z",
+                    "conditions": [{ "type": "Complete", "status": "True" }] },
+    });
+    let summary = json!({ "examples": 84, "router": 51.0, "bestSingle": 52.0, "oracle": 70.0,
+        "acceptance": { "gain": -0.56, "lowerBound": -5.99, "accepted": false, "fallbackModel": "phi",
+                        "minGain": 0.0, "level": 0.95, "resamples": 2000, "examples": 84 } });
+    let pods = json!({ "apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [{
+        "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "p", "namespace": "ns" },
+        "status": { "containerStatuses": [{ "name": "train", "image": "i", "imageID": "", "ready": false,
+            "restartCount": 0, "state": { "terminated": { "exitCode": 0, "message": summary.to_string() } } }] } }] });
+    let answer = serde_json::to_value(&policy).expect("json");
+    let script = vec![
+        expect(
+            Method::GET,
+            "/apis/lookahead.dev/v1alpha1/namespaces/ns/llmpools/pool",
+            serde_json::to_value(&pool).expect("json"),
+        ),
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/ns/configmaps/routing-data",
+            dataset_config_map(),
+        ),
+        expect(
+            Method::GET,
+            "/apis/batch/v1/namespaces/ns/jobs",
+            json!({ "apiVersion": "batch/v1", "kind": "JobList", "metadata": {}, "items": [finished] }),
+        ),
+        expect(Method::GET, "/api/v1/namespaces/ns/pods", pods),
+        expect(
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/ns/events",
+            event_answer(),
+        )
+        .check(|e| assert_eq!(e["reason"], "TrainingSucceeded")),
+        expect(
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/ns/events",
+            event_answer(),
+        )
+        .check(|e| {
+            assert_eq!(e["reason"], "BelowBaseline");
+            assert_eq!(e["type"], "Warning");
+            let note = e["note"].as_str().unwrap_or_default();
+            assert!(
+                note.contains("-0.56")
+                    && note.contains("-5.99")
+                    && note.contains("every request goes to phi"),
+                "{note}"
+            );
+        }),
+        expect(
+            Method::PATCH,
+            "/api/v1/namespaces/ns/configmaps/rp-router",
+            Value::Null,
+        )
+        .echo()
+        .check(|cm| {
+            let config: lookahead_api::RouterConfig =
+                serde_yaml::from_str(cm["data"]["config.yaml"].as_str().unwrap_or_default())
+                    .expect("router config");
+            assert_eq!(
+                config.policy.method,
+                lookahead_api::policy::RouterMethod::LookaheadLite,
+                "rolled to the artifact"
+            );
+        }),
+        expect(
+            Method::PATCH,
+            "/apis/apps/v1/namespaces/ns/deployments/rp-router",
+            Value::Null,
+        )
+        .echo(),
+        expect(
+            Method::PATCH,
+            "/api/v1/namespaces/ns/services/rp-router",
+            Value::Null,
+        )
+        .echo(),
+        expect(
+            Method::PATCH,
+            "/apis/lookahead.dev/v1alpha1/namespaces/ns/routingpolicies/rp/status",
+            answer,
+        )
+        .check(|s| {
+            let accepted = condition(s, "RouterAccepted");
+            assert_eq!(accepted["status"], "False");
+            assert_eq!(accepted["reason"], "BelowBaseline");
+            let message = accepted["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("-0.56") && message.contains("-5.99") && message.contains("phi"),
+                "{message}"
+            );
+            assert_eq!(s["status"]["artifact"]["acceptance"]["accepted"], false);
+            assert_eq!(
+                s["status"]["artifact"]["acceptance"]["fallbackModel"],
+                "phi"
+            );
+            let ready = condition(s, "Training")["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            assert!(
+                ready.contains("not accepted: every routed request goes to phi"),
+                "{ready}"
+            );
+        }),
+    ];
+    let action = run(
+        crate::policy::reconcile(Arc::new(policy), ctx),
+        handle,
+        script,
+    )
+    .await;
+    assert!(action.is_ok());
+}
+
 /// The pool changed again while a Job trained: that Job is deleted (its artifact would be stale)
 /// with a `TrainingSuperseded` event and one Job is created for the new pool. The Job that trained
 /// the serving artifact stays, even when its status still reads running (a Job controller that
@@ -522,6 +655,7 @@ async fn a_job_for_an_older_pool_is_superseded_and_the_serving_one_kept() {
             trained_at: None,
             labelled_prompts: None,
             validation: Default::default(),
+            acceptance: None,
         }),
         ..Default::default()
     });

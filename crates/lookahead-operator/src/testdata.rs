@@ -96,6 +96,7 @@ pub fn policy_spec(name: &str, default_model: Option<&str>) -> RoutingPolicySpec
             backoff_limit: 2,
             max_examples: None,
             epochs: None,
+            acceptance: Default::default(),
         }),
         serving: ServingSpec::default(),
     }

@@ -148,6 +148,7 @@ pub fn method_name(m: RouterMethod) -> &'static str {
         RouterMethod::LookaheadClm => "lookahead-clm",
         RouterMethod::Mlc => "mlc",
         RouterMethod::Knn => "knn",
+        RouterMethod::Ngram => "ngram",
         RouterMethod::Random => "random",
         RouterMethod::Fixed => "fixed",
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Service};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use lookahead_api::{LLMPool, RoutingPolicy};
@@ -790,6 +790,93 @@ async fn apiserver_failed_training_job_is_reported_not_repeated_and_retried_on_d
     })
     .await?;
     assert_eq!(names(&jobs, "lookahead.dev/policy=rp").await?, [job]);
+    op.abort();
+    Ok(())
+}
+
+/// A training Job whose router did not beat the best single model: `spec.training.acceptance.
+/// minGain` reaches the Job, the verdict the train container leaves in its termination message
+/// lands in `status.artifact.acceptance`, `RouterAccepted=False` (`BelowBaseline`) carries the
+/// figures, and a `BelowBaseline` Warning Event is recorded (real API server; no kubelet, so the
+/// test writes the pod's termination message and the Job's completion as they would be).
+#[tokio::test]
+async fn apiserver_a_router_below_the_baseline_is_reported_not_accepted() -> anyhow::Result<()> {
+    let Some(client) = client_or_skip("below_baseline").await else {
+        return Ok(());
+    };
+    let ns = TestNamespace::create(&client, "below-baseline").await?;
+    let (op, _) = start_operator(&client, &ns.name).await?;
+    dataset(&client, &ns.name, &["a", "b"]).await?;
+    let pools: Api<LLMPool> = Api::namespaced(client.clone(), &ns.name);
+    let policies: Api<RoutingPolicy> = Api::namespaced(client.clone(), &ns.name);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    apply(&pools, &pool_yaml("pool", &["a", "b"])?).await?;
+    let mut policy = policy_yaml("rp", "pool", "b")?;
+    if let Some(t) = policy.spec.training.as_mut() {
+        t.acceptance.min_gain = 0.5;
+    }
+    apply(&policies, &policy).await?;
+    let job = wait_for("the training Job", || async {
+        Ok(names(&jobs, "lookahead.dev/policy=rp").await?.pop())
+    })
+    .await?;
+    let args = jobs
+        .get(&job)
+        .await?
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|p| p.containers[0].args.clone().unwrap_or_default().join(" "))
+        .unwrap_or_default();
+    assert!(args.contains("--min-gain 0.5"), "{args}");
+
+    // What `lookahead train --summary-file /dev/termination-log` leaves behind.
+    let pod = wait_for("the Job's pod", || async {
+        Ok(names(&pods, &format!("job-name={job}")).await?.pop())
+    })
+    .await?;
+    let summary = json!({ "examples": 84, "router": 51.0, "bestSingle": 52.0, "oracle": 70.0,
+        "acceptance": { "gain": -0.56, "lowerBound": -5.99, "accepted": false,
+                        "fallbackModel": "a-model", "minGain": 0.5, "level": 0.95,
+                        "resamples": 2000, "examples": 84 } });
+    let terminated = json!({ "status": { "containerStatuses": [{
+        "name": "train", "image": "lookahead", "imageID": "", "ready": false, "restartCount": 0,
+        "state": { "terminated": { "exitCode": 0, "message": summary.to_string() } } }] } });
+    pods.patch_status(&pod, &PatchParams::default(), &Patch::Merge(&terminated))
+        .await?;
+    complete_job(&jobs, &job).await?;
+
+    let accepted = wait_for("RouterAccepted=False", || async {
+        Ok(policies.get_status("rp").await?.status.and_then(|s| {
+            cond(&s.conditions, "RouterAccepted")
+                .filter(|c| c.status == "False")
+                .cloned()
+        }))
+    })
+    .await?;
+    assert_eq!(accepted.reason, "BelowBaseline");
+    for figure in ["-0.56", "-5.99", "+0.50", "every request goes to a-model"] {
+        assert!(
+            accepted.message.contains(figure),
+            "{figure}: {}",
+            accepted.message
+        );
+    }
+    let status = policies.get_status("rp").await?.status.unwrap_or_default();
+    let verdict = status.artifact.and_then(|a| a.acceptance).expect("verdict");
+    assert!(!verdict.accepted && verdict.fallback_model == "a-model");
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
+    wait_for("the BelowBaseline Warning Event", || async {
+        Ok(events
+            .list(&ListParams::default())
+            .await?
+            .into_iter()
+            .find(|e| {
+                e.type_.as_deref() == Some("Warning")
+                    && e.reason.as_deref() == Some("BelowBaseline")
+            }))
+    })
+    .await?;
     op.abort();
     Ok(())
 }

@@ -1,13 +1,14 @@
 //! The decision stage: which member(s) a request goes to. A request naming a member goes there
-//! unscored; the alias is ranked by the scorer (failing open to the default model); then the
-//! attempt order skips ejected members and is cut to `1 + retries`.
+//! unscored; the alias is ranked by the scorer (failing open to the default model), or, while
+//! the artifact is not accepted, goes to its fallback model; then the attempt order skips
+//! ejected members and is cut to `1 + retries`.
 
 use tokio::time::Instant;
 
 use crate::metrics::RouterMetrics;
 use crate::outlier::OutlierDetector;
 use crate::pool::{Pool, Target};
-use crate::scoring::{Decision, Ranker};
+use crate::scoring::{Decision, Fallback, Ranker};
 use crate::ApiError;
 
 /// Where a request goes, and in which order members are tried.
@@ -38,7 +39,7 @@ impl Decider<'_> {
             Target::Member(i) => Decision {
                 order: vec![i],
                 utility: vec![None; self.pool.len()],
-                fail_open: None,
+                fallback: None,
             },
             Target::Routed => self.rank(prompt).await,
         };
@@ -54,9 +55,17 @@ impl Decider<'_> {
         let t0 = Instant::now();
         let d = self.ranker.decide(prompt).await;
         self.metrics.decision.observe(&[], t0.elapsed());
-        if let Some(reason) = d.fail_open {
-            self.metrics.fail_opens.inc(&[reason]);
-            tracing::warn!(reason, "routing failed open to the default model");
+        match d.fallback {
+            Some(Fallback::FailOpen(reason)) => {
+                self.metrics.fail_opens.inc(&[reason]);
+                tracing::warn!(reason, "routing failed open to the default model");
+            }
+            // Logged once, when the artifact loaded.
+            Some(Fallback::NotAccepted) => {
+                let member = d.order.first().map_or("", |&i| &*self.pool.members[i].name);
+                self.metrics.not_accepted.inc(&[member]);
+            }
+            None => {}
         }
         d
     }

@@ -11,13 +11,14 @@
 //! - [`server`]: the serve loop (hyper, any `tower::Service`), graceful shutdown.
 //! - [`router`]: the front's state, path table and the plumbing between the stages below.
 //! - [`ingest`] (with [`auth`], [`openai`]): authenticate, limits, read and parse the body.
-//! - [`decide`] (with [`pool`], [`scoring`], [`slot`], [`grpc`]'s client): which members, in
-//!   which order.
+//! - [`decide`] (with [`pool`], [`scoring`], [`slot`], [`acceptance`], [`grpc`]'s client):
+//!   which members, in which order.
 //! - [`dispatch`] (with [`upstream`], [`member_conn`], [`outlier`]): attempts with retries and
 //!   ejection.
 //! - [`respond`] (with [`error`], [`body`]): decision headers, OpenAI-style errors.
 //! - [`metrics`]: Prometheus text exposition.
 
+pub mod acceptance;
 pub mod auth;
 pub mod body;
 pub mod decide;

@@ -277,6 +277,8 @@ pub struct RouterMetrics {
     pub fallbacks: CounterVec,
     /// Decisions that failed open to the default model, by reason.
     pub fail_opens: CounterVec,
+    /// Routed requests sent to the fallback model because the artifact was not accepted.
+    pub not_accepted: CounterVec,
     /// Member ejections.
     pub ejections: CounterVec,
     /// Relayed streams that broke after the first byte reached the client.
@@ -311,6 +313,11 @@ impl Default for RouterMetrics {
                 "Routing decisions that failed open to the default model, by reason.",
                 &["reason"],
             ),
+            not_accepted: CounterVec::new(
+                "lookahead_router_not_accepted_total",
+                "Routed requests sent to the best single model because the artifact did not beat it, by member.",
+                &["member"],
+            ),
             ejections: CounterVec::new(
                 "lookahead_router_ejections_total",
                 "Outlier ejections, by member.",
@@ -339,13 +346,21 @@ impl Default for RouterMetrics {
 }
 
 impl RouterMetrics {
-    /// The exposition text; `ejected` lists each member with whether it is ejected now.
-    pub fn render(&self, ejected: &[(&str, bool)]) -> String {
+    /// The exposition text; `ejected` lists each member with whether it is ejected now,
+    /// `accepted` whether the served artifact passed the acceptance gate.
+    pub fn render(&self, ejected: &[(&str, bool)], accepted: bool) -> String {
         let mut out = String::with_capacity(8192);
         self.requests.render(&mut out);
         self.rejected.render(&mut out);
         self.fallbacks.render(&mut out);
         self.fail_opens.render(&mut out);
+        self.not_accepted.render(&mut out);
+        render_gauge(
+            &mut out,
+            "lookahead_router_artifact_accepted",
+            "0 while the served artifact is not accepted (it did not beat the best single model) and every routed request goes to that model.",
+            &[(None, if accepted { 1.0 } else { 0.0 })],
+        );
         self.ejections.render(&mut out);
         self.stream_errors.render(&mut out);
         self.decision.render(&mut out);
@@ -381,7 +396,8 @@ mod tests {
         m.requests.inc(&["yi", "ok"]);
         m.decision.observe(&[], Duration::from_micros(70));
         m.decision.observe(&[], Duration::from_millis(2));
-        let text = m.render(&[("yi", false), ("p\"hi", true)]);
+        let text = m.render(&[("yi", false), ("p\"hi", true)], false);
+        assert!(text.contains("lookahead_router_artifact_accepted 0"));
         assert!(text.contains("lookahead_router_requests_total{member=\"yi\",outcome=\"ok\"} 2"));
         assert!(text.contains("lookahead_router_decision_seconds_bucket{le=\"0.0001\"} 1"));
         assert!(text.contains("lookahead_router_decision_seconds_bucket{le=\"+Inf\"} 2"));

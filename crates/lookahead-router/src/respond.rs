@@ -51,7 +51,8 @@ pub fn answered(
         h.insert(HEADER_SCORES, v);
     }
     let fallback: Vec<&str> = decision
-        .fail_open
+        .fallback
+        .map(|f| f.reason())
         .into_iter()
         .chain(failures.iter().map(String::as_str))
         .collect();

@@ -16,6 +16,7 @@ use lookahead_api::RouterConfig;
 use serde_json::json;
 use tracing::Instrument;
 
+use crate::acceptance::AcceptanceGate;
 use crate::auth::ApiKeys;
 use crate::body::{full, json_response, RespBody};
 use crate::decide::{Decider, Plan};
@@ -81,21 +82,30 @@ impl Route {
 
 impl Router {
     /// Builds the router from its configuration. Trained methods score in-process with `loader`
-    /// (hot-reloading the artifact directory) unless `policy.scorer` names a sidecar.
+    /// (hot-reloading the artifact directory) unless `policy.scorer` names a sidecar; either way
+    /// the artifact's acceptance verdict (`router.json`) is read at load ([`crate::acceptance`]).
     pub fn from_config(
         config: &RouterConfig,
         loader: Option<ScorerLoader>,
     ) -> Result<Self, RouterError> {
         config.validate()?;
         let policy = &config.policy;
+        let gate = Arc::new(AcceptanceGate::new(config, default_member(config)));
         let mut reloader = None;
         let source = match (policy.method, &policy.scorer) {
             (RouterMethod::Random, _) => ScoreSource::Random,
             (RouterMethod::Fixed, _) => ScoreSource::Fixed,
-            (_, Some(addr)) => ScoreSource::Grpc(
-                GrpcScorer::new(addr, Duration::from_secs(1))
-                    .map_err(|e| RouterError::Scorer(e.to_string()))?,
-            ),
+            (_, Some(addr)) => {
+                // The sidecar serves the artifact; the router rolls when its directory changes.
+                if let Some(dir) = &policy.artifact {
+                    gate.apply_dir(dir)
+                        .map_err(|e| RouterError::Scorer(e.to_string()))?;
+                }
+                ScoreSource::Grpc(
+                    GrpcScorer::new(addr, Duration::from_secs(1))
+                        .map_err(|e| RouterError::Scorer(e.to_string()))?,
+                )
+            }
             (_, None) => {
                 let dir = policy
                     .artifact
@@ -104,6 +114,7 @@ impl Router {
                 let loader = loader.ok_or_else(|| {
                     RouterError::Scorer("in-process scoring needs a scorer loader".into())
                 })?;
+                let loader = gate.clone().guard(loader);
                 let slot = Arc::new(load_slot(&dir, &loader).map_err(RouterError::Scorer)?);
                 reloader = Some(spawn_reloader(
                     slot.clone(),
@@ -114,21 +125,26 @@ impl Router {
                 ScoreSource::InProcess(slot)
             }
         };
-        let mut router = Self::new(config, source)?;
+        let mut router = Self::gated(config, source, gate)?;
         router.reloader = reloader;
         Ok(router)
     }
 
-    /// Builds the router with an explicit score source.
+    /// Builds the router with an explicit score source (every artifact accepted).
     pub fn new(config: &RouterConfig, source: ScoreSource) -> Result<Self, RouterError> {
+        let gate = Arc::new(AcceptanceGate::new(config, default_member(config)));
+        Self::gated(config, source, gate)
+    }
+
+    /// Builds the router with an explicit score source behind acceptance gate `gate`.
+    fn gated(
+        config: &RouterConfig,
+        source: ScoreSource,
+        gate: Arc<AcceptanceGate>,
+    ) -> Result<Self, RouterError> {
         config.validate()?;
         let policy = &config.policy;
         let pool = Pool::from_config(config)?;
-        let default_member = policy
-            .default_model
-            .as_ref()
-            .and_then(|d| pool.members.iter().position(|m| *m.name == **d))
-            .unwrap_or(0);
         let ranker = Ranker {
             source,
             members: config
@@ -141,8 +157,9 @@ impl Router {
                 })
                 .collect(),
             cost_weight: policy.cost_weight,
-            default_member,
+            default_member: default_member(config),
             timeout: policy.score_timeout,
+            gate,
         };
         let keys = match &policy.api_keys_file {
             Some(p) => ApiKeys::from_file(p)?,
@@ -188,7 +205,8 @@ impl Router {
             .enumerate()
             .map(|(i, m)| (&*m.name, self.dispatcher.outlier.is_ejected(i)))
             .collect();
-        self.metrics.render(&ejected)
+        self.metrics
+            .render(&ejected, self.ranker.gate.is_accepted())
     }
 
     fn reject(&self, e: ApiError) -> http::Response<RespBody> {
@@ -298,6 +316,16 @@ impl Router {
         HeaderValue::from_maybe_shared(Bytes::from(format!("lka-{n:x}")))
             .unwrap_or(HeaderValue::from_static("lka"))
     }
+}
+
+/// The member that serves when scoring fails: `defaultModel`, else the first member.
+fn default_member(config: &RouterConfig) -> usize {
+    config
+        .policy
+        .default_model
+        .as_ref()
+        .and_then(|d| config.members.iter().position(|m| m.name == *d))
+        .unwrap_or(0)
 }
 
 /// Counts a request in flight until dropped (also when the client goes away mid-request).

@@ -1,12 +1,14 @@
 //! Routing decisions: score the prompt (in-process, over gRPC, or a baseline method), rank the
 //! members by `quality - costWeight x price`, and fail open to the default model whenever the
-//! scorer is down, slow or confused.
+//! scorer is down, slow or confused. An artifact that was not accepted is not asked at all: its
+//! fallback model (the best single model) comes first ([`crate::acceptance`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
 
+use crate::acceptance::AcceptanceGate;
 use crate::grpc::GrpcScorer;
 pub use crate::slot::{dir_fingerprint, load_slot, spawn_reloader, ScorerLoader, ScorerSlot};
 
@@ -39,8 +41,27 @@ pub struct Decision {
     pub order: Vec<usize>,
     /// Utility per member index (`None` when unscored).
     pub utility: Vec<Option<f64>>,
-    /// Set when the decision failed open: the reason (`scorer_timeout`, `scorer_error`, ...).
-    pub fail_open: Option<&'static str>,
+    /// Set when the order is not the scorer's ranking, and why.
+    pub fallback: Option<Fallback>,
+}
+
+/// Why a routed request was not ranked by the scorer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// Scoring failed (`scorer_timeout`, `scorer_error`, ...): the default model first.
+    FailOpen(&'static str),
+    /// The artifact did not beat the best single model on validation: that model first.
+    NotAccepted,
+}
+
+impl Fallback {
+    /// The `x-lookahead-fallback` value.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Fallback::FailOpen(reason) => reason,
+            Fallback::NotAccepted => "not_accepted",
+        }
+    }
 }
 
 /// Ranks members for a prompt.
@@ -51,13 +72,20 @@ pub struct Ranker {
     pub cost_weight: f64,
     pub default_member: usize,
     pub timeout: Duration,
+    /// The acceptance gate of the served artifact.
+    pub gate: Arc<AcceptanceGate>,
 }
 
 impl Ranker {
     /// The fail-open order: the default member, then the rest in configuration order.
     pub fn default_order(&self) -> Vec<usize> {
-        let mut order = vec![self.default_member];
-        order.extend((0..self.members.len()).filter(|&i| i != self.default_member));
+        self.order_from(self.default_member)
+    }
+
+    /// `first`, then the other members in configuration order.
+    fn order_from(&self, first: usize) -> Vec<usize> {
+        let mut order = vec![first];
+        order.extend((0..self.members.len()).filter(|&i| i != first));
         order
     }
 
@@ -65,7 +93,16 @@ impl Ranker {
         Decision {
             order: self.default_order(),
             utility: vec![None; self.members.len()],
-            fail_open: Some(reason),
+            fallback: Some(Fallback::FailOpen(reason)),
+        }
+    }
+
+    /// The decision while the artifact is not accepted: its fallback member, unscored.
+    fn not_accepted(&self, member: usize) -> Decision {
+        Decision {
+            order: self.order_from(member),
+            utility: vec![None; self.members.len()],
+            fallback: Some(Fallback::NotAccepted),
         }
     }
 
@@ -101,26 +138,28 @@ impl Ranker {
         Decision {
             order,
             utility,
-            fail_open: None,
+            fallback: None,
         }
     }
 
-    /// Ranks members for `prompt`. Never fails: any scorer problem fails open.
+    /// Ranks members for `prompt`. Never fails: any scorer problem fails open, and an artifact
+    /// that was not accepted is not asked.
     pub async fn decide(&self, prompt: &str) -> Decision {
+        if let Some(member) = self.gate.fallback() {
+            return self.not_accepted(member);
+        }
         match &self.source {
             ScoreSource::Fixed => Decision {
                 order: self.default_order(),
                 utility: vec![None; self.members.len()],
-                fail_open: None,
+                fallback: None,
             },
             ScoreSource::Random => {
                 let first = rand::rng().random_range(0..self.members.len());
-                let mut order = vec![first];
-                order.extend((0..self.members.len()).filter(|&i| i != first));
                 Decision {
-                    order,
+                    order: self.order_from(first),
                     utility: vec![None; self.members.len()],
-                    fail_open: None,
+                    fallback: None,
                 }
             }
             ScoreSource::InProcess(slot) => self.score_in_process(slot, prompt).await,
@@ -188,6 +227,10 @@ mod tests {
             model_id: id.into(),
             price,
         };
+        let config: lookahead_api::RouterConfig = serde_yaml::from_str(
+            "members:\n  - { name: yi, modelId: Yi-34B, baseUrl: 'http://a/v1' }\n  - { name: phi, modelId: Phi-3, baseUrl: 'http://b/v1' }\n  - { name: new, modelId: New-1, baseUrl: 'http://c/v1' }\npolicy:\n  method: fixed\n",
+        )
+        .unwrap();
         Ranker {
             source: ScoreSource::Fixed,
             members: vec![
@@ -198,6 +241,7 @@ mod tests {
             cost_weight,
             default_member: 1,
             timeout: Duration::from_millis(100),
+            gate: Arc::new(AcceptanceGate::new(&config, 1)),
         }
     }
 
@@ -212,13 +256,36 @@ mod tests {
             vec![1, 0, 2],
             "yi costs 0.75 more utility than phi"
         );
-        assert!(d.fail_open.is_none());
+        assert!(d.fallback.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_not_accepted_artifact_puts_its_fallback_member_first_unscored() {
+        let r = ranker(0.0);
+        let mut verdict = lookahead_model::Acceptance {
+            gain: -2.0,
+            lower_bound: -4.0,
+            accepted: false,
+            fallback_model: "New-1".into(),
+            min_gain: 0.0,
+            level: 0.95,
+            resamples: 2000,
+            examples: 100,
+        };
+        r.gate.apply(Some(&verdict));
+        let d = r.decide("anything").await;
+        assert_eq!(d.order, vec![2, 0, 1]);
+        assert_eq!(d.fallback, Some(Fallback::NotAccepted));
+        assert!(d.utility.iter().all(Option::is_none));
+        verdict.accepted = true;
+        r.gate.apply(Some(&verdict));
+        assert_eq!(r.decide("anything").await.fallback, None);
     }
 
     #[test]
     fn fails_open_on_a_foreign_pool() {
         let d = ranker(0.0).decide_from_scores(&["other".to_string()], &[1.0]);
-        assert_eq!(d.fail_open, Some("scorer_pool_mismatch"));
+        assert_eq!(d.fallback, Some(Fallback::FailOpen("scorer_pool_mismatch")));
         assert_eq!(d.order[0], 1);
     }
 }

@@ -34,8 +34,10 @@ pub fn metrics(
     let p = examples.first().map(|e| e.quality.len()).unwrap_or(0);
     let mut totals = vec![0f64; p];
     let (mut router, mut oracle) = (0f64, 0f64);
+    let mut choices = Vec::with_capacity(examples.len());
     for (pred, e) in predictions.iter().zip(examples) {
         let chosen = select(pred, None, 0.0).unwrap_or(0);
+        choices.push(chosen);
         let q = f64::from(e.quality[chosen]);
         let best = e.quality.iter().copied().fold(f32::MIN, f32::max) as f64;
         router += q;
@@ -81,5 +83,6 @@ pub fn metrics(
                 )
             })
             .collect(),
+        choices,
     }
 }

@@ -71,6 +71,8 @@ pub enum TrainError {
     Tokens(#[from] MlmTokenError),
     #[error("training: {0}")]
     Tensor(#[from] candle_core::Error),
+    #[error("acceptance gate: {0}")]
+    Acceptance(#[from] lookahead_data::DataError),
 }
 
 impl TrainError {
@@ -84,6 +86,7 @@ impl TrainError {
             TrainError::Decoder(_) => "decoder",
             TrainError::Tokens(_) => "tokens",
             TrainError::Tensor(_) => "tensor",
+            TrainError::Acceptance(_) => "acceptance",
         }
     }
 }
@@ -99,6 +102,9 @@ pub struct TrainRequest<'a> {
     /// Held-out records scored after training (a CV fold or the test split), if any.
     pub test: Option<&'a [Example]>,
     pub holdout: String,
+    /// The gain over the best single model the acceptance gate asks for: the router is accepted
+    /// when the gain's one-sided 95% lower bound on validation reaches it (0: never worse).
+    pub min_gain: f64,
     /// The backbone directory: a HF encoder (lite, MLC, kNN, MLM) or the GGUF decoder (CLM).
     /// `None`: the method's default ([`crate::default_backbone_dir`], or
     /// [`crate::backbones::gguf::default_decoder_dir`] for CLM).
@@ -177,6 +183,7 @@ impl Trained {
             train_examples: req.train.len(),
             train_seconds: started.elapsed().as_secs_f64(),
             holdout: req.holdout.clone(),
+            acceptance: None,
         };
         Self {
             meta,

@@ -183,6 +183,7 @@ pub fn toy_request<'a>(
         valid,
         test,
         holdout: "toy".into(),
+        min_gain: 0.0,
         backbone: Some(backbone.to_path_buf()),
         device: Device::Cpu,
         states_root,

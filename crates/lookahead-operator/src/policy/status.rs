@@ -1,5 +1,6 @@
 //! A policy's status: phase, served artifact, endpoint and the `Ready`, `Training`,
-//! `TrainingFailed` and `MissingData` conditions, each message saying what the router serves.
+//! `TrainingFailed`, `MissingData` and `RouterAccepted` conditions, each message saying what the
+//! router serves.
 
 use kube::{Resource, ResourceExt};
 use lookahead_api::policy::{ArtifactStatus, PolicyPhase, RoutingPolicyStatus, TrainingTrigger};
@@ -7,8 +8,11 @@ use lookahead_api::{LLMPool, RoutingPolicy};
 
 use super::router::{self, Scoring};
 use super::training::data::DataCheck;
+use super::training::outcome::{acceptance_message, ACCEPTED, BELOW_BASELINE};
 use super::training::Training;
-use crate::conditions::{Conditions, MISSING_DATA, READY, TRAINING, TRAINING_FAILED};
+use crate::conditions::{
+    Conditions, MISSING_DATA, READY, ROUTER_ACCEPTED, TRAINING, TRAINING_FAILED,
+};
 use crate::controller::Invalid;
 use crate::labels;
 use crate::validate;
@@ -50,6 +54,7 @@ pub fn policy_status(i: &StatusInputs<'_>) -> RoutingPolicyStatus {
     c.set(TRAINING, training.0, training.1, training.2);
     c.set(TRAINING_FAILED, failed.0, failed.1, failed.2);
     missing_data(&mut c, i);
+    router_accepted(&mut c, i);
     let phase = match (i.training, &i.artifact) {
         (Training::Failed { .. }, Some(_)) => PolicyPhase::Degraded,
         (Training::Failed { .. }, None) => PolicyPhase::Failed,
@@ -166,6 +171,37 @@ fn missing_data(c: &mut Conditions<'_>, i: &StatusInputs<'_>) {
     };
 }
 
+/// The `RouterAccepted` condition: the served artifact's acceptance verdict.
+fn router_accepted(c: &mut Conditions<'_>, i: &StatusInputs<'_>) {
+    match i.scoring {
+        Scoring::Artifact(a) => match &a.acceptance {
+            Some(v) => c.set(
+                ROUTER_ACCEPTED,
+                v.accepted,
+                if v.accepted { ACCEPTED } else { BELOW_BASELINE },
+                format!("artifact {}: {}", a.version, acceptance_message(v)),
+            ),
+            None => c.set(
+                ROUTER_ACCEPTED,
+                true,
+                "NotMeasured",
+                format!(
+                    "artifact {} has no acceptance verdict (trained before the gate, or without validation records): the router routes",
+                    a.version
+                ),
+            ),
+        },
+        Scoring::Untrained(_) if i.policy.spec.router.method.needs_training() => {
+            c.unknown(ROUTER_ACCEPTED, "NoArtifact", "no artifact trained yet")
+        }
+        Scoring::Untrained(_) => c.unknown(
+            ROUTER_ACCEPTED,
+            "NotRequired",
+            "the method needs no artifact",
+        ),
+    };
+}
+
 /// What the router serves, in words, for condition messages.
 fn serving_summary(i: &StatusInputs<'_>) -> String {
     match i.scoring {
@@ -197,6 +233,12 @@ fn artifact_summary(pool: &LLMPool, a: &ArtifactStatus) -> String {
         s.push_str(&format!(
             "; members it was not trained on [{}] get requests only when a client names them",
             unscored.join(", ")
+        ));
+    }
+    if let Some(v) = a.acceptance.as_ref().filter(|v| !v.accepted) {
+        s.push_str(&format!(
+            "; the artifact is not accepted: every routed request goes to {}",
+            v.fallback_model
         ));
     }
     s

@@ -25,6 +25,7 @@ fn train_method(m: RouterMethod) -> &'static str {
         RouterMethod::LookaheadClm => "clm",
         RouterMethod::Mlc => "mlc",
         RouterMethod::Knn => "knn",
+        RouterMethod::Ngram => "ngram",
         RouterMethod::Random => "random",
         RouterMethod::Fixed => "fixed",
     }
@@ -159,8 +160,11 @@ fn train_args(
         "--states".into(),
         "/cache/states".into(),
         "--quiet".into(),
-        // The validation scores come back through the termination message (see
-        // `outcome::validation_scores`).
+        // The acceptance gate's threshold (see `outcome::acceptance`).
+        "--min-gain".into(),
+        training.acceptance.min_gain.to_string(),
+        // The validation scores and acceptance verdict come back through the termination
+        // message (see `outcome::validation_scores`, `outcome::acceptance`).
         "--summary-file".into(),
         "/dev/termination-log".into(),
     ];
@@ -282,11 +286,13 @@ mod tests {
         let mut training = policy.spec.training.clone().expect("training");
         training.max_examples = Some(500);
         training.epochs = Some(1);
+        training.acceptance.min_gain = 1.5;
         let j = job(&policy, &training, &p, "ns", "img:1", &testdata::owner());
         let pod = j.spec.and_then(|s| s.template.spec).expect("pod");
         let args = pod.containers[0].args.clone().unwrap_or_default().join(" ");
         assert!(args.contains("--max-train 500"), "{args}");
         assert!(args.contains("--epochs 1"), "{args}");
+        assert!(args.contains("--min-gain 1.5"), "{args}");
     }
 
     #[test]

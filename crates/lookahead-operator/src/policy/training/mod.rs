@@ -22,7 +22,7 @@ use crate::controller::delete_ignoring_absent;
 use crate::error::Result;
 use crate::labels::{self, VERSION_LABEL};
 use data::DataCheck;
-use outcome::JobState;
+use outcome::{acceptance_message, JobState, ACCEPTED, BELOW_BASELINE};
 use plan::Plan;
 
 /// Where training stands this reconcile.
@@ -219,13 +219,16 @@ impl Step<'_> {
         let pods: Api<Pod> = self.ctx.api(self.ns);
         let selector = format!("job-name={name}");
         let pods = pods.list(&ListParams::default().labels(&selector)).await?;
-        let labelled = if plan.label.is_empty() {
-            None
-        } else {
-            outcome::labelled_prompts(&pods.items)
+        let reported = outcome::Reported {
+            labelled_prompts: if plan.label.is_empty() {
+                None
+            } else {
+                outcome::labelled_prompts(&pods.items)
+            },
+            validation: outcome::validation_scores(&pods.items),
+            acceptance: outcome::acceptance(&pods.items),
         };
-        let validation = outcome::validation_scores(&pods.items);
-        let trained = outcome::artifact_of(job, &plan.version, finished, labelled, validation);
+        let trained = outcome::artifact_of(job, &plan.version, finished, reported);
         self.ctx
             .publish(
                 self.policy,
@@ -238,6 +241,22 @@ impl Step<'_> {
                 "Train",
             )
             .await;
+        self.publish_acceptance(&trained).await;
         Ok(trained)
+    }
+
+    /// The acceptance gate's verdict on a newly trained artifact, as an Event (a Warning when
+    /// the router will serve the best single model instead).
+    async fn publish_acceptance(&self, trained: &ArtifactStatus) {
+        let Some(a) = &trained.acceptance else { return };
+        let (kind, reason) = if a.accepted {
+            (EventType::Normal, ACCEPTED)
+        } else {
+            (EventType::Warning, BELOW_BASELINE)
+        };
+        let note = format!("artifact {}: {}", trained.version, acceptance_message(a));
+        self.ctx
+            .publish(self.policy, kind, reason, note, "Train")
+            .await;
     }
 }

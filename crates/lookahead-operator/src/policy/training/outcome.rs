@@ -1,11 +1,12 @@
 //! What a training Job reports back: its state (from its conditions), and from its pods'
-//! termination messages the labelling count and validation scores; the artifact it wrote.
+//! termination messages the labelling count, validation scores and acceptance verdict; the
+//! artifact it wrote.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use lookahead_api::policy::ArtifactStatus;
+use lookahead_api::policy::{AcceptanceStatus, ArtifactStatus};
 
 use super::job::{LABEL_CONTAINER, TRAIN_CONTAINER};
 use crate::labels::{FINGERPRINT_ANNOTATION, MEMBERS_ANNOTATION};
@@ -53,6 +54,44 @@ pub fn validation_scores(pods: &[Pod]) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// The acceptance verdict from the training container's summary (`acceptance`: gain,
+/// lowerBound, accepted, fallbackModel, minGain); `None` when the pods are gone, the message is
+/// not that JSON, or training recorded no verdict.
+pub fn acceptance(pods: &[Pod]) -> Option<AcceptanceStatus> {
+    let summary = container_summary(pods, TRAIN_CONTAINER, false)?;
+    let a = summary.get("acceptance")?;
+    Some(AcceptanceStatus {
+        accepted: a.get("accepted")?.as_bool()?,
+        gain: a.get("gain")?.as_f64()?,
+        lower_bound: a.get("lowerBound")?.as_f64()?,
+        min_gain: a
+            .get("minGain")
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.0),
+        fallback_model: a.get("fallbackModel")?.as_str()?.to_string(),
+    })
+}
+
+/// `RouterAccepted` reasons (and the Events' reasons) of an accepted and a rejected artifact.
+pub const ACCEPTED: &str = "Accepted";
+pub const BELOW_BASELINE: &str = "BelowBaseline";
+
+/// The verdict in words, with its figures, for the condition and the Event.
+pub fn acceptance_message(a: &AcceptanceStatus) -> String {
+    let figures = format!(
+        "gain over the best single model {} {:+.2} points, 95% lower bound {:+.2}, minGain {:+.2}",
+        a.fallback_model, a.gain, a.lower_bound, a.min_gain
+    );
+    if a.accepted {
+        format!("the router's gain over the best single model reaches minGain on validation ({figures}): it routes")
+    } else {
+        format!(
+            "the router does not beat the best single model on validation ({figures}): every request goes to {}",
+            a.fallback_model
+        )
+    }
+}
+
 /// Where a training Job stands.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobState {
@@ -85,13 +124,20 @@ pub fn job_state(job: &Job) -> JobState {
     JobState::Running
 }
 
+/// What a finished Job's pods reported: labelled prompts, validation scores, acceptance.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reported {
+    pub labelled_prompts: Option<i64>,
+    pub validation: BTreeMap<String, f64>,
+    pub acceptance: Option<AcceptanceStatus>,
+}
+
 /// The artifact a finished Job wrote.
 pub fn artifact_of(
     job: &Job,
     plan_version: &str,
     finished: Option<String>,
-    labelled_prompts: Option<i64>,
-    validation: BTreeMap<String, f64>,
+    reported: Reported,
 ) -> ArtifactStatus {
     let annotations = job.metadata.annotations.clone().unwrap_or_default();
     ArtifactStatus {
@@ -110,8 +156,9 @@ pub fn artifact_of(
             })
             .unwrap_or_default(),
         trained_at: finished,
-        labelled_prompts,
-        validation,
+        labelled_prompts: reported.labelled_prompts,
+        validation: reported.validation,
+        acceptance: reported.acceptance,
     }
 }
 
@@ -174,5 +221,25 @@ mod tests {
         assert!(validation_scores(&[pod(TRAIN_CONTAINER, "not json")]).is_empty());
         assert!(validation_scores(&[pod("other", summary)]).is_empty());
         assert!(validation_scores(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_acceptance_verdict_comes_from_the_train_containers_termination_message() {
+        let pod = |message: &str| terminated(TRAIN_CONTAINER, false, message);
+        let summary = r#"{"examples":84,"router":51.0,"bestSingle":52.0,"oracle":70.0,
+            "acceptance":{"gain":-0.56,"lowerBound":-5.99,"accepted":false,
+            "fallbackModel":"Phi-3-medium-4k-instruct","minGain":0.0,"level":0.95,
+            "resamples":2000,"examples":84}}"#;
+        let a = acceptance(&[pod(summary)]).expect("a verdict");
+        assert!(!a.accepted);
+        assert_eq!((a.gain, a.lower_bound, a.min_gain), (-0.56, -5.99, 0.0));
+        assert_eq!(a.fallback_model, "Phi-3-medium-4k-instruct");
+        let older = r#"{"examples":540,"router":61.5,"bestSingle":58.25,"oracle":70.0}"#;
+        assert_eq!(
+            acceptance(&[pod(older)]),
+            None,
+            "a trainer without the gate"
+        );
+        assert_eq!(acceptance(&[]), None);
     }
 }

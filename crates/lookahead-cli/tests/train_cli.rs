@@ -1,0 +1,93 @@
+//! `lookahead train` and its acceptance gate on the shared routing dataset (skips, with the
+//! reason, when the dataset or the MiniLM backbone is absent): a deliberately weak MLC router (24
+//! records of the judged sources, one epoch) is not accepted against the best single model; the
+//! verdict is printed, written into `router.json` and into the `--summary-file` JSON the
+//! operator reads; `--min-gain` moves the bar.
+#![cfg(test)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn inputs() -> Option<PathBuf> {
+    let data = lookahead_data::locate::shared_dataset()
+        .map_err(|why| eprintln!("SKIP: {why}"))
+        .ok()?;
+    let backbone = lookahead_model::default_backbone_dir();
+    if !backbone.join("model.safetensors").is_file() {
+        eprintln!(
+            "SKIP: no backbone at {} (run scripts/setup.sh)",
+            backbone.display()
+        );
+        return None;
+    }
+    Some(data)
+}
+
+/// Trains the weak router into `dir/<name>` with `--min-gain min_gain`; its stdout.
+fn train(data: &Path, dir: &Path, name: &str, min_gain: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_lookahead"))
+        .args(["train", "--method", "mlc", "--data"])
+        .arg(data)
+        .args([
+            "--sources",
+            "MT-Bench,ArenaHard,AlpacaEval",
+            "--max-train",
+            "24",
+        ])
+        .args(["--epochs", "1", "--quiet", "--min-gain", min_gain, "--out"])
+        .arg(dir.join(name))
+        .arg("--states")
+        .arg(dir.join("states"))
+        .arg("--summary-file")
+        .arg(dir.join(format!("{name}.json")))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn a_weak_router_is_not_accepted_and_says_so_in_router_json_and_the_summary() {
+    let Some(data) = inputs() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let stdout = train(&data, dir.path(), "weak", "0");
+    assert!(stdout.contains("acceptance: not accepted"), "{stdout}");
+
+    let summary = json(&dir.path().join("weak.json"))["acceptance"].clone();
+    assert_eq!(summary["accepted"], false, "{summary}");
+    assert!(summary["lowerBound"].as_f64().unwrap() < 0.0, "{summary}");
+    assert_eq!(summary["minGain"], 0.0);
+    let fallback = summary["fallbackModel"].as_str().unwrap().to_string();
+    assert!(
+        lookahead_data::PAPER_POOL.contains(&fallback.as_str()),
+        "{fallback}"
+    );
+    let summary_bytes = std::fs::metadata(dir.path().join("weak.json"))
+        .unwrap()
+        .len();
+    assert!(
+        summary_bytes <= 4096,
+        "a termination message holds 4 KiB: {summary_bytes}"
+    );
+    let meta = json(&dir.path().join("weak/router.json"));
+    assert_eq!(
+        meta["acceptance"], summary,
+        "router.json and the summary agree"
+    );
+
+    // The same router against a bar far below it is accepted, with the same figures.
+    let stdout = train(&data, dir.path(), "lenient", "-50");
+    assert!(stdout.contains("acceptance: accepted"), "{stdout}");
+    let lenient = json(&dir.path().join("lenient.json"))["acceptance"].clone();
+    assert_eq!(lenient["accepted"], true);
+    assert_eq!(lenient["minGain"], -50.0);
+    assert_eq!(lenient["lowerBound"], summary["lowerBound"]);
+}
