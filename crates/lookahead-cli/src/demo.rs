@@ -459,7 +459,7 @@ impl Tally {
         println!("|---|---:|---:|---:|");
         let routed = self.scores(|o| o.routed.map_or(0.0, |i| o.scores[i]));
         println!(
-            "| **{name} (routed)** | **{:.2}** | **{:.2}** | |",
+            "| **{name}** | **{:.2}** | **{:.2}** | |",
             routed.0, routed.1
         );
         let mut best: Option<(&str, f64)> = None;
@@ -498,5 +498,59 @@ impl Tally {
             self.ok as f64 / wall.as_secs_f64(),
             concurrency
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(source: &str, scores: [f64; 2], routed: Option<usize>) -> Outcome {
+        Outcome {
+            source: source.into(),
+            scores: scores.to_vec(),
+            routed,
+        }
+    }
+
+    /// Equal weight averages each benchmark's mean; pooled averages the prompts; a failed
+    /// request scores 0.
+    #[test]
+    fn equal_weight_and_pooled_scores_follow_their_definitions() {
+        let tally = Tally {
+            outcomes: vec![
+                outcome("A", [100.0, 0.0], Some(0)),
+                outcome("A", [100.0, 0.0], Some(1)),
+                outcome("A", [100.0, 0.0], None),
+                outcome("B", [0.0, 60.0], Some(1)),
+            ],
+            ..Tally::default()
+        };
+        let routed = tally.scores(|o| o.routed.map_or(0.0, |i| o.scores[i]));
+        assert_eq!(routed, ((100.0 / 3.0 + 60.0) / 2.0, 160.0 / 4.0));
+        assert_eq!(tally.scores(|o| o.scores[0]), (50.0, 75.0));
+    }
+
+    /// The loader's scorer records one duration per call: the decision latency the demo prints.
+    #[test]
+    fn the_timed_scorer_records_each_call() {
+        struct Const(Vec<String>);
+        impl Scorer for Const {
+            fn models(&self) -> &[String] {
+                &self.0
+            }
+            fn score_batch(&self, prompts: &[&str]) -> Result<Vec<Vec<f32>>, ScoreError> {
+                Ok(vec![vec![1.0]; prompts.len()])
+            }
+        }
+        let times = Arc::new(Mutex::new(Vec::new()));
+        let scorer = TimedScorer {
+            inner: Box::new(Const(vec!["m".into()])),
+            times: times.clone(),
+        };
+        assert_eq!(scorer.score_batch(&["a"]).unwrap(), vec![vec![1.0]]);
+        scorer.score_batch(&["b"]).unwrap();
+        assert_eq!(times.lock().unwrap().len(), 2);
+        assert_eq!(scorer.models(), ["m"]);
     }
 }

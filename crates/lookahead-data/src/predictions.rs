@@ -139,11 +139,14 @@ pub fn matched_scores(
         .collect();
     let extra = lines.len() + missing.len() - set.len();
     if !missing.is_empty() || extra > 0 {
-        let first: Vec<&str> = missing.iter().take(3).copied().collect();
+        let first = match missing.as_slice() {
+            [] => String::new(),
+            some => format!(" (first: {})", some[..some.len().min(3)].join(", ")),
+        };
         return Err(mismatch(format!(
-            "record ids do not match this evaluation's: {} of its {} records are missing there \
-             (first: {first:?}), {extra} of its {} records are not evaluated here. Compare runs \
-             over the same records (same --sources, --split / --folds and --split-salt)",
+            "record ids do not match: {} of the {} records evaluated here are not in the file{first}, \
+             and {extra} of the file's {} records are not evaluated here. Compare runs over the \
+             same records (same --sources, --split / --folds and --split-salt)",
             missing.len(),
             set.len(),
             lines.len()

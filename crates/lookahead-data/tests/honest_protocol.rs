@@ -133,13 +133,15 @@ fn predictions_of_other_records_are_a_clear_error() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("other.jsonl"), "{err}");
-    assert!(err.contains("1 of its 6 records are missing"), "{err}");
-    assert!(err.contains("t2"), "{err}");
+    assert!(
+        err.contains("1 of the 6 records evaluated here are not in the file (first: t2)"),
+        "{err}"
+    );
     let mut extra = lines.clone();
     extra[5].id = "zz".into();
     let err = matched_scores(&set, &extra, path).unwrap_err().to_string();
     assert!(
-        err.contains("1 of its 6 records are not evaluated here"),
+        err.contains("and 1 of the file's 6 records are not evaluated here"),
         "{err}"
     );
     let mut twice = lines.clone();
