@@ -102,6 +102,25 @@ fn check_inputs(data: &Path, backbone: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--sources`, else the dataset's benchmark sources (all its sources when it has none of them).
+fn demo_sources(args: &DemoArgs) -> anyhow::Result<Vec<String>> {
+    if let Some(s) = &args.sources {
+        return Ok(s.clone());
+    }
+    let data = Dataset::open(&args.data)?;
+    let all = data.resolve_sources::<String>(None)?;
+    let benchmarks: Vec<String> = all
+        .iter()
+        .filter(|s| BENCHMARK_SOURCES.contains(&s.as_str()))
+        .cloned()
+        .collect();
+    Ok(if benchmarks.is_empty() {
+        all
+    } else {
+        benchmarks
+    })
+}
+
 fn train(args: &DemoArgs, artifact: &Path, backbone: &Path) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the lookahead binary")?;
     let mut cmd = std::process::Command::new(exe);
@@ -114,9 +133,8 @@ fn train(args: &DemoArgs, artifact: &Path, backbone: &Path) -> anyhow::Result<()
         .arg(artifact)
         .arg("--backbone")
         .arg(backbone);
-    if let Some(s) = &args.sources {
-        cmd.arg("--sources").arg(s.join(","));
-    }
+    // Train, validate (and gate) on the sources whose prompts the demo sends.
+    cmd.arg("--sources").arg(demo_sources(args)?.join(","));
     cmd.arg("--max-train")
         .arg(args.max_train.to_string())
         .arg("--epochs")
@@ -260,7 +278,7 @@ async fn run_loopback(
     let name = format!("{} (routed, {})", method_label(meta.method), args.precision);
     tally.print(&name, models, wall, args.concurrency);
     let mut times = decisions.lock().map(|t| t.clone()).unwrap_or_default();
-    print_decision_latency(&mut times, meta.method, args.precision);
+    print_decision_latency(&mut times, meta, args.precision);
     for s in servers {
         s.abort();
     }
@@ -320,7 +338,16 @@ impl Scorer for TimedScorer {
     }
 }
 
-fn print_decision_latency(times: &mut [Duration], method: Method, precision: Precision) {
+fn print_decision_latency(times: &mut [Duration], meta: &RouterMeta, precision: Precision) {
+    let method = meta.method;
+    if let Some(a) = meta.acceptance.as_ref().filter(|a| !a.accepted) {
+        // The gate kept the router from serving: nothing was scored.
+        println!(
+            "router not accepted by its acceptance gate ({a}): every request went to {} unscored (x-lookahead-fallback: not_accepted)",
+            a.fallback_model
+        );
+        return;
+    }
     times.sort();
     let ms = |q: f64| percentile(times, q).as_secs_f64() * 1e3;
     println!(
