@@ -290,7 +290,7 @@ fn print_metrics(name: &str, m: &Metrics) {
     );
     if let Some(f) = &m.foresight {
         println!(
-            "  foresight: masked-response reconstruction 1-cos {:.4} vs per-(source, model, position) constant {:.4}",
+            "  foresight: masked-response reconstruction loss {:.4} (1-cos joint, MSE of centred states asymmetric) vs per-(source, model, position) constant {:.4}",
             f.reconstruction, f.constant
         );
     }
