@@ -52,7 +52,8 @@ pub enum WideError {
     Tensor(#[from] candle_core::Error),
 }
 
-fn sigmoid(z: f32) -> f32 {
+/// The logistic function: a logit as a probability.
+pub fn sigmoid(z: f32) -> f32 {
     1.0 / (1.0 + (-z).exp())
 }
 

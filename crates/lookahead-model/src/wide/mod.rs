@@ -6,4 +6,4 @@ pub mod features;
 pub mod linear;
 
 pub use features::{NgramHasher, SparseRow};
-pub use linear::{mean_bce, FitOptions, WideError, WideModel};
+pub use linear::{mean_bce, sigmoid, FitOptions, WideError, WideModel};

@@ -264,17 +264,9 @@ impl UpperModel {
                     let first = out.narrow(2, 0, 1)?.squeeze(2)?;
                     logits = (logits + slot_head.forward(&first)?.squeeze(D::Minus1)?)?;
                 }
-                let reconstruction = match (&self.recon, responses) {
-                    (Some(recon), Some(_)) => Some(
-                        recon
-                            .forward(&out.narrow(2, 1, k)?.reshape((b, p * k, h))?)?
-                            .reshape((b, p, k, h))?,
-                    ),
-                    _ => None,
-                };
                 Ok(UpperOutput {
                     logits,
-                    reconstruction,
+                    reconstruction: self.reconstruct(&out, responses.is_some())?,
                 })
             }
         }
@@ -321,18 +313,22 @@ impl UpperModel {
             let foresight = out.narrow(2, 1, k)?.mean(2)?;
             logits = (logits + slot_head.forward(&foresight)?.squeeze(D::Minus1)?)?;
         }
-        let reconstruction = match (&self.recon, responses) {
-            (Some(recon), Some(_)) => Some(
-                recon
-                    .forward(&out.narrow(2, 1, k)?.reshape((b, p * k, h))?)?
-                    .reshape((b, p, k, h))?,
-            ),
-            _ => None,
-        };
         Ok(UpperOutput {
             logits,
-            reconstruction,
+            reconstruction: self.reconstruct(&out, responses.is_some())?,
         })
+    }
+
+    /// The reconstruction head over the slots' response positions of `out` (`[B, P, 1 + K, H]`),
+    /// when the model has one and responses were given.
+    fn reconstruct(&self, out: &Tensor, with_responses: bool) -> Result<Option<Tensor>> {
+        let Some(recon) = self.recon.as_ref().filter(|_| with_responses) else {
+            return Ok(None);
+        };
+        let (b, p, slot, h) = out.dims4()?;
+        let k = slot - 1;
+        let rows = out.narrow(2, 1, k)?.reshape((b, p * k, h))?;
+        Ok(Some(recon.forward(&rows)?.reshape((b, p, k, h))?))
     }
 }
 

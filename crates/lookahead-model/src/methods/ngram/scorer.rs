@@ -7,7 +7,7 @@ use candle_core::Device;
 use super::train::PREFIX;
 use crate::artifact::{load_tensors, ArtifactError, RouterMeta};
 use crate::scorer::{ScoreError, Scorer};
-use crate::wide::WideModel;
+use crate::wide::{sigmoid, WideModel};
 
 /// A loaded n-gram artifact.
 pub struct NgramScorer {
@@ -35,7 +35,7 @@ impl Scorer for NgramScorer {
             .iter()
             .map(|p| {
                 let z = self.model.logits(p);
-                z.iter().map(|&v| 1.0 / (1.0 + (-v).exp())).collect()
+                z.iter().map(|&v| sigmoid(v)).collect()
             })
             .collect())
     }

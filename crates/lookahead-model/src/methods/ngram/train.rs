@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use crate::artifact::{BackboneInfo, BackboneKind, Metrics};
 use crate::fit::{metrics, Example, Fitted, TrainError, TrainRequest, Trained};
-use crate::wide::{mean_bce, FitOptions, NgramHasher, WideModel};
+use crate::wide::{mean_bce, sigmoid, FitOptions, NgramHasher, WideModel};
 
 /// Regularisation strengths tried (scikit-learn's `C`; 1 is its default).
 const C_GRID: [f32; 4] = [0.5, 1.0, 2.0, 4.0];
@@ -40,7 +40,7 @@ pub fn evaluate(model: &WideModel, examples: &[Example], models: &[String]) -> M
     let bce = mean_bce(&z, &labels(examples));
     let probs: Vec<Vec<f32>> = z
         .iter()
-        .map(|row| row.iter().map(|&v| 1.0 / (1.0 + (-v).exp())).collect())
+        .map(|row| row.iter().map(|&v| sigmoid(v)).collect())
         .collect();
     metrics(&probs, examples, models, Some(bce))
 }
