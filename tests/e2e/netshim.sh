@@ -86,14 +86,21 @@ sync_once() {
       end' <<<"$services")
   if [ "$rules" != "$(cat "$state/rules" 2>/dev/null)" ]; then
     printf '%s\n' "$rules" > "$state/rules"
-    nat -F "$POD_CHAIN"
-    nat -F "$HOST_CHAIN"
+    # One iptables-restore transaction: flushing and re-adding rule by rule left every Service
+    # untranslated (connections refused) for a moment on each endpoint change, e.g. whenever
+    # an autoscaled member gained or lost a pod.
     local ip port pod host
-    while read -r ip port pod host; do
-      [ -n "$ip" ] || continue
-      nat -A "$POD_CHAIN" -d "$ip/32" -p tcp --dport "$port" -j DNAT --to-destination "$pod"
-      nat -A "$HOST_CHAIN" -d "$ip/32" -p tcp --dport "$port" -j DNAT --to-destination "$host"
-    done <<<"$rules"
+    {
+      echo "*nat"
+      echo "-F $POD_CHAIN"
+      echo "-F $HOST_CHAIN"
+      while read -r ip port pod host; do
+        [ -n "$ip" ] || continue
+        echo "-A $POD_CHAIN -d $ip/32 -p tcp --dport $port -j DNAT --to-destination $pod"
+        echo "-A $HOST_CHAIN -d $ip/32 -p tcp --dport $port -j DNAT --to-destination $host"
+      done <<<"$rules"
+      echo "COMMIT"
+    } | iptables-restore -w --noflush
   fi
 }
 

@@ -83,7 +83,9 @@ step "netshim (Service NAT, DNS) started"
 
 # 3. Helm install. The test API server's certificate names kubernetes.default.svc, not the
 #    Service's ClusterIP, so the operator addresses it by name.
-"$HELM" install lookahead charts/lookahead -n "$SYS" --create-namespace \
+# Client-side apply: a 1.20 API server panics on a server-side apply of an APIService ("FieldManager
+# must be installed to run apply", fixed in 1.21), and helm 4 applies server-side by default.
+"$HELM" install lookahead charts/lookahead -n "$SYS" --create-namespace --server-side=false \
   --set image.pullPolicy=Never \
   --set 'operator.extraEnv[0].name=KUBERNETES_SERVICE_HOST' \
   --set 'operator.extraEnv[0].value=kubernetes.default.svc' \
@@ -280,6 +282,10 @@ wait_for "the router on artifact $second" 300 "router_on $second"
 routed=$(ask_each < <(prompts GSM8K 3))
 kubectl -n "$NS" get job "e2e-train-$second" >/dev/null || fail "no Job e2e-train-$second"
 step "gemma added: Job e2e-train-$second, artifact $second for $members, router rolled; answered by [$routed]"
+
+# 7b. Autoscaling on router-observed demand: scale to zero and back, the real HPA on in-flight.
+# shellcheck source=tests/e2e/autoscaling.sh
+source tests/e2e/autoscaling.sh
 
 # 8. Helm upgrade: the operator rolls, the policy keeps its artifact and the router keeps serving.
 "$HELM" upgrade lookahead charts/lookahead -n "$SYS" --reuse-values --set operator.logLevel=debug \

@@ -36,6 +36,9 @@ pub struct RouterConfig {
     pub listen: String,
     pub members: Vec<MemberConfig>,
     pub policy: PolicyConfig,
+    /// The `LLMPool` the members come from (reported with the router's demand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
 }
 
 fn default_listen() -> String {
@@ -87,6 +90,10 @@ pub struct PolicyConfig {
     /// Largest accepted request body, in bytes (larger: 413).
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: u64,
+    /// How long a request waits when no member has a ready replica (members scaled to zero
+    /// are waking up) before the router answers 503 with `Retry-After`.
+    #[serde(default = "default_cold_start_timeout", with = "duration_str")]
+    pub cold_start_timeout: Duration,
 }
 
 fn default_alias() -> String {
@@ -103,6 +110,9 @@ fn default_retries() -> u32 {
 }
 fn default_score_timeout() -> Duration {
     Duration::from_millis(250)
+}
+fn default_cold_start_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_max_body_bytes() -> u64 {
     4 << 20

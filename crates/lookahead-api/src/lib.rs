@@ -4,6 +4,7 @@
 //!
 //! # Modules
 //! - [`fingerprint`]: the pool fingerprint (always built; all that `lookahead-model` uses).
+//! - [`demand`]: the per-member demand a router reports at `/demand` (always built).
 //! - `pool`, `policy`: the `LLMPool` and `RoutingPolicy` custom resources (feature `kube`).
 //! - `config`: the router sidecar's configuration, rendered by the operator (feature `kube`).
 //! - `docs`, `schema`: the CRDs' Markdown reference and schema tweaks (feature `kube`).
@@ -13,6 +14,7 @@
 
 #[cfg(feature = "kube")]
 pub mod config;
+pub mod demand;
 #[cfg(feature = "kube")]
 mod docs;
 pub mod fingerprint;

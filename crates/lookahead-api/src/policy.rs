@@ -266,6 +266,27 @@ pub struct ServingSpec {
     /// MLC and kNN on CPU nodes: 2–4× faster scoring, decisions as f32 on most prompts).
     #[serde(default)]
     pub precision: ScoringPrecision,
+    /// Scale the router pods on their own in-flight requests, from `replicas` (at least 1) up to
+    /// `maxReplicas`; absent: a fixed `replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<RouterAutoscaling>,
+}
+
+/// The router's autoscaler (external metric `lookahead_router_in_flight`, served by the operator).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouterAutoscaling {
+    /// Most router pods.
+    #[schemars(range(min = 1, max = 100))]
+    pub max_replicas: i32,
+    /// Requests in flight per router pod the autoscaler aims for.
+    #[serde(default = "default_router_in_flight")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub in_flight_per_replica: u32,
+}
+
+fn default_router_in_flight() -> u32 {
+    64
 }
 
 /// Weight precision of the scorer (see `docs/results.md` for speed and agreement).
@@ -306,6 +327,7 @@ impl Default for ServingSpec {
             timeouts: Timeouts::default(),
             retries: default_retries(),
             precision: ScoringPrecision::default(),
+            autoscaling: None,
         }
     }
 }
@@ -322,6 +344,15 @@ pub struct Timeouts {
     #[serde(default = "default_first_token_timeout")]
     #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"))]
     pub first_token: String,
+    /// How long a request waits while no member has a ready replica (members scaled to zero
+    /// are starting) before the router answers 503 with `Retry-After`.
+    #[serde(default = "default_cold_start_timeout")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"))]
+    pub cold_start: String,
+}
+
+fn default_cold_start_timeout() -> String {
+    "60s".to_string()
 }
 
 fn default_request_timeout() -> String {
@@ -337,6 +368,7 @@ impl Default for Timeouts {
         Timeouts {
             request: default_request_timeout(),
             first_token: default_first_token_timeout(),
+            cold_start: default_cold_start_timeout(),
         }
     }
 }

@@ -130,15 +130,25 @@ fn default_api_path() -> String {
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = crate::schema::replicas_min_le_max)]
 pub struct Replicas {
-    /// Fewest replicas (0 lets an idle member scale to zero where the autoscaler allows).
+    /// Fewest replicas. 0 lets the operator scale an idle member to zero (after `idleAfter`
+    /// without requests) and wake it when a request ranks it first (docs/autoscaling.md).
     #[schemars(range(min = 0, max = 1000))]
     pub min: i32,
     /// Most replicas.
     #[schemars(range(min = 1, max = 1000))]
     pub max: i32,
-    /// What the autoscaler tracks; absent means a fixed `min` replicas.
+    /// What the autoscaler tracks between 1 and `max`; absent means a fixed `min` replicas
+    /// (with `min: 0`, one replica while there is demand).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<AutoscalingTarget>,
+    /// With `min: 0`: how long a member goes without requests before it is scaled to zero.
+    #[serde(default = "default_idle_after")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"))]
+    pub idle_after: String,
+}
+
+fn default_idle_after() -> String {
+    "5m".to_string()
 }
 
 impl Default for Replicas {
@@ -147,20 +157,58 @@ impl Default for Replicas {
             min: 1,
             max: 1,
             target: None,
+            idle_after: default_idle_after(),
         }
     }
 }
 
-/// Autoscaling target, as a resource-utilisation percentage.
+/// What a member's HorizontalPodAutoscaler tracks. Several may be set: the autoscaler follows
+/// whichever asks for the most replicas. At least one is required.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AutoscalingTarget {
-    /// Resource whose utilisation is tracked.
+    /// Requests in flight per replica, as every router of the pool sees them (served to the
+    /// autoscaler as the external metric `lookahead_member_in_flight`). The signal LLM servers
+    /// scale on: a replica is busy when its batch is full, whatever its CPU says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub in_flight_per_replica: Option<u32>,
+    /// A metric another external-metrics server serves (for example vLLM's
+    /// `num_requests_waiting` through a Prometheus adapter), as an average per replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalTarget>,
+    /// Resource whose utilisation `averageUtilization` tracks (needs a metrics-server).
     #[serde(default)]
     pub resource: ScalingResource,
-    /// Target average utilisation, percent of the request.
+    /// Target average utilisation of `resource`, percent of the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100))]
-    pub average_utilization: i32,
+    pub average_utilization: Option<i32>,
+}
+
+impl AutoscalingTarget {
+    /// Why the target tracks nothing, if it does not.
+    pub fn problem(&self) -> Option<&'static str> {
+        let none = self.in_flight_per_replica.is_none()
+            && self.external.is_none()
+            && self.average_utilization.is_none();
+        none.then_some("replicas.target needs inFlightPerReplica, external or averageUtilization")
+    }
+}
+
+/// An external metric the autoscaler reads per replica.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalTarget {
+    /// Metric name, as the external metrics API serves it.
+    #[schemars(length(min = 1))]
+    pub metric: String,
+    /// Labels that select the member's series.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+    /// Target value per replica, a Kubernetes quantity (`"4"`, `"500m"`).
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(m|k|M|G)?$"))]
+    pub average_value: String,
 }
 
 /// Resource an autoscaler tracks.

@@ -50,6 +50,14 @@ const ALLOWED: &[(&str, &str, &[&str])] = &[
         &["get", "list", "watch", "create", "delete"],
     ),
     ("", "pods", &["get", "list"]),
+    // Scale to zero and back: replicas 0 <-> 1 of `min: 0` members.
+    ("apps", "deployments/scale", &["patch"]),
+    // The router's PodDisruptionBudget.
+    (
+        "policy",
+        "poddisruptionbudgets",
+        &["get", "create", "patch"],
+    ),
     ("events.k8s.io", "events", &["create", "patch"]),
     (
         "coordination.k8s.io",
@@ -321,7 +329,12 @@ fn chart_pods_run_non_root_read_only_without_privileges() {
         deployment.contains("securityContext: {{- toYaml .Values.podSecurityContext"),
         "the pod takes podSecurityContext"
     );
-    let containers = deployment.matches("\n        - name: ").count();
+    // Containers are the list items under `containers:` (volumes, at the same depth, are not).
+    let pod_containers = deployment
+        .split_once("\n      containers:")
+        .map(|(_, rest)| rest.split("\n      volumes:").next().unwrap_or(rest))
+        .unwrap_or_default();
+    let containers = pod_containers.matches("\n        - name: ").count();
     let hardened = deployment
         .matches("securityContext: {{- toYaml .Values.securityContext")
         .count();

@@ -1,11 +1,13 @@
-//! `lookahead operator`: runs the LLMPool and RoutingPolicy controllers (docs/operator.md).
+//! `lookahead operator`: runs the LLMPool and RoutingPolicy controllers, and the external
+//! metrics API the autoscalers read (docs/operator.md, docs/autoscaling.md).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use lookahead_operator::{LeaderElection, OperatorConfig};
+use lookahead_operator::{LeaderElection, OperatorConfig, ServeOptions};
 
 #[derive(Args, Debug)]
 pub struct OperatorArgs {
@@ -33,9 +35,32 @@ pub struct OperatorArgs {
     /// How long a lease holds without renewal, e.g. `15s`.
     #[arg(long, default_value = "15s", value_parser = lookahead_api::config::parse_duration)]
     lease_duration: Duration,
+    /// Serve the external metrics API (external.metrics.k8s.io/v1beta1) here, e.g.
+    /// `0.0.0.0:6443`, for APIService v1beta1.external.metrics.k8s.io; not served when absent.
+    #[arg(long)]
+    external_metrics_addr: Option<SocketAddr>,
+    /// PEM serving certificate (chain) of the external metrics API (default: self-signed).
+    #[arg(long, requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
+    /// The Service the APIService names (the self-signed certificate's DNS names).
+    #[arg(long, default_value = "lookahead-operator")]
+    metrics_service_name: String,
+    /// That Service's namespace (default: this pod's).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    metrics_service_namespace: String,
 }
 
 pub fn run(args: OperatorArgs) -> anyhow::Result<()> {
+    let external_metrics = args.external_metrics_addr.map(|addr| ServeOptions {
+        addr,
+        tls_cert_file: args.tls_cert_file,
+        tls_key_file: args.tls_key_file,
+        service_name: args.metrics_service_name,
+        service_namespace: args.metrics_service_namespace,
+    });
     let identity = args
         .identity
         .or_else(|| std::env::var("HOSTNAME").ok())
@@ -50,6 +75,7 @@ pub fn run(args: OperatorArgs) -> anyhow::Result<()> {
             identity,
             lease_duration: args.lease_duration,
         }),
+        external_metrics,
     };
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     rt.block_on(async {

@@ -97,6 +97,7 @@ async fn one_run(client: &Client, hpa: &kube::api::ApiResource, i: usize) -> any
     let settings = Settings {
         image: "lookahead:bench".into(),
         hpa: hpa.clone(),
+        pdb: lookahead_operator::disruption::discover(client).await?,
         namespace: Some(ns.clone()),
     };
     let ctx = Arc::new(Context::new(

@@ -18,6 +18,8 @@ pub struct Settings {
     pub image: String,
     /// The HorizontalPodAutoscaler API the server serves (see [`crate::autoscaling`]).
     pub hpa: ApiResource,
+    /// The PodDisruptionBudget API the server serves (see [`crate::disruption`]); `None`: none.
+    pub pdb: Option<ApiResource>,
     /// Only watch this namespace (tests, namespaced installs); `None` watches all.
     pub namespace: Option<String>,
 }

@@ -18,6 +18,8 @@ pub enum Error {
     LeadershipLost(String),
     #[error("metrics server: {0}")]
     Server(#[from] std::io::Error),
+    #[error("external metrics API: {0}")]
+    ExternalMetrics(#[from] crate::external_metrics::Error),
 }
 
 impl Error {
@@ -32,6 +34,7 @@ impl Error {
             Error::NoAutoscalingApi => "no_autoscaling_api",
             Error::LeadershipLost(_) => "leadership_lost",
             Error::Server(_) => "server",
+            Error::ExternalMetrics(_) => "external_metrics",
         }
     }
 }

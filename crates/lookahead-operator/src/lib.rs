@@ -13,17 +13,24 @@
 //! - [`controller`]: what both controllers share: reconcile bookkeeping, the status patch, the
 //!   invalid-spec report and the error policy, with [`backoff`] (per-object exponential
 //!   backoff) and [`conditions`] (the status-condition builder).
-//! - [`validate`]: what the CRD schema cannot check; [`objects`], [`hardening`], [`labels`]
-//!   and [`autoscaling`]: building blocks of the child objects.
+//! - [`validate`]: what the CRD schema cannot check; [`objects`], [`hardening`], [`labels`],
+//!   [`autoscaling`] and [`disruption`]: building blocks of the child objects.
 //! - [`context`] (client, settings, events), [`error`], [`metrics`], [`server`] (`/healthz`,
 //!   `/readyz`, `/metrics`), [`leader`] (Lease-based election).
+//! - [`external_metrics`]: the `external.metrics.k8s.io/v1beta1` API server the HPA controller
+//!   reads through the API server's aggregator ([`external_metrics::serve`]).
+//! - [`demand`]: the routers' per-member demand, read from every router pod and summed: what
+//!   the external metrics API serves and what [`scale_to_zero`] (0 <-> 1, leader only) reads.
 
 pub mod autoscaling;
 pub mod backoff;
 pub mod conditions;
 pub mod context;
 pub mod controller;
+pub mod demand;
+pub mod disruption;
 pub mod error;
+pub mod external_metrics;
 pub mod hardening;
 pub mod labels;
 pub mod leader;
@@ -32,6 +39,7 @@ pub mod objects;
 pub mod policy;
 pub mod pool;
 pub mod process;
+pub mod scale_to_zero;
 pub mod server;
 pub mod validate;
 
@@ -42,5 +50,6 @@ mod testdata;
 
 pub use context::{Context, Settings};
 pub use error::{Error, Result};
+pub use external_metrics::{MetricSource, MetricValue, ServeOptions};
 pub use metrics::Metrics;
 pub use process::{run, run_controllers, LeaderElection, OperatorConfig};

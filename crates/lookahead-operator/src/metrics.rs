@@ -22,6 +22,11 @@ pub struct FailureLabels {
     pub error: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScaleLabels {
+    pub reason: &'static str,
+}
+
 type HistogramFamily = Family<ControllerLabels, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
@@ -36,6 +41,7 @@ pub struct Metrics {
     failures: Family<FailureLabels, Counter>,
     duration: HistogramFamily,
     leader: Gauge,
+    scaled: Family<ScaleLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -61,12 +67,19 @@ impl Default for Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        let scaled = Family::<ScaleLabels, Counter>::default();
+        registry.register(
+            "member_scaled",
+            "Members the operator scaled, by reason (Waking: 0 -> 1, ScaledToZero: N -> 0)",
+            scaled.clone(),
+        );
         Metrics {
             registry,
             reconciles,
             failures,
             duration,
             leader,
+            scaled,
         }
     }
 }
@@ -92,6 +105,11 @@ impl Metrics {
                 error: error.metric_label(),
             })
             .inc();
+    }
+
+    /// Counts a scale-to-zero step (`reason` is the Event's reason).
+    pub fn scaled(&self, reason: &'static str) {
+        self.scaled.get_or_create(&ScaleLabels { reason }).inc();
     }
 
     pub fn set_leader(&self, leader: bool) {

@@ -101,10 +101,23 @@ fn test_context() -> (Arc<Context>, Handle) {
     let settings = Settings {
         image: "lookahead:test".into(),
         hpa: ApiResource::from_gvk_with_plural(&gvk, "horizontalpodautoscalers"),
+        pdb: None,
         namespace: Some("ns".into()),
     };
     let ctx = Context::new(client, settings, Arc::new(Metrics::default()));
     (Arc::new(ctx), handle)
+}
+
+/// A policy without `serving.autoscaling`: its router's (absent) autoscaler is deleted.
+fn no_router_autoscaler() -> Expect {
+    let not_found = json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                            "message": "not found", "reason": "NotFound", "code": 404 });
+    expect(
+        Method::DELETE,
+        "/apis/autoscaling/v2beta2/namespaces/ns/horizontalpodautoscalers/rp-router",
+        not_found,
+    )
+    .status(404)
 }
 
 fn event_answer() -> Value {
@@ -412,6 +425,7 @@ async fn policy_starts_training_and_runs_the_router() {
             assert!(pod["metadata"]["annotations"]["lookahead.dev/config-hash"].is_string());
         }),
         expect(Method::PATCH, "/api/v1/namespaces/ns/services/rp-router", Value::Null).echo(),
+        no_router_autoscaler(),
         expect(Method::PATCH, "/apis/lookahead.dev/v1alpha1/namespaces/ns/routingpolicies/rp/status", answer).check(|s| {
             assert_eq!(s["status"]["phase"], "Training");
             assert_eq!(condition(s, "Training")["status"], "True");
@@ -481,6 +495,7 @@ async fn failed_training_job_is_reported_and_not_recreated() {
             Value::Null,
         )
         .echo(),
+        no_router_autoscaler(),
         expect(
             Method::PATCH,
             "/apis/lookahead.dev/v1alpha1/namespaces/ns/routingpolicies/rp/status",
@@ -601,6 +616,7 @@ async fn a_finished_job_below_the_baseline_sets_router_accepted_false_with_a_war
             Value::Null,
         )
         .echo(),
+        no_router_autoscaler(),
         expect(
             Method::PATCH,
             "/apis/lookahead.dev/v1alpha1/namespaces/ns/routingpolicies/rp/status",
@@ -740,6 +756,7 @@ async fn a_job_for_an_older_pool_is_superseded_and_the_serving_one_kept() {
             Value::Null,
         )
         .echo(),
+        no_router_autoscaler(),
         expect(
             Method::PATCH,
             "/apis/lookahead.dev/v1alpha1/namespaces/ns/routingpolicies/rp/status",

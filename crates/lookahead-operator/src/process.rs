@@ -1,5 +1,7 @@
-//! The operator process: the health and metrics server, API discovery, leader election and the
-//! two controllers, until a signal or lost leadership ends it.
+//! The operator process: the health and metrics server, API discovery, the demand board (read
+//! from the routers on every replica) and the external metrics API it feeds, leader election,
+//! and while leading the two controllers and scale-to-zero, until a signal or lost leadership
+//! (or a failed external metrics API) ends it.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,10 +21,20 @@ use lookahead_api::{LLMPool, RoutingPolicy};
 
 use crate::context::{Context, Settings};
 use crate::controller::error_policy;
+use crate::demand::{Collector, DemandBoard};
 use crate::error::Result;
+use crate::external_metrics::{self, ServeOptions};
 use crate::leader::LeaseLock;
 use crate::metrics::Metrics;
-use crate::{autoscaling, labels, policy, pool, server};
+use crate::scale_to_zero::ScaleToZero;
+use crate::{autoscaling, disruption, labels, policy, pool, server};
+
+/// How often every replica reads the routers' demand.
+const DEMAND_ROUND: Duration = Duration::from_secs(2);
+/// How long one router may take to answer `/demand`.
+const DEMAND_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often the leader checks `min: 0` members for scaling to zero and back.
+const SCALE_TO_ZERO_ROUND: Duration = Duration::from_secs(2);
 
 /// Leader election settings.
 #[derive(Clone, Debug)]
@@ -44,6 +56,8 @@ pub struct OperatorConfig {
     pub namespace: Option<String>,
     /// `None`: run the controllers right away (one replica only).
     pub leader_election: Option<LeaderElection>,
+    /// Serve `external.metrics.k8s.io/v1beta1` (every replica, leader or not).
+    pub external_metrics: Option<ServeOptions>,
 }
 
 fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
@@ -109,6 +123,26 @@ pub async fn run_controllers(ctx: Arc<Context>) {
     futures::join!(pools, policies);
 }
 
+/// What runs while this replica leads: both controllers and scale-to-zero.
+async fn lead(ctx: Arc<Context>, board: Arc<DemandBoard>) {
+    let scaler = ScaleToZero::default().run(ctx.clone(), board, SCALE_TO_ZERO_ROUND);
+    futures::join!(run_controllers(ctx), scaler);
+}
+
+/// The external metrics API on the board's demand: runs until it fails (never, when not asked
+/// for), so that a broken API server ends the process and its pod restarts.
+async fn serve_external_metrics(
+    client: Client,
+    board: Arc<DemandBoard>,
+    opts: Option<ServeOptions>,
+) -> Result<()> {
+    let Some(opts) = opts else {
+        return std::future::pending().await;
+    };
+    external_metrics::serve(client, board, opts, std::future::pending()).await?;
+    Ok(())
+}
+
 /// Runs the operator: metrics/health server, API discovery, leader election, controllers.
 /// Returns when `shutdown` resolves (the binary passes its SIGTERM/Ctrl-C future), or with an
 /// error when leadership is lost (the process should exit and be restarted as a candidate, as
@@ -127,22 +161,36 @@ pub async fn run(
         Duration::from_secs(120),
     )
     .await?;
+    let pdb = disruption::discover(&client).await?;
     ready.store(true, Ordering::Relaxed);
     let settings = Settings {
         image: config.image.clone(),
         hpa,
+        pdb,
         namespace: config.namespace.clone(),
     };
     let ctx = Arc::new(Context::new(client.clone(), settings, metrics.clone()));
-    let Some(le) = config.leader_election else {
-        metrics.set_leader(true);
-        tokio::select! {
-            _ = run_controllers(ctx) => {}
-            () = shutdown => tracing::info!("shutting down"),
-        }
-        return Ok(());
+    let board = Arc::new(DemandBoard::default());
+    let collector = Collector::new(client.clone(), config.namespace.clone(), DEMAND_TIMEOUT);
+    let collecting = tokio::spawn(board.clone().collect_forever(collector, DEMAND_ROUND));
+    let api = serve_external_metrics(client.clone(), board.clone(), config.external_metrics);
+    let operate = async {
+        let Some(le) = config.leader_election else {
+            metrics.set_leader(true);
+            tokio::select! {
+                () = lead(ctx, board) => {}
+                () = shutdown => tracing::info!("shutting down"),
+            }
+            return Ok(());
+        };
+        run_elected(client, ctx, board, le, shutdown).await
     };
-    run_elected(client, ctx, le, shutdown).await
+    let outcome = tokio::select! {
+        r = operate => r,
+        r = api => r,
+    };
+    collecting.abort();
+    outcome
 }
 
 /// Binds `/healthz`, `/readyz` and `/metrics` and serves them in the background.
@@ -169,6 +217,7 @@ async fn serve_health(
 async fn run_elected(
     client: Client,
     ctx: Arc<Context>,
+    board: Arc<DemandBoard>,
     le: LeaderElection,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
@@ -189,7 +238,7 @@ async fn run_elected(
     tracing::info!(identity = %le.identity, "acquired leadership");
     metrics.set_leader(true);
     let outcome = tokio::select! {
-        () = run_controllers(ctx) => Ok(()),
+        () = lead(ctx, board) => Ok(()),
         e = lock.hold() => Err(e),
         () = &mut shutdown => {
             tracing::info!("shutting down; releasing the lease");

@@ -46,9 +46,12 @@ pub fn autoscaled(min: i32, max: i32) -> Replicas {
         min,
         max,
         target: Some(AutoscalingTarget {
+            in_flight_per_replica: Some(8),
+            external: None,
             resource: ScalingResource::Cpu,
-            average_utilization: 70,
+            average_utilization: None,
         }),
+        ..Replicas::default()
     }
 }
 

@@ -54,6 +54,18 @@ pub fn pool(spec: &LLMPoolSpec) -> Vec<Problem> {
                 ),
             ));
         }
+        if let Some(problem) = m.replicas.target.as_ref().and_then(|t| t.problem()) {
+            problems.push(Problem::new(
+                "InvalidReplicas",
+                format!("spec.members[{}]: {problem}", m.name),
+            ));
+        }
+        if let Err(e) = lookahead_api::config::parse_duration(&m.replicas.idle_after) {
+            problems.push(Problem::new(
+                "InvalidReplicas",
+                format!("spec.members[{}].replicas.idleAfter: {e}", m.name),
+            ));
+        }
         match (&m.endpoint, &m.template) {
             (Some(_), Some(_)) | (None, None) => problems.push(Problem::new(
                 "InvalidMember",
@@ -171,8 +183,21 @@ mod tests {
         let mut pool = testdata::pool_spec(&["yi", "yi"]);
         pool.members[0].replicas.min = 3;
         pool.members[0].replicas.max = 2;
-        let reasons: Vec<_> = super::pool(&pool).iter().map(|p| p.reason).collect();
-        assert_eq!(reasons, ["InvalidReplicas", "DuplicateMember"]);
+        pool.members[1].replicas = crate::testdata::autoscaled(1, 2);
+        if let Some(t) = pool.members[1].replicas.target.as_mut() {
+            t.in_flight_per_replica = None;
+        }
+        let problems = super::pool(&pool);
+        let reasons: Vec<_> = problems.iter().map(|p| p.reason).collect();
+        assert_eq!(
+            reasons,
+            ["InvalidReplicas", "DuplicateMember", "InvalidReplicas"]
+        );
+        assert!(
+            problems[2].message.contains("inFlightPerReplica"),
+            "{}",
+            problems[2].message
+        );
         let p = policy(&testdata::policy_spec("p", Some("nope")), &pool);
         assert_eq!(p[0].reason, "UnknownDefaultModel");
         assert!(p[0].message.contains("\"nope\""));

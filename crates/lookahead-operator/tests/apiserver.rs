@@ -126,6 +126,20 @@ async fn apiserver_apply_pool_and_policy_creates_children_and_status() -> anyhow
         Ok(services.get_opt("rp-router").await?)
     })
     .await?;
+    // At most one router pod down at a time, in the version this server serves (1.20: v1beta1).
+    let pdb_api = lookahead_operator::disruption::discover(&client)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no PodDisruptionBudget API"))?;
+    let pdbs: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns.name, &pdb_api);
+    let pdb = wait_for("router PodDisruptionBudget", || async {
+        Ok(pdbs.get_opt("rp-router").await?)
+    })
+    .await?;
+    assert_eq!(pdb.data["spec"]["maxUnavailable"], 1);
+    assert_eq!(
+        pdb.data["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"],
+        "router"
+    );
 
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
     let job_names = wait_for("the first training Job", || async {
@@ -664,6 +678,7 @@ async fn apiserver_two_replicas_fail_over() -> anyhow::Result<()> {
                 identity: identity.into(),
                 lease_duration: Duration::from_secs(3),
             }),
+            external_metrics: None,
         };
         tokio::spawn(lookahead_operator::run(
             client.clone(),

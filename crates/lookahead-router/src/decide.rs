@@ -1,10 +1,12 @@
 //! The decision stage: which member(s) a request goes to. A request naming a member goes there
 //! unscored; the alias is ranked by the scorer (failing open to the default model), or, while
 //! the artifact is not accepted, goes to its fallback model; then the attempt order skips
-//! ejected members and is cut to `1 + retries`.
+//! cold members (no ready replica: [`crate::demand`]) and ejected ones, and is cut to
+//! `1 + retries`.
 
 use tokio::time::Instant;
 
+use crate::demand::Demand;
 use crate::metrics::RouterMetrics;
 use crate::outlier::OutlierDetector;
 use crate::pool::{Pool, Target};
@@ -16,7 +18,14 @@ use crate::ApiError;
 pub struct Plan {
     pub target: Target,
     pub decision: Decision,
-    pub attempts: Vec<usize>,
+    pub attempts: Attempts,
+}
+
+/// The members a request tries now, and those it passes over for having no ready replica.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attempts {
+    pub order: Vec<usize>,
+    pub cold: Vec<usize>,
 }
 
 /// What the decision stage reads.
@@ -24,6 +33,7 @@ pub struct Decider<'a> {
     pub pool: &'a Pool,
     pub ranker: &'a Ranker,
     pub outlier: &'a OutlierDetector,
+    pub demand: &'a Demand,
     pub metrics: &'a RouterMetrics,
     pub retries: u32,
 }
@@ -70,25 +80,30 @@ impl Decider<'_> {
         d
     }
 
-    /// Members to try, in order: the decision's ranking without ejected members (unless every
-    /// member is ejected: then all of them, ejection is advice, not a reason to fail), at most
+    /// Members to try, in order: the decision's ranking without cold members (they cannot
+    /// answer: the request waits for one when all are cold) and without ejected members (unless
+    /// every warm member is ejected: ejection is advice, not a reason to fail), at most
     /// `1 + retries` attempts. A named member is tried alone, `1 + retries` times.
-    pub fn attempt_order(&self, decision: &Decision, pinned: bool) -> Vec<usize> {
+    pub fn attempt_order(&self, decision: &Decision, pinned: bool) -> Attempts {
         let n = 1 + self.retries as usize;
-        if pinned {
-            return std::iter::repeat_n(decision.order[0], n).collect();
-        }
         let now = std::time::Instant::now();
-        let mut order: Vec<usize> = decision
+        let (warm, cold): (Vec<usize>, Vec<usize>) = decision
             .order
+            .iter()
+            .partition(|&&i| !self.demand.skips(i, now));
+        if pinned {
+            let order = warm.first().map_or_else(Vec::new, |&i| vec![i; n]);
+            return Attempts { order, cold };
+        }
+        let mut order: Vec<usize> = warm
             .iter()
             .copied()
             .filter(|&i| self.outlier.is_available(i, now))
             .collect();
         if order.is_empty() {
-            order.clone_from(&decision.order);
+            order = warm;
         }
         order.truncate(n);
-        order
+        Attempts { order, cold }
     }
 }

@@ -1,6 +1,8 @@
 //! The dispatch stage: send the request to the planned members in order until one answers,
 //! under one deadline for the whole request; every failed attempt is counted against its member
-//! (outlier ejection) and retried on the next one.
+//! (outlier ejection) and retried on the next one. A member that cannot be connected to has no
+//! ready replica: it is marked cold ([`crate::demand`]), not ejected, so it is tried again as
+//! soon as it may have woken up.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +10,7 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderValue};
 use tokio::time::Instant;
 
+use crate::demand::Demand;
 use crate::metrics::RouterMetrics;
 use crate::openai::{CompletionRequest, Endpoint};
 use crate::outlier::{FailureEffect, OutlierDetector};
@@ -21,6 +24,7 @@ use crate::ApiError;
 pub struct Dispatcher {
     pub upstream: Upstream,
     pub outlier: OutlierDetector,
+    pub demand: Arc<Demand>,
     pub request_timeout: Duration,
     pub first_token_timeout: Duration,
 }
@@ -34,7 +38,6 @@ pub struct Call<'a> {
     pub request_id: &'a HeaderValue,
     /// Whether the client's credentials go to the member (the router has no keys of its own).
     pub forward_auth: bool,
-    pub attempts: &'a [usize],
 }
 
 /// How the attempts ended.
@@ -45,10 +48,11 @@ pub enum Outcome {
         chosen: usize,
         failures: Vec<String>,
     },
-    /// Every attempt failed.
+    /// Every attempt failed; `all_cold` when none of the members could be connected to.
     Exhausted {
         failures: Vec<String>,
         last_error: Option<AttemptError>,
+        all_cold: bool,
     },
     /// The body could not be rewritten for a member.
     Rejected(ApiError),
@@ -83,23 +87,27 @@ impl Dispatcher {
         &self,
         pool: &Pool,
         metrics: &Arc<RouterMetrics>,
-        call: Call<'_>,
+        call: &Call<'_>,
+        attempts: &[usize],
     ) -> Outcome {
         let deadline = Instant::now() + self.request_timeout;
         let mut failures: Vec<String> = Vec::new();
         let mut last_error = None;
-        for &i in call.attempts {
+        let mut all_cold = true;
+        for &i in attempts {
             let member = &pool.members[i];
             let body = match call.request.body_for(&member.model_id) {
                 Ok(b) => b,
                 Err(e) => return Outcome::Rejected(e),
             };
             let t0 = Instant::now();
-            let result = self.attempt(member, metrics, &call, body, deadline).await;
+            let load = self.demand.enter(i);
+            let result = self.attempt(member, metrics, call, body, deadline).await;
             metrics.upstream.observe(&[&*member.name], t0.elapsed());
             match result {
-                Ok(answer) => {
+                Ok(mut answer) => {
                     self.delivered(i, member, metrics, &answer);
+                    answer.body = crate::body::hold(answer.body, load);
                     return Outcome::Delivered {
                         answer,
                         chosen: i,
@@ -107,8 +115,8 @@ impl Dispatcher {
                     };
                 }
                 Err(e) => {
-                    let reason = self.failed(i, member, metrics, &e);
-                    failures.push(format!("{}:{reason}", member.name));
+                    failures.push(self.failed(i, member, metrics, &e));
+                    all_cold &= matches!(e, AttemptError::Connect(_));
                     last_error = Some(e);
                     if Instant::now() >= deadline {
                         break;
@@ -116,8 +124,7 @@ impl Dispatcher {
                 }
             }
         }
-        let last = call
-            .attempts
+        let last = attempts
             .last()
             .map(|&i| &*pool.members[i].name)
             .unwrap_or("none");
@@ -125,6 +132,7 @@ impl Dispatcher {
         Outcome::Exhausted {
             failures,
             last_error,
+            all_cold: all_cold && !attempts.is_empty(),
         }
     }
 
@@ -156,6 +164,7 @@ impl Dispatcher {
 
     fn delivered(&self, i: usize, member: &Member, metrics: &RouterMetrics, answer: &Answer) {
         self.outlier.record_success(i, std::time::Instant::now());
+        self.demand.mark_warm(i);
         let outcome = if answer.status.is_success() {
             "ok"
         } else {
@@ -167,7 +176,8 @@ impl Dispatcher {
         span.record("status", answer.status.as_u16());
     }
 
-    /// Counts a failed attempt (and ejects the member when it keeps failing); its label.
+    /// Counts a failed attempt (and ejects the member when it keeps failing, or marks it cold
+    /// when it could not be reached); its label for `x-lookahead-fallback`.
     fn failed(
         &self,
         i: usize,
@@ -178,6 +188,10 @@ impl Dispatcher {
         let reason = e.label();
         tracing::warn!(member = %member.name, %reason, "upstream attempt failed");
         metrics.fallbacks.inc(&[&*member.name, reason.as_str()]);
+        if let AttemptError::Connect(_) = e {
+            self.demand.mark_cold(i, std::time::Instant::now());
+            return cold_label(&member.name);
+        }
         if e.counts_against_member() {
             if let FailureEffect::Ejected(d) =
                 self.outlier.record_failure(i, std::time::Instant::now())
@@ -186,6 +200,11 @@ impl Dispatcher {
                 metrics.ejections.inc(&[&*member.name]);
             }
         }
-        reason
+        format!("{}:{reason}", member.name)
     }
+}
+
+/// The `x-lookahead-fallback` entry of a member passed over because it has no ready replica.
+pub fn cold_label(member: &str) -> String {
+    format!("cold:{member}")
 }

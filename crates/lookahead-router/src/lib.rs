@@ -16,12 +16,14 @@
 //! - [`dispatch`] (with [`upstream`], [`member_conn`], [`outlier`]): attempts with retries and
 //!   ejection.
 //! - [`respond`] (with [`error`], [`body`]): decision headers, OpenAI-style errors.
+//! - [`demand`]: per-member in-flight, sent and wanted requests, cold members (autoscaling).
 //! - [`metrics`]: Prometheus text exposition.
 
 pub mod acceptance;
 pub mod auth;
 pub mod body;
 pub mod decide;
+pub mod demand;
 pub mod dispatch;
 pub mod error;
 pub mod grpc;

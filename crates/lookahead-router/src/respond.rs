@@ -84,6 +84,33 @@ pub fn exhausted(
     resp
 }
 
+/// Seconds a client is told to wait when no member had a ready replica within the request's
+/// cold-start hold: long enough for a waking member's next readiness probe.
+pub const COLD_RETRY_AFTER_SECS: u32 = 5;
+
+/// No member had a ready replica for the whole cold-start hold: 503 with `Retry-After`, naming
+/// the cold members.
+pub fn no_ready_member(
+    passed_over: &[String],
+    request_id: HeaderValue,
+) -> http::Response<RespBody> {
+    let message = format!(
+        "No pool member has a ready replica yet ({}); members scaled to zero are starting.",
+        passed_over.join(", ")
+    );
+    let mut resp = ApiError::unavailable(message).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::RETRY_AFTER,
+        HeaderValue::from(COLD_RETRY_AFTER_SECS),
+    );
+    if let Some(v) = header_value(passed_over.join(",")) {
+        h.insert(HEADER_FALLBACK, v);
+    }
+    h.insert(HEADER_REQUEST_ID, request_id);
+    resp
+}
+
 /// `name=utility` for scored members, best first, three decimals; `None` when nothing was scored.
 fn compact_scores(pool: &Pool, d: &Decision) -> Option<String> {
     let mut out = String::new();

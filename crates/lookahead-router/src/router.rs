@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
@@ -19,14 +19,15 @@ use tracing::Instrument;
 use crate::acceptance::AcceptanceGate;
 use crate::auth::ApiKeys;
 use crate::body::{full, json_response, RespBody};
-use crate::decide::{Decider, Plan};
-use crate::dispatch::{Call, Dispatcher, Outcome};
+use crate::decide::{Attempts, Decider, Plan};
+use crate::demand::{Demand, COLD_PROBE_INTERVAL};
+use crate::dispatch::{cold_label, Call, Dispatcher, Outcome};
 use crate::grpc::GrpcScorer;
 use crate::ingest::{Admitted, Gate};
 use crate::metrics::RouterMetrics;
 use crate::openai::Endpoint;
 use crate::outlier::{OutlierDetector, OutlierPolicy};
-use crate::pool::Pool;
+use crate::pool::{Pool, Target};
 use crate::respond;
 use crate::scoring::{load_slot, spawn_reloader, RankedMember, Ranker, ScoreSource};
 use crate::upstream::Upstream;
@@ -42,6 +43,10 @@ pub struct Router {
     ranker: Ranker,
     dispatcher: Dispatcher,
     retries: u32,
+    /// Longest a request waits while no member has a ready replica.
+    cold_start_timeout: Duration,
+    /// The pool the members come from (reported at `/demand`).
+    pool_name: Option<String>,
     metrics: Arc<RouterMetrics>,
     draining: AtomicBool,
     request_seq: AtomicU64,
@@ -61,6 +66,7 @@ enum Route {
     Health,
     Ready,
     Metrics,
+    Demand,
     Models,
     Completion(Endpoint),
     Unknown,
@@ -72,6 +78,7 @@ impl Route {
             "/healthz" => Route::Health,
             "/readyz" => Route::Ready,
             "/metrics" => Route::Metrics,
+            "/demand" => Route::Demand,
             "/v1/models" | "/models" => Route::Models,
             "/v1/chat/completions" | "/chat/completions" => Route::Completion(Endpoint::Chat),
             "/v1/completions" | "/completions" => Route::Completion(Endpoint::Completions),
@@ -169,6 +176,7 @@ impl Router {
             dispatcher: Dispatcher {
                 upstream: Upstream::default(),
                 outlier: OutlierDetector::new(pool.len(), OutlierPolicy::default()),
+                demand: Arc::new(Demand::new(pool.len(), COLD_PROBE_INTERVAL)),
                 request_timeout: policy.request_timeout,
                 first_token_timeout: policy.first_token_timeout,
             },
@@ -179,6 +187,8 @@ impl Router {
             },
             ranker,
             retries: policy.retries,
+            cold_start_timeout: policy.cold_start_timeout,
+            pool_name: config.pool.clone(),
             metrics: Arc::default(),
             draining: AtomicBool::new(false),
             request_seq: AtomicU64::new(0),
@@ -205,8 +215,23 @@ impl Router {
             .enumerate()
             .map(|(i, m)| (&*m.name, self.dispatcher.outlier.is_ejected(i)))
             .collect();
-        self.metrics
-            .render(&ejected, self.ranker.gate.is_accepted())
+        let mut text = self
+            .metrics
+            .render(&ejected, self.ranker.gate.is_accepted());
+        let names: Vec<&str> = ejected.iter().map(|(n, _)| *n).collect();
+        self.dispatcher.demand.render(&names, &mut text);
+        text
+    }
+
+    /// What each member is asked for through this replica (`/demand`, read by the operator).
+    pub fn demand_report(&self) -> lookahead_api::demand::DemandReport {
+        let names: Vec<&str> = self.pool.members.iter().map(|m| &*m.name).collect();
+        let in_flight = self.metrics.in_flight.load(Ordering::Relaxed).max(0);
+        self.dispatcher.demand.report(
+            &names,
+            self.pool_name.as_deref(),
+            u64::try_from(in_flight).unwrap_or(0),
+        )
     }
 
     fn reject(&self, e: ApiError) -> http::Response<RespBody> {
@@ -228,6 +253,10 @@ impl Router {
                 );
                 r
             }
+            Route::Demand => match serde_json::to_value(self.demand_report()) {
+                Ok(v) => json_response(StatusCode::OK, &v),
+                Err(e) => ApiError::unavailable(e.to_string()).into_response(),
+            },
             Route::Models if req.method() != Method::GET => {
                 self.reject(ApiError::method_not_allowed(req.method(), "GET"))
             }
@@ -267,16 +296,7 @@ impl Router {
         let span = tracing::Span::current();
         span.record("endpoint", endpoint.label());
         span.record("stream", request.stream);
-        let decider = Decider {
-            pool: &self.pool,
-            ranker: &self.ranker,
-            outlier: &self.dispatcher.outlier,
-            metrics: &self.metrics,
-            retries: self.retries,
-        };
-        let Plan {
-            decision, attempts, ..
-        } = match decider.plan(&request.model, &request.prompt).await {
+        let plan = match self.decider().plan(&request.model, &request.prompt).await {
             Ok(p) => p,
             Err(e) => return self.reject(e),
         };
@@ -287,23 +307,113 @@ impl Router {
             client_headers: &head.headers,
             request_id: &request_id,
             forward_auth: self.gate.keys.is_empty(),
-            attempts: &attempts,
         };
-        match self
-            .dispatcher
-            .dispatch(&self.pool, &self.metrics, call)
-            .await
-        {
-            Outcome::Delivered {
-                answer,
-                chosen,
-                failures,
-            } => respond::answered(&self.pool, answer, chosen, &decision, &failures, request_id),
-            Outcome::Exhausted {
-                failures,
-                last_error,
-            } => respond::exhausted(&failures, last_error, request_id),
-            Outcome::Rejected(e) => self.reject(e),
+        self.serve_plan(plan, call).await
+    }
+
+    fn decider(&self) -> Decider<'_> {
+        Decider {
+            pool: &self.pool,
+            ranker: &self.ranker,
+            outlier: &self.dispatcher.outlier,
+            demand: &self.dispatcher.demand,
+            metrics: &self.metrics,
+            retries: self.retries,
+        }
+    }
+
+    /// Dispatches along the plan. While no planned member has a ready replica the request waits
+    /// (re-trying cold members as their probes fall due) up to `coldStartTimeout`, then gets 503
+    /// with `Retry-After`. A request whose best-ranked member is cold counts as wanted demand
+    /// for it once, which is what wakes a member scaled to zero.
+    async fn serve_plan(&self, plan: Plan, call: Call<'_>) -> http::Response<RespBody> {
+        let Plan {
+            target,
+            decision,
+            mut attempts,
+        } = plan;
+        let best = decision.order.first().copied();
+        let demand = &self.dispatcher.demand;
+        let hold_until = Instant::now() + self.cold_start_timeout;
+        let mut passed_over: Vec<String> = Vec::new();
+        let mut wanted = false;
+        loop {
+            self.note_cold(&attempts, best, &mut wanted, &mut passed_over);
+            if !attempts.order.is_empty() {
+                let outcome = self
+                    .dispatcher
+                    .dispatch(&self.pool, &self.metrics, &call, &attempts.order)
+                    .await;
+                wanted |= self.count_wanted(best, wanted, &outcome);
+                match outcome {
+                    Outcome::Delivered {
+                        answer,
+                        chosen,
+                        failures,
+                    } => {
+                        merge_labels(&mut passed_over, failures);
+                        let request_id = call.request_id.clone();
+                        return respond::answered(
+                            &self.pool,
+                            answer,
+                            chosen,
+                            &decision,
+                            &passed_over,
+                            request_id,
+                        );
+                    }
+                    Outcome::Exhausted {
+                        failures,
+                        last_error,
+                        all_cold,
+                    } if !all_cold || Instant::now() >= hold_until => {
+                        merge_labels(&mut passed_over, failures);
+                        let request_id = call.request_id.clone();
+                        return respond::exhausted(&passed_over, last_error, request_id);
+                    }
+                    Outcome::Exhausted { failures, .. } => merge_labels(&mut passed_over, failures),
+                    Outcome::Rejected(e) => return self.reject(e),
+                }
+            }
+            let now = Instant::now();
+            if now >= hold_until {
+                self.metrics.requests.inc(&["none", "no_ready_member"]);
+                return respond::no_ready_member(&passed_over, call.request_id.clone());
+            }
+            let wake = demand.next_probe(now).max(now + Duration::from_millis(20));
+            tokio::time::sleep_until(wake.min(hold_until).into()).await;
+            attempts = self
+                .decider()
+                .attempt_order(&decision, matches!(target, Target::Member(_)));
+        }
+    }
+
+    /// Counts the wanted request when the best-ranked member turned out to be cold on dispatch.
+    fn count_wanted(&self, best: Option<usize>, counted: bool, outcome: &Outcome) -> bool {
+        let Some(b) = best else { return false };
+        let answered_by_best = matches!(outcome, Outcome::Delivered { chosen, .. } if *chosen == b);
+        if counted || answered_by_best || !self.dispatcher.demand.is_cold(b) {
+            return false;
+        }
+        self.dispatcher.demand.want(b);
+        true
+    }
+
+    /// Members passed over for being cold: named in the fallback header; the best-ranked one
+    /// counted as wanted (once per request).
+    fn note_cold(
+        &self,
+        attempts: &Attempts,
+        best: Option<usize>,
+        wanted: &mut bool,
+        passed_over: &mut Vec<String>,
+    ) {
+        for &i in &attempts.cold {
+            merge_labels(passed_over, [cold_label(&self.pool.members[i].name)]);
+        }
+        if let Some(b) = best.filter(|b| !*wanted && attempts.cold.contains(b)) {
+            self.dispatcher.demand.want(b);
+            *wanted = true;
         }
     }
 
@@ -315,6 +425,15 @@ impl Router {
         let n = self.request_seq.fetch_add(1, Ordering::Relaxed);
         HeaderValue::from_maybe_shared(Bytes::from(format!("lka-{n:x}")))
             .unwrap_or(HeaderValue::from_static("lka"))
+    }
+}
+
+/// Appends each label not already in `labels` (a member named once in the fallback header).
+fn merge_labels(labels: &mut Vec<String>, new: impl IntoIterator<Item = String>) {
+    for l in new {
+        if !labels.contains(&l) {
+            labels.push(l);
+        }
     }
 }
 
@@ -360,8 +479,11 @@ impl Router {
             status = tracing::field::Empty,
         );
         async move {
-            let _in_flight = InFlight::enter(&self.metrics);
-            self.route(req).await
+            let in_flight = InFlight::enter(&self.metrics);
+            // A stream is in flight until its last byte, not just until its head is sent.
+            self.route(req)
+                .await
+                .map(|body| crate::body::hold(body, in_flight))
         }
         .instrument(span)
     }

@@ -249,7 +249,7 @@ async fn failed_members_are_retried_on_the_next_best_and_marked() {
         .header("x-lookahead-fallback")
         .expect("fallback header");
     assert!(
-        fallback.contains("math:status_503") && fallback.contains("code:connect"),
+        fallback.contains("math:status_503") && fallback.contains("cold:code"),
         "{fallback}"
     );
     // Streaming requests are retried too while no byte has reached the client.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
 use lookahead_api::policy::RoutingPolicyStatus;
@@ -142,11 +142,59 @@ async fn apply_router(
     services
         .patch(&router_name, &apply, &Patch::Apply(&service))
         .await?;
+    apply_router_scaling(ctx, policy, ns, owner).await?;
     Ok(Ok(applied
         .status
         .as_ref()
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0)))
+}
+
+/// Step 3, continued: the router's PodDisruptionBudget (where the server serves one) and its
+/// autoscaler, or no autoscaler when `serving.autoscaling` is absent (a stale one would fight the
+/// fixed replica count).
+async fn apply_router_scaling(
+    ctx: &Context,
+    policy: &RoutingPolicy,
+    ns: &str,
+    owner: &OwnerReference,
+) -> Result<()> {
+    let name = policy.name_any();
+    let router_name = router::router_name(&name);
+    let labels = crate::labels::policy_labels(&name, "router", &router_name);
+    let apply = PatchParams::apply(MANAGER).force();
+    if let Some(ar) = &ctx.settings.pdb {
+        let selector = crate::labels::router_selector(&name);
+        let pdb = crate::disruption::build(ar, &router_name, ns, &labels, owner, &selector)?;
+        Api::<DynamicObject>::namespaced_with(ctx.client.clone(), ns, ar)
+            .patch(&router_name, &apply, &Patch::Apply(&pdb))
+            .await?;
+    }
+    let hpas: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ctx.settings.hpa);
+    let serving = &policy.spec.serving;
+    let Some(scaling) = &serving.autoscaling else {
+        return match hpas.delete(&router_name, &Default::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(e.into()),
+        };
+    };
+    let min = serving.replicas.max(1);
+    let hpa = crate::autoscaling::build(
+        &ctx.settings.hpa,
+        &crate::autoscaling::HpaSpec {
+            name: &router_name,
+            namespace: ns,
+            labels: &labels,
+            owner,
+            min,
+            max: scaling.max_replicas.max(min),
+            metrics: crate::autoscaling::router_metrics(&name, scaling.in_flight_per_replica),
+        },
+    )?;
+    hpas.patch(&router_name, &apply, &Patch::Apply(&hpa))
+        .await?;
+    Ok(())
 }
 
 /// Reports an invalid policy (see [`controller::report_invalid`]).

@@ -127,7 +127,10 @@ pub fn router_config(
             api_keys_file: None,
             score_timeout: std::time::Duration::from_millis(250),
             max_body_bytes: 4 << 20,
+            cold_start_timeout: lookahead_api::config::parse_duration(&serving.timeouts.cold_start)
+                .map_err(invalid)?,
         },
+        pool: Some(pool_name.to_string()),
     };
     config.validate().map_err(|e| invalid(e.to_string()))?;
     Ok(config)
@@ -206,7 +209,8 @@ pub fn deployment(
     Deployment {
         metadata: owned_meta(&name, ns, labels, owner),
         spec: Some(DeploymentSpec {
-            replicas: Some(serving.replicas),
+            // With an autoscaler the replica count is its to set (not applied: no fight).
+            replicas: serving.autoscaling.is_none().then_some(serving.replicas),
             selector: LabelSelector {
                 match_labels: Some(labels::router_selector(policy_name)),
                 ..Default::default()
@@ -370,6 +374,22 @@ mod tests {
             version: "v1".into(),
             ..Default::default()
         })
+    }
+
+    #[test]
+    fn an_autoscaled_router_leaves_its_replicas_to_the_autoscaler() {
+        let mut policy = testdata::policy("p", Some("yi"));
+        let replicas = |p: &RoutingPolicy| {
+            deployment(p, "ns", "img", &trained(), "h", &testdata::owner())
+                .spec
+                .and_then(|s| s.replicas)
+        };
+        assert_eq!(replicas(&policy), Some(policy.spec.serving.replicas));
+        policy.spec.serving.autoscaling = Some(lookahead_api::policy::RouterAutoscaling {
+            max_replicas: 5,
+            in_flight_per_replica: 64,
+        });
+        assert_eq!(replicas(&policy), None);
     }
 
     #[test]

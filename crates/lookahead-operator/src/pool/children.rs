@@ -42,7 +42,8 @@ fn meta(name: &str, ns: &str, pool: &str, member: &str, owner: &OwnerReference) 
 }
 
 /// The member's Deployment. With an autoscaling target the replica count is left to the
-/// autoscaler (not applied, so the operator never fights it); else it is `replicas.min`.
+/// autoscaler (not applied, so the operator never fights it), and with `min: 0` to the
+/// operator's scale-to-zero loop (a new Deployment starts at one); else it is `replicas.min`.
 pub fn deployment(
     pool: &str,
     ns: &str,
@@ -70,7 +71,7 @@ pub fn deployment(
     Deployment {
         metadata: meta(&name, ns, pool, &m.name, owner),
         spec: Some(DeploymentSpec {
-            replicas: m.replicas.target.is_none().then_some(m.replicas.min),
+            replicas: (m.replicas.target.is_none() && m.replicas.min > 0).then_some(m.replicas.min),
             selector: LabelSelector {
                 match_labels: Some(selector),
                 ..Default::default()

@@ -127,7 +127,7 @@ impl<'a> Children<'a> {
                     owner,
                     min: m.replicas.min,
                     max: m.replicas.max,
-                    target,
+                    metrics: autoscaling::member_metrics(pool, &m.name, target)?,
                 },
             )?;
             self.hpas

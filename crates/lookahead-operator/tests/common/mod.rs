@@ -122,6 +122,7 @@ pub async fn start_operator(
     let settings = Settings {
         image: "lookahead:test".into(),
         hpa: autoscaling::discover(client).await?,
+        pdb: lookahead_operator::disruption::discover(client).await?,
         namespace: Some(ns.into()),
     };
     let ctx = Arc::new(Context::new(

@@ -115,7 +115,16 @@ where
     F: FnOnce(TcpListener, Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    spawn_serve_at("127.0.0.1:0".parse().expect("addr"), handler, serve_fn).await
+}
+
+/// [`spawn_serve`] on a given address (a member that comes back where it was).
+async fn spawn_serve_at<H, F, Fut>(at: SocketAddr, handler: Arc<H>, serve_fn: F) -> Running<H>
+where
+    F: FnOnce(TcpListener, Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind(at).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let stop = Box::pin(async {
@@ -132,6 +141,19 @@ where
 
 /// A replay member on loopback; `handler` is the member (its counters).
 pub async fn start_replay(member: ReplayServer) -> Running<ReplayServer> {
+    start_replay_at("127.0.0.1:0".parse().expect("addr"), member).await
+}
+
+/// A loopback address nobody listens on (yet): connections to it are refused.
+#[allow(dead_code)]
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+}
+
+/// A replay member listening on `at`.
+pub async fn start_replay_at(at: SocketAddr, member: ReplayServer) -> Running<ReplayServer> {
     let member = Arc::new(member);
     // The member's axum routes behind the router's own serve loop, so that `kill()` drops a
     // member's connections at once, as it does a router's.
@@ -140,7 +162,7 @@ pub async fn start_replay(member: ReplayServer) -> Running<ReplayServer> {
             resp.map(|body| body.map_err(Into::into).boxed_unsync())
         })
         .service(member.clone().app());
-    spawn_serve(member, move |listener, stop| {
+    spawn_serve_at(at, member, move |listener, stop| {
         serve_service(listener, routes, stop, SERVE_GRACE, || {})
     })
     .await
