@@ -218,10 +218,7 @@ pub fn deployment(
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.to_string(),
-                        config_hash.to_string(),
-                    )])),
+                    annotations: Some(pod_annotations(config_hash)),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
@@ -241,6 +238,17 @@ pub fn deployment(
 }
 
 /// The router pod's volumes and mounts: the config, and the artifacts PVC read-only.
+/// The router pod's annotations: the config hash (a changed config rolls the pods) and the
+/// conventional `prometheus.io/*` scrape hints for Prometheus setups without a PodMonitor.
+fn pod_annotations(config_hash: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (CONFIG_HASH_ANNOTATION.to_string(), config_hash.to_string()),
+        ("prometheus.io/scrape".to_string(), "true".to_string()),
+        ("prometheus.io/port".to_string(), ROUTER_PORT.to_string()),
+        ("prometheus.io/path".to_string(), "/metrics".to_string()),
+    ])
+}
+
 fn volumes(policy: &RoutingPolicy, name: &str) -> (Vec<Volume>, Vec<VolumeMount>) {
     let (config, config_mount) = config_map_volume("config", name, CONFIG_DIR);
     let mut volumes = vec![config];
@@ -374,6 +382,21 @@ mod tests {
             version: "v1".into(),
             ..Default::default()
         })
+    }
+
+    #[test]
+    fn router_pods_carry_the_prometheus_scrape_annotations() {
+        let policy = testdata::policy("p", Some("yi"));
+        let d = deployment(&policy, "ns", "img", &trained(), "h", &testdata::owner());
+        let annotations = d
+            .spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.annotations)
+            .unwrap_or_default();
+        assert_eq!(annotations["prometheus.io/scrape"], "true");
+        assert_eq!(annotations["prometheus.io/port"], "8080");
+        assert_eq!(annotations["prometheus.io/path"], "/metrics");
+        assert_eq!(annotations[CONFIG_HASH_ANNOTATION], "h");
     }
 
     #[test]

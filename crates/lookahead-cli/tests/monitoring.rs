@@ -1,7 +1,8 @@
-//! The alerting rules the chart ships (`charts/lookahead/files/alerts.yaml`): unit-tested with the
-//! real `promtool` (`tests/alerts/alerts_test.yaml`), and every metric they name is one that the
-//! router (`lookahead_router::Router`) or the operator (`lookahead_operator::Metrics`) exports, so
-//! a renamed metric cannot leave an alert silently watching nothing.
+//! What the chart ships for Prometheus. The alerting rules (`charts/lookahead/files/alerts.yaml`):
+//! unit-tested with the real `promtool` (`tests/alerts/alerts_test.yaml`), and every metric they
+//! name is one that the router (`lookahead_router::Router`) or the operator
+//! (`lookahead_operator::Metrics`) exports, so a renamed metric cannot leave an alert silently
+//! watching nothing. The PodMonitor: it selects the router pods the operator builds.
 #![cfg(test)]
 
 use std::collections::BTreeSet;
@@ -93,31 +94,63 @@ fn every_metric_the_alerts_name_is_exported() {
     );
 }
 
-#[test]
-fn the_chart_ships_the_rules_file_as_a_prometheus_rule() {
+/// `helm template` of one chart template with `sets`; `None` (skipped) without a helm.
+fn render(template: &str, sets: &[&str]) -> Option<serde_yaml::Value> {
     let Ok(helm) = std::env::var("LOOKAHEAD_HELM") else {
         eprintln!("SKIP: set LOOKAHEAD_HELM (../shared/k8s/helm.sh installs helm)");
-        return;
+        return None;
     };
-    let out = Command::new(helm)
-        .args([
-            "template",
-            "la",
-            "charts/lookahead",
-            "-s",
-            "templates/prometheusrule.yaml",
-        ])
-        .args(["--set", "metrics.prometheusRule.enabled=true"])
-        .args(["--set", "metrics.prometheusRule.labels.release=kps"])
-        .current_dir(repo())
-        .output()
-        .expect("helm");
+    let mut cmd = Command::new(helm);
+    cmd.args(["template", "la", "charts/lookahead", "-s", template]);
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.current_dir(repo()).output().expect("helm");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rule: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).expect("rendered YAML");
+    Some(serde_yaml::from_slice(&out.stdout).expect("rendered YAML"))
+}
+
+#[test]
+fn the_pod_monitor_selects_the_router_pods_the_operator_builds() {
+    let Some(monitor) = render(
+        "templates/podmonitor.yaml",
+        &["metrics.podMonitor.enabled=true"],
+    ) else {
+        return;
+    };
+    let mut pod_labels = lookahead_operator::labels::policy_labels("rp", "router", "rp-router");
+    pod_labels.extend(lookahead_operator::labels::router_selector("rp"));
+    let selector = monitor["spec"]["selector"]["matchLabels"]
+        .as_mapping()
+        .expect("matchLabels");
+    assert!(!selector.is_empty());
+    for (k, v) in selector {
+        let (k, v) = (
+            k.as_str().unwrap_or_default(),
+            v.as_str().unwrap_or_default(),
+        );
+        assert_eq!(pod_labels.get(k).map(String::as_str), Some(v), "label {k}");
+    }
+    let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
+    assert_eq!(endpoint["port"], "http", "the router container's port name");
+    assert_eq!(endpoint["path"], "/metrics");
+}
+
+#[test]
+fn the_chart_ships_the_rules_file_as_a_prometheus_rule() {
+    let Some(rule) = render(
+        "templates/prometheusrule.yaml",
+        &[
+            "metrics.prometheusRule.enabled=true",
+            "metrics.prometheusRule.labels.release=kps",
+        ],
+    ) else {
+        return;
+    };
     let file: serde_yaml::Value = serde_yaml::from_str(
         &std::fs::read_to_string(repo().join("charts/lookahead/files/alerts.yaml"))
             .expect("alerts.yaml"),
