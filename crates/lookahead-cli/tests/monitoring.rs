@@ -2,7 +2,8 @@
 //! unit-tested with the real `promtool` (`tests/alerts/alerts_test.yaml`), and every metric they
 //! name is one that the router (`lookahead_router::Router`) or the operator
 //! (`lookahead_operator::Metrics`) exports, so a renamed metric cannot leave an alert silently
-//! watching nothing. The PodMonitor: it selects the router pods the operator builds.
+//! watching nothing. The dashboard (`files/dashboard.json`): valid PromQL (checked by `promtool`)
+//! over exported metrics only. The PodMonitor: it selects the router pods the operator builds.
 #![cfg(test)]
 
 use std::collections::BTreeSet;
@@ -63,10 +64,8 @@ fn family(name: &str) -> &str {
         .unwrap_or(name)
 }
 
-#[test]
-fn every_metric_the_alerts_name_is_exported() {
-    let rules = std::fs::read_to_string(repo().join("charts/lookahead/files/alerts.yaml"))
-        .expect("alerts.yaml");
+/// The metric families the router and the operator export.
+fn exported_families() -> BTreeSet<String> {
     let config: lookahead_api::RouterConfig = serde_yaml::from_str(
         "members:\n  - { name: yi, modelId: Yi, baseUrl: \"http://127.0.0.1:9/v1\" }\npolicy:\n  method: fixed\n  defaultModel: yi\n",
     )
@@ -77,11 +76,18 @@ fn every_metric_the_alerts_name_is_exported() {
     drop(operator.reconcile("llmpool"));
     operator.failure("llmpool", &lookahead_operator::Error::NoAutoscalingApi);
     operator.scaled("Waking");
-    let exported: BTreeSet<String> = metric_names(&router.render_metrics())
+    metric_names(&router.render_metrics())
         .into_iter()
         .chain(metric_names(&operator.render()))
         .map(|n| family(&n).to_string())
-        .collect();
+        .collect()
+}
+
+#[test]
+fn every_metric_the_alerts_name_is_exported() {
+    let rules = std::fs::read_to_string(repo().join("charts/lookahead/files/alerts.yaml"))
+        .expect("alerts.yaml");
+    let exported = exported_families();
     let used = metric_names(&rules);
     assert!(used.len() >= 8, "names found in the rules: {used:?}");
     let missing: Vec<&String> = used
@@ -162,4 +168,82 @@ fn the_chart_ships_the_rules_file_as_a_prometheus_rule() {
         rule["spec"], file,
         "the PrometheusRule's spec is the rules file"
     );
+}
+
+/// Every query of the Grafana dashboard.
+fn dashboard_queries() -> Vec<String> {
+    let text = std::fs::read_to_string(repo().join("charts/lookahead/files/dashboard.json"))
+        .expect("dashboard.json");
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("dashboard JSON");
+    dash["panels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn dashboard_queries_are_promql_over_exported_metrics() {
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 10, "{queries:?}");
+    let exported = exported_families();
+    for q in &queries {
+        let names = metric_names(q);
+        assert!(!names.is_empty(), "{q}");
+        for n in names {
+            assert!(exported.contains(family(&n)), "{n} in {q} is not exported");
+        }
+    }
+    // promtool parses PromQL when checking recording rules: one rule per query.
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, q) in queries.iter().enumerate() {
+        rules.push_str(&format!(
+            "      - record: dashboard_query_{i}\n        expr: {}\n",
+            serde_json::to_string(q).expect("quoted")
+        ));
+    }
+    let path =
+        std::env::temp_dir().join(format!("lookahead-dashboard-{}.yaml", std::process::id()));
+    std::fs::write(&path, rules).expect("write rules");
+    let out = Command::new("promtool")
+        .arg("check")
+        .arg("rules")
+        .arg(&path)
+        .output();
+    let _ = std::fs::remove_file(&path);
+    let Ok(out) = out else {
+        eprintln!("SKIP promtool check: promtool not installed");
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_chart_ships_the_dashboard_for_grafanas_sidecar() {
+    let Some(cm) = render(
+        "templates/dashboard.yaml",
+        &["metrics.dashboard.enabled=true"],
+    ) else {
+        return;
+    };
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    let shipped: serde_json::Value = serde_json::from_str(
+        cm["data"]["lookahead-routing.json"]
+            .as_str()
+            .expect("dashboard in the ConfigMap"),
+    )
+    .expect("JSON");
+    let file: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("charts/lookahead/files/dashboard.json"))
+            .expect("dashboard.json"),
+    )
+    .expect("JSON");
+    assert_eq!(shipped, file);
 }
