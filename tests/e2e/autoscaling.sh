@@ -11,37 +11,13 @@
 #   - sleepy goes back to zero once idle.
 # Prints the timings (docs/results.md "Autoscaling (issue 17)").
 
-as_pool() {
-  cat <<EOF2
-apiVersion: lookahead.dev/v1alpha1
-kind: LLMPool
-metadata: { name: scale, namespace: $NS }
-spec:
-  members:
-    - name: sleepy
-      modelId: Qwen2.5-Coder-7B-Instruct
-      template:
-        image: $IMAGE
-        args: [replay, --data, /data/$(basename "$DATA"), --model, Qwen2.5-Coder-7B-Instruct, --listen, "0.0.0.0:8000"]
-        port: 8000
-        mounts: [{ claimName: routing-data, mountPath: /data }]
-      replicas: { min: 0, max: 1, idleAfter: 20s }
-    - name: steady
-      modelId: gemma-2-9b-it
-      template:
-        image: $IMAGE
-        args: [replay, --data, /data/$(basename "$DATA"), --model, gemma-2-9b-it, --listen, "0.0.0.0:8000"]
-        port: 8000
-        mounts: [{ claimName: routing-data, mountPath: /data }]
-    - name: busy
-      modelId: Yi-1.5-34B-Chat
-      template:
-        image: $IMAGE
-        args: [replay, --data, /data/$(basename "$DATA"), --model, Yi-1.5-34B-Chat, --listen, "0.0.0.0:8000", --latency-ms, "1500"]
-        port: 8000
-        mounts: [{ claimName: routing-data, mountPath: /data }]
-      replicas: { min: 1, max: 4, target: { inFlightPerReplica: 4 } }
-EOF2
+as_pool() { # run.sh's member(), with each member's replica range after it
+  printf 'apiVersion: lookahead.dev/v1alpha1\nkind: LLMPool\nmetadata: { name: scale, namespace: %s }\nspec:\n  members:\n' "$NS"
+  member sleepy Qwen2.5-Coder-7B-Instruct
+  echo "      replicas: { min: 0, max: 1, idleAfter: 20s }"
+  member steady gemma-2-9b-it
+  member busy Yi-1.5-34B-Chat --latency-ms 1500
+  echo "      replicas: { min: 1, max: 4, target: { inFlightPerReplica: 4 } }"
 }
 as_pool | kubectl apply -f - >/dev/null
 kubectl apply -f - >/dev/null <<EOF2

@@ -142,13 +142,15 @@ wait_for "PVCs bound" 60 '[ "$(kubectl -n $NS get pvc -o jsonpath="{.items[*].st
 step "dataset and artifact volumes bound"
 
 # 5. The pool (replay members) and the policy.
-member() { # name modelId
+member() { # name modelId [more replay args...]
+  local name="$1" model="$2" extra="" a; shift 2
+  for a in "$@"; do extra+=", \"$a\""; done
   cat <<EOF
-    - name: $1
-      modelId: $2
+    - name: $name
+      modelId: $model
       template:
         image: $IMAGE
-        args: [replay, --data, /data/$(basename "$DATA"), --model, "$2", --listen, "0.0.0.0:8000"]
+        args: [replay, --data, /data/$(basename "$DATA"), --model, "$model", --listen, "0.0.0.0:8000"$extra]
         port: 8000
         mounts: [{ claimName: routing-data, mountPath: /data }]
 EOF
