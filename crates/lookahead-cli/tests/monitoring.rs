@@ -64,18 +64,51 @@ fn family(name: &str) -> &str {
         .unwrap_or(name)
 }
 
-/// The metric families the router and the operator export.
-fn exported_families() -> BTreeSet<String> {
-    let config: lookahead_api::RouterConfig = serde_yaml::from_str(
-        "members:\n  - { name: yi, modelId: Yi, baseUrl: \"http://127.0.0.1:9/v1\" }\npolicy:\n  method: fixed\n  defaultModel: yi\n",
-    )
+/// The metric families the router and the operator export, once the events that create their
+/// labelled series happened (prometheus-client renders a labelled family once it has a sample):
+/// a real router (`lookahead_router::serve`) whose member refuses connections answers a request
+/// to that member (an attempt, a fallback) and one for an unknown model (a rejection); the
+/// operator's metrics count a reconcile, a failure, a scale step, and see a policy with a
+/// condition in the controller's cache.
+async fn exported_families() -> BTreeSet<String> {
+    let refused = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = refused.local_addr().expect("addr").port();
+    drop(refused);
+    let config: lookahead_api::RouterConfig = serde_yaml::from_str(&format!(
+        "members:\n  - {{ name: yi, modelId: Yi, baseUrl: \"http://127.0.0.1:{port}/v1\" }}\npolicy:\n  method: fixed\n  defaultModel: yi\n  coldStartTimeout: 0s\n"
+    ))
     .expect("config");
-    let router = lookahead_router::Router::new(&config, ScoreSource::Fixed).expect("router");
-    // prometheus-client renders a labelled family once it has a sample.
+    let router = std::sync::Arc::new(
+        lookahead_router::Router::new(&config, ScoreSource::Fixed).expect("router"),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(lookahead_router::serve(
+        listener,
+        router.clone(),
+        async {
+            let _ = stopped.await;
+        },
+        std::time::Duration::ZERO,
+    ));
+    for model in ["yi", "no-such-model"] {
+        let status = chat(addr, model).await;
+        assert!(status.starts_with("HTTP/1.1 "), "{status}");
+    }
+    let _ = stop.send(());
+    let _ = serving.await;
     let operator = lookahead_operator::Metrics::default();
     drop(operator.reconcile("llmpool"));
     operator.failure("llmpool", &lookahead_operator::Error::NoAutoscalingApi);
     operator.scaled("Waking");
+    let (store, mut writer) = kube::runtime::reflector::store();
+    operator.watch_policies(store);
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(
+        policy_with_condition(),
+    ));
     metric_names(&router.render_metrics())
         .into_iter()
         .chain(metric_names(&operator.render()))
@@ -83,11 +116,38 @@ fn exported_families() -> BTreeSet<String> {
         .collect()
 }
 
-#[test]
-fn every_metric_the_alerts_name_is_exported() {
+/// A RoutingPolicy whose status has one condition.
+fn policy_with_condition() -> lookahead_api::RoutingPolicy {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "lookahead.dev/v1alpha1", "kind": "RoutingPolicy",
+        "metadata": {"name": "auto", "namespace": "ml"},
+        "spec": {"poolRef": {"name": "pool"}, "router": {"method": "fixed"}},
+        "status": {"conditions": [{"type": "TrainingFailed", "status": "True", "reason": "JobFailed",
+            "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]},
+    }))
+    .expect("policy")
+}
+
+/// POSTs a chat completion for `model` to the router at `addr`; the response's status line.
+async fn chat(addr: std::net::SocketAddr, model: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#);
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(request.as_bytes()).await.expect("write");
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).await.expect("read");
+    reply.lines().next().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn every_metric_the_alerts_name_is_exported() {
     let rules = std::fs::read_to_string(repo().join("charts/lookahead/files/alerts.yaml"))
         .expect("alerts.yaml");
-    let exported = exported_families();
+    let exported = exported_families().await;
     let used = metric_names(&rules);
     assert!(used.len() >= 8, "names found in the rules: {used:?}");
     let missing: Vec<&String> = used
@@ -184,11 +244,11 @@ fn dashboard_queries() -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn dashboard_queries_are_promql_over_exported_metrics() {
+#[tokio::test]
+async fn dashboard_queries_are_promql_over_exported_metrics() {
     let queries = dashboard_queries();
     assert!(queries.len() >= 10, "{queries:?}");
-    let exported = exported_families();
+    let exported = exported_families().await;
     for q in &queries {
         let names = metric_names(q);
         assert!(!names.is_empty(), "{q}");

@@ -1,12 +1,20 @@
-//! Prometheus metrics: reconciles, failures by error label, reconcile duration, leadership.
+//! Prometheus metrics: reconciles, failures by error label, reconcile duration, leadership,
+//! scale-to-zero steps, and the conditions of the policies the controller sees.
 
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use kube::runtime::reflector::Store;
+use kube::ResourceExt;
+use lookahead_api::RoutingPolicy;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::TypedMetric;
 use prometheus_client::registry::Registry;
 
 use crate::error::Error;
@@ -27,6 +35,56 @@ pub struct ScaleLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConditionLabels {
+    pub namespace: String,
+    pub policy: String,
+    pub condition: String,
+}
+
+/// The conditions of the RoutingPolicies in the controller's cache, read at each scrape, so a
+/// deleted policy's series go with it: `lookahead_operator_policy_condition{namespace, policy,
+/// condition}` is 1 while the condition is True (`TrainingFailed`, `RouterAccepted`, ...). Empty
+/// until a controller runs (on the leader).
+#[derive(Clone, Debug, Default)]
+pub struct PolicyConditions(Arc<Mutex<Option<Store<RoutingPolicy>>>>);
+
+impl PolicyConditions {
+    fn watch(&self, store: Store<RoutingPolicy>) {
+        if let Ok(mut s) = self.0.lock() {
+            *s = Some(store);
+        }
+    }
+}
+
+impl Collector for PolicyConditions {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let policies = match self.0.lock() {
+            Ok(s) => s.as_ref().map(Store::state).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let mut family = encoder.encode_descriptor(
+            "policy_condition",
+            "1 while the RoutingPolicy's condition is True, by namespace, policy and condition",
+            None,
+            ConstGauge::<i64>::TYPE,
+        )?;
+        for p in &policies {
+            let Some(status) = &p.status else { continue };
+            for c in &status.conditions {
+                let labels = ConditionLabels {
+                    namespace: p.namespace().unwrap_or_default(),
+                    policy: p.name_any(),
+                    condition: c.type_.clone(),
+                };
+                ConstGauge::new(i64::from(c.status == "True"))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 type HistogramFamily = Family<ControllerLabels, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
@@ -42,6 +100,7 @@ pub struct Metrics {
     duration: HistogramFamily,
     leader: Gauge,
     scaled: Family<ScaleLabels, Counter>,
+    policies: PolicyConditions,
 }
 
 impl Default for Metrics {
@@ -73,8 +132,11 @@ impl Default for Metrics {
             "Members the operator scaled, by reason (Waking: 0 -> 1, ScaledToZero: N -> 0)",
             scaled.clone(),
         );
+        let policies = PolicyConditions::default();
+        registry.register_collector(Box::new(policies.clone()));
         Metrics {
             registry,
+            policies,
             reconciles,
             failures,
             duration,
@@ -110,6 +172,11 @@ impl Metrics {
     /// Counts a scale-to-zero step (`reason` is the Event's reason).
     pub fn scaled(&self, reason: &'static str) {
         self.scaled.get_or_create(&ScaleLabels { reason }).inc();
+    }
+
+    /// Reports the conditions of the policies in `store` (the policy controller's cache).
+    pub fn watch_policies(&self, store: Store<RoutingPolicy>) {
+        self.policies.watch(store);
     }
 
     pub fn set_leader(&self, leader: bool) {
@@ -162,5 +229,45 @@ mod tests {
             "lookahead_operator_reconcile_duration_seconds_count{controller=\"llmpool\"} 1"
         ));
         assert!(text.contains("lookahead_operator_leader 1"));
+    }
+
+    #[test]
+    fn reports_each_cached_policy_condition_until_the_policy_is_gone() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+        use kube::runtime::watcher::Event;
+        let m = Metrics::default();
+        let (store, mut writer) = kube::runtime::reflector::store::<RoutingPolicy>();
+        m.watch_policies(store);
+        let mut policy = crate::testdata::policy("auto", None);
+        let condition = |type_: &str, status: &str| Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: "R".into(),
+            message: String::new(),
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ),
+            observed_generation: None,
+        };
+        policy.status = Some(lookahead_api::policy::RoutingPolicyStatus {
+            conditions: vec![
+                condition("TrainingFailed", "True"),
+                condition("Ready", "False"),
+            ],
+            ..Default::default()
+        });
+        writer.apply_watcher_event(&Event::Apply(policy.clone()));
+        let text = m.render();
+        assert!(text.contains(
+            "lookahead_operator_policy_condition{namespace=\"ns\",policy=\"auto\",condition=\"TrainingFailed\"} 1"
+        ), "{text}");
+        assert!(text.contains(
+            "lookahead_operator_policy_condition{namespace=\"ns\",policy=\"auto\",condition=\"Ready\"} 0"
+        ));
+        writer.apply_watcher_event(&Event::Delete(policy));
+        assert!(
+            !m.render().contains("policy=\"auto\""),
+            "gone with the policy"
+        );
     }
 }

@@ -95,6 +95,7 @@ pub async fn run_controllers(ctx: Arc<Context>) {
         watcher::Config::default(),
     );
     let store = policies.store();
+    ctx.metrics.watch_policies(store.clone());
     let policies = policies
         .owns(scoped::<ConfigMap>(&client, ns), managed.clone())
         .owns(scoped::<Deployment>(&client, ns), managed.clone())

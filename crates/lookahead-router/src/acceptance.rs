@@ -8,7 +8,11 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::gauge::ConstGauge;
 
 use lookahead_api::RouterConfig;
 use lookahead_model::artifact::{Acceptance, ArtifactError, RouterMeta};
@@ -27,6 +31,8 @@ pub struct AcceptanceGate {
     default_member: usize,
     /// The member a not-accepted artifact falls back to, or [`ACCEPTED`].
     fallback: AtomicUsize,
+    /// The served artifact's verdict figures (gain, lower bound), when it has a verdict.
+    figures: Mutex<Option<(f64, f64)>>,
 }
 
 impl AcceptanceGate {
@@ -40,6 +46,7 @@ impl AcceptanceGate {
                 .collect(),
             default_member,
             fallback: AtomicUsize::new(ACCEPTED),
+            figures: Mutex::new(None),
         }
     }
 
@@ -57,6 +64,9 @@ impl AcceptanceGate {
     /// among the members by `modelId`, else by name; a pool without it falls back to the
     /// default member.
     pub fn apply(&self, acceptance: Option<&Acceptance>) {
+        if let Ok(mut f) = self.figures.lock() {
+            *f = acceptance.map(|a| (a.gain, a.lower_bound));
+        }
         let Some(a) = acceptance.filter(|a| !a.accepted) else {
             if let Some(a) = acceptance {
                 tracing::info!(gain = a.gain, lower_bound = a.lower_bound, fallback_model = %a.fallback_model, "artifact accepted (its gain over the best single model reaches minGain): routing on its scores");
@@ -100,6 +110,42 @@ impl AcceptanceGate {
             self.apply_dir(dir).map_err(|e| e.to_string())?;
             Ok(scorer)
         })
+    }
+}
+
+/// The gate as metrics, read at each scrape: `lookahead_router_artifact_accepted`, and the
+/// verdict's `..._validation_gain` and `..._validation_gain_lower_bound` (NaN without a
+/// verdict).
+impl Collector for AcceptanceGate {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let accepted = ConstGauge::new(i64::from(self.is_accepted()));
+        accepted.encode(encoder.encode_descriptor(
+            "artifact_accepted",
+            "0 while the served artifact is not accepted (it did not beat the best single model on validation) and every routed request goes to that model",
+            None,
+            accepted.metric_type(),
+        )?)?;
+        // NaN without a verdict: "no figure", where 0 would read as "no gain".
+        let (gain, lower_bound) = self
+            .figures
+            .lock()
+            .ok()
+            .and_then(|f| *f)
+            .unwrap_or((f64::NAN, f64::NAN));
+        let gain = ConstGauge::new(gain);
+        gain.encode(encoder.encode_descriptor(
+            "artifact_validation_gain",
+            "The served artifact's validation score minus the best single model's, in score points",
+            None,
+            gain.metric_type(),
+        )?)?;
+        let lower_bound = ConstGauge::new(lower_bound);
+        lower_bound.encode(encoder.encode_descriptor(
+            "artifact_validation_gain_lower_bound",
+            "One-sided lower confidence bound of artifact_validation_gain (the acceptance gate's figure)",
+            None,
+            lower_bound.metric_type(),
+        )?)
     }
 }
 

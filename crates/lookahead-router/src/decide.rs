@@ -64,18 +64,25 @@ impl Decider<'_> {
     async fn rank(&self, prompt: &str) -> Decision {
         let t0 = Instant::now();
         let d = self.ranker.decide(prompt).await;
-        self.metrics.decision.observe(&[], t0.elapsed());
-        match d.fallback {
+        self.metrics.decided(t0.elapsed());
+        let first = d.order.first().map(|&i| &self.pool.members[i].name);
+        let basis = match d.fallback {
             Some(Fallback::FailOpen(reason)) => {
-                self.metrics.fail_opens.inc(&[reason]);
+                self.metrics.failed_open(reason);
                 tracing::warn!(reason, "routing failed open to the default model");
+                "fail_open"
             }
             // Logged once, when the artifact loaded.
             Some(Fallback::NotAccepted) => {
-                let member = d.order.first().map_or("", |&i| &*self.pool.members[i].name);
-                self.metrics.not_accepted.inc(&[member]);
+                if let Some(member) = first {
+                    self.metrics.not_accepted(member);
+                }
+                "not_accepted"
             }
-            None => {}
+            None => "scores",
+        };
+        if let Some(member) = first {
+            self.metrics.routed(member, basis);
         }
         d
     }

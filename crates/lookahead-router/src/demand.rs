@@ -6,12 +6,18 @@
 //! interval of its first ready replica. Served as JSON at `/demand` ([`DemandReport`]) and as
 //! `lookahead_router_member_*` metrics.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lookahead_api::demand::{DemandReport, MemberDemand};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::TypedMetric;
+
+use crate::metrics::{MemberLabels, MemberName};
 
 /// How long a cold member is skipped before a request tries it again.
 pub const COLD_PROBE_INTERVAL: Duration = Duration::from_millis(500);
@@ -129,44 +135,70 @@ impl Demand {
                 .collect(),
         }
     }
+}
 
-    /// The `lookahead_router_member_*` demand families, in the exposition format.
-    pub fn render(&self, names: &[&str], out: &mut String) {
-        type Read = fn(&Cells) -> u64;
-        let families: [(&str, &str, &str, Read); 4] = [
-            (
-                "lookahead_router_member_in_flight",
-                "gauge",
-                "Requests being answered by the member now (streams until their last byte).",
-                |c| c.in_flight.load(Ordering::Relaxed),
-            ),
-            (
-                "lookahead_router_member_requests_total",
-                "counter",
-                "Requests sent to the member.",
-                |c| c.requests.load(Ordering::Relaxed),
-            ),
-            (
-                "lookahead_router_member_wanted_total",
-                "counter",
-                "Requests that ranked the member first while it had no ready replica.",
-                |c| c.wanted.load(Ordering::Relaxed),
-            ),
-            (
-                "lookahead_router_member_cold",
-                "gauge",
-                "1 while the router sees no ready replica behind the member.",
-                |c| u64::from(c.cold.load(Ordering::Relaxed)),
-            ),
-        ];
-        for (name, kind, help, read) in families {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for (member, c) in names.iter().zip(&self.members) {
-                let member = crate::metrics::escape(member);
-                let _ = writeln!(out, "{name}{{member=\"{member}\"}} {}", read(c));
-            }
+/// The demand as `lookahead_router_member_*` metrics, read at each scrape.
+#[derive(Debug)]
+pub struct DemandCollector {
+    names: Vec<Arc<str>>,
+    demand: Arc<Demand>,
+}
+
+impl DemandCollector {
+    pub fn new(names: Vec<Arc<str>>, demand: Arc<Demand>) -> Self {
+        Self { names, demand }
+    }
+
+    /// One family: a sample per member, `metric` read from its cells.
+    fn family<M: EncodeMetric + TypedMetric>(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        (name, help): (&str, &str),
+        metric: impl Fn(&Cells) -> M,
+    ) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(name, help, None, M::TYPE)?;
+        for (member, cells) in self.names.iter().zip(&self.demand.members) {
+            let labels = MemberLabels {
+                member: MemberName(member.clone()),
+            };
+            metric(cells).encode(family.encode_family(&labels)?)?;
         }
+        Ok(())
+    }
+}
+
+impl Collector for DemandCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        self.family(
+            &mut encoder,
+            (
+                "member_in_flight",
+                "Requests being answered by the member now (streams until their last byte)",
+            ),
+            |c| ConstGauge::new(i64::try_from(load(&c.in_flight)).unwrap_or(i64::MAX)),
+        )?;
+        self.family(
+            &mut encoder,
+            ("member_requests", "Requests sent to the member"),
+            |c| ConstCounter::new(load(&c.requests)),
+        )?;
+        self.family(
+            &mut encoder,
+            (
+                "member_wanted",
+                "Requests that ranked the member first while it had no ready replica",
+            ),
+            |c| ConstCounter::new(load(&c.wanted)),
+        )?;
+        self.family(
+            &mut encoder,
+            (
+                "member_cold",
+                "1 while the router sees no ready replica behind the member",
+            ),
+            |c| ConstGauge::new(i64::from(c.cold.load(Ordering::Relaxed))),
+        )
     }
 }
 
@@ -218,12 +250,17 @@ mod tests {
 
     #[test]
     fn renders_every_family_per_member() {
-        let d = Demand::new(1, COLD_PROBE_INTERVAL);
+        let d = Arc::new(Demand::new(1, COLD_PROBE_INTERVAL));
         d.want(0);
         d.mark_cold(0, Instant::now());
+        let mut registry = prometheus_client::registry::Registry::with_prefix("lookahead_router");
+        registry.register_collector(Box::new(DemandCollector::new(vec![Arc::from("code")], d)));
         let mut out = String::new();
-        d.render(&["code"], &mut out);
-        assert!(out.contains("lookahead_router_member_wanted_total{member=\"code\"} 1"));
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        assert!(
+            out.contains("lookahead_router_member_wanted_total{member=\"code\"} 1"),
+            "{out}"
+        );
         assert!(out.contains("lookahead_router_member_cold{member=\"code\"} 1"));
         assert!(out.contains("# TYPE lookahead_router_member_in_flight gauge"));
     }

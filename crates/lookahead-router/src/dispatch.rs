@@ -103,7 +103,7 @@ impl Dispatcher {
             let t0 = Instant::now();
             let load = self.demand.enter(i);
             let result = self.attempt(member, metrics, call, body, deadline).await;
-            metrics.upstream.observe(&[&*member.name], t0.elapsed());
+            metrics.attempted(&member.name, t0.elapsed());
             match result {
                 Ok(mut answer) => {
                     self.delivered(i, member, metrics, &answer);
@@ -124,11 +124,10 @@ impl Dispatcher {
                 }
             }
         }
-        let last = attempts
-            .last()
-            .map(|&i| &*pool.members[i].name)
-            .unwrap_or("none");
-        metrics.requests.inc(&[last, "failed"]);
+        match attempts.last() {
+            Some(&i) => metrics.answered(&pool.members[i].name, "failed"),
+            None => metrics.unanswered("failed"),
+        }
         Outcome::Exhausted {
             failures,
             last_error,
@@ -154,7 +153,7 @@ impl Dispatcher {
         let (metrics, name) = (metrics.clone(), member.name.clone());
         let on_end = Box::new(move |ok: bool| {
             if !ok {
-                metrics.stream_errors.inc(&[&*name]);
+                metrics.stream_broke(&name);
             }
         });
         self.upstream
@@ -170,7 +169,7 @@ impl Dispatcher {
         } else {
             "upstream_client_error"
         };
-        metrics.requests.inc(&[&*member.name, outcome]);
+        metrics.answered(&member.name, outcome);
         let span = tracing::Span::current();
         span.record("member", &*member.name);
         span.record("status", answer.status.as_u16());
@@ -187,7 +186,7 @@ impl Dispatcher {
     ) -> String {
         let reason = e.label();
         tracing::warn!(member = %member.name, %reason, "upstream attempt failed");
-        metrics.fallbacks.inc(&[&*member.name, reason.as_str()]);
+        metrics.fell_back(&member.name, reason.clone());
         if let AttemptError::Connect(_) = e {
             self.demand.mark_cold(i, std::time::Instant::now());
             return cold_label(&member.name);
@@ -197,7 +196,7 @@ impl Dispatcher {
                 self.outlier.record_failure(i, std::time::Instant::now())
             {
                 tracing::warn!(member = %member.name, ejected_for = ?d, "member ejected");
-                metrics.ejections.inc(&[&*member.name]);
+                metrics.ejected(&member.name);
             }
         }
         format!("{}:{reason}", member.name)

@@ -17,7 +17,7 @@
 //!   ejection.
 //! - [`respond`] (with [`error`], [`body`]): decision headers, OpenAI-style errors.
 //! - [`demand`]: per-member in-flight, sent and wanted requests, cold members (autoscaling).
-//! - [`metrics`]: Prometheus text exposition.
+//! - [`metrics`]: Prometheus metrics (prometheus-client, OpenMetrics text).
 
 pub mod acceptance;
 pub mod auth;

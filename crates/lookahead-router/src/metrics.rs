@@ -1,87 +1,24 @@
-//! Prometheus metrics, written in the text exposition format (0.0.4) by hand: a few counter and
-//! histogram families with small label sets, cheap enough for the request path (one short mutex
-//! per labelled update, atomics for histograms).
+//! The router's Prometheus metrics, on `prometheus-client` (the operator's style), served at
+//! `/metrics` in the OpenMetrics text format. Events on the request path update counters and
+//! histograms as they happen; state (acceptance verdict, ejections, demand) is read at scrape
+//! time, so a scrape always shows the router as it is, with nothing to keep in sync.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// A counter family keyed by label values.
-#[derive(Debug)]
-pub struct CounterVec {
-    name: &'static str,
-    help: &'static str,
-    labels: &'static [&'static str],
-    values: Mutex<BTreeMap<Vec<String>, u64>>,
-}
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
-impl CounterVec {
-    pub const fn new(
-        name: &'static str,
-        help: &'static str,
-        labels: &'static [&'static str],
-    ) -> Self {
-        Self {
-            name,
-            help,
-            labels,
-            values: Mutex::new(BTreeMap::new()),
-        }
-    }
+use crate::acceptance::AcceptanceGate;
+use crate::demand::{Demand, DemandCollector};
+use crate::scoring::FAIL_OPEN_REASONS;
 
-    pub fn inc(&self, label_values: &[&str]) {
-        self.add(label_values, 1);
-    }
-
-    pub fn add(&self, label_values: &[&str], n: u64) {
-        if let Ok(mut v) = self.values.lock() {
-            // Look up by borrowed values first: no allocation on the hot path.
-            if let Some(c) = v.iter_mut().find(|(k, _)| {
-                k.iter()
-                    .map(String::as_str)
-                    .eq(label_values.iter().copied())
-            }) {
-                *c.1 += n;
-            } else {
-                v.insert(label_values.iter().map(|s| s.to_string()).collect(), n);
-            }
-        }
-    }
-
-    /// The value for these labels (0 when never incremented).
-    pub fn get(&self, label_values: &[&str]) -> u64 {
-        self.values
-            .lock()
-            .ok()
-            .and_then(|v| {
-                v.iter()
-                    .find(|(k, _)| {
-                        k.iter()
-                            .map(String::as_str)
-                            .eq(label_values.iter().copied())
-                    })
-                    .map(|(_, c)| *c)
-            })
-            .unwrap_or(0)
-    }
-
-    /// Sum over all label values.
-    pub fn total(&self) -> u64 {
-        self.values.lock().map(|v| v.values().sum()).unwrap_or(0)
-    }
-
-    fn render(&self, out: &mut String) {
-        let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
-        let _ = writeln!(out, "# TYPE {} counter", self.name);
-        if let Ok(v) = self.values.lock() {
-            for (k, c) in v.iter() {
-                let _ = writeln!(out, "{}{} {}", self.name, labels(self.labels, k, None), c);
-            }
-        }
-    }
-}
+/// The `/metrics` content type.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Latency buckets, seconds: 50 µs .. 60 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -89,319 +26,422 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
-#[derive(Debug)]
-struct HistogramCells {
-    buckets: Vec<AtomicU64>,
-    count: AtomicU64,
-    sum_nanos: AtomicU64,
-}
+/// A member's name as a label value, escaped as the text format requires (prometheus-client
+/// writes label values verbatim; member names come from users).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct MemberName(pub Arc<str>);
 
-impl HistogramCells {
-    fn new(n: usize) -> Self {
-        Self {
-            buckets: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
-            sum_nanos: AtomicU64::new(0),
-        }
-    }
-
-    fn observe(&self, bounds: &[f64], d: Duration) {
-        let secs = d.as_secs_f64();
-        if let Some(i) = bounds.iter().position(|b| secs <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_nanos.fetch_add(
-            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-    }
-}
-
-/// A histogram family keyed by label values (possibly none).
-#[derive(Debug)]
-pub struct HistogramVec {
-    name: &'static str,
-    help: &'static str,
-    labels: &'static [&'static str],
-    bounds: &'static [f64],
-    cells: Mutex<BTreeMap<Vec<String>, std::sync::Arc<HistogramCells>>>,
-}
-
-impl HistogramVec {
-    pub const fn new(
-        name: &'static str,
-        help: &'static str,
-        labels: &'static [&'static str],
-        bounds: &'static [f64],
-    ) -> Self {
-        Self {
-            name,
-            help,
-            labels,
-            bounds,
-            cells: Mutex::new(BTreeMap::new()),
-        }
-    }
-
-    pub fn observe(&self, label_values: &[&str], d: Duration) {
-        let cells = match self.cells.lock() {
-            Ok(mut m) => {
-                match m.iter().find(|(k, _)| {
-                    k.iter()
-                        .map(String::as_str)
-                        .eq(label_values.iter().copied())
-                }) {
-                    Some((_, c)) => c.clone(),
-                    None => {
-                        let c = std::sync::Arc::new(HistogramCells::new(self.bounds.len()));
-                        m.insert(
-                            label_values.iter().map(|s| s.to_string()).collect(),
-                            c.clone(),
-                        );
-                        c
-                    }
-                }
-            }
-            Err(_) => return,
-        };
-        cells.observe(self.bounds, d);
-    }
-
-    /// Number of observations for these labels.
-    pub fn count(&self, label_values: &[&str]) -> u64 {
-        self.cells
-            .lock()
-            .ok()
-            .and_then(|m| {
-                m.iter()
-                    .find(|(k, _)| {
-                        k.iter()
-                            .map(String::as_str)
-                            .eq(label_values.iter().copied())
-                    })
-                    .map(|(_, c)| c.count.load(Ordering::Relaxed))
-            })
-            .unwrap_or(0)
-    }
-
-    fn render(&self, out: &mut String) {
-        let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
-        let _ = writeln!(out, "# TYPE {} histogram", self.name);
-        let Ok(m) = self.cells.lock() else { return };
-        for (k, c) in m.iter() {
-            let mut cumulative = 0u64;
-            for (i, b) in self.bounds.iter().enumerate() {
-                cumulative += c.buckets[i].load(Ordering::Relaxed);
-                let le = format!("{b}");
-                let _ = writeln!(
-                    out,
-                    "{}_bucket{} {}",
-                    self.name,
-                    labels(self.labels, k, Some(&le)),
-                    cumulative
-                );
-            }
-            let count = c.count.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "{}_bucket{} {}",
-                self.name,
-                labels(self.labels, k, Some("+Inf")),
-                count
-            );
-            let sum = c.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-            let _ = writeln!(
-                out,
-                "{}_sum{} {}",
-                self.name,
-                labels(self.labels, k, None),
-                sum
-            );
-            let _ = writeln!(
-                out,
-                "{}_count{} {}",
-                self.name,
-                labels(self.labels, k, None),
-                count
-            );
-        }
-    }
-}
-
-pub(crate) fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn labels(names: &[&str], values: &[String], le: Option<&str>) -> String {
-    let mut parts: Vec<String> = names
-        .iter()
-        .zip(values)
-        .map(|(n, v)| format!("{n}=\"{}\"", escape(v)))
-        .collect();
-    if let Some(le) = le {
-        parts.push(format!("le=\"{le}\""));
-    }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("{{{}}}", parts.join(","))
-    }
-}
-
-fn render_gauge(out: &mut String, name: &str, help: &str, samples: &[(Option<(&str, &str)>, f64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} gauge");
-    for (label, v) in samples {
-        match label {
-            Some((k, val)) => {
-                let _ = writeln!(out, "{name}{{{k}=\"{}\"}} {v}", escape(val));
-            }
-            None => {
-                let _ = writeln!(out, "{name} {v}");
+impl EncodeLabelValue for MemberName {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write as _;
+        for c in self.0.chars() {
+            match c {
+                '\\' => encoder.write_str("\\\\")?,
+                '"' => encoder.write_str("\\\"")?,
+                '\n' => encoder.write_str("\\n")?,
+                c => encoder.write_char(c)?,
             }
         }
+        Ok(())
     }
 }
 
-/// The router's metrics.
+/// `None` for requests no member answered.
+pub const NO_MEMBER: &str = "none";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MemberLabels {
+    pub member: MemberName,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub member: MemberName,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FallbackLabels {
+    pub member: MemberName,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoutedLabels {
+    pub member: MemberName,
+    /// What chose the member: `scores`, `fail_open` or `not_accepted`.
+    pub basis: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub code: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS.iter().copied())
+}
+
+/// The router's metrics and the registry `/metrics` renders.
 #[derive(Debug)]
 pub struct RouterMetrics {
-    /// Requests answered, by member (`none` when rejected before dispatch) and outcome.
-    pub requests: CounterVec,
-    /// Requests rejected before dispatch, by error code.
-    pub rejected: CounterVec,
-    /// Attempts that failed and moved on to the next member, by failed member and reason.
-    pub fallbacks: CounterVec,
-    /// Decisions that failed open to the default model, by reason.
-    pub fail_opens: CounterVec,
-    /// Routed requests sent to the fallback model because the artifact was not accepted.
-    pub not_accepted: CounterVec,
-    /// Member ejections.
-    pub ejections: CounterVec,
-    /// Relayed streams that broke after the first byte reached the client.
-    pub stream_errors: CounterVec,
-    /// Time to rank members for one request (scoring included).
-    pub decision: HistogramVec,
-    /// Upstream attempt latency (whole body for buffered responses; first chunk for streams).
-    pub upstream: HistogramVec,
-    pub in_flight: AtomicI64,
-}
-
-impl Default for RouterMetrics {
-    fn default() -> Self {
-        Self {
-            requests: CounterVec::new(
-                "lookahead_router_requests_total",
-                "Requests answered, by member and outcome.",
-                &["member", "outcome"],
-            ),
-            rejected: CounterVec::new(
-                "lookahead_router_rejected_total",
-                "Requests rejected before dispatch, by error code.",
-                &["code"],
-            ),
-            fallbacks: CounterVec::new(
-                "lookahead_router_fallbacks_total",
-                "Failed upstream attempts retried on the next member, by member and reason.",
-                &["member", "reason"],
-            ),
-            fail_opens: CounterVec::new(
-                "lookahead_router_fail_open_total",
-                "Routing decisions that failed open to the default model, by reason.",
-                &["reason"],
-            ),
-            not_accepted: CounterVec::new(
-                "lookahead_router_not_accepted_total",
-                "Routed requests sent to the best single model because the artifact did not beat it, by member.",
-                &["member"],
-            ),
-            ejections: CounterVec::new(
-                "lookahead_router_ejections_total",
-                "Outlier ejections, by member.",
-                &["member"],
-            ),
-            stream_errors: CounterVec::new(
-                "lookahead_router_stream_errors_total",
-                "Relayed streams broken after the first byte, by member.",
-                &["member"],
-            ),
-            decision: HistogramVec::new(
-                "lookahead_router_decision_seconds",
-                "Time to rank the members for one request, scoring included.",
-                &[],
-                LATENCY_BUCKETS,
-            ),
-            upstream: HistogramVec::new(
-                "lookahead_router_upstream_seconds",
-                "Upstream attempt latency (full body, or first chunk when streaming), by member.",
-                &["member"],
-                LATENCY_BUCKETS,
-            ),
-            in_flight: AtomicI64::new(0),
-        }
-    }
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    rejected: Family<CodeLabels, Counter>,
+    routed: Family<RoutedLabels, Counter>,
+    fallbacks: Family<FallbackLabels, Counter>,
+    fail_opens: Family<ReasonLabels, Counter>,
+    not_accepted: Family<MemberLabels, Counter>,
+    ejections: Family<MemberLabels, Counter>,
+    stream_errors: Family<MemberLabels, Counter>,
+    decision: Histogram,
+    upstream: HistogramFamily<MemberLabels>,
+    in_flight: Gauge,
+    member_ejected: Family<MemberLabels, Gauge>,
 }
 
 impl RouterMetrics {
-    /// The exposition text; `ejected` lists each member with whether it is ejected now,
-    /// `accepted` whether the served artifact passed the acceptance gate.
-    pub fn render(&self, ejected: &[(&str, bool)], accepted: bool) -> String {
-        let mut out = String::with_capacity(8192);
-        self.requests.render(&mut out);
-        self.rejected.render(&mut out);
-        self.fallbacks.render(&mut out);
-        self.fail_opens.render(&mut out);
-        self.not_accepted.render(&mut out);
-        render_gauge(
-            &mut out,
-            "lookahead_router_artifact_accepted",
-            "0 while the served artifact is not accepted (it did not beat the best single model) and every routed request goes to that model.",
-            &[(None, if accepted { 1.0 } else { 0.0 })],
+    /// The metrics of a router over `members`, each member's series present from the start (at
+    /// zero), so shares and rates are defined before its first request. `demand` and `gate` are
+    /// read at each scrape.
+    pub fn new(members: &[Arc<str>], demand: Arc<Demand>, gate: Arc<AcceptanceGate>) -> Self {
+        let mut m = Self::families();
+        // Creating a series is what makes it appear (at 0); the guards are not needed.
+        for name in members {
+            let member = MemberName(name.clone());
+            let labels = MemberLabels {
+                member: member.clone(),
+            };
+            for outcome in ["ok", "upstream_client_error", "failed"] {
+                drop(m.requests.get_or_create(&RequestLabels {
+                    member: member.clone(),
+                    outcome,
+                }));
+            }
+            drop(m.routed.get_or_create(&RoutedLabels {
+                member: member.clone(),
+                basis: "scores",
+            }));
+            drop(m.ejections.get_or_create(&labels));
+            drop(m.member_ejected.get_or_create(&labels));
+        }
+        for reason in FAIL_OPEN_REASONS {
+            drop(m.fail_opens.get_or_create(&ReasonLabels { reason }));
+        }
+        m.registry
+            .register_collector(Box::new(DemandCollector::new(members.to_vec(), demand)));
+        m.registry.register_collector(Box::new(gate));
+        m
+    }
+
+    fn families() -> Self {
+        let mut registry = Registry::with_prefix("lookahead_router");
+        let m = Self {
+            requests: Family::default(),
+            rejected: Family::default(),
+            routed: Family::default(),
+            fallbacks: Family::default(),
+            fail_opens: Family::default(),
+            not_accepted: Family::default(),
+            ejections: Family::default(),
+            stream_errors: Family::default(),
+            decision: latency_histogram(),
+            upstream: Family::new_with_constructor(latency_histogram),
+            in_flight: Gauge::default(),
+            member_ejected: Family::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "requests",
+            "Requests answered, by member (none: no member answered) and outcome",
+            m.requests.clone(),
         );
-        self.ejections.render(&mut out);
-        self.stream_errors.render(&mut out);
-        self.decision.render(&mut out);
-        self.upstream.render(&mut out);
-        render_gauge(
-            &mut out,
-            "lookahead_router_in_flight_requests",
-            "Requests being served now.",
-            &[(None, self.in_flight.load(Ordering::Relaxed) as f64)],
+        r.register(
+            "rejected",
+            "Requests rejected before dispatch, by error code",
+            m.rejected.clone(),
         );
-        let samples: Vec<_> = ejected
-            .iter()
-            .map(|(m, e)| (Some(("member", *m)), if *e { 1.0 } else { 0.0 }))
-            .collect();
-        render_gauge(
-            &mut out,
-            "lookahead_router_member_ejected",
-            "1 while the member is ejected by outlier detection.",
-            &samples,
+        r.register("routed", "Routed (alias) requests by the member the decision ranked first and what ranked it (scores, fail_open, not_accepted): the routed share", m.routed.clone());
+        r.register(
+            "fallbacks",
+            "Failed upstream attempts retried on the next member, by member and reason",
+            m.fallbacks.clone(),
         );
+        r.register(
+            "fail_open",
+            "Routing decisions that failed open to the default model, by reason",
+            m.fail_opens.clone(),
+        );
+        r.register("not_accepted", "Routed requests sent to the best single model because the artifact did not beat it, by member", m.not_accepted.clone());
+        r.register(
+            "ejections",
+            "Outlier ejections, by member",
+            m.ejections.clone(),
+        );
+        r.register(
+            "stream_errors",
+            "Relayed streams broken after the first byte, by member",
+            m.stream_errors.clone(),
+        );
+        r.register(
+            "decision_seconds",
+            "Time to rank the members for one request, scoring included",
+            m.decision.clone(),
+        );
+        r.register(
+            "upstream_seconds",
+            "Upstream attempt latency (full body, or first chunk when streaming), by member",
+            m.upstream.clone(),
+        );
+        r.register(
+            "in_flight_requests",
+            "Requests being served now",
+            m.in_flight.clone(),
+        );
+        r.register(
+            "member_ejected",
+            "1 while the member is ejected by outlier detection",
+            m.member_ejected.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// A request answered by `member` (or by none: [`NO_MEMBER`]), with `outcome`.
+    pub fn answered(&self, member: &Arc<str>, outcome: &'static str) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                member: MemberName(member.clone()),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// A request no member answered.
+    pub fn unanswered(&self, outcome: &'static str) {
+        self.answered(&Arc::from(NO_MEMBER), outcome);
+    }
+
+    /// A request rejected before dispatch with error `code`.
+    pub fn rejected(&self, code: &'static str) {
+        self.rejected.get_or_create(&CodeLabels { code }).inc();
+        self.unanswered("rejected");
+    }
+
+    /// A routed request whose decision ranked `member` first, on `basis`.
+    pub fn routed(&self, member: &Arc<str>, basis: &'static str) {
+        self.routed
+            .get_or_create(&RoutedLabels {
+                member: MemberName(member.clone()),
+                basis,
+            })
+            .inc();
+    }
+
+    /// A failed attempt at `member`, retried on the next one.
+    pub fn fell_back(&self, member: &Arc<str>, reason: String) {
+        self.fallbacks
+            .get_or_create(&FallbackLabels {
+                member: MemberName(member.clone()),
+                reason,
+            })
+            .inc();
+    }
+
+    pub fn failed_open(&self, reason: &'static str) {
+        self.fail_opens
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub fn not_accepted(&self, member: &Arc<str>) {
+        self.not_accepted
+            .get_or_create(&member_labels(member))
+            .inc();
+    }
+
+    pub fn ejected(&self, member: &Arc<str>) {
+        self.ejections.get_or_create(&member_labels(member)).inc();
+    }
+
+    pub fn stream_broke(&self, member: &Arc<str>) {
+        self.stream_errors
+            .get_or_create(&member_labels(member))
+            .inc();
+    }
+
+    /// Time taken to rank the members for one request.
+    pub fn decided(&self, took: Duration) {
+        self.decision.observe(took.as_secs_f64());
+    }
+
+    /// One upstream attempt at `member`.
+    pub fn attempted(&self, member: &Arc<str>, took: Duration) {
+        self.upstream
+            .get_or_create(&member_labels(member))
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts a request in flight until the guard drops (also when the client goes away).
+    pub fn enter(self: &Arc<Self>) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.clone())
+    }
+
+    /// Requests being served now.
+    pub fn in_flight(&self) -> u64 {
+        u64::try_from(self.in_flight.get()).unwrap_or(0)
+    }
+
+    /// The exposition text; `ejected` gives each member with whether outlier detection ejects
+    /// it now.
+    pub fn render(&self, ejected: &[(&Arc<str>, bool)]) -> String {
+        for (member, ejected) in ejected {
+            self.member_ejected
+                .get_or_create(&member_labels(member))
+                .set(i64::from(*ejected));
+        }
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+fn member_labels(member: &Arc<str>) -> MemberLabels {
+    MemberLabels {
+        member: MemberName(member.clone()),
+    }
+}
+
+/// A request in flight: counted until dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<RouterMetrics>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
+    }
+}
+
+/// The value of the sample `series` (name with labels, as exposed) in exposition `text`; 0 when
+/// absent. For tests and tools reading `/metrics` as a scraper would.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::demand::COLD_PROBE_INTERVAL;
+    use lookahead_api::RouterConfig;
+    use lookahead_model::artifact::Acceptance;
+
+    fn metrics(names: &[&str]) -> (RouterMetrics, Vec<Arc<str>>, Arc<AcceptanceGate>) {
+        let yaml = names
+            .iter()
+            .map(|n| format!("  - {{ name: '{n}', modelId: m, baseUrl: 'http://a/v1' }}\n"))
+            .collect::<String>();
+        let config: RouterConfig =
+            serde_yaml::from_str(&format!("members:\n{yaml}policy:\n  method: fixed\n")).unwrap();
+        let gate = Arc::new(AcceptanceGate::new(&config, 0));
+        let names: Vec<Arc<str>> = names.iter().map(|n| Arc::from(*n)).collect();
+        let demand = Arc::new(Demand::new(names.len(), COLD_PROBE_INTERVAL));
+        (
+            RouterMetrics::new(&names, demand, gate.clone()),
+            names,
+            gate,
+        )
+    }
 
     #[test]
-    fn renders_counters_and_cumulative_histograms() {
-        let m = RouterMetrics::default();
-        m.requests.inc(&["yi", "ok"]);
-        m.requests.inc(&["yi", "ok"]);
-        m.decision.observe(&[], Duration::from_micros(70));
-        m.decision.observe(&[], Duration::from_millis(2));
-        let text = m.render(&[("yi", false), ("p\"hi", true)], false);
-        assert!(text.contains("lookahead_router_artifact_accepted 0"));
-        assert!(text.contains("lookahead_router_requests_total{member=\"yi\",outcome=\"ok\"} 2"));
-        assert!(text.contains("lookahead_router_decision_seconds_bucket{le=\"0.0001\"} 1"));
-        assert!(text.contains("lookahead_router_decision_seconds_bucket{le=\"+Inf\"} 2"));
-        assert!(text.contains("lookahead_router_member_ejected{member=\"p\\\"hi\"} 1"));
-        assert_eq!(m.requests.get(&["yi", "ok"]), 2);
+    fn renders_counters_cumulative_histograms_state_and_escaped_members() {
+        let (m, names, gate) = metrics(&["yi", "p\"hi"]);
+        m.answered(&names[0], "ok");
+        m.answered(&names[0], "ok");
+        m.routed(&names[1], "scores");
+        m.decided(Duration::from_micros(70));
+        m.decided(Duration::from_millis(2));
+        gate.apply(Some(&Acceptance {
+            gain: -1.5,
+            lower_bound: -3.0,
+            accepted: false,
+            fallback_model: "yi".into(),
+            min_gain: 0.0,
+            level: 0.95,
+            resamples: 100,
+            examples: 10,
+        }));
+        let text = m.render(&[(&names[0], false), (&names[1], true)]);
+        assert_eq!(sample(&text, "lookahead_router_artifact_accepted"), 0.0);
+        assert_eq!(
+            sample(&text, "lookahead_router_artifact_validation_gain"),
+            -1.5
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "lookahead_router_requests_total{member=\"yi\",outcome=\"ok\"}"
+            ),
+            2.0
+        );
+        assert!(
+            text.contains("lookahead_router_requests_total{member=\"yi\",outcome=\"failed\"} 0"),
+            "every member's series from the start: {text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "lookahead_router_routed_total{member=\"p\\\"hi\",basis=\"scores\"}"
+            ),
+            1.0
+        );
+        assert_eq!(
+            sample(&text, "lookahead_router_decision_seconds_count"),
+            2.0
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "lookahead_router_decision_seconds_bucket{le=\"0.0001\"}"
+            ),
+            1.0
+        );
+        assert_eq!(
+            sample(&text, "lookahead_router_member_ejected{member=\"p\\\"hi\"}"),
+            1.0
+        );
+        assert!(text.ends_with("# EOF\n"), "OpenMetrics: {text}");
+    }
+
+    #[test]
+    fn without_a_verdict_the_gain_is_not_a_number() {
+        let (m, _, _) = metrics(&["yi"]);
+        let text = m.render(&[]);
+        assert!(
+            text.contains("lookahead_router_artifact_validation_gain NaN"),
+            "{text}"
+        );
+        assert_eq!(sample(&text, "lookahead_router_artifact_accepted"), 1.0);
+    }
+
+    #[test]
+    fn in_flight_lasts_as_long_as_the_guard() {
+        let (m, _, _) = metrics(&["yi"]);
+        let m = Arc::new(m);
+        let a = m.enter();
+        assert_eq!(m.in_flight(), 1);
+        drop(a);
+        assert_eq!(m.in_flight(), 0);
     }
 }

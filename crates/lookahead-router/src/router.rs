@@ -168,6 +168,13 @@ impl Router {
             timeout: policy.score_timeout,
             gate,
         };
+        let demand = Arc::new(Demand::new(pool.len(), COLD_PROBE_INTERVAL));
+        let names: Vec<Arc<str>> = pool.members.iter().map(|m| m.name.clone()).collect();
+        let metrics = Arc::new(RouterMetrics::new(
+            &names,
+            demand.clone(),
+            ranker.gate.clone(),
+        ));
         let keys = match &policy.api_keys_file {
             Some(p) => ApiKeys::from_file(p)?,
             None => ApiKeys::default(),
@@ -176,7 +183,7 @@ impl Router {
             dispatcher: Dispatcher {
                 upstream: Upstream::default(),
                 outlier: OutlierDetector::new(pool.len(), OutlierPolicy::default()),
-                demand: Arc::new(Demand::new(pool.len(), COLD_PROBE_INTERVAL)),
+                demand,
                 request_timeout: policy.request_timeout,
                 first_token_timeout: policy.first_token_timeout,
             },
@@ -189,7 +196,7 @@ impl Router {
             retries: policy.retries,
             cold_start_timeout: policy.cold_start_timeout,
             pool_name: config.pool.clone(),
-            metrics: Arc::default(),
+            metrics,
             draining: AtomicBool::new(false),
             request_seq: AtomicU64::new(0),
             reloader: None,
@@ -202,41 +209,28 @@ impl Router {
         self
     }
 
-    pub fn metrics(&self) -> &RouterMetrics {
-        &self.metrics
-    }
-
     /// The Prometheus exposition text.
     pub fn render_metrics(&self) -> String {
-        let ejected: Vec<(&str, bool)> = self
+        let ejected: Vec<(&Arc<str>, bool)> = self
             .pool
             .members
             .iter()
             .enumerate()
-            .map(|(i, m)| (&*m.name, self.dispatcher.outlier.is_ejected(i)))
+            .map(|(i, m)| (&m.name, self.dispatcher.outlier.is_ejected(i)))
             .collect();
-        let mut text = self
-            .metrics
-            .render(&ejected, self.ranker.gate.is_accepted());
-        let names: Vec<&str> = ejected.iter().map(|(n, _)| *n).collect();
-        self.dispatcher.demand.render(&names, &mut text);
-        text
+        self.metrics.render(&ejected)
     }
 
     /// What each member is asked for through this replica (`/demand`, read by the operator).
     pub fn demand_report(&self) -> lookahead_api::demand::DemandReport {
         let names: Vec<&str> = self.pool.members.iter().map(|m| &*m.name).collect();
-        let in_flight = self.metrics.in_flight.load(Ordering::Relaxed).max(0);
-        self.dispatcher.demand.report(
-            &names,
-            self.pool_name.as_deref(),
-            u64::try_from(in_flight).unwrap_or(0),
-        )
+        self.dispatcher
+            .demand
+            .report(&names, self.pool_name.as_deref(), self.metrics.in_flight())
     }
 
     fn reject(&self, e: ApiError) -> http::Response<RespBody> {
-        self.metrics.rejected.inc(&[e.code]);
-        self.metrics.requests.inc(&["none", "rejected"]);
+        self.metrics.rejected(e.code);
         e.into_response()
     }
 
@@ -249,7 +243,7 @@ impl Router {
                 let mut r = http::Response::new(full(self.render_metrics()));
                 r.headers_mut().insert(
                     http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                    HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
                 );
                 r
             }
@@ -377,7 +371,7 @@ impl Router {
             }
             let now = Instant::now();
             if now >= hold_until {
-                self.metrics.requests.inc(&["none", "no_ready_member"]);
+                self.metrics.unanswered("no_ready_member");
                 return respond::no_ready_member(&passed_over, call.request_id.clone());
             }
             let wake = demand.next_probe(now).max(now + Duration::from_millis(20));
@@ -447,22 +441,6 @@ fn default_member(config: &RouterConfig) -> usize {
         .unwrap_or(0)
 }
 
-/// Counts a request in flight until dropped (also when the client goes away mid-request).
-struct InFlight(Arc<RouterMetrics>);
-
-impl InFlight {
-    fn enter(metrics: &Arc<RouterMetrics>) -> Self {
-        metrics.in_flight.fetch_add(1, Ordering::Relaxed);
-        Self(metrics.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 impl Router {
     /// Answers one request: the service that [`crate::serve`] runs for each connection.
     pub fn handle(
@@ -479,7 +457,7 @@ impl Router {
             status = tracing::field::Empty,
         );
         async move {
-            let in_flight = InFlight::enter(&self.metrics);
+            let in_flight = self.metrics.enter();
             // A stream is in flight until its last byte, not just until its head is sent.
             self.route(req)
                 .await

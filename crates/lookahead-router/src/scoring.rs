@@ -45,6 +45,22 @@ pub struct Decision {
     pub fallback: Option<Fallback>,
 }
 
+/// Why scoring failed open: the scorer answered an error, panicked, named none of the pool's
+/// models, did not answer in time, or could not be reached. The `x-lookahead-fallback` value and the
+/// `lookahead_router_fail_open_total` label.
+pub const FAIL_OPEN_REASONS: [&str; 5] = [
+    SCORER_ERROR,
+    SCORER_PANIC,
+    SCORER_POOL_MISMATCH,
+    SCORER_TIMEOUT,
+    SCORER_UNAVAILABLE,
+];
+const SCORER_ERROR: &str = "scorer_error";
+const SCORER_PANIC: &str = "scorer_panic";
+const SCORER_POOL_MISMATCH: &str = "scorer_pool_mismatch";
+const SCORER_TIMEOUT: &str = "scorer_timeout";
+const SCORER_UNAVAILABLE: &str = "scorer_unavailable";
+
 /// Why a routed request was not ranked by the scorer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fallback {
@@ -110,7 +126,7 @@ impl Ranker {
     /// `modelId`, else by its name. Unscored members rank after all scored ones.
     pub fn decide_from_scores(&self, models: &[String], scores: &[f32]) -> Decision {
         if models.len() != scores.len() {
-            return self.fail_open("scorer_error");
+            return self.fail_open(SCORER_ERROR);
         }
         let utility: Vec<Option<f64>> = self
             .members
@@ -125,7 +141,7 @@ impl Ranker {
             })
             .collect();
         if utility.iter().all(Option::is_none) {
-            return self.fail_open("scorer_pool_mismatch");
+            return self.fail_open(SCORER_POOL_MISMATCH);
         }
         let mut order: Vec<usize> = (0..self.members.len()).collect();
         // Scored before unscored, then by utility (desc); ties keep configuration order.
@@ -165,10 +181,10 @@ impl Ranker {
             ScoreSource::InProcess(slot) => self.score_in_process(slot, prompt).await,
             ScoreSource::Grpc(client) => {
                 match tokio::time::timeout(self.timeout, client.score_one(prompt)).await {
-                    Err(_) => self.fail_open("scorer_timeout"),
+                    Err(_) => self.fail_open(SCORER_TIMEOUT),
                     Ok(Err(e)) => {
                         tracing::debug!(error = %e, "scoring sidecar unavailable");
-                        self.fail_open("scorer_unavailable")
+                        self.fail_open(SCORER_UNAVAILABLE)
                     }
                     Ok(Ok((models, row))) => self.decide_from_scores(&models, &row),
                 }
@@ -188,7 +204,7 @@ impl Ranker {
                 Ok(rows) => self.decide_from_rows(scorer.models(), rows),
                 Err(e) => {
                     tracing::warn!(error = %e, "scorer failed");
-                    self.fail_open("scorer_error")
+                    self.fail_open(SCORER_ERROR)
                 }
             };
         }
@@ -198,11 +214,11 @@ impl Ranker {
             (scorer, out)
         });
         match tokio::time::timeout(self.timeout, job).await {
-            Err(_) => self.fail_open("scorer_timeout"),
-            Ok(Err(_)) => self.fail_open("scorer_panic"),
+            Err(_) => self.fail_open(SCORER_TIMEOUT),
+            Ok(Err(_)) => self.fail_open(SCORER_PANIC),
             Ok(Ok((_, Err(e)))) => {
                 tracing::warn!(error = %e, "scorer failed");
-                self.fail_open("scorer_error")
+                self.fail_open(SCORER_ERROR)
             }
             Ok(Ok((scorer, Ok(rows)))) => self.decide_from_rows(scorer.models(), rows),
         }
@@ -212,7 +228,7 @@ impl Ranker {
     fn decide_from_rows(&self, models: &[String], mut rows: Vec<Vec<f32>>) -> Decision {
         match rows.pop() {
             Some(row) => self.decide_from_scores(models, &row),
-            None => self.fail_open("scorer_error"),
+            None => self.fail_open(SCORER_ERROR),
         }
     }
 }

@@ -139,10 +139,10 @@ async fn with_no_member_ready_for_the_whole_cold_start_timeout_the_answer_is_503
     let fallback = reply.header("x-lookahead-fallback").unwrap_or_default();
     assert!(fallback.contains("cold:math"), "{fallback}");
     assert_eq!(
-        r.handler
-            .metrics()
-            .requests
-            .get(&["none", "no_ready_member"]),
+        metric(
+            &r,
+            "lookahead_router_requests_total{member=\"none\",outcome=\"no_ready_member\"}"
+        ),
         1
     );
 }

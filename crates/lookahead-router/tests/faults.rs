@@ -176,7 +176,7 @@ async fn a_scorer_sidecar_killed_mid_run_causes_no_client_error() {
     );
     assert!(failed_open > 0, "failed open after the kill");
     assert_eq!(scored + failed_open, 160);
-    assert!(r.handler.metrics().fail_opens.total() as usize >= failed_open);
+    assert!(metric_sum(&r, "lookahead_router_fail_open_total") as usize >= failed_open);
 }
 
 /// An "artifact" for tests: a directory with `keywords.json` = [[model, keyword], ...].

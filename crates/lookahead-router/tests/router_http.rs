@@ -96,8 +96,14 @@ async fn auto_is_scored_and_sent_to_the_best_member_with_decision_headers() {
         .filter_map(|m| m["id"].as_str())
         .collect();
     assert_eq!(ids, ["auto", "math", "code", "general"]);
-    assert_eq!(r.handler.metrics().requests.get(&["math", "ok"]), 1);
-    assert_eq!(r.handler.metrics().decision.count(&[]), 2);
+    assert_eq!(
+        metric(
+            &r,
+            "lookahead_router_requests_total{member=\"math\",outcome=\"ok\"}"
+        ),
+        1
+    );
+    assert_eq!(metric(&r, "lookahead_router_decision_seconds_count"), 2);
 }
 
 /// A backend that sends one SSE event, then holds the stream open until released: the client must
@@ -259,8 +265,12 @@ async fn failed_members_are_retried_on_the_next_best_and_marked() {
         reply.header("x-lookahead-model").as_deref(),
         Some("general")
     );
-    let m = r.handler.metrics();
-    assert!(m.fallbacks.get(&["math", "status_503"]) >= 2);
+    assert!(
+        metric(
+            &r,
+            "lookahead_router_fallbacks_total{member=\"math\",reason=\"status_503\"}"
+        ) >= 2
+    );
 }
 
 #[tokio::test]
@@ -293,7 +303,10 @@ async fn a_member_that_keeps_failing_is_ejected_and_skipped() {
         3,
         "ejected after 3 consecutive failures"
     );
-    assert_eq!(r.handler.metrics().ejections.get(&["math"]), 1);
+    assert_eq!(
+        metric(&r, "lookahead_router_ejections_total{member=\"math\"}"),
+        1
+    );
     let metrics =
         String::from_utf8_lossy(&send(&c, get(r.addr, "/metrics")).await.body).into_owned();
     assert!(metrics.contains("lookahead_router_member_ejected{member=\"math\"} 1"));
@@ -323,7 +336,13 @@ async fn a_slow_scorer_fails_open_to_the_default_model() {
         reply.header("x-lookahead-fallback").as_deref(),
         Some("scorer_timeout")
     );
-    assert_eq!(r.handler.metrics().fail_opens.get(&["scorer_timeout"]), 1);
+    assert_eq!(
+        metric(
+            &r,
+            "lookahead_router_fail_open_total{reason=\"scorer_timeout\"}"
+        ),
+        1
+    );
 }
 
 #[tokio::test]
@@ -560,8 +579,11 @@ async fn malformed_requests_get_openai_errors_and_the_router_keeps_serving() {
     assert_eq!(body["object"], "chat.completion");
 }
 
+/// `/metrics` is OpenMetrics that Prometheus' own parser reads: `promtool tsdb
+/// create-blocks-from openmetrics` (the backfill importer, which also wants a timestamp on every
+/// sample: the test appends one) imports every sample.
 #[tokio::test]
-async fn metrics_pass_promtool_check() {
+async fn metrics_parse_as_openmetrics_with_promtool() {
     let m = replay("General-7B", &[], Default::default()).await;
     let cfg = config(&[("general", "General-7B", m.url())], TRAINED);
     let r = router(
@@ -577,28 +599,35 @@ async fn metrics_pass_promtool_check() {
     send(&c, chat(r.addr, "nope", "x", false)).await;
     let reply = send(&c, get(r.addr, "/metrics")).await;
     assert_eq!(reply.status, 200);
+    assert!(reply
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("application/openmetrics-text")));
     let text = String::from_utf8_lossy(&reply.body).into_owned();
     assert!(text.contains("lookahead_router_requests_total{member=\"general\",outcome=\"ok\"} 1"));
     assert!(text.contains("lookahead_router_rejected_total{code=\"model_not_found\"} 1"));
-    let promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn();
-    let Ok(mut child) = promtool else {
+    assert!(text.contains("lookahead_router_routed_total{member=\"general\",basis=\"scores\"} 1"));
+    let stamped: String = text
+        .lines()
+        .map(|l| match l.starts_with('#') {
+            true => format!("{l}\n"),
+            false => format!("{l} 1700000000\n"),
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("metrics.om");
+    std::fs::write(&file, &stamped).expect("write");
+    let out = std::process::Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&file)
+        .arg(dir.path().join("blocks"))
+        .output();
+    let Ok(out) = out else {
         eprintln!("SKIP promtool check: promtool not installed (apt-get install prometheus)");
         return;
     };
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(text.as_bytes()).expect("write");
-    }
-    let out = child.wait_with_output().expect("promtool");
     assert!(
         out.status.success(),
-        "promtool: {}{}",
+        "promtool: {}{}\n{stamped}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );

@@ -276,3 +276,18 @@ pub fn data_dir() -> Option<std::path::PathBuf> {
         });
     dir.join("manifest.json").exists().then_some(dir)
 }
+
+/// The value of `series` in the router's `/metrics` exposition, read as a scraper reads it.
+pub fn metric(r: &Running<lookahead_router::Router>, series: &str) -> u64 {
+    lookahead_router::metrics::sample(&r.handler.render_metrics(), series) as u64
+}
+
+/// The sum over every labelled series of `family` (e.g. `lookahead_router_fail_open_total`).
+pub fn metric_sum(r: &Running<lookahead_router::Router>, family: &str) -> u64 {
+    let text = r.handler.render_metrics();
+    let prefix = format!("{family}{{");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
