@@ -6,7 +6,8 @@
 #   RoutingPolicy -> training Job (acceptance verdict in status and the RouterAccepted
 #   condition) -> router with the artifact -> chat completions through the
 #   router Service (from this machine and from a pod) -> gemma-2-9b-it added: one new Job, new
-#   artifact in status, router rolled -> helm upgrade -> everything deleted, helm uninstall:
+#   artifact in status, router rolled -> a real Prometheus scrapes router and operator pods and
+#   fires the chart's member-ejected alert (prometheus.sh) -> autoscaling (autoscaling.sh) -> helm upgrade -> everything deleted, helm uninstall:
 #   nothing left behind.
 #
 #   KUBECONFIG        the WITH_KUBELET=1 cluster (its directory is cluster.sh's state dir)
@@ -284,6 +285,10 @@ wait_for "the router on artifact $second" 300 "router_on $second"
 routed=$(ask_each < <(prompts GSM8K 3))
 kubectl -n "$NS" get job "e2e-train-$second" >/dev/null || fail "no Job e2e-train-$second"
 step "gemma added: Job e2e-train-$second, artifact $second for $members, router rolled; answered by [$routed]"
+
+# 7a. A real Prometheus scraping the router and operator pods; the chart's alerts evaluated.
+# shellcheck source=tests/e2e/prometheus.sh
+source tests/e2e/prometheus.sh
 
 # 7b. Autoscaling on router-observed demand: scale to zero and back, the real HPA on in-flight.
 # shellcheck source=tests/e2e/autoscaling.sh

@@ -183,7 +183,7 @@ impl Metrics {
         self.leader.set(i64::from(leader));
     }
 
-    /// Prometheus text exposition.
+    /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
