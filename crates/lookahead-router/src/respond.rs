@@ -113,14 +113,21 @@ pub fn no_ready_member(
 
 /// `name=utility` for scored members, best first, three decimals; `None` when nothing was scored.
 fn compact_scores(pool: &Pool, d: &Decision) -> Option<String> {
+    top_scores(pool, d, usize::MAX)
+}
+
+/// [`compact_scores`] of the best `n` scored members (the request span carries the top three).
+pub fn top_scores(pool: &Pool, d: &Decision, n: usize) -> Option<String> {
+    let scored = d
+        .order
+        .iter()
+        .filter_map(|&i| Some((i, d.utility.get(i).copied().flatten()?)));
     let mut out = String::new();
-    for &i in &d.order {
-        if let Some(u) = d.utility.get(i).copied().flatten() {
-            if !out.is_empty() {
-                out.push(',');
-            }
-            let _ = write!(out, "{}={u:.3}", pool.members[i].name);
+    for (i, u) in scored.take(n) {
+        if !out.is_empty() {
+            out.push(',');
         }
+        let _ = write!(out, "{}={u:.3}", pool.members[i].name);
     }
     (!out.is_empty()).then_some(out)
 }
