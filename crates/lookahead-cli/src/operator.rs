@@ -76,6 +76,7 @@ pub fn run(args: OperatorArgs) -> anyhow::Result<()> {
             lease_duration: args.lease_duration,
         }),
         external_metrics,
+        telemetry: Default::default(),
     };
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     rt.block_on(async {
