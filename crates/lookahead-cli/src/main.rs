@@ -30,6 +30,16 @@ mod train;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as `text` or `json` (one object per line, with the request's `trace_id`) for
+    /// the subcommands that log (router, operator, scorer, replay, train).
+    #[arg(
+        long,
+        global = true,
+        env = "LOOKAHEAD_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    log_format: logging::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -64,19 +74,25 @@ enum Command {
 }
 
 impl Command {
-    /// How the subcommand logs through tracing, or `None` when it does not set tracing up (its
-    /// output is its report).
-    fn log_colour(&self) -> Option<logging::Colour> {
+    /// How the subcommand logs through tracing (colour, and the `service.name` of its spans), or
+    /// `None` when it does not set tracing up (its output is its report).
+    fn logging(&self, format: logging::LogFormat) -> Option<logging::Logging> {
         use logging::Colour;
-        match self {
-            Command::Router(_) | Command::Scorer(_) | Command::Replay(_) => {
-                Some(Colour::IfTerminal)
-            }
+        let (colour, service) = match self {
+            Command::Router(_) => (Colour::IfTerminal, "lookahead-router"),
+            Command::Scorer(_) => (Colour::IfTerminal, "lookahead-scorer"),
+            Command::Replay(_) => (Colour::IfTerminal, "lookahead-replay"),
+            Command::Operator(_) => (Colour::Default, "lookahead-operator"),
             // train: per-epoch progress goes through tracing (visible in logs, not only on a
             // terminal).
-            Command::Operator(_) | Command::Train(_) => Some(Colour::Default),
-            _ => None,
-        }
+            Command::Train(_) => (Colour::Default, "lookahead-train"),
+            _ => return None,
+        };
+        Some(logging::Logging {
+            colour,
+            format,
+            service,
+        })
     }
 }
 
@@ -98,11 +114,13 @@ fn keep_freed_memory() {
 fn main() -> anyhow::Result<()> {
     keep_freed_memory();
     let cli = Cli::parse();
-    if let Some(colour) = cli.command.log_colour() {
-        logging::init(colour);
-    }
+    // Held to the end of main: dropping it flushes the spans not yet exported.
+    let _logging = match cli.command.logging(cli.log_format) {
+        Some(l) => Some(logging::init(l)?),
+        None => None,
+    };
     match cli.command {
-        Command::Operator(args) => operator::run(args)?,
+        Command::Operator(args) => operator::run(args, cli.log_format)?,
         Command::Crdgen { docs: false } => print!("{}", lookahead_api::crds_yaml()?),
         Command::Crdgen { docs: true } => print!("{}", lookahead_api::crds_markdown()?),
         Command::Router(args) => router::run(args)?,

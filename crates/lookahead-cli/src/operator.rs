@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use lookahead_operator::{LeaderElection, OperatorConfig, ServeOptions};
+use lookahead_operator::{LeaderElection, OperatorConfig, ServeOptions, Telemetry};
+
+use crate::logging::LogFormat;
 
 #[derive(Args, Debug)]
 pub struct OperatorArgs {
@@ -51,9 +53,15 @@ pub struct OperatorArgs {
     /// That Service's namespace (default: this pod's).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     metrics_service_namespace: String,
+    /// OTLP/gRPC endpoint the router pods export spans to. Read from the environment variable
+    /// the operator's own export reads (the chart's `observability.otlpEndpoint` sets it), so
+    /// one setting traces both; router pods export nothing when unset.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
-pub fn run(args: OperatorArgs) -> anyhow::Result<()> {
+/// Runs the operator; router pods log in `log_format`, the operator's own.
+pub fn run(args: OperatorArgs, log_format: LogFormat) -> anyhow::Result<()> {
     let external_metrics = args.external_metrics_addr.map(|addr| ServeOptions {
         addr,
         tls_cert_file: args.tls_cert_file,
@@ -76,6 +84,10 @@ pub fn run(args: OperatorArgs) -> anyhow::Result<()> {
             lease_duration: args.lease_duration,
         }),
         external_metrics,
+        telemetry: Telemetry {
+            otlp_endpoint: args.otlp_endpoint.filter(|e| !e.trim().is_empty()),
+            json_logs: log_format == LogFormat::Json,
+        },
     };
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     rt.block_on(async {

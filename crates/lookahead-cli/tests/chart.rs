@@ -231,3 +231,57 @@ fn manifests_are_the_rendered_chart_and_grant_what_the_rbac_manifest_grants() {
     );
     assert!(!namespaced.contains_key("ClusterRole/operator"));
 }
+
+/// The operator container's environment as `name -> value` (values from the downward API as
+/// `None`).
+fn operator_env(rendered: &str) -> std::collections::BTreeMap<String, Option<String>> {
+    let deployment = documents(rendered)
+        .into_iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("the operator Deployment");
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_sequence()
+        .expect("env")
+        .iter()
+        .map(|e| {
+            let name = e["name"].as_str().expect("name").to_string();
+            (name, e["value"].as_str().map(str::to_string))
+        })
+        .collect()
+}
+
+/// `observability.*` reaches the operator's environment, where both its own set-up and the
+/// router pods' read it (`OTEL_EXPORTER_OTLP_ENDPOINT` is the operator's `--otlp-endpoint`,
+/// `LOOKAHEAD_LOG_FORMAT` its `--log-format`); no endpoint, no export. A format the binary does
+/// not know is refused by the values schema.
+#[test]
+fn observability_values_reach_the_operators_environment() {
+    let Some((_, helm)) = helms().into_iter().next() else {
+        eprintln!("SKIP: set LOOKAHEAD_HELM (../shared/k8s/helm.sh installs helm)");
+        return;
+    };
+    let plain = operator_env(&render(&helm, &[]));
+    assert_eq!(plain["LOOKAHEAD_LOG_FORMAT"].as_deref(), Some("text"));
+    assert!(!plain.contains_key("OTEL_EXPORTER_OTLP_ENDPOINT"));
+
+    let traced = operator_env(&render(
+        &helm,
+        &[
+            "--set",
+            "observability.otlpEndpoint=http://otel-collector.observability:4317",
+            "--set",
+            "observability.logFormat=json",
+        ],
+    ));
+    assert_eq!(traced["LOOKAHEAD_LOG_FORMAT"].as_deref(), Some("json"));
+    assert_eq!(
+        traced["OTEL_EXPORTER_OTLP_ENDPOINT"].as_deref(),
+        Some("http://otel-collector.observability:4317")
+    );
+
+    let (ok, text) = run(Command::new(&helm)
+        .args(["template", "la"])
+        .arg(chart())
+        .args(["--set", "observability.logFormat=xml"]));
+    assert!(!ok, "logFormat=xml rendered: {text}");
+}

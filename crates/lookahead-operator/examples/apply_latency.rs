@@ -99,6 +99,7 @@ async fn one_run(client: &Client, hpa: &kube::api::ApiResource, i: usize) -> any
         hpa: hpa.clone(),
         pdb: lookahead_operator::disruption::discover(client).await?,
         namespace: Some(ns.clone()),
+        telemetry: Default::default(),
     };
     let ctx = Arc::new(Context::new(
         client.clone(),

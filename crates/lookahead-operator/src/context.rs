@@ -22,6 +22,8 @@ pub struct Settings {
     pub pdb: Option<ApiResource>,
     /// Only watch this namespace (tests, namespaced installs); `None` watches all.
     pub namespace: Option<String>,
+    /// Span export and log format of the router pods.
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 /// Shared state of the controllers.

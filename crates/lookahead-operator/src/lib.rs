@@ -15,6 +15,7 @@
 //!   backoff) and [`conditions`] (the status-condition builder).
 //! - [`validate`]: what the CRD schema cannot check; [`objects`], [`hardening`], [`labels`],
 //!   [`autoscaling`] and [`disruption`]: building blocks of the child objects.
+//! - [`telemetry`]: the span export and log format settings router pods get.
 //! - [`context`] (client, settings, events), [`error`], [`metrics`], [`server`] (`/healthz`,
 //!   `/readyz`, `/metrics`), [`leader`] (Lease-based election).
 //! - [`external_metrics`]: the `external.metrics.k8s.io/v1beta1` API server the HPA controller
@@ -41,6 +42,7 @@ pub mod pool;
 pub mod process;
 pub mod scale_to_zero;
 pub mod server;
+pub mod telemetry;
 pub mod validate;
 
 #[cfg(test)]
@@ -53,3 +55,4 @@ pub use error::{Error, Result};
 pub use external_metrics::{MetricSource, MetricValue, ServeOptions};
 pub use metrics::Metrics;
 pub use process::{run, run_controllers, LeaderElection, OperatorConfig};
+pub use telemetry::Telemetry;

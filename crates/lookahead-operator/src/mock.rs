@@ -103,6 +103,7 @@ fn test_context() -> (Arc<Context>, Handle) {
         hpa: ApiResource::from_gvk_with_plural(&gvk, "horizontalpodautoscalers"),
         pdb: None,
         namespace: Some("ns".into()),
+        telemetry: Default::default(),
     };
     let ctx = Context::new(client, settings, Arc::new(Metrics::default()));
     (Arc::new(ctx), handle)

@@ -58,6 +58,8 @@ pub struct OperatorConfig {
     pub leader_election: Option<LeaderElection>,
     /// Serve `external.metrics.k8s.io/v1beta1` (every replica, leader or not).
     pub external_metrics: Option<ServeOptions>,
+    /// Span export and log format of the router pods.
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
@@ -169,6 +171,7 @@ pub async fn run(
         hpa,
         pdb,
         namespace: config.namespace.clone(),
+        telemetry: config.telemetry.clone(),
     };
     let ctx = Arc::new(Context::new(client.clone(), settings, metrics.clone()));
     let board = Arc::new(DemandBoard::default());

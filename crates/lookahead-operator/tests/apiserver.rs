@@ -679,6 +679,7 @@ async fn apiserver_two_replicas_fail_over() -> anyhow::Result<()> {
                 lease_duration: Duration::from_secs(3),
             }),
             external_metrics: None,
+            telemetry: Default::default(),
         };
         tokio::spawn(lookahead_operator::run(
             client.clone(),

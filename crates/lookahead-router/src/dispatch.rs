@@ -58,8 +58,9 @@ pub enum Outcome {
     Rejected(ApiError),
 }
 
-/// The headers a member sees: JSON, the client's `Accept`, the request id, and the client's
-/// credentials only when the router has no keys of its own (then they are meant for the member).
+/// The headers a member sees: JSON, the client's `Accept`, the request id, the trace context
+/// ([`crate::trace_context::inject`]), and the client's credentials only when the router has no
+/// keys of its own (then they are meant for the member).
 pub fn upstream_headers(
     client: &HeaderMap,
     request_id: &HeaderValue,
@@ -79,6 +80,7 @@ pub fn upstream_headers(
         }
     }
     h.insert(HEADER_REQUEST_ID, request_id.clone());
+    crate::trace_context::inject(client, &mut h);
     h
 }
 
@@ -172,7 +174,6 @@ impl Dispatcher {
         metrics.answered(&member.name, outcome);
         let span = tracing::Span::current();
         span.record("member", &*member.name);
-        span.record("status", answer.status.as_u16());
     }
 
     /// Counts a failed attempt (and ejects the member when it keeps failing, or marks it cold

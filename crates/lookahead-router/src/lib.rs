@@ -16,6 +16,7 @@
 //! - [`dispatch`] (with [`upstream`], [`member_conn`], [`outlier`]): attempts with retries and
 //!   ejection.
 //! - [`respond`] (with [`error`], [`body`]): decision headers, OpenAI-style errors.
+//! - [`trace_context`]: W3C `traceparent` in from the client, out to the members.
 //! - [`demand`]: per-member in-flight, sent and wanted requests, cold members (autoscaling).
 //! - [`metrics`]: Prometheus metrics (prometheus-client, OpenMetrics text).
 
@@ -38,6 +39,7 @@ pub mod router;
 pub mod scoring;
 pub mod server;
 pub mod slot;
+pub mod trace_context;
 pub mod upstream;
 
 pub use error::{ApiError, RouterError};

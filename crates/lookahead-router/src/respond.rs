@@ -113,14 +113,62 @@ pub fn no_ready_member(
 
 /// `name=utility` for scored members, best first, three decimals; `None` when nothing was scored.
 fn compact_scores(pool: &Pool, d: &Decision) -> Option<String> {
+    top_scores(pool, d, usize::MAX)
+}
+
+/// [`compact_scores`] of the best `n` scored members (the request span carries the top three).
+pub fn top_scores(pool: &Pool, d: &Decision, n: usize) -> Option<String> {
+    let scored = d
+        .order
+        .iter()
+        .filter_map(|&i| Some((i, d.utility.get(i).copied().flatten()?)));
     let mut out = String::new();
-    for &i in &d.order {
-        if let Some(u) = d.utility.get(i).copied().flatten() {
-            if !out.is_empty() {
-                out.push(',');
-            }
-            let _ = write!(out, "{}={u:.3}", pool.members[i].name);
+    for (i, u) in scored.take(n) {
+        if !out.is_empty() {
+            out.push(',');
         }
+        let _ = write!(out, "{}={u:.3}", pool.members[i].name);
     }
     (!out.is_empty()).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(names: &[&str]) -> Pool {
+        let mut y = String::from("members:\n");
+        for n in names {
+            y.push_str(&format!(
+                "  - {{ name: {n}, modelId: {n}, baseUrl: \"http://127.0.0.1:9/v1\" }}\n"
+            ));
+        }
+        y.push_str("policy:\n  method: fixed\n");
+        let config: lookahead_api::RouterConfig = serde_yaml::from_str(&y).unwrap();
+        Pool::from_config(&config).unwrap()
+    }
+
+    #[test]
+    fn top_scores_are_the_best_scored_members_in_order() {
+        let pool = pool(&["a", "b", "c", "d", "e"]);
+        let d = Decision {
+            order: vec![3, 0, 4, 1, 2],
+            utility: vec![Some(0.5), Some(0.2), Some(0.1), Some(0.9), None],
+            fallback: None,
+        };
+        assert_eq!(
+            top_scores(&pool, &d, 3).as_deref(),
+            Some("d=0.900,a=0.500,b=0.200")
+        );
+        assert_eq!(
+            compact_scores(&pool, &d).as_deref(),
+            Some("d=0.900,a=0.500,b=0.200,c=0.100")
+        );
+        let unscored = Decision {
+            order: vec![0],
+            utility: vec![None; 5],
+            fallback: None,
+        };
+        assert_eq!(top_scores(&pool, &unscored, 3), None);
+    }
 }

@@ -29,7 +29,7 @@ use crate::openai::Endpoint;
 use crate::outlier::{OutlierDetector, OutlierPolicy};
 use crate::pool::{Pool, Target};
 use crate::respond;
-use crate::scoring::{load_slot, spawn_reloader, RankedMember, Ranker, ScoreSource};
+use crate::scoring::{load_slot, spawn_reloader, Decision, RankedMember, Ranker, ScoreSource};
 use crate::upstream::Upstream;
 use crate::{ApiError, RouterError, ScorerLoader};
 
@@ -302,7 +302,11 @@ impl Router {
             request_id: &request_id,
             forward_auth: self.gate.keys.is_empty(),
         };
-        self.serve_plan(plan, call).await
+        record_decision(&span, &self.pool, &plan.decision);
+        let mut tried = 0;
+        let resp = self.serve_plan(plan, call, &mut tried).await;
+        span.record("attempts", tried);
+        resp
     }
 
     fn decider(&self) -> Decider<'_> {
@@ -319,8 +323,13 @@ impl Router {
     /// Dispatches along the plan. While no planned member has a ready replica the request waits
     /// (re-trying cold members as their probes fall due) up to `coldStartTimeout`, then gets 503
     /// with `Retry-After`. A request whose best-ranked member is cold counts as wanted demand
-    /// for it once, which is what wakes a member scaled to zero.
-    async fn serve_plan(&self, plan: Plan, call: Call<'_>) -> http::Response<RespBody> {
+    /// for it once, which is what wakes a member scaled to zero. `tried` counts the attempts sent.
+    async fn serve_plan(
+        &self,
+        plan: Plan,
+        call: Call<'_>,
+        tried: &mut usize,
+    ) -> http::Response<RespBody> {
         let Plan {
             target,
             decision,
@@ -338,6 +347,7 @@ impl Router {
                     .dispatcher
                     .dispatch(&self.pool, &self.metrics, &call, &attempts.order)
                     .await;
+                *tried += attempts_sent(&outcome);
                 wanted |= self.count_wanted(best, wanted, &outcome);
                 match outcome {
                     Outcome::Delivered {
@@ -422,6 +432,39 @@ impl Router {
     }
 }
 
+/// How many requests went to members in one dispatch: one per failure, plus the one answered.
+fn attempts_sent(outcome: &Outcome) -> usize {
+    match outcome {
+        Outcome::Delivered { failures, .. } => failures.len() + 1,
+        Outcome::Exhausted { failures, .. } => failures.len(),
+        Outcome::Rejected(_) => 0,
+    }
+}
+
+/// The decision on the request span (exported with the trace, printed by JSON logs): the best
+/// three scores, as in `x-lookahead-scores`.
+fn record_decision(span: &tracing::Span, pool: &Pool, decision: &Decision) {
+    if let Some(scores) = respond::top_scores(pool, decision, 3) {
+        span.record("scores", scores);
+    }
+}
+
+/// The answer on the request span: its status (an OpenTelemetry error status for 5xx) and the
+/// fallbacks the client is told of in `x-lookahead-fallback`.
+fn record_answer(span: &tracing::Span, resp: &http::Response<RespBody>) {
+    span.record("status", resp.status().as_u16());
+    if resp.status().is_server_error() {
+        span.record("otel.status_code", "error");
+    }
+    if let Some(f) = resp
+        .headers()
+        .get(HEADER_FALLBACK)
+        .and_then(|v| v.to_str().ok())
+    {
+        span.record("fallback", f);
+    }
+}
+
 /// Appends each label not already in `labels` (a member named once in the fallback header).
 fn merge_labels(labels: &mut Vec<String>, new: impl IntoIterator<Item = String>) {
     for l in new {
@@ -455,13 +498,20 @@ impl Router {
             stream = tracing::field::Empty,
             member = tracing::field::Empty,
             status = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            scores = tracing::field::Empty,
+            fallback = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
         );
+        crate::trace_context::accept(&span, req.headers());
         async move {
             let in_flight = self.metrics.enter();
+            let resp = self.route(req).await;
+            record_answer(&tracing::Span::current(), &resp);
             // A stream is in flight until its last byte, not just until its head is sent.
-            self.route(req)
-                .await
-                .map(|body| crate::body::hold(body, in_flight))
+            resp.map(|body| crate::body::hold(body, in_flight))
         }
         .instrument(span)
     }

@@ -132,7 +132,15 @@ async fn apply_router(
     config_maps
         .patch(&router_name, &apply, &Patch::Apply(&cm))
         .await?;
-    let deployment = router::deployment(policy, ns, &ctx.settings.image, scoring, &hash, owner);
+    let deployment = router::deployment(
+        policy,
+        ns,
+        &ctx.settings.image,
+        &ctx.settings.telemetry,
+        scoring,
+        &hash,
+        owner,
+    );
     let deployments: Api<Deployment> = ctx.api(ns);
     let applied = deployments
         .patch(&router_name, &apply, &Patch::Apply(&deployment))

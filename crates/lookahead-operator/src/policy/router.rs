@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, ContainerPort, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
+    ConfigMap, Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
     ResourceRequirements, Service, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -21,6 +21,7 @@ use crate::objects::{
     claim_volume, config_map_volume, http_service, owned_meta, wants_gpu, GPU_RESOURCE,
 };
 use crate::pool::children::base_url;
+use crate::telemetry::{PodIdentity, Telemetry};
 
 pub const ROUTER_PORT: i32 = 8080;
 pub const SCORER_ADDR: &str = "127.0.0.1:50051";
@@ -181,11 +182,12 @@ fn scorer_resources(resources: Option<&ResourceRequirements>) -> Option<Resource
 }
 
 /// The router Deployment: the `router` container, and the `scorer` sidecar while an artifact
-/// is served.
+/// is served; both with `telemetry`'s environment (span export is the router's alone).
 pub fn deployment(
     policy: &RoutingPolicy,
     ns: &str,
     image: &str,
+    telemetry: &Telemetry,
     scoring: &Scoring,
     config_hash: &str,
     owner: &OwnerReference,
@@ -199,9 +201,16 @@ pub fn deployment(
     pod_labels.extend(labels::router_selector(policy_name));
 
     let (mut volumes, mounts) = volumes(policy, &name);
-    let mut containers = vec![router_container(&image, &mounts)];
+    let router_env = telemetry.tracing_env(&PodIdentity {
+        service: "lookahead-router",
+        namespace: ns,
+        deployment: &name,
+    });
+    let mut containers = vec![router_container(&image, &mounts, router_env)];
     if let Scoring::Artifact(a) = scoring {
-        containers.push(scorer_container(policy, a, image, mounts));
+        let mut scorer = scorer_container(policy, a, image, mounts);
+        scorer.env = non_empty(telemetry.log_env());
+        containers.push(scorer);
     }
     crate::hardening::harden(&mut containers, &mut volumes);
     let tolerations = tolerations(policy);
@@ -266,9 +275,15 @@ fn volumes(policy: &RoutingPolicy, name: &str) -> (Vec<Volume>, Vec<VolumeMount>
     (volumes, mounts)
 }
 
-fn router_container(image: &str, mounts: &[VolumeMount]) -> Container {
+/// `None` for an empty environment (the object stays as it was without telemetry settings).
+fn non_empty(env: Vec<EnvVar>) -> Option<Vec<EnvVar>> {
+    (!env.is_empty()).then_some(env)
+}
+
+fn router_container(image: &str, mounts: &[VolumeMount], env: Vec<EnvVar>) -> Container {
     Container {
         name: "router".into(),
+        env: non_empty(env),
         image: Some(image.to_string()),
         args: Some(vec![
             "router".into(),
@@ -387,7 +402,15 @@ mod tests {
     #[test]
     fn router_pods_carry_the_prometheus_scrape_annotations() {
         let policy = testdata::policy("p", Some("yi"));
-        let d = deployment(&policy, "ns", "img", &trained(), "h", &testdata::owner());
+        let d = deployment(
+            &policy,
+            "ns",
+            "img",
+            &Telemetry::default(),
+            &trained(),
+            "h",
+            &testdata::owner(),
+        );
         let annotations = d
             .spec
             .and_then(|s| s.template.metadata)
@@ -403,9 +426,17 @@ mod tests {
     fn an_autoscaled_router_leaves_its_replicas_to_the_autoscaler() {
         let mut policy = testdata::policy("p", Some("yi"));
         let replicas = |p: &RoutingPolicy| {
-            deployment(p, "ns", "img", &trained(), "h", &testdata::owner())
-                .spec
-                .and_then(|s| s.replicas)
+            deployment(
+                p,
+                "ns",
+                "img",
+                &Telemetry::default(),
+                &trained(),
+                "h",
+                &testdata::owner(),
+            )
+            .spec
+            .and_then(|s| s.replicas)
         };
         assert_eq!(replicas(&policy), Some(policy.spec.serving.replicas));
         policy.spec.serving.autoscaling = Some(lookahead_api::policy::RouterAutoscaling {
@@ -418,7 +449,15 @@ mod tests {
     #[test]
     fn int8_precision_reaches_the_scorer_sidecar() {
         let mut policy = testdata::policy("p", Some("yi"));
-        let d = deployment(&policy, "ns", "img", &trained(), "h", &testdata::owner());
+        let d = deployment(
+            &policy,
+            "ns",
+            "img",
+            &Telemetry::default(),
+            &trained(),
+            "h",
+            &testdata::owner(),
+        );
         let args = container(&d, "scorer")
             .and_then(|c| c.args.clone())
             .unwrap_or_default();
@@ -427,7 +466,15 @@ mod tests {
             "f32 is the default: {args:?}"
         );
         policy.spec.serving.precision = ScoringPrecision::Int8;
-        let d = deployment(&policy, "ns", "img", &trained(), "h", &testdata::owner());
+        let d = deployment(
+            &policy,
+            "ns",
+            "img",
+            &Telemetry::default(),
+            &trained(),
+            "h",
+            &testdata::owner(),
+        );
         let args = container(&d, "scorer")
             .and_then(|c| c.args.clone())
             .unwrap_or_default();
@@ -447,7 +494,15 @@ mod tests {
             )])),
             ..Default::default()
         });
-        let d = deployment(&policy, "ns", "img", &trained(), "h", &testdata::owner());
+        let d = deployment(
+            &policy,
+            "ns",
+            "img",
+            &Telemetry::default(),
+            &trained(),
+            "h",
+            &testdata::owner(),
+        );
         let scorer = container(&d, "scorer").expect("scorer sidecar");
         let args = scorer.args.clone().unwrap_or_default();
         assert!(args.windows(2).any(|w| w == ["--device", "cuda"]));
@@ -467,7 +522,15 @@ mod tests {
     #[test]
     fn cpu_scorer_without_gpu_toleration() {
         let policy = testdata::policy("p", Some("yi"));
-        let d = deployment(&policy, "ns", "img", &trained(), "h", &testdata::owner());
+        let d = deployment(
+            &policy,
+            "ns",
+            "img",
+            &Telemetry::default(),
+            &trained(),
+            "h",
+            &testdata::owner(),
+        );
         let scorer = container(&d, "scorer").expect("scorer sidecar");
         assert!(!scorer
             .args
@@ -485,7 +548,15 @@ mod tests {
     #[test]
     fn router_pods_run_non_root_with_a_read_only_root() {
         let policy = testdata::policy("p", Some("yi"));
-        let d = deployment(&policy, "ns", "img", &trained(), "h", &testdata::owner());
+        let d = deployment(
+            &policy,
+            "ns",
+            "img",
+            &Telemetry::default(),
+            &trained(),
+            "h",
+            &testdata::owner(),
+        );
         let pod = d
             .spec
             .as_ref()
@@ -531,7 +602,78 @@ mod tests {
         let c = router_config(&policy, &pool, "ns", &s).expect("config");
         assert_eq!(c.policy.method, RouterMethod::Fixed);
         assert!(c.policy.artifact.is_none());
-        let d = deployment(&policy, "ns", "img", &s, "h", &testdata::owner());
+        let d = deployment(
+            &policy,
+            "ns",
+            "img",
+            &Telemetry::default(),
+            &s,
+            "h",
+            &testdata::owner(),
+        );
         assert!(container(&d, "scorer").is_none());
+    }
+
+    fn env_of(d: &Deployment, name: &str) -> BTreeMap<String, String> {
+        container(d, name)
+            .and_then(|c| c.env.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| {
+                let v = e.value.or_else(|| {
+                    let field = e.value_from?.field_ref?.field_path;
+                    Some(format!("fieldRef:{field}"))
+                });
+                (e.name, v.unwrap_or_default())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn router_pods_export_spans_and_log_json_only_when_configured() {
+        let policy = testdata::policy("p", Some("yi"));
+        let render = |t: &Telemetry| {
+            deployment(&policy, "ns", "img", t, &trained(), "h", &testdata::owner())
+        };
+        let plain = render(&Telemetry::default());
+        for name in ["router", "scorer"] {
+            assert!(
+                container(&plain, name).is_some_and(|c| c.env.is_none()),
+                "{name}"
+            );
+        }
+
+        let traced = render(&Telemetry {
+            otlp_endpoint: Some("http://otel-collector.observability:4317".into()),
+            json_logs: true,
+        });
+        let env = env_of(&traced, "router");
+        assert_eq!(
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"],
+            "http://otel-collector.observability:4317"
+        );
+        assert_eq!(env["OTEL_SERVICE_NAME"], "lookahead-router");
+        assert_eq!(env["LOOKAHEAD_LOG_FORMAT"], "json");
+        assert_eq!(env["POD_NAME"], "fieldRef:metadata.name");
+        assert_eq!(
+            env["OTEL_RESOURCE_ATTRIBUTES"],
+            format!(
+                "k8s.namespace.name=ns,k8s.deployment.name={},k8s.pod.name=$(POD_NAME)",
+                router_name("p")
+            )
+        );
+        // The scorer has no spans to export; its logs follow the router's format.
+        let scorer = env_of(&traced, "scorer");
+        assert_eq!(scorer.len(), 1);
+        assert_eq!(scorer["LOOKAHEAD_LOG_FORMAT"], "json");
+
+        let json_only = render(&Telemetry {
+            otlp_endpoint: None,
+            json_logs: true,
+        });
+        assert_eq!(
+            env_of(&json_only, "router").into_keys().collect::<Vec<_>>(),
+            ["LOOKAHEAD_LOG_FORMAT"]
+        );
     }
 }

@@ -124,6 +124,7 @@ pub async fn start_operator(
         hpa: autoscaling::discover(client).await?,
         pdb: lookahead_operator::disruption::discover(client).await?,
         namespace: Some(ns.into()),
+        telemetry: Default::default(),
     };
     let ctx = Arc::new(Context::new(
         client.clone(),
