@@ -3,12 +3,14 @@
 # kube-proxy nor cluster DNS: a minimal stand-in for both, on this machine only, so that the
 # product runs unchanged (Service names, ClusterIPs, in-cluster API access).
 #
-#   netshim.sh start STATE_DIR   # background loop; prints nothing on success
+#   netshim.sh start STATE_DIR   # background loops; prints nothing on success
 #   netshim.sh stop STATE_DIR
+#   netshim.sh target STATE_DIR CLUSTER_IP PORT
 #
-# - Services: every second, each ClusterIP:port is DNAT-ed to one ready endpoint (iptables nat
-#   PREROUTING for pod traffic, OUTPUT for this machine's), like kube-proxy's iptables mode; a
-#   Service without one refuses connections (DNAT to a port nothing listens on).
+# - Services: on every Endpoints or Service change (watched), each ClusterIP:port is DNAT-ed to one
+#   ready endpoint (iptables nat PREROUTING for pod traffic, OUTPUT for this machine's), like
+#   kube-proxy's iptables mode; a Service without one refuses connections (DNAT to a port nothing
+#   listens on). `netshim.sh target STATE_DIR CLUSTER_IP PORT` prints where one goes now.
 # - The `kubernetes` Service (no endpoints: the test API server listens on 127.0.0.1 only) is
 #   DNAT-ed to a socat relay on the node's pod-side address, which forwards to 127.0.0.1:$K8S_PORT
 #   (DNAT from a pod straight to loopback is dropped even with route_localnet).
@@ -33,10 +35,15 @@ mkdir -p "$state"
 nat() { iptables -w -t nat "$@"; }
 
 stop() {
-  [ -f "$state/netshim.pid" ] && kill "$(cat "$state/netshim.pid")" 2>/dev/null || true
+  local pid
+  for pid in $(cat "$state/netshim.pid" "$state/routes.pid" "$state/watch.pids" 2>/dev/null); do
+    pkill -P "$pid" 2>/dev/null || true
+    kill "$pid" 2>/dev/null || true
+  done
   [ -f "$state/dnsmasq.pid" ] && kill "$(cat "$state/dnsmasq.pid")" 2>/dev/null || true
   [ -f "$state/relay.pid" ] && kill "$(cat "$state/relay.pid")" 2>/dev/null || true
-  rm -f "$state/netshim.pid" "$state/dnsmasq.pid" "$state/relay.pid" "$state/rules" "$state/hosts"
+  rm -f "$state/netshim.pid" "$state/routes.pid" "$state/watch.pids" "$state/events" \
+    "$state/dnsmasq.pid" "$state/relay.pid" "$state/rules" "$state/hosts"
   nat -D PREROUTING -j "$POD_CHAIN" 2>/dev/null || true
   nat -D OUTPUT -j "$HOST_CHAIN" 2>/dev/null || true
   nat -D PREROUTING -s "$POD_CIDR" -p udp --dport 53 -j REDIRECT --to-ports 5353 2>/dev/null || true
@@ -120,16 +127,36 @@ start() {
     ${upstream:+--server="$upstream"} --pid-file="$state/dnsmasq.pid" --log-facility="$state/dnsmasq.log"
   setsid socat "TCP-LISTEN:$RELAY_PORT,fork,reuseaddr" "TCP:127.0.0.1:$K8S_PORT" </dev/null >"$state/relay.log" 2>&1 &
   echo $! > "$state/relay.pid"
-  # Routes every 0.2 s (a pod's containers start soon after its sandbox), Services every second.
-  ( while true; do
-      for _ in 1 2 3 4 5; do default_routes >>"$state/netshim.log" 2>&1 || true; sleep 0.2; done
+  # Routes every 0.2 s (a pod's containers start soon after its sandbox).
+  ( while true; do default_routes >>"$state/netshim.log" 2>&1 || true; sleep 0.2; done ) &
+  echo $! > "$state/routes.pid"
+  # Services follow Endpoints as kube-proxy does: on every change, not on a timer. Two watches
+  # (kubectl watches one resource type) feed a FIFO; each event syncs at once (a burst of events
+  # is one sync), and a sync every 2 s without events covers a watch that broke.
+  rm -f "$state/events" && mkfifo "$state/events"
+  local kind
+  for kind in endpoints services; do
+    ( while true; do kubectl get "$kind" -A --watch-only -o name 2>>"$state/netshim.log"; sleep 0.5; done ) \
+      > "$state/events" &
+    echo $! >> "$state/watch.pids"
+  done
+  ( exec 3<"$state/events"
+    while true; do
       sync_once >>"$state/netshim.log" 2>&1 || true
+      read -r -t 2 -u 3 _ || true
+      while read -r -t 0.05 -u 3 _; do :; done
     done ) &
   echo $! > "$state/netshim.pid"
+}
+
+# Where ClusterIP $1 port $2 is DNAT-ed now for this machine's traffic (ip:port), if anywhere.
+target() {
+  awk -v ip="$1" -v port="$2" '$1 == ip && $2 == port {print $4}' "$state/rules" 2>/dev/null
 }
 
 case "$cmd" in
   start) start ;;
   stop) stop ;;
-  *) echo "usage: $0 start|stop STATE_DIR" >&2; exit 2 ;;
+  target) target "${3:?cluster IP}" "${4:?port}" ;;
+  *) echo "usage: $0 start|stop STATE_DIR | target STATE_DIR CLUSTER_IP PORT" >&2; exit 2 ;;
 esac

@@ -7,7 +7,8 @@
 #   condition) -> router with the artifact -> chat completions through the
 #   router Service (from this machine and from a pod) -> gemma-2-9b-it added: one new Job, new
 #   artifact in status, router rolled -> a real Prometheus scrapes router and operator pods and
-#   fires the chart's member-ejected alert (prometheus.sh) -> autoscaling (autoscaling.sh) -> helm upgrade -> everything deleted, helm uninstall:
+#   fires the chart's member-ejected alert (prometheus.sh) -> a router rollout under a request
+#   loop (rollout-race.sh) -> autoscaling (autoscaling.sh) -> helm upgrade -> everything deleted, helm uninstall:
 #   nothing left behind.
 #
 #   KUBECONFIG        the WITH_KUBELET=1 cluster (its directory is cluster.sh's state dir)
@@ -209,7 +210,29 @@ router_on() { # artifact version: the router Deployment runs it and is available
     and .status.updatedReplicas == .status.replicas and .status.availableReplicas == .status.replicas
     and (.status.unavailableReplicas // 0) == 0'
 }
+# The Service answers from the new ReplicaSet: its NAT (netshim) points at a ready pod of the
+# Deployment's newest ReplicaSet. router_on only says the Deployment is available; the Service
+# follows the endpoint change a moment later, and a request in between would meet the old pod.
+new_pod_ips() { # deployment -> IPs of the ready pods of its newest ReplicaSet
+  local rev hash
+  rev=$(kubectl -n "$NS" get deploy "$1" -o jsonpath='{.metadata.annotations.deployment\.kubernetes\.io/revision}')
+  hash=$(kubectl -n "$NS" get rs -o json | jq -r --arg d "$1" --arg r "$rev" '.items[]
+    | select(any(.metadata.ownerReferences[]?; .name == $d))
+    | select(.metadata.annotations["deployment.kubernetes.io/revision"] == $r)
+    | .metadata.labels["pod-template-hash"]')
+  [ -n "$hash" ] || return 1
+  kubectl -n "$NS" get pods -l "pod-template-hash=$hash" -o json \
+    | jq -r '.items[] | select(.metadata.deletionTimestamp == null)
+      | select(any(.status.conditions[]?; .type == "Ready" and .status == "True")) | .status.podIP'
+}
+service_on_new_pods() { # service deployment
+  local ip target
+  ip=$(kubectl -n "$NS" get svc "$1" -o jsonpath='{.spec.clusterIP}')
+  target=$(tests/e2e/netshim.sh target "$STATE/netshim" "$ip" 8080)
+  [ -n "$target" ] && grep -qxF "${target%:*}" <<<"$(new_pod_ips "$2")"
+}
 wait_for "the router on artifact $first" 300 "router_on $first"
+wait_for "the router Service on the new router pod" 60 "service_on_new_pods e2e-router e2e-router"
 step "router rolled out with artifact $first"
 
 # 6. Requests through the router Service. The answer must be the recorded response of the
@@ -282,6 +305,7 @@ members=$(kubectl -n "$NS" get rp e2e -o jsonpath='{.status.artifact.members}')
 grep -q gemma <<<"$members" || fail "artifact $second members $members lack gemma"
 [ "$(jobs | wc -w)" = 2 ] || fail "expected two training Jobs in all, got: $(jobs)"
 wait_for "the router on artifact $second" 300 "router_on $second"
+wait_for "the router Service on the new router pod" 60 "service_on_new_pods e2e-router e2e-router"
 routed=$(ask_each < <(prompts GSM8K 3))
 kubectl -n "$NS" get job "e2e-train-$second" >/dev/null || fail "no Job e2e-train-$second"
 step "gemma added: Job e2e-train-$second, artifact $second for $members, router rolled; answered by [$routed]"
@@ -290,7 +314,11 @@ step "gemma added: Job e2e-train-$second, artifact $second for $members, router 
 # shellcheck source=tests/e2e/prometheus.sh
 source tests/e2e/prometheus.sh
 
-# 7b. Autoscaling on router-observed demand: scale to zero and back, the real HPA on in-flight.
+# 7b. A router rollout under a request loop: the race between a stopping router and the Service.
+# shellcheck source=tests/e2e/rollout-race.sh
+source tests/e2e/rollout-race.sh
+
+# 7c. Autoscaling on router-observed demand: scale to zero and back, the real HPA on in-flight.
 # shellcheck source=tests/e2e/autoscaling.sh
 source tests/e2e/autoscaling.sh
 

@@ -26,6 +26,11 @@ pub struct RouterArgs {
     /// Longest to wait for in-flight requests on SIGTERM / ctrl-c, e.g. `30s`.
     #[arg(long, default_value = "30s", value_parser = lookahead_api::config::parse_duration)]
     grace: std::time::Duration,
+    /// How long a stopping router, already unready, keeps accepting new connections before it
+    /// drains: the time for the endpoint change to reach every node's Service NAT (kube-proxy),
+    /// during which new connections still arrive. `0s` stops accepting at once.
+    #[arg(long, default_value = "5s", value_parser = lookahead_api::config::parse_duration)]
+    drain_delay: std::time::Duration,
 }
 
 /// The production loader: an artifact directory through `lookahead_model`.
@@ -63,7 +68,11 @@ pub fn run(args: RouterArgs) -> anyhow::Result<()> {
             method = ?config.policy.method,
             "router serving"
         );
-        serve(listener, router, crate::signal::shutdown(), args.grace).await;
+        let drain = lookahead_router::Drain {
+            delay: args.drain_delay,
+            grace: args.grace,
+        };
+        serve(listener, router, crate::signal::shutdown(), drain).await;
         Ok(())
     })
 }

@@ -45,4 +45,4 @@ pub mod upstream;
 pub use error::{ApiError, RouterError};
 pub use router::Router;
 pub use scoring::{ScorerLoader, ScorerSlot};
-pub use server::{serve, serve_service};
+pub use server::{serve, serve_service, Drain};

@@ -657,3 +657,46 @@ async fn health_and_readiness() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json()["object"], "text_completion");
 }
+
+/// A stopping router (`lookahead_router::serve` with a drain delay) turns unready at once but
+/// still answers new connections until the delay is over, so requests that a Service's NAT sends
+/// to it before the endpoint change has spread are answered, not refused; then it stops
+/// accepting.
+#[tokio::test]
+async fn a_stopping_router_turns_unready_and_keeps_answering_for_its_drain_delay() {
+    let m = replay("General-7B", &[], Default::default()).await;
+    let cfg = config(
+        &[("general", "General-7B", m.url())],
+        "  method: fixed\n  defaultModel: general\n",
+    );
+    let router = Arc::new(Router::new(&cfg, ScoreSource::Fixed).expect("router"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let drain = lookahead_router::Drain {
+        delay: Duration::from_millis(800),
+        grace: Duration::from_secs(1),
+    };
+    let serving = tokio::spawn(lookahead_router::serve(
+        listener,
+        router,
+        async {
+            let _ = stopped.await;
+        },
+        drain,
+    ));
+    assert_eq!(send(&client(), get(addr, "/readyz")).await.status, 200);
+    stop.send(()).expect("stop");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Fresh clients: new connections, as a Service's NAT would open.
+    assert_eq!(send(&client(), get(addr, "/readyz")).await.status, 503);
+    let reply = send(&client(), chat(addr, "auto", "hello", false)).await;
+    assert_eq!(reply.status, 200, "answered during the drain delay");
+    serving.await.expect("serve ended");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting after the delay and the drain"
+    );
+}

@@ -23,6 +23,11 @@ use crate::objects::{
 use crate::pool::children::base_url;
 use crate::telemetry::{PodIdentity, Telemetry};
 
+/// The router pod's termination grace: the router's drain delay (5 s: it keeps accepting, unready,
+/// while the endpoint change spreads) plus its in-flight grace (30 s), with room to spare, so the
+/// kubelet does not kill a draining router.
+const TERMINATION_GRACE_SECONDS: i64 = 45;
+
 pub const ROUTER_PORT: i32 = 8080;
 pub const SCORER_ADDR: &str = "127.0.0.1:50051";
 pub const CONFIG_DIR: &str = "/etc/lookahead";
@@ -237,6 +242,7 @@ pub fn deployment(
                     node_selector: (!serving.node_selector.is_empty())
                         .then(|| serving.node_selector.clone()),
                     tolerations: (!tolerations.is_empty()).then_some(tolerations),
+                    termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
                     ..Default::default()
                 }),
             },
@@ -420,6 +426,27 @@ mod tests {
         assert_eq!(annotations["prometheus.io/port"], "8080");
         assert_eq!(annotations["prometheus.io/path"], "/metrics");
         assert_eq!(annotations[CONFIG_HASH_ANNOTATION], "h");
+    }
+
+    /// The kubelet must not kill a router while it drains: its grace covers the router's drain
+    /// delay and in-flight grace (`lookahead router --drain-delay 5s --grace 30s`).
+    #[test]
+    fn router_pods_get_the_time_to_drain() {
+        let policy = testdata::policy("p", Some("yi"));
+        let d = deployment(
+            &policy,
+            "ns",
+            "img",
+            &Telemetry::default(),
+            &trained(),
+            "h",
+            &testdata::owner(),
+        );
+        let grace = d
+            .spec
+            .and_then(|s| s.template.spec)
+            .and_then(|p| p.termination_grace_period_seconds);
+        assert!(grace.is_some_and(|g| g >= 5 + 30), "{grace:?}");
     }
 
     #[test]
