@@ -8,22 +8,15 @@
 # retries, through the copy's Service. The 5s copy must answer every request; the 0s copy's
 # failures are the race the delay closes (counts in docs/results.md).
 
-race_copy() { # name drain-delay: the e2e router's Deployment, renamed, with --drain-delay
+race_copy() { # name drain-delay: the e2e router's Deployment, renamed, with --drain-delay, and a Service
   kubectl -n "$NS" get deploy e2e-router -o json | jq --arg n "$1" --arg d "$2" '
-    {apiVersion, kind, metadata: {name: $n, namespace: .metadata.namespace},
-     spec: (.spec | del(.replicas) | .selector = {matchLabels: {app: $n}}
-       | .template.metadata.labels = {app: $n}
-       | .template.spec.containers |= map(if .name == "router"
-           then .args += ["--drain-delay", $d] else . end))}'
-  cat <<EOF
----
-apiVersion: v1
-kind: Service
-metadata: { name: $1, namespace: $NS }
-spec:
-  selector: { app: $1 }
-  ports: [{ name: http, port: 8080, targetPort: 8080 }]
-EOF
+    [{apiVersion, kind, metadata: {name: $n, namespace: .metadata.namespace},
+      spec: (.spec | del(.replicas) | .selector = {matchLabels: {app: $n}}
+        | .template.metadata.labels = {app: $n}
+        | .template.spec.containers |= map(if .name == "router"
+            then .args += ["--drain-delay", $d] else . end))},
+     {apiVersion: "v1", kind: "Service", metadata: {name: $n, namespace: .metadata.namespace},
+      spec: {selector: {app: $n}, ports: [{name: "http", port: 8080, targetPort: 8080}]}}]'
 }
 
 race() { # name -> "<requests> <failed>" for a rollout of that copy under a request loop
@@ -53,7 +46,8 @@ race() { # name -> "<requests> <failed>" for a rollout of that copy under a requ
   echo "$(wc -l <"$log") $failed"
 }
 
-{ race_copy race-nodelay 0s; echo ---; race_copy race-delay 5s; } | kubectl apply -f - >/dev/null
+{ race_copy race-nodelay 0s; race_copy race-delay 5s; } | jq -s '{apiVersion: "v1", kind: "List", items: add}' \
+  | kubectl apply -f - >/dev/null
 wait_for "the two router copies" 180 \
   '[ "$(kubectl -n $NS get deploy race-nodelay race-delay -o jsonpath="{.items[*].status.availableReplicas}")" = "1 1" ]'
 wait_for "their Services" 60 'service_on_new_pods race-nodelay race-nodelay && service_on_new_pods race-delay race-delay'
