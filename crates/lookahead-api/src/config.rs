@@ -210,6 +210,29 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// Parses the whole-second durations of fields Kubernetes itself counts in seconds (a Job's
+/// deadline, a probe's timeout): `90s`, `10m`, `2h` (what their CRD patterns admit), at least
+/// one second.
+pub fn parse_seconds(s: &str) -> Result<u64, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let scale: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "" => return Err(format!("duration {s:?} lacks a unit (s, m, h)")),
+        _ => return Err(format!("duration {s:?}: unknown unit {unit:?} (s, m, h)")),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("duration {s:?} has no number, or one too large"))?;
+    match n.checked_mul(scale) {
+        Some(0) => Err(format!("duration {s:?}: must be at least 1s")),
+        Some(secs) => Ok(secs),
+        None => Err(format!("duration {s:?} is too long")),
+    }
+}
+
 /// Formats a duration the way `parse_duration` reads it.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
@@ -313,5 +336,26 @@ policy:
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("5h").is_err());
+    }
+
+    #[test]
+    fn whole_second_durations_take_hours_and_refuse_zero() {
+        assert_eq!(parse_seconds("90s"), Ok(90));
+        assert_eq!(parse_seconds("10m"), Ok(600));
+        assert_eq!(parse_seconds("2h"), Ok(7200));
+        for bad in [
+            "0s",
+            "5",
+            "h",
+            "300ms",
+            "1d",
+            "99999999999999999999h",
+            "-1s",
+            "",
+        ] {
+            assert!(parse_seconds(bad).is_err(), "{bad:?}");
+        }
+        let e = parse_seconds("0m").expect_err("zero");
+        assert!(e.contains("at least 1s"), "{e}");
     }
 }

@@ -55,9 +55,17 @@ fn is_required(parent: &Value, field: &str) -> bool {
         .is_some_and(|r| r.iter().any(|f| f == field))
 }
 
+/// Fields that are Kubernetes pod-spec types with a hundred nested fields of their own: one row
+/// each, the rest is the Kubernetes API reference's.
+const UPSTREAM_TYPES: [&str; 2] = ["affinity", "topologySpreadConstraints"];
+
 fn walk(out: &mut String, path: &str, s: &Value, required: bool) {
     if path != "spec" && path != "status" {
         row(out, path, s, required);
+    }
+    let field = path.rsplit('.').next().unwrap_or(path);
+    if UPSTREAM_TYPES.contains(&field) {
+        return;
     }
     let (fields_of, prefix) = match s["type"].as_str() {
         Some("array") => (&s["items"], format!("{path}[]")),

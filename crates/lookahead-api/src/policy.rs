@@ -120,9 +120,25 @@ pub struct TrainingSpec {
     /// Where artifacts are written (versioned sub-directories) and read by the router.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifacts: Option<VolumePath>,
-    /// Resources of the training Job's pod.
+    /// Resources of the training container; an `nvidia.com/gpu` request trains on the GPU
+    /// (`--device cuda`: lookahead-mlm and -clm, in a CUDA build of the image); see `noGpuNode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Node labels the training pod must match (e.g. a GPU node pool).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the training pod tolerates (`nvidia.com/gpu` is added when a GPU is requested).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// How long the training Job may run, labelling and retries included, before Kubernetes
+    /// stops it (the Job fails with `DeadlineExceeded`, reported in `TrainingFailed`); whole
+    /// seconds as `90s`, `30m`, `2h`.
+    #[serde(default = "default_active_deadline")]
+    #[schemars(length(max = 16), regex(pattern = r"^[0-9]+(s|m|h)$"))]
+    pub active_deadline: String,
+    /// What happens when the training pod asks for a GPU and no node can take it.
+    #[serde(default)]
+    pub no_gpu_node: NoGpuNode,
     /// Label members that lack data (`lookahead label`) before training; absent: members
     /// without records are left out of training.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,6 +163,65 @@ pub struct TrainingSpec {
 
 fn default_backoff_limit() -> i32 {
     2
+}
+
+fn default_active_deadline() -> String {
+    "2h".to_string()
+}
+
+impl TrainingSpec {
+    /// `activeDeadline` in seconds, or why it is not a duration of at least one second.
+    pub fn active_deadline_seconds(&self) -> Result<i64, String> {
+        let secs = crate::config::parse_seconds(&self.active_deadline)?;
+        i64::try_from(secs).map_err(|_| format!("duration {:?} is too long", self.active_deadline))
+    }
+}
+
+/// A training pod that asks for a GPU and stays unschedulable (no node has a free GPU, or none
+/// matches its `nodeSelector`) for `after` is reported: a `NoGpuNode` Warning Event and the
+/// `Training` condition's message, with the scheduler's words.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NoGpuNode {
+    /// How long the pod may stay unschedulable first. Where a cluster autoscaler adds GPU nodes
+    /// on demand, make it longer than a node takes to join.
+    #[serde(default = "default_no_gpu_node_after")]
+    #[schemars(length(max = 16), regex(pattern = r"^[0-9]+(s|m|h)$"))]
+    pub after: String,
+    /// Then: `TrainOnCpu` deletes the GPU Job and trains on the CPU instead (a Job without the
+    /// GPU request and `nodeSelector`, with `--device cpu`); `Wait` keeps waiting for a GPU node.
+    #[serde(default)]
+    pub action: NoGpuNodeAction,
+}
+
+fn default_no_gpu_node_after() -> String {
+    "2m".to_string()
+}
+
+impl Default for NoGpuNode {
+    fn default() -> Self {
+        NoGpuNode {
+            after: default_no_gpu_node_after(),
+            action: NoGpuNodeAction::default(),
+        }
+    }
+}
+
+impl NoGpuNode {
+    /// `after` as a duration, or why it is not one of at least one second.
+    pub fn after_duration(&self) -> Result<std::time::Duration, String> {
+        crate::config::parse_seconds(&self.after).map(std::time::Duration::from_secs)
+    }
+}
+
+/// What the operator does about a GPU training pod no node can take.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum NoGpuNodeAction {
+    /// Train on the CPU instead.
+    #[default]
+    TrainOnCpu,
+    /// Keep the GPU Job waiting for a node (reported, not replaced).
+    Wait,
 }
 
 /// The acceptance gate (never lose to the best single model): training compares the router with
@@ -447,4 +522,24 @@ pub struct AcceptanceStatus {
     pub min_gain: f64,
     /// The single model that was best on the training records (a pool model id).
     pub fallback_model: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn training_written_before_deadlines_gets_two_hours_and_the_cpu_fallback() {
+        let t: TrainingSpec =
+            serde_json::from_str(r#"{"dataset": {"configMap": {"name": "d"}}}"#).expect("spec");
+        assert_eq!(t.active_deadline_seconds(), Ok(7200));
+        assert_eq!(t.no_gpu_node.after_duration().map(|d| d.as_secs()), Ok(120));
+        assert_eq!(t.no_gpu_node.action, NoGpuNodeAction::TrainOnCpu);
+        assert!(t.node_selector.is_empty() && t.tolerations.is_empty());
+        let bad = TrainingSpec {
+            active_deadline: "0s".into(),
+            ..t
+        };
+        assert!(bad.active_deadline_seconds().is_err());
+    }
 }

@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration,
+    TopologySpreadConstraint,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -96,6 +99,117 @@ pub struct MemberTemplate {
     /// PersistentVolumeClaims mounted into the model's container (weights, caches, data).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<ClaimMount>,
+    /// How the kubelet tells the server has started and is ready for requests.
+    #[serde(default)]
+    pub probes: MemberProbes,
+    /// Size of an in-memory `/dev/shm` (emptyDir of medium Memory, counted against the memory
+    /// limit), like `16Gi` for vLLM with `--tensor-parallel-size` > 1; absent: the runtime's 64Mi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"))]
+    pub shm_size: Option<String>,
+    /// Scheduling constraints of the model's pods (node, pod affinity and anti-affinity), as in a
+    /// pod spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// How the model's replicas spread across zones or nodes, as in a pod spec; its
+    /// `labelSelector` should match the member's pod labels (`lookahead.dev/pool`,
+    /// `lookahead.dev/member`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// ServiceAccount the model's pods run as (same namespace); absent: the namespace's
+    /// `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub service_account_name: Option<String>,
+    /// Secrets (same namespace) with the registry credentials to pull `image`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+}
+
+/// The model server's startup and readiness probes. By default both GET `<apiPath>/models`,
+/// which OpenAI-compatible servers (vLLM, SGLang, llama.cpp's server) answer once the model is
+/// loaded: a pod is ready when it can serve, not merely when its port opens.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberProbes {
+    /// `HTTP`: GET `path` must answer 2xx or 3xx. `TCP`: the port accepting connections is
+    /// enough (servers without such a path).
+    #[serde(default, rename = "type")]
+    pub type_: ProbeType,
+    /// Path of the HTTP probe; absent: `<apiPath>/models` (`/v1/models`). A server that asks
+    /// for an API key on it needs an open path here instead (vLLM: `/health`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/[^\s?#]*$"))]
+    pub path: Option<String>,
+    /// How long the server may take to answer the first probe (weights loading) before the
+    /// kubelet restarts its container; checked every 5s (so rounded up to 5s). `90s`, `10m`, `1h`.
+    #[serde(default = "default_startup_timeout")]
+    #[schemars(length(max = 16), regex(pattern = r"^[0-9]+(s|m|h)$"))]
+    pub startup_timeout: String,
+    /// How often readiness is probed once started; three failures in a row take the replica out
+    /// of its Service until it answers again.
+    #[serde(default = "default_readiness_period")]
+    #[schemars(length(max = 16), regex(pattern = r"^[0-9]+(s|m)$"))]
+    pub readiness_period: String,
+}
+
+/// What a member probe checks.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ProbeType {
+    #[default]
+    #[serde(rename = "HTTP")]
+    Http,
+    #[serde(rename = "TCP")]
+    Tcp,
+}
+
+fn default_startup_timeout() -> String {
+    "10m".to_string()
+}
+
+fn default_readiness_period() -> String {
+    "5s".to_string()
+}
+
+impl Default for MemberProbes {
+    fn default() -> Self {
+        MemberProbes {
+            type_: ProbeType::default(),
+            path: None,
+            startup_timeout: default_startup_timeout(),
+            readiness_period: default_readiness_period(),
+        }
+    }
+}
+
+impl MemberProbes {
+    /// `startupTimeout` in seconds, or why it is not a duration of at least one second.
+    pub fn startup_timeout_seconds(&self) -> Result<u64, String> {
+        crate::config::parse_seconds(&self.startup_timeout)
+    }
+
+    /// `readinessPeriod` in seconds, or why it is not a duration of at least one second.
+    pub fn readiness_period_seconds(&self) -> Result<u64, String> {
+        crate::config::parse_seconds(&self.readiness_period)
+    }
+
+    /// The HTTP probe's path: `path`, else `<apiPath>/models`.
+    pub fn http_path(&self, api_path: &str) -> String {
+        match &self.path {
+            Some(p) => p.clone(),
+            None => {
+                let prefix = api_path.trim_matches('/');
+                if prefix.is_empty() {
+                    "/models".to_string()
+                } else {
+                    format!("/{prefix}/models")
+                }
+            }
+        }
+    }
 }
 
 /// A PersistentVolumeClaim mounted into a member's container.
@@ -284,5 +398,40 @@ impl LLMPoolSpec {
             name: &m.name,
             model_id: &m.model_id,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_template_written_before_probes_gets_the_http_models_probe() {
+        let t: MemberTemplate =
+            serde_json::from_str(r#"{"image": "vllm/vllm-openai:v0.8.5"}"#).expect("template");
+        assert_eq!(t.probes, MemberProbes::default());
+        assert_eq!(t.probes.type_, ProbeType::Http);
+        assert_eq!(t.probes.http_path(&t.api_path), "/v1/models");
+        assert_eq!(t.probes.startup_timeout_seconds(), Ok(600));
+        assert_eq!(t.probes.readiness_period_seconds(), Ok(5));
+        assert_eq!(
+            (t.shm_size, t.affinity, t.service_account_name),
+            (None, None, None)
+        );
+    }
+
+    #[test]
+    fn the_probe_path_follows_the_api_path_unless_set() {
+        let p = MemberProbes::default();
+        assert_eq!(p.http_path("/openai/v1/"), "/openai/v1/models");
+        assert_eq!(p.http_path(""), "/models");
+        assert_eq!(p.http_path("v1"), "/v1/models");
+        let p = MemberProbes {
+            path: Some("/health".into()),
+            ..MemberProbes::default()
+        };
+        assert_eq!(p.http_path("/v1"), "/health");
+        let tcp: MemberProbes = serde_json::from_str(r#"{"type": "TCP"}"#).expect("probes");
+        assert_eq!(tcp.type_, ProbeType::Tcp);
     }
 }

@@ -11,12 +11,16 @@ pub const MANAGED_BY: &str = "lookahead-operator";
 pub const POOL_LABEL: &str = "lookahead.dev/pool";
 pub const MEMBER_LABEL: &str = "lookahead.dev/member";
 pub const POLICY_LABEL: &str = "lookahead.dev/policy";
+/// The name of the object a child is (on a pod template: of its Deployment or Job).
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 /// On training Jobs: the artifact version the Job writes.
 pub const VERSION_LABEL: &str = "lookahead.dev/artifact-version";
 /// On training Jobs: the pool fingerprint the Job trains for.
 pub const FINGERPRINT_ANNOTATION: &str = "lookahead.dev/fingerprint";
 /// On training Jobs: the member names the Job trains for, comma-separated.
 pub const MEMBERS_ANNOTATION: &str = "lookahead.dev/members";
+/// On a CPU fallback training Job: why it replaced the GPU Job (no node could take its pod).
+pub const CPU_FALLBACK_ANNOTATION: &str = "lookahead.dev/cpu-fallback";
 /// On the router pod template: hash of the rendered config, so a new config rolls the pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "lookahead.dev/config-hash";
 /// On a `RoutingPolicy` with `trigger: Manual`: any new value asks for a retrain.
@@ -82,10 +86,7 @@ fn common_labels(component: &str, instance: &str) -> BTreeMap<String, String> {
             "app.kubernetes.io/name".to_string(),
             "lookahead".to_string(),
         ),
-        (
-            "app.kubernetes.io/instance".to_string(),
-            label_value(instance),
-        ),
+        (INSTANCE_LABEL.to_string(), label_value(instance)),
         (
             "app.kubernetes.io/component".to_string(),
             component.to_string(),

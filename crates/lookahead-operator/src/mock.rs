@@ -21,7 +21,7 @@ struct Expect {
     method: Method,
     path: String,
     /// Query parameters that must be present (`k=v`).
-    query: Vec<&'static str>,
+    query: Vec<String>,
     check: Box<dyn Fn(&Value) + Send>,
     status: u16,
     answer: Value,
@@ -42,8 +42,8 @@ fn expect(method: Method, path: impl Into<String>, answer: Value) -> Expect {
 }
 
 impl Expect {
-    fn query(mut self, q: &'static str) -> Self {
-        self.query.push(q);
+    fn query(mut self, q: impl Into<String>) -> Self {
+        self.query.push(q.into());
         self
     }
     fn check(mut self, f: impl Fn(&Value) + Send + 'static) -> Self {
@@ -73,7 +73,7 @@ async fn serve(mut handle: Handle, script: Vec<Expect>) {
         let query = uri.query().unwrap_or_default().to_string();
         for q in &e.query {
             assert!(
-                query.split('&').any(|p| p == *q),
+                query.split('&').any(|p| p == q.as_str()),
                 "request #{i} ({}): {q} not in {query}",
                 e.path
             );
@@ -224,7 +224,10 @@ async fn pool_applies_children_prunes_and_writes_status() {
             .check(|d| {
                 assert_eq!(d["metadata"]["labels"]["lookahead.dev/member"], "yi");
                 assert_eq!(d["metadata"]["ownerReferences"][0]["kind"], "LLMPool");
-                assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "vllm/vllm-openai:v0.6.0");
+                let model = &d["spec"]["template"]["spec"]["containers"][0];
+                assert_eq!(model["image"], "vllm/vllm-openai:v0.6.0");
+                assert_eq!(model["startupProbe"]["httpGet"]["path"], "/v1/models");
+                assert_eq!(model["readinessProbe"]["httpGet"]["path"], "/v1/models");
             }),
         expect(Method::PATCH, "/api/v1/namespaces/ns/services/pool-yi", service),
         expect(Method::GET, "/apis/apps/v1/namespaces/ns/deployments", metadata_list(&[("pool-yi", "yi"), ("pool-old", "old")]))
@@ -403,7 +406,13 @@ async fn policy_starts_training_and_runs_the_router() {
             assert_eq!(j["metadata"]["ownerReferences"][0]["kind"], "RoutingPolicy");
             let args = &j["spec"]["template"]["spec"]["containers"][0]["args"];
             assert_eq!(args[0], "train");
+            assert!(args.to_string().contains(r#""--device","cpu""#), "{args}");
             assert_eq!(j["spec"]["backoffLimit"], 2);
+            assert_eq!(j["spec"]["activeDeadlineSeconds"], 7200);
+            assert_eq!(
+                j["spec"]["template"]["spec"]["automountServiceAccountToken"],
+                false
+            );
         }
     };
     let script = vec![
@@ -424,6 +433,7 @@ async fn policy_starts_training_and_runs_the_router() {
             let pod = &d["spec"]["template"];
             assert_eq!(pod["spec"]["containers"][0]["name"], "router");
             assert!(pod["metadata"]["annotations"]["lookahead.dev/config-hash"].is_string());
+            assert_eq!(pod["spec"]["automountServiceAccountToken"], false, "the router needs no API token");
         }),
         expect(Method::PATCH, "/api/v1/namespaces/ns/services/rp-router", Value::Null).echo(),
         no_router_autoscaler(),
@@ -477,6 +487,9 @@ async fn failed_training_job_is_reported_and_not_recreated() {
             "/apis/batch/v1/namespaces/ns/jobs",
             json!({ "apiVersion": "batch/v1", "kind": "JobList", "metadata": {}, "items": [failed_job] }),
         ),
+        // What its container said last (its log tail, as the termination message).
+        expect(Method::GET, "/api/v1/namespaces/ns/pods", failed_train_pod())
+            .query(format!("labelSelector=job-name%3Drp-train-{fingerprint}")),
         // No POST of a Job, no Event: straight to the router objects.
         expect(
             Method::PATCH,
@@ -505,14 +518,437 @@ async fn failed_training_job_is_reported_and_not_recreated() {
         .check(|s| {
             let failed = condition(s, "TrainingFailed");
             assert_eq!(failed["status"], "True");
-            assert!(failed["message"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("BackoffLimitExceeded"));
+            let message = failed["message"].as_str().unwrap_or_default();
+            assert!(message.contains("BackoffLimitExceeded"), "{message}");
+            assert!(
+                message.contains("container train said: Error: --device cuda: this binary was built without CUDA support"),
+                "{message}"
+            );
             assert_eq!(condition(s, "Training")["status"], "False");
             assert_eq!(s["status"]["phase"], "Failed");
         }),
     ];
+    let action = run(
+        crate::policy::reconcile(Arc::new(policy), ctx),
+        handle,
+        script,
+    )
+    .await;
+    assert!(action.is_ok());
+}
+
+/// The pods of a failed training Job: the train container exited 1 with its error as the
+/// termination message.
+fn failed_train_pod() -> Value {
+    json!({ "apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [{
+        "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "p", "namespace": "ns" },
+        "status": { "containerStatuses": [{ "name": "train", "image": "i", "imageID": "", "ready": false,
+            "restartCount": 0, "state": { "terminated": { "exitCode": 1,
+                "message": "Error: --device cuda: this binary was built without CUDA support (cargo build --features cuda)\n" } } }] } }] })
+}
+
+/// The router objects of a policy reconcile, answered with what was applied, and no autoscaler.
+fn router_objects() -> Vec<Expect> {
+    vec![
+        expect(
+            Method::PATCH,
+            "/api/v1/namespaces/ns/configmaps/rp-router",
+            Value::Null,
+        )
+        .echo(),
+        expect(
+            Method::PATCH,
+            "/apis/apps/v1/namespaces/ns/deployments/rp-router",
+            Value::Null,
+        )
+        .echo(),
+        expect(
+            Method::PATCH,
+            "/api/v1/namespaces/ns/services/rp-router",
+            Value::Null,
+        )
+        .echo(),
+        no_router_autoscaler(),
+    ]
+}
+
+/// A policy reconcile's first reads: its pool, the dataset, and its training Jobs (`jobs`).
+fn policy_reads(pool: &lookahead_api::LLMPool, jobs: Vec<Value>) -> Vec<Expect> {
+    vec![
+        expect(
+            Method::GET,
+            "/apis/lookahead.dev/v1alpha1/namespaces/ns/llmpools/pool",
+            serde_json::to_value(pool).expect("json"),
+        ),
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/ns/configmaps/routing-data",
+            dataset_config_map(),
+        ),
+        expect(
+            Method::GET,
+            "/apis/batch/v1/namespaces/ns/jobs",
+            json!({ "apiVersion": "batch/v1", "kind": "JobList", "metadata": {}, "items": jobs }),
+        ),
+    ]
+}
+
+/// A training Job stopped by Kubernetes at `activeDeadlineSeconds`: `TrainingFailed=True` says
+/// `DeadlineExceeded` and which setting gives training longer; no new Job.
+#[tokio::test]
+async fn a_job_past_its_deadline_is_reported_as_training_failed_with_the_reason() {
+    let (ctx, handle) = test_context();
+    let policy = crate::testdata::policy("rp", Some("yi"));
+    let pool = crate::testdata::pool("pool", &["yi", "phi"]);
+    let fingerprint = pool.spec.fingerprint();
+    let job = json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": { "name": format!("rp-train-{fingerprint}"), "namespace": "ns",
+                      "labels": { "lookahead.dev/artifact-version": fingerprint } },
+        "spec": { "activeDeadlineSeconds": 7200, "template": { "spec": { "containers": [] } } },
+        "status": { "failed": 1, "conditions": [{ "type": "Failed", "status": "True",
+                    "reason": "DeadlineExceeded", "message": "Job was active longer than specified deadline" }] },
+    });
+    let mut script = policy_reads(&pool, vec![job]);
+    // Its pods went with the deadline: nothing more to say.
+    script.push(expect(
+        Method::GET,
+        "/api/v1/namespaces/ns/pods",
+        json!({ "apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [] }),
+    ));
+    script.extend(router_objects());
+    script.push(
+        expect(
+            Method::PATCH,
+            "/apis/lookahead.dev/v1alpha1/namespaces/ns/routingpolicies/rp/status",
+            serde_json::to_value(&policy).expect("json"),
+        )
+        .check(|s| {
+            let failed = condition(s, "TrainingFailed");
+            assert_eq!(failed["status"], "True");
+            assert_eq!(failed["reason"], "JobFailed");
+            let message = failed["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("DeadlineExceeded: Job was active longer than specified deadline")
+                    && message.contains("activeDeadlineSeconds 7200")
+                    && message.contains("spec.training.activeDeadline"),
+                "{message}"
+            );
+            assert_eq!(s["status"]["phase"], "Failed");
+        }),
+    );
+    let action = run(
+        crate::policy::reconcile(Arc::new(policy), ctx),
+        handle,
+        script,
+    )
+    .await;
+    assert!(action.is_ok());
+}
+
+/// An mlm policy whose training asks for a GPU, and its running GPU Job.
+fn gpu_policy_and_job(
+    action: lookahead_api::policy::NoGpuNodeAction,
+) -> (
+    lookahead_api::RoutingPolicy,
+    lookahead_api::LLMPool,
+    String,
+    Value,
+) {
+    let mut policy = crate::testdata::policy("rp", Some("yi"));
+    policy.spec.router.method = lookahead_api::policy::RouterMethod::LookaheadMlm;
+    if let Some(t) = policy.spec.training.as_mut() {
+        t.resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+            limits: Some(std::collections::BTreeMap::from([(
+                crate::objects::GPU_RESOURCE.to_string(),
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity("1".into()),
+            )])),
+            ..Default::default()
+        });
+        t.node_selector = std::collections::BTreeMap::from([("gpu".into(), "yes".into())]);
+        t.no_gpu_node.action = action;
+    }
+    let pool = crate::testdata::pool("pool", &["yi", "phi"]);
+    let fingerprint = pool.spec.fingerprint();
+    let name = format!("rp-train-{fingerprint}");
+    let job = json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": { "name": name, "namespace": "ns", "labels": { "lookahead.dev/artifact-version": fingerprint } },
+        "spec": { "template": { "spec": { "containers": [] } } },
+        "status": { "active": 1 },
+    });
+    (policy, pool, name, job)
+}
+
+/// The GPU Job's pod, unschedulable since `since`.
+fn unschedulable_pods(since: &str) -> Value {
+    json!({ "apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [{
+        "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "p", "namespace": "ns" },
+        "status": { "phase": "Pending", "conditions": [{ "type": "PodScheduled", "status": "False",
+            "reason": "Unschedulable", "lastTransitionTime": since,
+            "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu." }] } }] })
+}
+
+/// A GPU training pod unschedulable for longer than `noGpuNode.after` (2m): a CPU Job replaces
+/// the GPU Job (no GPU, no nodeSelector, `--device cpu`), a `NoGpuNode` Warning says why with
+/// the scheduler's words, and the `Training` condition says training runs on the CPU instead.
+#[tokio::test]
+async fn a_gpu_job_no_node_can_take_falls_back_to_the_cpu_and_says_so() {
+    let (ctx, handle) = test_context();
+    let (policy, pool, gpu_job, job) =
+        gpu_policy_and_job(lookahead_api::policy::NoGpuNodeAction::TrainOnCpu);
+    let cpu_job = format!("{gpu_job}-cpu");
+    let mut script = policy_reads(&pool, vec![job]);
+    let pods_query = format!("labelSelector=job-name%3D{gpu_job}");
+    script.extend([
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/ns/pods",
+            unschedulable_pods("2020-01-01T00:00:00Z"),
+        )
+        .query(pods_query),
+        expect(
+            Method::POST,
+            "/apis/batch/v1/namespaces/ns/jobs",
+            Value::Null,
+        )
+        .echo()
+        .check({
+            let cpu_job = cpu_job.clone();
+            move |j| {
+                assert_eq!(j["metadata"]["name"], cpu_job.as_str());
+                let pod = &j["spec"]["template"]["spec"];
+                let args = pod["containers"][0]["args"].to_string();
+                assert!(
+                    args.contains(r#""--device","cpu""#) && !args.contains("cuda"),
+                    "{args}"
+                );
+                assert!(pod["containers"][0]["resources"]
+                    .to_string()
+                    .find("nvidia.com/gpu")
+                    .is_none());
+                assert!(pod["nodeSelector"].is_null());
+                let why = j["metadata"]["annotations"]["lookahead.dev/cpu-fallback"]
+                    .as_str()
+                    .unwrap_or_default();
+                assert!(why.contains("Insufficient nvidia.com/gpu"), "{why}");
+            }
+        }),
+        expect(
+            Method::DELETE,
+            format!("/apis/batch/v1/namespaces/ns/jobs/{gpu_job}"),
+            json!({ "apiVersion": "v1", "kind": "Status", "status": "Success" }),
+        )
+        .check(|body| {
+            assert_eq!(
+                body["propagationPolicy"], "Background",
+                "its pending pod goes too"
+            )
+        }),
+        expect(
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/ns/events",
+            event_answer(),
+        )
+        .check({
+            let cpu_job = cpu_job.clone();
+            move |e| {
+                assert_eq!(
+                    (e["type"].as_str(), e["reason"].as_str()),
+                    (Some("Warning"), Some("NoGpuNode"))
+                );
+                let note = e["note"].as_str().unwrap_or_default();
+                assert!(
+                    note.contains("no node could take it for 2m") && note.contains(&cpu_job),
+                    "{note}"
+                );
+            }
+        }),
+    ]);
+    script.extend(router_objects());
+    script.push(
+        expect(
+            Method::PATCH,
+            "/apis/lookahead.dev/v1alpha1/namespaces/ns/routingpolicies/rp/status",
+            serde_json::to_value(&policy).expect("json"),
+        )
+        .check(move |s| {
+            let training = condition(s, "Training");
+            assert_eq!(
+                (training["status"].as_str(), training["reason"].as_str()),
+                (Some("True"), Some("CpuFallback"))
+            );
+            let message = training["message"].as_str().unwrap_or_default();
+            assert!(
+                message.starts_with(&format!("Job {cpu_job} trains artifact")),
+                "{message}"
+            );
+            assert!(
+                message.contains("on the CPU") && message.contains("Insufficient nvidia.com/gpu"),
+                "{message}"
+            );
+            assert_eq!(s["status"]["phase"], "Training");
+        }),
+    );
+    let action = run(
+        crate::policy::reconcile(Arc::new(policy.clone()), ctx),
+        handle,
+        script,
+    )
+    .await;
+    assert!(action.is_ok());
+
+    // Later reconciles follow the CPU Job (its annotation says why; no pods are read), and a
+    // GPU Job a failed reconcile left behind is deleted.
+    let (ctx, handle) = test_context();
+    let fingerprint = pool.spec.fingerprint();
+    let stand_in = json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": { "name": format!("rp-train-{fingerprint}-cpu"), "namespace": "ns",
+                      "labels": { "lookahead.dev/artifact-version": fingerprint },
+                      "annotations": { "lookahead.dev/cpu-fallback": "no GPU node for 2m" } },
+        "spec": { "template": { "spec": { "containers": [] } } },
+        "status": { "active": 1 },
+    });
+    let (_, _, _, left_behind) =
+        gpu_policy_and_job(lookahead_api::policy::NoGpuNodeAction::TrainOnCpu);
+    let mut script = policy_reads(&pool, vec![left_behind, stand_in]);
+    script.push(expect(
+        Method::DELETE,
+        format!("/apis/batch/v1/namespaces/ns/jobs/{gpu_job}"),
+        json!({ "apiVersion": "v1", "kind": "Status", "status": "Success" }),
+    ));
+    script.extend(router_objects());
+    script.push(
+        expect(
+            Method::PATCH,
+            "/apis/lookahead.dev/v1alpha1/namespaces/ns/routingpolicies/rp/status",
+            serde_json::to_value(&policy).expect("json"),
+        )
+        .check(|s| {
+            let training = condition(s, "Training");
+            assert_eq!(training["reason"], "CpuFallback");
+            assert!(training["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("no GPU node for 2m"));
+        }),
+    );
+    let action = run(
+        crate::policy::reconcile(Arc::new(policy), ctx),
+        handle,
+        script,
+    )
+    .await;
+    assert!(action.is_ok());
+}
+
+/// With `noGpuNode.action: Wait` the GPU Job stays (no new Job, nothing deleted); the status
+/// says it waits for a GPU node, with a `NoGpuNode` Warning. A pod unschedulable for less than
+/// the bound is not reported at all.
+#[tokio::test]
+async fn a_gpu_job_left_waiting_is_reported_and_kept() {
+    let (ctx, handle) = test_context();
+    let (policy, pool, _, job) = gpu_policy_and_job(lookahead_api::policy::NoGpuNodeAction::Wait);
+    let mut script = policy_reads(&pool, vec![job.clone()]);
+    script.extend([
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/ns/pods",
+            unschedulable_pods("2020-01-01T00:00:00Z"),
+        ),
+        expect(
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/ns/events",
+            event_answer(),
+        )
+        .check(|e| {
+            assert_eq!(e["reason"], "NoGpuNode");
+            let note = e["note"].as_str().unwrap_or_default();
+            assert!(note.contains("waiting for a GPU node"), "{note}");
+        }),
+    ]);
+    script.extend(router_objects());
+    script.push(
+        expect(
+            Method::PATCH,
+            "/apis/lookahead.dev/v1alpha1/namespaces/ns/routingpolicies/rp/status",
+            serde_json::to_value(&policy).expect("json"),
+        )
+        .check(|s| {
+            let training = condition(s, "Training");
+            assert_eq!(training["reason"], "NoGpuNode");
+            let message = training["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("once a GPU node takes it")
+                    && message.contains("noGpuNode.action is Wait"),
+                "{message}"
+            );
+        }),
+    );
+    let action = run(
+        crate::policy::reconcile(Arc::new(policy.clone()), ctx.clone()),
+        handle,
+        script,
+    )
+    .await;
+    assert!(action.is_ok());
+
+    // Already reported (the status says so): no second Event on the next reconcile.
+    let (ctx, handle) = test_context();
+    let mut reported = policy.clone();
+    reported.status = Some(lookahead_api::policy::RoutingPolicyStatus {
+        conditions: vec![crate::conditions::condition(
+            &[],
+            "Training",
+            true,
+            "NoGpuNode",
+            "waiting",
+            Some(1),
+        )],
+        ..Default::default()
+    });
+    let mut script = policy_reads(&pool, vec![job.clone()]);
+    script.push(expect(
+        Method::GET,
+        "/api/v1/namespaces/ns/pods",
+        unschedulable_pods("2020-01-01T00:00:00Z"),
+    ));
+    script.extend(router_objects());
+    script.push(
+        expect(
+            Method::PATCH,
+            "/apis/lookahead.dev/v1alpha1/namespaces/ns/routingpolicies/rp/status",
+            serde_json::to_value(&policy).expect("json"),
+        )
+        .check(|s| assert_eq!(condition(s, "Training")["reason"], "NoGpuNode")),
+    );
+    let action = run(
+        crate::policy::reconcile(Arc::new(reported), ctx),
+        handle,
+        script,
+    )
+    .await;
+    assert!(action.is_ok());
+
+    // Pending for a few seconds only: training as usual.
+    let (ctx, handle) = test_context();
+    let just_now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let mut script = policy_reads(&pool, vec![job]);
+    script.push(expect(
+        Method::GET,
+        "/api/v1/namespaces/ns/pods",
+        unschedulable_pods(&just_now),
+    ));
+    script.extend(router_objects());
+    script.push(
+        expect(
+            Method::PATCH,
+            "/apis/lookahead.dev/v1alpha1/namespaces/ns/routingpolicies/rp/status",
+            serde_json::to_value(&policy).expect("json"),
+        )
+        .check(|s| assert_eq!(condition(s, "Training")["reason"], "MembershipChanged")),
+    );
     let action = run(
         crate::policy::reconcile(Arc::new(policy), ctx),
         handle,

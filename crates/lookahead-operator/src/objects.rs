@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, PersistentVolumeClaimVolumeSource, ResourceRequirements, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount,
+    ServicePort, ServiceSpec, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -106,4 +106,47 @@ pub fn wants_gpu(resources: Option<&ResourceRequirements>) -> bool {
             .is_some_and(|q| q.0.trim() != "0")
     };
     resources.is_some_and(|r| asks(r.limits.as_ref()) || asks(r.requests.as_ref()))
+}
+
+/// `resources` with a GPU request mirrored into the limits (Kubernetes wants extended resources
+/// limited, and a request equal to its limit).
+pub fn gpu_limited(mut r: ResourceRequirements) -> ResourceRequirements {
+    if let Some(q) = r
+        .requests
+        .as_ref()
+        .and_then(|m| m.get(GPU_RESOURCE))
+        .cloned()
+    {
+        r.limits
+            .get_or_insert_with(BTreeMap::new)
+            .entry(GPU_RESOURCE.into())
+            .or_insert(q);
+    }
+    r
+}
+
+/// `resources` without any GPU request or limit.
+pub fn without_gpu(mut r: ResourceRequirements) -> ResourceRequirements {
+    for m in [r.requests.as_mut(), r.limits.as_mut()]
+        .into_iter()
+        .flatten()
+    {
+        m.remove(GPU_RESOURCE);
+    }
+    r
+}
+
+/// `tolerations`, plus one for the `nvidia.com/gpu` taint GPU nodes commonly carry when `gpu`
+/// (unless the list already tolerates it).
+pub fn gpu_tolerations(tolerations: &[Toleration], gpu: bool) -> Vec<Toleration> {
+    let mut out = tolerations.to_vec();
+    if gpu && !out.iter().any(|t| t.key.as_deref() == Some(GPU_RESOURCE)) {
+        out.push(Toleration {
+            key: Some(GPU_RESOURCE.into()),
+            operator: Some("Exists".into()),
+            effect: Some("NoSchedule".into()),
+            ..Default::default()
+        });
+    }
+    out
 }

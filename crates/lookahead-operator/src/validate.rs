@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use lookahead_api::policy::{RouterMethod, ScoringPrecision};
+use lookahead_api::pool::MemberProbes;
 use lookahead_api::{LLMPoolSpec, RoutingPolicySpec};
 
 /// A problem in a spec, with the field path it concerns.
@@ -66,6 +67,9 @@ pub fn pool(spec: &LLMPoolSpec) -> Vec<Problem> {
                 format!("spec.members[{}].replicas.idleAfter: {e}", m.name),
             ));
         }
+        if let Some(t) = &m.template {
+            problems.extend(probe_problems(&m.name, &t.probes));
+        }
         match (&m.endpoint, &m.template) {
             (Some(_), Some(_)) | (None, None) => problems.push(Problem::new(
                 "InvalidMember",
@@ -78,6 +82,61 @@ pub fn pool(spec: &LLMPoolSpec) -> Vec<Problem> {
         }
     }
     problems
+}
+
+/// What is wrong with a member's probe durations (the schema's pattern admits `0s`).
+fn probe_problems(member: &str, probes: &MemberProbes) -> Vec<Problem> {
+    [
+        ("startupTimeout", probes.startup_timeout_seconds()),
+        ("readinessPeriod", probes.readiness_period_seconds()),
+    ]
+    .into_iter()
+    .filter_map(|(field, parsed)| {
+        let e = parsed.err()?;
+        Some(Problem::new(
+            "InvalidProbe",
+            format!("spec.members[{member}].template.probes.{field}: {e}"),
+        ))
+    })
+    .collect()
+}
+
+/// What is wrong with a policy's training settings: durations the schema's pattern admits but
+/// that are no duration (`0s`, a number too large), and a GPU for a method that trains on the
+/// CPU (the GPU would sit idle while the Job holds it).
+fn training_problems(spec: &RoutingPolicySpec) -> Vec<Problem> {
+    let Some(t) = &spec.training else {
+        return Vec::new();
+    };
+    let mut problems = Vec::new();
+    if let Err(e) = t.active_deadline_seconds() {
+        problems.push(Problem::new(
+            "InvalidActiveDeadline",
+            format!("spec.training.activeDeadline: {e}"),
+        ));
+    }
+    if let Err(e) = t.no_gpu_node.after_duration() {
+        problems.push(Problem::new(
+            "InvalidNoGpuNode",
+            format!("spec.training.noGpuNode.after: {e}"),
+        ));
+    }
+    if crate::objects::wants_gpu(t.resources.as_ref()) && !trains_on_gpu(spec.router.method) {
+        problems.push(Problem::new(
+            "GpuTrainingUnsupported",
+            format!(
+                "spec.training.resources: asks for {}, but method {} trains on the CPU (GPU training: lookahead-mlm, lookahead-clm); drop the GPU request",
+                crate::objects::GPU_RESOURCE,
+                method_name(spec.router.method)
+            ),
+        ));
+    }
+    problems
+}
+
+/// Whether `lookahead train --device cuda` accepts the method.
+pub fn trains_on_gpu(m: RouterMethod) -> bool {
+    matches!(m, RouterMethod::LookaheadMlm | RouterMethod::LookaheadClm)
 }
 
 /// Checks a policy spec against its pool.
@@ -138,6 +197,7 @@ pub fn policy(spec: &RoutingPolicySpec, pool: &LLMPoolSpec) -> Vec<Problem> {
             ));
         }
     }
+    problems.extend(training_problems(spec));
     for (field, value) in [
         ("request", &spec.serving.timeouts.request),
         ("firstToken", &spec.serving.timeouts.first_token),
@@ -201,6 +261,82 @@ mod tests {
         let p = policy(&testdata::policy_spec("p", Some("nope")), &pool);
         assert_eq!(p[0].reason, "UnknownDefaultModel");
         assert!(p[0].message.contains("\"nope\""));
+    }
+
+    fn gpu(n: &str) -> k8s_openapi::api::core::v1::ResourceRequirements {
+        k8s_openapi::api::core::v1::ResourceRequirements {
+            limits: Some(std::collections::BTreeMap::from([(
+                crate::objects::GPU_RESOURCE.to_string(),
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity(n.into()),
+            )])),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn training_durations_must_be_at_least_a_second_and_gpus_need_a_gpu_method() {
+        let pool = testdata::pool_spec(&["yi", "phi"]);
+        let mut spec = testdata::policy_spec("p", Some("yi"));
+        let t = spec.training.as_mut().expect("training");
+        t.active_deadline = "0h".into();
+        t.no_gpu_node.after = "99999999999999999999m".into();
+        t.resources = Some(gpu("1"));
+        let p = policy(&spec, &pool);
+        let reasons: Vec<_> = p.iter().map(|p| p.reason).collect();
+        assert_eq!(
+            reasons,
+            [
+                "InvalidActiveDeadline",
+                "InvalidNoGpuNode",
+                "GpuTrainingUnsupported"
+            ]
+        );
+        assert!(
+            p[0].message.contains("spec.training.activeDeadline")
+                && p[0].message.contains("at least 1s"),
+            "{}",
+            p[0].message
+        );
+        assert!(
+            p[1].message.contains("spec.training.noGpuNode.after"),
+            "{}",
+            p[1].message
+        );
+        assert!(
+            p[2].message.contains("lookahead-lite trains on the CPU"),
+            "{}",
+            p[2].message
+        );
+        spec.router.method = RouterMethod::LookaheadMlm;
+        let t = spec.training.as_mut().expect("training");
+        t.active_deadline = "90m".into();
+        t.no_gpu_node.after = "5m".into();
+        assert!(policy(&spec, &pool).is_empty(), "mlm trains on a GPU");
+        let t = spec.training.as_mut().expect("training");
+        t.resources = Some(gpu("0"));
+        spec.router.method = RouterMethod::LookaheadLite;
+        assert!(
+            policy(&spec, &pool).is_empty(),
+            "a zero GPU limit asks for none"
+        );
+    }
+
+    #[test]
+    fn member_probe_durations_must_be_at_least_a_second() {
+        let mut pool = testdata::pool_spec(&["yi"]);
+        let t = pool.members[0].template.as_mut().expect("template");
+        t.probes.startup_timeout = "0s".into();
+        t.probes.readiness_period = "0m".into();
+        let p = super::pool(&pool);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p.iter().all(|p| p.reason == "InvalidProbe"));
+        assert!(
+            p[0].message
+                .contains("spec.members[yi].template.probes.startupTimeout"),
+            "{}",
+            p[0].message
+        );
+        assert!(p[1].message.contains("readinessPeriod"), "{}", p[1].message);
     }
 
     #[test]

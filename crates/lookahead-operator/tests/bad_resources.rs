@@ -1,5 +1,5 @@
 //! Bad custom resources against the real API server (`../shared/k8s/cluster.sh`, 1.20) with the
-//! controllers in-process: each of 21 invalid LLMPool/RoutingPolicy specs is either rejected by the
+//! controllers in-process: each of 26 invalid LLMPool/RoutingPolicy specs is either rejected by the
 //! schema (422 naming the field, nothing stored) or stored and reported by a `Ready=False`
 //! condition with a reason; no invalid spec gets children; applying the fixed spec to the same
 //! name recovers (children appear, the reason goes away). 1.20 ignores the CRD's CEL rules, so
@@ -102,7 +102,37 @@ fn cases() -> Vec<Case> {
     let ftp = json!({ "name": "a", "modelId": "a-model", "endpoint": "ftp://a.example/v1" });
     let mut inverted = member("a");
     inverted["replicas"] = json!({ "min": 3, "max": 2 });
+    let mut shm = member("a");
+    shm["template"]["shmSize"] = json!("lots");
+    let mut instant = member("a");
+    instant["template"]["probes"] = json!({ "startupTimeout": "0s" });
+    let gpu = json!({ "limits": { "nvidia.com/gpu": "1" } });
     vec![
+        pool_case(
+            "/dev/shm size that is no quantity",
+            json!([shm]),
+            Outcome::Rejected("spec.members.template.shmSize"),
+        ),
+        pool_case(
+            "startup probe with no time to start",
+            json!([instant]),
+            Outcome::Reported("InvalidProbe"),
+        ),
+        policy_case(
+            "training deadline in days",
+            policy_with(&["training", "activeDeadline"], json!("2d")),
+            Outcome::Rejected("spec.training.activeDeadline"),
+        ),
+        policy_case(
+            "training deadline of zero",
+            policy_with(&["training", "activeDeadline"], json!("0s")),
+            Outcome::Reported("InvalidActiveDeadline"),
+        ),
+        policy_case(
+            "a GPU for a method that trains on the CPU",
+            policy_with(&["training", "resources"], gpu),
+            Outcome::Reported("GpuTrainingUnsupported"),
+        ),
         pool_case(
             "replicas of the wrong type",
             json!([wrong_type]),

@@ -239,6 +239,8 @@ pub fn deployment(
                     containers,
                     volumes: Some(volumes),
                     security_context: Some(crate::hardening::pod_security()),
+                    // The router and scorer never call the Kubernetes API.
+                    automount_service_account_token: Some(false),
                     node_selector: (!serving.node_selector.is_empty())
                         .then(|| serving.node_selector.clone()),
                     tolerations: (!tolerations.is_empty()).then_some(tolerations),

@@ -8,6 +8,7 @@ use lookahead_api::{LLMPool, RoutingPolicy};
 
 use super::router::{self, Scoring};
 use super::training::data::DataCheck;
+use super::training::gpu::{Placement, CPU_FALLBACK, NO_GPU_NODE};
 use super::training::outcome::{acceptance_message, ACCEPTED, BELOW_BASELINE};
 use super::training::Training;
 use crate::conditions::{
@@ -114,12 +115,24 @@ fn training_conditions(i: &StatusInputs<'_>, serving: &str) -> (Said, Said) {
             job,
             version,
             members,
+            placement,
         } => {
-            let message = format!(
-                "Job {job} trains artifact {version} for members [{}]; meanwhile {serving}",
+            let trains = format!(
+                "Job {job} trains artifact {version} for members [{}]",
                 members.join(", ")
             );
-            ((true, "MembershipChanged", message), no_failure())
+            let (reason, message) = match placement {
+                Placement::AsAsked => ("MembershipChanged", format!("{trains}; meanwhile {serving}")),
+                Placement::WaitingForGpu(why) => (
+                    NO_GPU_NODE,
+                    format!("{trains} once a GPU node takes it: {why}; noGpuNode.action is Wait; meanwhile {serving}"),
+                ),
+                Placement::CpuFallback(why) => (
+                    CPU_FALLBACK,
+                    format!("{trains} on the CPU (--device cpu), in place of the GPU Job: {why}; meanwhile {serving}"),
+                ),
+            };
+            ((true, reason, message), no_failure())
         }
         Training::Failed { job, message } => (
             (false, "JobFailed", serving.to_string()),

@@ -13,8 +13,13 @@ use lookahead_api::policy::{LabellingSpec, RouterMethod, TrainingSpec};
 use lookahead_api::RoutingPolicy;
 
 use super::plan::{job_name, Plan};
-use crate::labels::{self, FINGERPRINT_ANNOTATION, MEMBERS_ANNOTATION, VERSION_LABEL};
-use crate::objects::{claim_volume, config_map_volume, owned_meta};
+use crate::labels::{
+    self, CPU_FALLBACK_ANNOTATION, FINGERPRINT_ANNOTATION, MEMBERS_ANNOTATION, VERSION_LABEL,
+};
+use crate::objects::{
+    claim_volume, config_map_volume, gpu_limited, gpu_tolerations, owned_meta, wants_gpu,
+    without_gpu,
+};
 use crate::policy::router::{artifact_dir, router_name, ARTIFACTS_MOUNT, CONFIG_KEY};
 
 /// `lookahead train --method` for a router method.
@@ -32,7 +37,8 @@ fn train_method(m: RouterMethod) -> &'static str {
 }
 
 /// The training Job: `lookahead train` in the operator's image, reading the dataset and writing
-/// the artifact to `<artifacts>/<version>` on the policy's PVC.
+/// the artifact to `<artifacts>/<version>` on the policy's PVC; on the GPU (`--device cuda`)
+/// when `resources` asks for one, stopped by Kubernetes after `activeDeadline`.
 pub fn job(
     policy: &RoutingPolicy,
     training: &TrainingSpec,
@@ -64,16 +70,27 @@ pub fn job(
         }
         _ => data_dir,
     };
+    let gpu = wants_gpu(training.resources.as_ref());
     let mut containers = vec![Container {
         name: TRAIN_CONTAINER.into(),
         image: Some(image_of(policy, image)),
-        args: Some(train_args(policy, training, plan, data_dir)),
-        resources: training.resources.clone(),
+        args: Some(train_args(policy, training, plan, data_dir, gpu)),
+        resources: training.resources.clone().map(gpu_limited),
         volume_mounts: Some(mounts),
+        // A failed run writes no summary: its last log lines (the error) become the
+        // termination message, which `outcome::failure_detail` puts in `TrainingFailed`.
+        termination_message_policy: Some(LOGS_ON_ERROR.into()),
         ..Default::default()
     }];
     crate::hardening::harden(&mut containers, &mut volumes);
     crate::hardening::harden(&mut init_containers, &mut volumes);
+    let mut pod = PodSpec {
+        init_containers: (!init_containers.is_empty()).then_some(init_containers),
+        containers,
+        volumes: Some(volumes),
+        ..Default::default()
+    };
+    place(&mut pod, training, gpu);
     let mut metadata = owned_meta(&name, ns, labels.clone(), owner);
     metadata.annotations = Some(BTreeMap::from([
         (FINGERPRINT_ANNOTATION.to_string(), plan.fingerprint.clone()),
@@ -83,24 +100,32 @@ pub fn job(
         metadata,
         spec: Some(JobSpec {
             backoff_limit: Some(training.backoff_limit),
+            // Validated before any Job is made (`validate::policy`).
+            active_deadline_seconds: training.active_deadline_seconds().ok(),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
                     ..Default::default()
                 }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".into()),
-                    init_containers: (!init_containers.is_empty()).then_some(init_containers),
-                    containers,
-                    security_context: Some(crate::hardening::pod_security()),
-                    volumes: Some(volumes),
-                    ..Default::default()
-                }),
+                spec: Some(pod),
             },
             ..Default::default()
         }),
         status: None,
     }
+}
+
+/// The training pod's run settings: where it may be scheduled (the GPU taint tolerated when it
+/// asks for a GPU), no restarts (the Job retries), non-root, and no API token.
+fn place(pod: &mut PodSpec, training: &TrainingSpec, gpu: bool) {
+    pod.restart_policy = Some("Never".into());
+    pod.security_context = Some(crate::hardening::pod_security());
+    // Neither `lookahead label` nor `lookahead train` calls the Kubernetes API.
+    pod.automount_service_account_token = Some(false);
+    pod.node_selector =
+        (!training.node_selector.is_empty()).then(|| training.node_selector.clone());
+    let tolerations = gpu_tolerations(&training.tolerations, gpu);
+    pod.tolerations = (!tolerations.is_empty()).then_some(tolerations);
 }
 
 /// The training pod's volumes and mounts (a cache, the dataset, the artifacts PVC) and where
@@ -139,18 +164,81 @@ fn volumes(training: &TrainingSpec) -> (Vec<Volume>, Vec<VolumeMount>, String) {
     (volumes, mounts, data_dir)
 }
 
-/// `lookahead train` arguments: method, data, the pool's models, where the artifact goes.
+/// Name of a Job's CPU stand-in (see [`cpu_fallback`]).
+pub fn cpu_fallback_name(job: &str) -> String {
+    labels::object_name(&format!("{job}-cpu"))
+}
+
+/// The CPU stand-in for a GPU training Job no node could take: the same Job (from [`job`]) under
+/// its own name, without the GPU request and the `nodeSelector` (which points at GPU nodes when
+/// a GPU is asked for), training with `--device cpu` in `cpu_image` (the operator's own, static
+/// build: a CUDA build of `lookahead` does not start where the CUDA libraries are missing, even
+/// for `--device cpu`); `why` goes in an annotation.
+pub fn cpu_fallback(mut job: Job, cpu_image: &str, why: &str) -> Job {
+    let name = cpu_fallback_name(job.metadata.name.as_deref().unwrap_or_default());
+    let rename = |labels: &mut Option<BTreeMap<String, String>>| {
+        if let Some(instance) = labels
+            .as_mut()
+            .and_then(|l| l.get_mut(labels::INSTANCE_LABEL))
+        {
+            instance.clone_from(&name);
+        }
+    };
+    rename(&mut job.metadata.labels);
+    job.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(CPU_FALLBACK_ANNOTATION.into(), why.into());
+    let template = job.spec.as_mut().map(|s| &mut s.template);
+    if let Some(t) = template {
+        if let Some(m) = t.metadata.as_mut() {
+            rename(&mut m.labels);
+        }
+        if let Some(pod) = t.spec.as_mut() {
+            on_cpu(pod, cpu_image);
+        }
+    }
+    job.metadata.name = Some(name);
+    job
+}
+
+/// A training pod moved to the CPU: see [`cpu_fallback`].
+fn on_cpu(pod: &mut PodSpec, cpu_image: &str) {
+    pod.node_selector = None;
+    let init = pod.init_containers.iter_mut().flatten();
+    for c in init.chain(pod.containers.iter_mut()) {
+        c.image = Some(cpu_image.to_string());
+        if c.name == TRAIN_CONTAINER {
+            c.resources = c.resources.take().map(without_gpu);
+            set_device(c.args.get_or_insert_with(Vec::new), "cpu");
+        }
+    }
+}
+
+/// Sets `--device <device>` in `lookahead train` arguments.
+fn set_device(args: &mut Vec<String>, device: &str) {
+    match args.iter().position(|a| a == "--device") {
+        Some(i) if i + 1 < args.len() => args[i + 1] = device.into(),
+        _ => args.extend(["--device".into(), device.into()]),
+    }
+}
+
+/// `lookahead train` arguments: method, data, the pool's models, where the artifact goes, the
+/// device (`cuda` when the pod has a GPU).
 fn train_args(
     policy: &RoutingPolicy,
     training: &TrainingSpec,
     plan: &Plan,
     data_dir: String,
+    gpu: bool,
 ) -> Vec<String> {
     let out = artifact_dir(policy, &plan.version).unwrap_or_default();
     let mut args = vec![
         "train".to_string(),
         "--method".into(),
         train_method(policy.spec.router.method).into(),
+        "--device".into(),
+        if gpu { "cuda" } else { "cpu" }.into(),
         "--data".into(),
         data_dir,
         "--models".into(),
@@ -183,6 +271,8 @@ const LABELLED_DIR: &str = "/cache/labelled";
 pub const LABEL_CONTAINER: &str = "label";
 /// The training Job's main container.
 pub const TRAIN_CONTAINER: &str = "train";
+/// Termination message policy: the file, else (after a failure) the log's tail.
+const LOGS_ON_ERROR: &str = "FallbackToLogsOnError";
 
 fn image_of(policy: &RoutingPolicy, image: &str) -> String {
     policy
@@ -244,6 +334,7 @@ fn label_container(
         args: Some(args),
         volume_mounts: Some(mounts),
         termination_message_path: Some("/dev/termination-log".into()),
+        termination_message_policy: Some(LOGS_ON_ERROR.into()),
         ..Default::default()
     };
     (container, volumes)
@@ -276,6 +367,138 @@ mod tests {
             joined.contains("--summary-file /dev/termination-log"),
             "{joined}"
         );
+    }
+
+    /// The training pod of `training` for a two-member pool, and the train container's args.
+    fn rendered(policy: &RoutingPolicy, training: &TrainingSpec) -> (Job, PodSpec, String) {
+        let pool = testdata::pool("pool", &["yi", "phi"]);
+        let p = plan(policy, &pool, None).expect("plan");
+        let j = job(policy, training, &p, "ns", "img:1", &testdata::owner());
+        let pod = j.spec.clone().and_then(|s| s.template.spec).expect("pod");
+        let args = pod.containers[0].args.clone().unwrap_or_default().join(" ");
+        (j, pod, args)
+    }
+
+    fn gpu_training() -> (RoutingPolicy, TrainingSpec) {
+        let mut policy = testdata::policy("p", Some("yi"));
+        policy.spec.router.method = RouterMethod::LookaheadMlm;
+        let mut training = policy.spec.training.clone().expect("training");
+        training.resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                (GPU.to_string(), Quantity("1".into())),
+                ("memory".to_string(), Quantity("16Gi".into())),
+            ])),
+            ..Default::default()
+        });
+        training.node_selector = BTreeMap::from([("nvidia.com/gpu.present".into(), "true".into())]);
+        training.tolerations = vec![Toleration {
+            key: Some("dedicated".into()),
+            operator: Some("Equal".into()),
+            value: Some("training".into()),
+            effect: Some("NoSchedule".into()),
+            ..Default::default()
+        }];
+        training.active_deadline = "90m".into();
+        (policy, training)
+    }
+
+    use crate::objects::GPU_RESOURCE as GPU;
+    use k8s_openapi::api::core::v1::Toleration;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    #[test]
+    fn a_gpu_request_trains_with_device_cuda_on_gpu_nodes_within_the_deadline() {
+        let (policy, training) = gpu_training();
+        let (j, pod, args) = rendered(&policy, &training);
+        assert!(args.contains("--method mlm --device cuda"), "{args}");
+        let limits = pod.containers[0]
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.clone())
+            .unwrap_or_default();
+        assert_eq!(
+            limits.get(GPU),
+            Some(&Quantity("1".into())),
+            "the GPU request is limited too"
+        );
+        assert_eq!(
+            pod.node_selector
+                .as_ref()
+                .and_then(|n| n.get("nvidia.com/gpu.present")),
+            Some(&"true".to_string())
+        );
+        let tolerated: Vec<_> = pod
+            .tolerations
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|t| t.key)
+            .collect();
+        assert_eq!(
+            tolerated,
+            ["dedicated", GPU],
+            "the user's, plus the GPU taint"
+        );
+        let spec = j.spec.expect("spec");
+        assert_eq!(spec.active_deadline_seconds, Some(5400));
+        assert_eq!(spec.backoff_limit, Some(2));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+    }
+
+    #[test]
+    fn without_a_gpu_training_runs_on_the_cpu_with_the_default_deadline() {
+        let policy = testdata::policy("p", Some("yi"));
+        let training = policy.spec.training.clone().expect("training");
+        let (j, pod, args) = rendered(&policy, &training);
+        assert!(args.contains("--device cpu"), "{args}");
+        assert_eq!(j.spec.and_then(|s| s.active_deadline_seconds), Some(7200));
+        assert!(pod.node_selector.is_none() && pod.tolerations.is_none());
+        assert_eq!(pod.automount_service_account_token, Some(false));
+    }
+
+    #[test]
+    fn the_cpu_fallback_drops_the_gpu_and_its_node_selector_under_its_own_name() {
+        let (policy, training) = gpu_training();
+        let (gpu_job, _, _) = rendered(&policy, &training);
+        let gpu_name = gpu_job.metadata.name.clone().unwrap_or_default();
+        let cpu = cpu_fallback(gpu_job, "lookahead:static", "no GPU node");
+        let name = cpu.metadata.name.clone().unwrap_or_default();
+        assert_eq!(name, format!("{gpu_name}-cpu"));
+        assert_eq!(
+            cpu.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(CPU_FALLBACK_ANNOTATION)),
+            Some(&"no GPU node".to_string())
+        );
+        let spec = cpu.spec.expect("spec");
+        let pod_labels = spec
+            .template
+            .metadata
+            .and_then(|m| m.labels)
+            .unwrap_or_default();
+        assert_eq!(pod_labels.get(labels::INSTANCE_LABEL), Some(&name));
+        assert_eq!(
+            pod_labels.get(VERSION_LABEL).map(String::len),
+            Some(16),
+            "same version"
+        );
+        assert_eq!(spec.active_deadline_seconds, Some(5400));
+        let pod = spec.template.spec.expect("pod");
+        assert!(pod.node_selector.is_none());
+        let resources = pod.containers[0].resources.clone().expect("resources");
+        for m in [
+            resources.requests.unwrap_or_default(),
+            resources.limits.unwrap_or_default(),
+        ] {
+            assert!(!m.contains_key(GPU), "{m:?}");
+        }
+        let args = pod.containers[0].args.clone().unwrap_or_default();
+        assert_eq!(pod.containers[0].image.as_deref(), Some("lookahead:static"));
+        assert_eq!(args.iter().filter(|a| *a == "--device").count(), 1);
+        assert!(args.join(" ").contains("--device cpu"), "{args:?}");
+        assert!(labels::object_name(&"x".repeat(70)).len() <= 63);
+        assert!(cpu_fallback_name(&"x".repeat(63)).len() <= 63);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! The "ensure training" step of a policy's reconcile: decides which artifact the policy should
 //! have ([`plan`]), checks the dataset covers the pool ([`data`]), deletes training Jobs the
-//! pool has outgrown, creates the one Job for the planned version ([`job`]) and reads back what
-//! it reports ([`outcome`]).
+//! pool has outgrown, creates the one Job for the planned version ([`job`]), replaces it with a
+//! CPU Job when it waits for a GPU no node has ([`gpu`]) and reads back what it reports
+//! ([`outcome`]).
 
 pub mod data;
+pub mod gpu;
 pub mod job;
 pub mod outcome;
 pub mod plan;
@@ -22,6 +24,7 @@ use crate::controller::delete_ignoring_absent;
 use crate::error::Result;
 use crate::labels::{self, VERSION_LABEL};
 use data::DataCheck;
+use gpu::Placement;
 use outcome::{acceptance_message, JobState, ACCEPTED, BELOW_BASELINE};
 use plan::Plan;
 
@@ -36,6 +39,8 @@ pub enum Training {
         job: String,
         version: String,
         members: Vec<String>,
+        /// Whether it runs where asked, waits for a GPU node, or stands in for a GPU Job.
+        placement: Placement,
     },
     Failed {
         job: String,
@@ -99,7 +104,8 @@ pub async fn ensure(
         (None, _) | (Some(_), None) => (Training::UpToDate, served),
         (Some(plan), Some(spec)) => {
             let job = step.ensure_job(&existing, spec, plan, owner).await?;
-            step.follow(&job, plan, served).await?
+            let (job, placement) = step.watch_gpu(job, spec, plan, owner).await?;
+            step.follow(&job, plan, served, placement).await?
         }
     };
     Ok(Outcome {
@@ -143,7 +149,8 @@ impl Step<'_> {
         Ok(())
     }
 
-    /// The Job training `plan`: the existing one, else a new one (with an Event).
+    /// The Job training `plan`: the existing one (its CPU stand-in first, see [`gpu`]), else a
+    /// new one (with an Event).
     async fn ensure_job(
         &self,
         existing: &[Job],
@@ -152,6 +159,17 @@ impl Step<'_> {
         owner: &OwnerReference,
     ) -> Result<Job> {
         let name = plan::job_name(&self.policy.name_any(), &plan.version);
+        let cpu_name = job::cpu_fallback_name(&name);
+        if let Some(j) = existing.iter().find(|j| j.name_any() == cpu_name) {
+            // The GPU Job it replaced, when a failed reconcile left it behind.
+            let gpu_left = existing
+                .iter()
+                .any(|j| j.name_any() == name && j.metadata.deletion_timestamp.is_none());
+            if gpu_left {
+                delete_ignoring_absent(&self.jobs, &name).await?;
+            }
+            return Ok(j.clone());
+        }
         if let Some(j) = existing.iter().find(|j| j.name_any() == name) {
             return Ok(j.clone());
         }
@@ -188,23 +206,39 @@ impl Step<'_> {
         job: &Job,
         plan: &Plan,
         served: Option<ArtifactStatus>,
+        placement: Placement,
     ) -> Result<(Training, Option<ArtifactStatus>)> {
-        let name = plan::job_name(&self.policy.name_any(), &plan.version);
+        let name = job.name_any();
         Ok(match outcome::job_state(job) {
             JobState::Running => (
                 Training::Running {
                     job: name,
                     version: plan.version.clone(),
                     members: plan.members.clone(),
+                    placement,
                 },
                 served,
             ),
-            JobState::Failed { message } => (Training::Failed { job: name, message }, served),
+            JobState::Failed { message } => {
+                let message = match self.failure_detail(&name).await? {
+                    Some(detail) => format!("{message}; {detail}"),
+                    None => message,
+                };
+                (Training::Failed { job: name, message }, served)
+            }
             JobState::Succeeded { finished } => {
                 let trained = self.trained_artifact(job, &name, plan, finished).await?;
                 (Training::UpToDate, Some(trained))
             }
         })
+    }
+
+    /// What the failed Job `name`'s container said last (see [`outcome::failure_detail`]).
+    async fn failure_detail(&self, name: &str) -> Result<Option<String>> {
+        let pods: Api<Pod> = self.ctx.api(self.ns);
+        let selector = format!("job-name={name}");
+        let pods = pods.list(&ListParams::default().labels(&selector)).await?;
+        Ok(outcome::failure_detail(&pods.items))
     }
 
     /// The artifact a finished Job wrote, with what its pods report back in their termination

@@ -34,6 +34,42 @@ fn container_summary(pods: &[Pod], name: &str, init: bool) -> Option<serde_json:
     })
 }
 
+/// The most a failure's log tail adds to the `TrainingFailed` message.
+const FAILURE_DETAIL_CHARS: usize = 600;
+
+/// What a failed Job's `label` or `train` container said last: its termination message, which
+/// after a failure is the tail of its log (`FallbackToLogsOnError`), on one line and at most
+/// [`FAILURE_DETAIL_CHARS`] (the end kept: the error is last). `None` when no container failed
+/// with one (the pods are gone, or the Job was stopped from outside, as by its deadline).
+pub fn failure_detail(pods: &[Pod]) -> Option<String> {
+    let (container, message) = pods.iter().find_map(|pod| {
+        let status = pod.status.as_ref()?;
+        let init = status.init_container_statuses.iter().flatten();
+        let containers = init.chain(status.container_statuses.iter().flatten());
+        containers
+            .filter(|c| c.name == LABEL_CONTAINER || c.name == TRAIN_CONTAINER)
+            .find_map(|c| {
+                let t = c.state.as_ref()?.terminated.as_ref()?;
+                let message = t.message.as_deref().filter(|_| t.exit_code != 0)?;
+                Some((c.name.clone(), message.to_string()))
+            })
+    })?;
+    let line = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.is_empty() {
+        return None;
+    }
+    let start = line
+        .char_indices()
+        .rev()
+        .nth(FAILURE_DETAIL_CHARS - 1)
+        .map_or(0, |(i, _)| i);
+    let ellipsis = if start > 0 { "…" } else { "" };
+    Some(format!(
+        "container {container} said: {ellipsis}{}",
+        &line[start..]
+    ))
+}
+
 /// Prompts labelled by a finished Job, from its `label` init container's summary.
 pub fn labelled_prompts(pods: &[Pod]) -> Option<i64> {
     container_summary(pods, LABEL_CONTAINER, true)?
@@ -113,16 +149,23 @@ pub fn job_state(job: &Job) -> JobState {
         return JobState::Succeeded { finished };
     }
     if let Some(c) = find("Failed") {
-        return JobState::Failed {
-            message: format!(
-                "{}: {}",
-                c.reason.clone().unwrap_or_default(),
-                c.message.clone().unwrap_or_default()
-            ),
-        };
+        let reason = c.reason.clone().unwrap_or_default();
+        let mut message = format!("{reason}: {}", c.message.clone().unwrap_or_default());
+        if reason == DEADLINE_EXCEEDED {
+            let deadline = job.spec.as_ref().and_then(|s| s.active_deadline_seconds);
+            if let Some(secs) = deadline {
+                message.push_str(&format!(
+                    " (activeDeadlineSeconds {secs}; spec.training.activeDeadline gives training longer)"
+                ));
+            }
+        }
+        return JobState::Failed { message };
     }
     JobState::Running
 }
+
+/// The reason of a Job's `Failed` condition when it ran past `activeDeadlineSeconds`.
+pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
 
 /// What a finished Job's pods reported: labelled prompts, validation scores, acceptance.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -198,6 +241,44 @@ mod tests {
             status: Some(status),
             ..Default::default()
         }
+    }
+
+    /// Sets the exit code of every terminated container of `pod`.
+    fn exit(pod: &mut Pod, code: i32) {
+        let status = pod.status.as_mut();
+        let statuses = status.into_iter().flat_map(|s| {
+            let init = s.init_container_statuses.iter_mut().flatten();
+            init.chain(s.container_statuses.iter_mut().flatten())
+        });
+        for c in statuses {
+            if let Some(t) = c.state.as_mut().and_then(|s| s.terminated.as_mut()) {
+                t.exit_code = code;
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_containers_log_tail_is_the_failure_detail() {
+        let log = "loading data\nError: --device cuda: this binary was built without CUDA support (cargo build --features cuda)\n";
+        let mut pod = terminated(TRAIN_CONTAINER, false, log);
+        exit(&mut pod, 1);
+        assert_eq!(
+            failure_detail(std::slice::from_ref(&pod)).as_deref(),
+            Some("container train said: loading data Error: --device cuda: this binary was built without CUDA support (cargo build --features cuda)")
+        );
+        // A successful container's message is its summary, not a failure.
+        exit(&mut pod, 0);
+        assert_eq!(failure_detail(&[pod]), None);
+        // A long tail keeps its end.
+        let long = format!("{} the end", "x".repeat(2000));
+        let mut pod = terminated(LABEL_CONTAINER, true, &long);
+        exit(&mut pod, 2);
+        let detail = failure_detail(&[pod]).expect("detail");
+        assert!(detail.starts_with("container label said: …") && detail.ends_with("the end"));
+        assert!(
+            detail.chars().count() < FAILURE_DETAIL_CHARS + 40,
+            "{detail}"
+        );
     }
 
     #[test]
