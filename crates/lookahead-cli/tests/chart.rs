@@ -981,3 +981,123 @@ fn crds_chart_upgrade_adds_a_field() {
         assert!(kept, "{which}: helm uninstall deleted the CRD: {text}");
     }
 }
+
+/// A `docker-registry serve` child on loopback, killed on drop.
+struct Registry(std::process::Child);
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// scripts/publish-chart.sh against a real OCI registry (Debian's `docker-registry`, on a free
+/// loopback port over plain HTTP): both charts are pushed, and `helm template` straight from
+/// `oci://` renders the registry's image pinned by the given digest (stamped into the packaged
+/// defaults, the checkout untouched). Skips when docker-registry or helm is missing.
+#[test]
+fn published_chart_installs_from_the_registry_with_the_pinned_image() {
+    let Some((_, helm)) = helms().into_iter().next() else {
+        eprintln!("SKIP: set LOOKAHEAD_HELM (../shared/k8s/helm.sh installs helm)");
+        return;
+    };
+    let Some(registry_bin) = which("docker-registry") else {
+        eprintln!("SKIP: no docker-registry (apt-get install docker-registry)");
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let config = tmp.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\n",
+            tmp.path().join("storage").display()
+        ),
+    )
+    .expect("config");
+    let _registry = Registry(
+        Command::new(registry_bin)
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry starts"),
+    );
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "registry did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let registry = format!("127.0.0.1:{port}");
+    let digest = format!("sha256:{}", "fedcba9876543210".repeat(4));
+    let out = Command::new(repo().join("scripts/publish-chart.sh"))
+        .args([&registry, "--plain-http"])
+        .env("LOOKAHEAD_HELM", &helm)
+        .env("IMAGE_DIGEST", &digest)
+        .env("CHART_DIST", tmp.path().join("dist"))
+        .output()
+        .expect("publish-chart.sh runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "publish-chart.sh: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let vars: std::collections::BTreeMap<&str, &str> =
+        stdout.lines().filter_map(|l| l.split_once('=')).collect();
+    assert_eq!(
+        vars["CHART_REF"],
+        format!("oci://{registry}/charts/lookahead")
+    );
+    for key in ["CHART_DIGEST", "CRDS_CHART_DIGEST"] {
+        assert!(vars[key].starts_with("sha256:"), "{key} in {stdout}");
+    }
+
+    let (ok, text) = run(Command::new(&helm)
+        .args(["template", "lookahead", vars["CHART_REF"], "--version"])
+        .arg(vars["CHART_VERSION"])
+        .args(["--plain-http", "--namespace", "lookahead-system"]));
+    assert!(ok, "helm template from the registry: {text}");
+    let docs = documents(&text);
+    assert_eq!(
+        pod_spec(&docs)["containers"][0]["image"],
+        format!("{registry}/lookahead@{digest}").as_str()
+    );
+    let (ok, text) = run(Command::new(&helm)
+        .args(["template", "crds", vars["CRDS_CHART_REF"], "--version"])
+        .arg(vars["CHART_VERSION"])
+        .arg("--plain-http"));
+    assert!(
+        ok,
+        "helm template of the CRDs chart from the registry: {text}"
+    );
+    assert_eq!(
+        documents(&text)
+            .iter()
+            .filter(|d| d["kind"] == "CustomResourceDefinition")
+            .count(),
+        2
+    );
+    // The checkout's defaults are untouched.
+    let values = std::fs::read_to_string(chart().join("values.yaml")).expect("values.yaml");
+    assert!(values.contains("  repository: localhost/lookahead\n"));
+}
+
+/// `name` on PATH.
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    })
+}
