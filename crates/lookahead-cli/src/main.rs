@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_proxy;
+mod check;
 mod demo;
 mod device;
 mod eval;
@@ -71,6 +72,9 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// One HTTP check with an exit status: a GET (e.g. /readyz), or with --chat one chat
+    /// completion through a router (the chart's `helm test`).
+    Check(check::CheckArgs),
 }
 
 impl Command {
@@ -132,6 +136,7 @@ fn main() -> anyhow::Result<()> {
         Command::Label(args) => label::run(args)?,
         Command::Route(args) => route::run(args)?,
         Command::Bench(cmd) => bench::run(cmd)?,
+        Command::Check(args) => check::run(args)?,
     }
     Ok(())
 }

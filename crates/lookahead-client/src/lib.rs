@@ -5,7 +5,8 @@
 //!   and the optional API key.
 //! - [`ChatClient`]: pooled keep-alive HTTP/1 connections, a per-call timeout.
 //!   [`ChatClient::send`] posts any request body and returns the [`ChatReply`] whatever its status
-//!   (benchmarks count statuses and read the router's decision headers);
+//!   (benchmarks count statuses and read the router's decision headers); [`ChatClient::get`]
+//!   reads a health endpoint (`lookahead check`);
 //!   [`ChatClient::complete`] asks one temperature-0 question and returns the assistant's text.
 //! - [`user_turn`]: the body of a one-turn chat request.
 //! - [`ClientError`]: why a call got no usable answer, with [`ClientError::is_transient`] for
@@ -105,6 +106,19 @@ pub fn user_turn(model: &str, prompt: &str, stream: bool) -> Value {
     })
 }
 
+/// An error and its causes on one line (hyper's own text, "client error (Connect)", leaves out
+/// whether the connection was refused or the name did not resolve).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// Pooled HTTP client with a per-call timeout.
 #[derive(Clone, Debug)]
 pub struct ChatClient {
@@ -140,13 +154,27 @@ impl ChatClient {
         let req = req
             .body(Full::new(Bytes::from(body.to_string())))
             .map_err(|_| ClientError::Url(endpoint.url.clone()))?;
+        self.call(req).await
+    }
+
+    /// GETs `url` (a health endpoint such as `/readyz`) and reads the whole answer, whatever its
+    /// status.
+    pub async fn get(&self, url: &str) -> Result<ChatReply, ClientError> {
+        let req = Request::get(url)
+            .body(Full::new(Bytes::new()))
+            .map_err(|_| ClientError::Url(url.to_string()))?;
+        self.call(req).await
+    }
+
+    /// Sends `req` and reads the whole answer within the timeout.
+    async fn call(&self, req: Request<Full<Bytes>>) -> Result<ChatReply, ClientError> {
         let started = Instant::now();
         let call = async {
             let resp = self
                 .client
                 .request(req)
                 .await
-                .map_err(|e| ClientError::Transport(e.to_string()))?;
+                .map_err(|e| ClientError::Transport(with_causes(&e)))?;
             let (parts, body) = resp.into_parts();
             let body = Limited::new(body, MAX_BODY)
                 .collect()
