@@ -8,8 +8,10 @@
 #   router Service (from this machine and from a pod) -> gemma-2-9b-it added: one new Job, new
 #   artifact in status, router rolled -> a real Prometheus scrapes router and operator pods and
 #   fires the chart's member-ejected alert (prometheus.sh) -> a router rollout under a request
-#   loop (rollout-race.sh) -> autoscaling (autoscaling.sh) -> helm upgrade -> everything deleted, helm uninstall:
-#   nothing left behind.
+#   loop (rollout-race.sh) -> autoscaling (autoscaling.sh) -> a member slow to start held back
+#   by its startup probe -> helm upgrade -> everything deleted, helm uninstall: nothing left
+#   behind. The image and chart come from a real OCI registry on loopback (registry.sh), and
+#   `helm test` checks a chat completion through the router.
 #
 #   KUBECONFIG        the WITH_KUBELET=1 cluster (its directory is cluster.sh's state dir)
 #   LOOKAHEAD_HELM    helm binary (../shared/k8s/helm.sh)
@@ -56,16 +58,20 @@ diagnose() {
 }
 
 cleanup() {
+  registry_stop
   kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1 || true
   "$HELM" uninstall lookahead -n "$SYS" >/dev/null 2>&1 || true
   kubectl delete pv e2e-routing-data e2e-artifacts >/dev/null 2>&1 || true
   tests/e2e/netshim.sh stop "$STATE/netshim" || true
 }
 trap cleanup EXIT
+# shellcheck source=tests/e2e/registry.sh
+source tests/e2e/registry.sh
 
 # 0. Tools the run needs beyond the cluster's own (Debian packages).
 missing=()
-for t in socat:socat dnsmasq:dnsmasq-base iptables:iptables jq:jq curl:curl objcopy:binutils; do
+for t in socat:socat dnsmasq:dnsmasq-base iptables:iptables jq:jq curl:curl objcopy:binutils \
+    docker-registry:docker-registry prometheus:prometheus; do
   command -v "${t%%:*}" >/dev/null || missing+=("${t#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -74,10 +80,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# 1. Image: built offline, loaded into the node (nothing can be pulled).
+# 1. Image: built offline, pushed with both charts to a real OCI registry on loopback (the node
+#    pulls from it over plain HTTP), and loaded into the node for the pool's replay members.
 scripts/build-image.sh >/dev/null
 K8S_STATE_DIR="$STATE" "$SHARED/k8s/cluster.sh" load-image "$IMAGE"
-step "image $IMAGE built and loaded"
+registry_start
+registry_publish
+step "image $IMAGE built and loaded; pushed $IMAGE_REF@$IMAGE_DIGEST, chart $CHART_REF $CHART_VERSION"
 
 # 2. Service routing and DNS for a cluster without kube-proxy and CoreDNS.
 tests/e2e/netshim.sh start "$STATE/netshim"
@@ -87,8 +96,12 @@ step "netshim (Service NAT, DNS) started"
 #    Service's ClusterIP, so the operator addresses it by name.
 # Client-side apply: a 1.20 API server panics on a server-side apply of an APIService ("FieldManager
 # must be installed to run apply", fixed in 1.21), and helm 4 applies server-side by default.
-"$HELM" install lookahead charts/lookahead -n "$SYS" --create-namespace --server-side=false \
-  --set image.pullPolicy=Never \
+# Installed from the registry, the image pinned by digest, as a user installs it; `helm test`
+# (after step 6) checks a chat completion through the e2e policy's router.
+"$HELM" install lookahead "$CHART_REF" --version "$CHART_VERSION" --plain-http \
+  -n "$SYS" --create-namespace --server-side=false \
+  --set image.repository="$REGISTRY_ADDR/lookahead" --set image.digest="$IMAGE_DIGEST" \
+  --set tests.policy.namespace="$NS" --set tests.policy.name=e2e \
   --set 'operator.extraEnv[0].name=KUBERNETES_SERVICE_HOST' \
   --set 'operator.extraEnv[0].value=kubernetes.default.svc' \
   --wait --timeout 5m >/dev/null || { diagnose; fail "helm install"; }
@@ -295,6 +308,10 @@ client_log=$(cat /var/log/pods/"$NS"_e2e-client_*/e2e-client/0.log)
 grep -qi "x-lookahead-model" <<<"$client_log" || fail "no x-lookahead-model in the pod's answer: $client_log"
 grep -q '"choices"' <<<"$client_log" || fail "no completion in the pod's answer: $client_log"
 step "chat completion from a pod via e2e-router.$NS.svc: $(grep -io 'x-lookahead-model: [a-z-]*' <<<"$client_log" | head -1)"
+# `helm test --logs` needs pod logs through the API, which this cluster cannot serve.
+"$HELM" test lookahead -n "$SYS" --timeout 2m >/dev/null \
+  || { diagnose; cat /var/log/pods/"$SYS"_lookahead-test*/*/0.log >&2 || true; fail "helm test"; }
+step "helm test: a chat completion through e2e-router from the chart's test pod"
 
 # 7. Add gemma-2-9b-it: one new Job, a new artifact naming it, the router rolled to it.
 pool yi:Yi-1.5-34B-Chat qwen-coder:Qwen2.5-Coder-7B-Instruct gemma:gemma-2-9b-it | kubectl apply -f - >/dev/null
@@ -321,6 +338,25 @@ source tests/e2e/rollout-race.sh
 # 7c. Autoscaling on router-observed demand: scale to zero and back, the real HPA on in-flight.
 # shellcheck source=tests/e2e/autoscaling.sh
 source tests/e2e/autoscaling.sh
+
+# 7d. A member slow to start (a model server loading its weights): the startup probe (HTTP on
+#     /v1/models) holds it back, unready, without restarts, until it serves.
+{ printf 'apiVersion: lookahead.dev/v1alpha1\nkind: LLMPool\nmetadata: { name: slowstart, namespace: %s }\nspec:\n  members:\n' "$NS"
+  member slow gemma-2-9b-it --start-after 30s
+  echo "        probes: { startupTimeout: 3m }"
+} | kubectl apply -f - >/dev/null
+slow_pod() { kubectl -n "$NS" get pods -o json | jq -c '[.items[] | select(.metadata.name | startswith("slowstart-slow-"))][0] // {}'; }
+slow_ready() { slow_pod | jq -r '[.status.conditions[]? | select(.type == "Ready")][0].status // "None"'; }
+wait_for "slow's container running" 120 '[ "$(slow_pod | jq -r .status.phase)" = Running ]'
+running_at=$(date +%s)
+sleep 15
+[ "$(slow_ready)" = False ] || fail "slow ready ($(slow_ready)) 15 s after start, before it listens"
+wait_for "slow ready" 180 '[ "$(slow_ready)" = True ]'
+ready_after=$(( $(date +%s) - running_at ))
+restarts=$(slow_pod | jq '[.status.containerStatuses[].restartCount] | add')
+[ "$restarts" = 0 ] || fail "slow restarted $restarts times while loading"
+kubectl -n "$NS" delete llmpool slowstart --wait=false >/dev/null
+step "slow-starting member (listens after 30 s): unready at +15 s, ready at +${ready_after} s, $restarts restarts (startup probe)"
 
 # 8. Helm upgrade: the operator rolls, the policy keeps its artifact and the router keeps serving.
 "$HELM" upgrade lookahead charts/lookahead -n "$SYS" --reuse-values --set operator.logLevel=debug \

@@ -27,6 +27,10 @@ pub struct ReplayArgs {
     /// Probability (0..1) of answering 503 instead.
     #[arg(long, default_value_t = 0.0)]
     failure_rate: f64,
+    /// Wait this long before listening, e.g. `30s`: a model server loading its weights (what a
+    /// member's startup probe must wait for).
+    #[arg(long, default_value = "0s", value_parser = lookahead_api::config::parse_duration)]
+    start_after: Duration,
 }
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
@@ -51,6 +55,10 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
+        if !args.start_after.is_zero() {
+            tracing::info!(start_after = ?args.start_after, "loading (simulated): not listening yet");
+            tokio::time::sleep(args.start_after).await;
+        }
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("binding {}", args.listen))?;
