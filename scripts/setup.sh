@@ -14,9 +14,10 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lookahead-target}"
 log() { echo "[setup] $*" >&2; }
 
 # System packages: protoc (tonic's code generation), unzip (wheels), prometheus (promtool checks
-# the router's /metrics in tests).
+# the router's /metrics, the alert rules and the dashboard in tests; the e2e's real Prometheus),
+# docker-registry (a real OCI registry the chart tests and the e2e publish to).
 need=()
-for p in protobuf-compiler unzip prometheus; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+for p in protobuf-compiler unzip prometheus docker-registry; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
 if [ ${#need[@]} -gt 0 ]; then
   log "apt-get install ${need[*]}"
   apt-get update -qq >/dev/null
