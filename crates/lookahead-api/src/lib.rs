@@ -5,6 +5,7 @@
 //! # Modules
 //! - [`fingerprint`]: the pool fingerprint (always built; all that `lookahead-model` uses).
 //! - [`demand`]: the per-member demand a router reports at `/demand` (always built).
+//! - [`duration`]: the durations the resources and the router configuration write (always built).
 //! - `pool`, `policy`: the `LLMPool` and `RoutingPolicy` custom resources (feature `kube`).
 //! - `config`: the router sidecar's configuration, rendered by the operator (feature `kube`).
 //! - `docs`, `schema`: the CRDs' Markdown reference and schema tweaks (feature `kube`).
@@ -17,6 +18,7 @@ pub mod config;
 pub mod demand;
 #[cfg(feature = "kube")]
 mod docs;
+pub mod duration;
 pub mod fingerprint;
 #[cfg(feature = "kube")]
 pub mod policy;

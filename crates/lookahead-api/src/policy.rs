@@ -172,7 +172,7 @@ fn default_active_deadline() -> String {
 impl TrainingSpec {
     /// `activeDeadline` in seconds, or why it is not a duration of at least one second.
     pub fn active_deadline_seconds(&self) -> Result<i64, String> {
-        let secs = crate::config::parse_seconds(&self.active_deadline)?;
+        let secs = crate::duration::parse_seconds(&self.active_deadline)?;
         i64::try_from(secs).map_err(|_| format!("duration {:?} is too long", self.active_deadline))
     }
 }
@@ -210,7 +210,7 @@ impl Default for NoGpuNode {
 impl NoGpuNode {
     /// `after` as a duration, or why it is not one of at least one second.
     pub fn after_duration(&self) -> Result<std::time::Duration, String> {
-        crate::config::parse_seconds(&self.after).map(std::time::Duration::from_secs)
+        crate::duration::parse_seconds(&self.after).map(std::time::Duration::from_secs)
     }
 }
 

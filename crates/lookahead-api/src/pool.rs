@@ -188,12 +188,12 @@ impl Default for MemberProbes {
 impl MemberProbes {
     /// `startupTimeout` in seconds, or why it is not a duration of at least one second.
     pub fn startup_timeout_seconds(&self) -> Result<u64, String> {
-        crate::config::parse_seconds(&self.startup_timeout)
+        crate::duration::parse_seconds(&self.startup_timeout)
     }
 
     /// `readinessPeriod` in seconds, or why it is not a duration of at least one second.
     pub fn readiness_period_seconds(&self) -> Result<u64, String> {
-        crate::config::parse_seconds(&self.readiness_period)
+        crate::duration::parse_seconds(&self.readiness_period)
     }
 
     /// The HTTP probe's path: `path`, else `<apiPath>/models`.

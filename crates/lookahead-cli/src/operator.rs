@@ -58,6 +58,10 @@ pub struct OperatorArgs {
     /// one setting traces both; router pods export nothing when unset.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
+    /// A Secret the router, scorer and training pods pull the image with (repeatable; it must
+    /// exist in each policy's namespace).
+    #[arg(long = "image-pull-secret", value_name = "NAME")]
+    image_pull_secrets: Vec<String>,
 }
 
 /// Runs the operator; router pods log in `log_format`, the operator's own.
@@ -88,6 +92,7 @@ pub fn run(args: OperatorArgs, log_format: LogFormat) -> anyhow::Result<()> {
             otlp_endpoint: args.otlp_endpoint.filter(|e| !e.trim().is_empty()),
             json_logs: log_format == LogFormat::Json,
         },
+        image_pull_secrets: args.image_pull_secrets,
     };
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     rt.block_on(async {

@@ -409,7 +409,7 @@ fn name_overrides_rename_every_object() {
 
 /// `imagePullSecrets` reach the operator and the test pod; none by default.
 #[test]
-fn image_pull_secrets_reach_operator_and_test_pods() {
+fn image_pull_secrets_reach_operator_test_and_operator_run_pods() {
     let Some((_, helm)) = helms().into_iter().next() else {
         eprintln!("SKIP: set LOOKAHEAD_HELM (../shared/k8s/helm.sh installs helm)");
         return;
@@ -423,6 +423,15 @@ fn image_pull_secrets_reach_operator_and_test_pods() {
         object(&docs, "Pod", None).expect("test pod")["spec"]["imagePullSecrets"],
         want
     );
+    // The operator gives them to the router, scorer and training pods it runs.
+    let args = pod_spec(&docs)["containers"][0]["args"].clone();
+    let args: Vec<&str> = args
+        .as_sequence()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(args.contains(&"--image-pull-secret=regcred"), "{args:?}");
     // A secret is named, nothing else.
     let (ok, text) = run(Command::new(&helm)
         .args(["template", "la"])

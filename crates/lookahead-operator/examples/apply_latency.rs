@@ -100,6 +100,7 @@ async fn one_run(client: &Client, hpa: &kube::api::ApiResource, i: usize) -> any
         pdb: lookahead_operator::disruption::discover(client).await?,
         namespace: Some(ns.clone()),
         telemetry: Default::default(),
+        image_pull_secrets: Vec::new(),
     };
     let ctx = Arc::new(Context::new(
         client.clone(),

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::{LocalObjectReference, PodSpec};
 use kube::api::{Api, ApiResource};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
@@ -24,6 +25,26 @@ pub struct Settings {
     pub namespace: Option<String>,
     /// Span export and log format of the router pods.
     pub telemetry: crate::telemetry::Telemetry,
+    /// Secrets (in each policy's namespace) the kubelet pulls the operator's image with, for the
+    /// router, scorer and training pods it runs from that image (`--image-pull-secret`, the
+    /// chart's `imagePullSecrets`): a private registry serves them as it serves the operator.
+    pub image_pull_secrets: Vec<String>,
+}
+
+impl Settings {
+    /// Adds the image pull secrets to `pod` (a pod the operator runs from its image), after any
+    /// the pod already names.
+    pub fn add_pull_secrets(&self, pod: Option<&mut PodSpec>) {
+        let Some(pod) = pod.filter(|_| !self.image_pull_secrets.is_empty()) else {
+            return;
+        };
+        let secrets = pod.image_pull_secrets.get_or_insert_with(Vec::new);
+        for name in &self.image_pull_secrets {
+            if !secrets.iter().any(|s| s.name == *name) {
+                secrets.push(LocalObjectReference { name: name.clone() });
+            }
+        }
+    }
 }
 
 /// Shared state of the controllers.
@@ -98,4 +119,46 @@ pub fn owner_ref<K: Resource<DynamicType = ()>>(
 ) -> Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
     obj.controller_owner_ref(&())
         .ok_or_else(|| Error::OwnerReference(obj.name_any()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::GroupVersionKind;
+
+    fn settings(secrets: &[&str]) -> Settings {
+        let gvk = GroupVersionKind::gvk("autoscaling", "v2", "HorizontalPodAutoscaler");
+        Settings {
+            image: "img".into(),
+            hpa: ApiResource::from_gvk(&gvk),
+            pdb: None,
+            namespace: None,
+            telemetry: Default::default(),
+            image_pull_secrets: secrets.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn pull_secrets_are_added_once_after_the_pods_own() {
+        let mut pod = PodSpec {
+            image_pull_secrets: Some(vec![LocalObjectReference { name: "own".into() }]),
+            ..Default::default()
+        };
+        let s = settings(&["regcred", "own"]);
+        s.add_pull_secrets(Some(&mut pod));
+        s.add_pull_secrets(Some(&mut pod));
+        let names: Vec<&str> = pod
+            .image_pull_secrets
+            .iter()
+            .flatten()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(names, ["own", "regcred"]);
+        let mut bare = PodSpec::default();
+        settings(&[]).add_pull_secrets(Some(&mut bare));
+        assert!(
+            bare.image_pull_secrets.is_none(),
+            "none asked: no empty list"
+        );
+    }
 }

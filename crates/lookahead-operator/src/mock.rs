@@ -104,6 +104,7 @@ fn test_context() -> (Arc<Context>, Handle) {
         pdb: None,
         namespace: Some("ns".into()),
         telemetry: Default::default(),
+        image_pull_secrets: Vec::new(),
     };
     let ctx = Context::new(client, settings, Arc::new(Metrics::default()));
     (Arc::new(ctx), handle)

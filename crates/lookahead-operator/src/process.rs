@@ -60,6 +60,8 @@ pub struct OperatorConfig {
     pub external_metrics: Option<ServeOptions>,
     /// Span export and log format of the router pods.
     pub telemetry: crate::telemetry::Telemetry,
+    /// Pull secrets of the router, scorer and training pods (see [`Settings::image_pull_secrets`]).
+    pub image_pull_secrets: Vec<String>,
 }
 
 fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
@@ -172,6 +174,7 @@ pub async fn run(
         pdb,
         namespace: config.namespace.clone(),
         telemetry: config.telemetry.clone(),
+        image_pull_secrets: config.image_pull_secrets.clone(),
     };
     let ctx = Arc::new(Context::new(client.clone(), settings, metrics.clone()));
     let board = Arc::new(DemandBoard::default());

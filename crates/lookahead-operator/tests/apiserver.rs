@@ -680,6 +680,7 @@ async fn apiserver_two_replicas_fail_over() -> anyhow::Result<()> {
             }),
             external_metrics: None,
             telemetry: Default::default(),
+            image_pull_secrets: Vec::new(),
         };
         tokio::spawn(lookahead_operator::run(
             client.clone(),

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -13,8 +14,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::acceptance::AcceptanceGate;
-use crate::demand::{Demand, DemandCollector};
 use crate::scoring::FAIL_OPEN_REASONS;
 
 /// The `/metrics` content type.
@@ -109,10 +108,9 @@ pub struct RouterMetrics {
 
 impl RouterMetrics {
     /// The metrics of a router over `members`, each member's series present from the start (at
-    /// zero), so shares and rates are defined before its first request. `demand` and `gate` are
-    /// read at each scrape.
-    pub fn new(members: &[Arc<str>], demand: Arc<Demand>, gate: Arc<AcceptanceGate>) -> Self {
-        let mut m = Self::families();
+    /// zero), so shares and rates are defined before its first request.
+    pub fn new(members: &[Arc<str>]) -> Self {
+        let m = Self::families();
         // Creating a series is what makes it appear (at 0); the guards are not needed.
         for name in members {
             let member = MemberName(name.clone());
@@ -135,10 +133,13 @@ impl RouterMetrics {
         for reason in FAIL_OPEN_REASONS {
             drop(m.fail_opens.get_or_create(&ReasonLabels { reason }));
         }
-        m.registry
-            .register_collector(Box::new(DemandCollector::new(members.to_vec(), demand)));
-        m.registry.register_collector(Box::new(gate));
         m
+    }
+
+    /// Adds state read at each scrape (the demand, the acceptance gate), under the router's
+    /// prefix.
+    pub fn register_collector(&mut self, collector: impl Collector) {
+        self.registry.register_collector(Box::new(collector));
     }
 
     fn families() -> Self {
@@ -343,7 +344,8 @@ pub fn sample(text: &str, series: &str) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::demand::COLD_PROBE_INTERVAL;
+    use crate::acceptance::AcceptanceGate;
+    use crate::demand::{Demand, DemandCollector, COLD_PROBE_INTERVAL};
     use lookahead_api::RouterConfig;
     use lookahead_model::artifact::Acceptance;
 
@@ -357,11 +359,10 @@ mod tests {
         let gate = Arc::new(AcceptanceGate::new(&config, 0));
         let names: Vec<Arc<str>> = names.iter().map(|n| Arc::from(*n)).collect();
         let demand = Arc::new(Demand::new(names.len(), COLD_PROBE_INTERVAL));
-        (
-            RouterMetrics::new(&names, demand, gate.clone()),
-            names,
-            gate,
-        )
+        let mut m = RouterMetrics::new(&names);
+        m.register_collector(DemandCollector::new(names.clone(), demand));
+        m.register_collector(gate.clone());
+        (m, names, gate)
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::acceptance::AcceptanceGate;
 use crate::auth::ApiKeys;
 use crate::body::{full, json_response, RespBody};
 use crate::decide::{Attempts, Decider, Plan};
-use crate::demand::{Demand, COLD_PROBE_INTERVAL};
+use crate::demand::{Demand, DemandCollector, COLD_PROBE_INTERVAL};
 use crate::dispatch::{cold_label, Call, Dispatcher, Outcome};
 use crate::grpc::GrpcScorer;
 use crate::ingest::{Admitted, Gate};
@@ -170,11 +170,10 @@ impl Router {
         };
         let demand = Arc::new(Demand::new(pool.len(), COLD_PROBE_INTERVAL));
         let names: Vec<Arc<str>> = pool.members.iter().map(|m| m.name.clone()).collect();
-        let metrics = Arc::new(RouterMetrics::new(
-            &names,
-            demand.clone(),
-            ranker.gate.clone(),
-        ));
+        let mut metrics = RouterMetrics::new(&names);
+        metrics.register_collector(DemandCollector::new(names.clone(), demand.clone()));
+        metrics.register_collector(ranker.gate.clone());
+        let metrics = Arc::new(metrics);
         let keys = match &policy.api_keys_file {
             Some(p) => ApiKeys::from_file(p)?,
             None => ApiKeys::default(),

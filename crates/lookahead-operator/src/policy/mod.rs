@@ -132,7 +132,7 @@ async fn apply_router(
     config_maps
         .patch(&router_name, &apply, &Patch::Apply(&cm))
         .await?;
-    let deployment = router::deployment(
+    let mut deployment = router::deployment(
         policy,
         ns,
         &ctx.settings.image,
@@ -141,6 +141,11 @@ async fn apply_router(
         &hash,
         owner,
     );
+    let pod = deployment
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.spec.as_mut());
+    ctx.settings.add_pull_secrets(pod);
     let deployments: Api<Deployment> = ctx.api(ns);
     let applied = deployments
         .patch(&router_name, &apply, &Patch::Apply(&deployment))

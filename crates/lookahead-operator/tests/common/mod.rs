@@ -125,6 +125,7 @@ pub async fn start_operator(
         pdb: lookahead_operator::disruption::discover(client).await?,
         namespace: Some(ns.into()),
         telemetry: Default::default(),
+        image_pull_secrets: Vec::new(),
     };
     let ctx = Arc::new(Context::new(
         client.clone(),

@@ -142,7 +142,9 @@ impl Step<'_> {
     ) -> Result<Job> {
         let image = &self.ctx.settings.image;
         let rendered = job::job(self.policy, spec, plan, self.ns, image, owner);
-        let cpu = job::cpu_fallback(rendered, image, why);
+        let mut cpu = job::cpu_fallback(rendered, image, why);
+        let pod = cpu.spec.as_mut().and_then(|s| s.template.spec.as_mut());
+        self.ctx.settings.add_pull_secrets(pod);
         let cpu_name = cpu.name_any();
         let created = match self.jobs.create(&PostParams::default(), &cpu).await {
             Ok(created) => created,

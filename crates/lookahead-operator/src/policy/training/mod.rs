@@ -174,7 +174,9 @@ impl Step<'_> {
             return Ok(j.clone());
         }
         let image = &self.ctx.settings.image;
-        let job = job::job(self.policy, spec, plan, self.ns, image, owner);
+        let mut job = job::job(self.policy, spec, plan, self.ns, image, owner);
+        let pod = job.spec.as_mut().and_then(|s| s.template.spec.as_mut());
+        self.ctx.settings.add_pull_secrets(pod);
         match self.jobs.create(&PostParams::default(), &job).await {
             Ok(created) => {
                 let note = format!(
