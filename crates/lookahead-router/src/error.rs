@@ -99,6 +99,15 @@ impl ApiError {
         )
     }
 
+    pub fn headers_too_large(size: usize, limit: usize) -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "invalid_request_error",
+            "request_header_fields_too_large",
+            format!("Request headers take {size} bytes; the limit is {limit} bytes."),
+        )
+    }
+
     pub fn unsupported_media_type() -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -15,6 +15,11 @@ use crate::ApiError;
 /// Longest a client may take to send a request body (slow-body protection).
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Most request header bytes (names and values) a completion request may carry: headers are
+/// forwarded to members, and no OpenAI client sends more than a few KB. Larger heads get 431
+/// (beyond [`crate::server::MAX_HEAD_BYTES`] hyper refuses them before they are read whole).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 /// Who may call and how much they may send.
 #[derive(Debug, Clone)]
 pub struct Gate {
@@ -52,8 +57,16 @@ impl Gate {
         Ok(Admitted { head, request })
     }
 
-    /// JSON only, and no declared length over the limit (answered before reading anything).
+    /// Headers within their bound, JSON only, and no declared length over the limit (answered
+    /// before reading the body).
     fn check_head(&self, headers: &http::HeaderMap) -> Result<(), ApiError> {
+        let size: usize = headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
+        if size > MAX_HEADER_BYTES {
+            return Err(ApiError::headers_too_large(size, MAX_HEADER_BYTES));
+        }
         let json_type = headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())

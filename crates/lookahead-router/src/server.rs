@@ -27,6 +27,11 @@ use crate::router::Router;
 /// Longest a client may take to send request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Largest request head (request line and headers) read at all: hyper answers a larger one 431
+/// without reading it whole. Heads between [`crate::ingest::MAX_HEADER_BYTES`] and this get the
+/// router's own 431 with an OpenAI-style error body.
+pub const MAX_HEAD_BYTES: usize = 128 * 1024;
+
 /// How a server stops once its shutdown signal fires: readiness turns false at once, new
 /// connections are still accepted for `delay` (a Service moves new connections elsewhere only
 /// after the endpoint change reaches every node's NAT, a second or more after the pod is told to
@@ -131,8 +136,12 @@ where
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEAD_BYTES)
             .keep_alive(true);
-        builder.http2().timer(TokioTimer::new());
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEAD_BYTES as u32);
         Self {
             service,
             builder,

@@ -168,6 +168,7 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Want)> {
     let huge_header = format!("x-junk: {}\r\n", "h".repeat(1 << 20));
     let many_headers: String = (0..200).map(|i| format!("x-h{i}: v\r\n")).collect();
     let long_auth = format!("authorization: Bearer {}\r\n", "k".repeat(60_000));
+    let big_header = format!("x-junk: {}\r\n", "h".repeat(100_000));
     let long_path = format!("/v1/{}", "p".repeat(8_000));
     let long_request_id = format!("x-request-id: {}\r\n{}", "r".repeat(4000), auth());
     let tail = |s: &str| format!("{s}{}", auth());
@@ -270,7 +271,20 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Want)> {
         }, Api(401, "invalid_api_key")),
         ("models without a key", bare("GET", "/v1/models", ""), Api(401, "invalid_api_key")),
         ("auth checked before body size", post("/v1/chat/completions", Some("application/json"), "", msg(&big_content).as_bytes()), Api(401, "invalid_api_key")),
+        // Sampling parameters: wrong types and out-of-range values, named before dispatch.
+        ("temperature a string", chat_body(br#"{"model":"auto","temperature":"hot","messages":[{"role":"user","content":"x"}]}"#), Api(400, "invalid_type")),
+        ("negative max_tokens", chat_body(br#"{"model":"auto","max_tokens":-5,"messages":[{"role":"user","content":"x"}]}"#), Api(400, "integer_below_min_value")),
+        ("n of 10^12", chat_body(br#"{"model":"auto","n":1000000000000,"messages":[{"role":"user","content":"x"}]}"#), Api(400, "integer_above_max_value")),
+        ("n a fraction", chat_body(br#"{"model":"auto","n":1.5,"messages":[{"role":"user","content":"x"}]}"#), Api(400, "invalid_type")),
+        ("top_p above 1", chat_body(br#"{"model":"auto","top_p":1.5,"messages":[{"role":"user","content":"x"}]}"#), Api(400, "decimal_above_max_value")),
+        ("presence_penalty below -2", chat_body(br#"{"model":"auto","presence_penalty":-3,"messages":[{"role":"user","content":"x"}]}"#), Api(400, "decimal_below_min_value")),
+        ("max_tokens an object", chat_body(br#"{"model":"auto","max_tokens":{"a":1},"messages":[{"role":"user","content":"x"}]}"#), Api(400, "invalid_type")),
+        ("best_of of 100 on completions", completion_body(br#"{"model":"auto","best_of":100,"prompt":"x"}"#), Api(400, "integer_above_max_value")),
+        ("null parameters are defaults", chat_body(br#"{"model":"auto","temperature":null,"max_tokens":null,"messages":[{"role":"user","content":"x"}]}"#), Ok),
+        ("parameters in range", chat_body(br#"{"model":"auto","temperature":0.2,"top_p":1,"max_tokens":64,"n":1,"seed":-7,"messages":[{"role":"user","content":"x"}]}"#), Ok),
+        ("unknown parameters pass through", chat_body(br#"{"model":"auto","logit_bias":{"50256":-100},"repetition_penalty":1.1,"messages":[{"role":"user","content":"x"}]}"#), Ok),
         // Header abuse.
+        ("100 kB of headers", post("/v1/chat/completions", Some("application/json"), &format!("{}{big_header}", auth()), GOOD), Api(431, "request_header_fields_too_large")),
         ("200 headers", bare("POST", "/v1/chat/completions", &many_headers), Hyper(&[431])),
         ("1 MiB header", bare("POST", "/v1/chat/completions", &huge_header), Hyper(&[431])),
         ("invalid header name", bare("POST", "/v1/chat/completions", "bad header: x\r\n"), Hyper(&[400])),
@@ -506,4 +520,31 @@ async fn a_flood_of_oversize_bodies_keeps_memory_bounded() {
     assert!(grown_mib < 64, "resident memory grew {grown_mib} MiB");
     let ok = raw(addr, &chat_body(GOOD)).await;
     assert_eq!(ok.status, 200, "still serving after the flood");
+}
+
+/// Wrong sampling parameters are answered 400 naming the parameter (`param`), and no member is
+/// called for them (the replay member's count stays where it was).
+#[tokio::test]
+async fn invalid_parameters_are_named_and_never_reach_a_member() {
+    let (m, r, _keys) = hostile_setup().await;
+    let cases: [(&[u8], &str); 3] = [
+        (
+            br#"{"model":"auto","temperature":"hot","messages":[{"role":"user","content":"x"}]}"#,
+            "temperature",
+        ),
+        (
+            br#"{"model":"auto","max_tokens":-5,"messages":[{"role":"user","content":"x"}]}"#,
+            "max_tokens",
+        ),
+        (
+            br#"{"model":"general","n":1000000000000,"messages":[{"role":"user","content":"x"}]}"#,
+            "n",
+        ),
+    ];
+    for (body, param) in cases {
+        let reply = raw(r.addr, &chat_body(body)).await;
+        assert_eq!(reply.status, 400, "{}", reply.body);
+        assert_eq!(reply.body["error"]["param"], param, "{}", reply.body);
+    }
+    assert_eq!(m.handler.served(), 0, "no member was called");
 }

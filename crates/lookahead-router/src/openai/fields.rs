@@ -13,27 +13,10 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
+use super::params::Param;
+use super::value::{Kind, Number, Scalar};
 use super::{bad, Endpoint, ROLES};
 use crate::ApiError;
-
-/// The JSON type of a value the router does not read further.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Kind {
-    Null,
-    Bool,
-    Number,
-    String,
-    Array,
-    Object,
-}
-
-/// A string, a boolean, or the type of anything else.
-#[derive(Debug)]
-pub(super) enum Scalar<'de> {
-    Str(Cow<'de, str>),
-    Bool(bool),
-    Other(Kind),
-}
 
 /// What one pass found in a top-level object.
 #[derive(Debug, Default)]
@@ -44,6 +27,8 @@ pub(super) struct Fields<'de> {
     pub stream: Option<Scalar<'de>>,
     /// The text to score, or why `messages` / `prompt` is unusable; `None` when absent.
     pub prompt: Option<Result<Cow<'de, str>, ApiError>>,
+    /// The sampling parameters the router checks, as sent (see [`super::params`]).
+    pub params: Vec<(Param, Scalar<'de>)>,
 }
 
 /// Reads `body`; `Ok(None)` when it is valid JSON but not an object.
@@ -174,14 +159,14 @@ impl<'de> Visitor<'de> for ScalarVisitor {
     fn visit_bool<E: de::Error>(self, b: bool) -> Result<Self::Value, E> {
         Ok(Scalar::Bool(b))
     }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(self.other(Kind::Number))
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(number(v as f64, true))
     }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(self.other(Kind::Number))
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(number(v as f64, true))
     }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(self.other(Kind::Number))
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(number(v, false))
     }
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
         Ok(self.other(Kind::Null))
@@ -196,6 +181,10 @@ impl<'de> Visitor<'de> for ScalarVisitor {
     }
 }
 
+fn number(value: f64, integer: bool) -> Scalar<'static> {
+    Scalar::Number(Number { value, integer })
+}
+
 /// Object keys the router reads (read without allocating).
 enum Key {
     Model,
@@ -205,6 +194,7 @@ enum Key {
     Role,
     Content,
     Text,
+    Param(Param),
     Other,
 }
 
@@ -230,7 +220,7 @@ impl Visitor<'_> for KeyVisitor {
             "role" => Key::Role,
             "content" => Key::Content,
             "text" => Key::Text,
-            _ => Key::Other,
+            _ => Param::named(s).map_or(Key::Other, Key::Param),
         })
     }
 }
@@ -266,6 +256,12 @@ impl<'de> Visitor<'de> for BodyVisitor {
                 }
                 (Key::Prompt, Endpoint::Completions) => {
                     fields.prompt = Some(a.next_value_seed(PromptSeed)?);
+                }
+                (Key::Param(p), endpoint) if p.applies_to(endpoint) => {
+                    let value = a.next_value()?;
+                    // Duplicate keys: the last occurrence counts, as for `Value`'s map.
+                    fields.params.retain(|(q, _)| *q != p);
+                    fields.params.push((p, value));
                 }
                 _ => {
                     a.next_value::<Skip>()?;

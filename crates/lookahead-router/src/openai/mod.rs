@@ -1,8 +1,11 @@
-//! The parts of OpenAI's request format the router reads: `model`, `stream`, and the prompt text
-//! to score (the last user turn, bounded). Everything else passes through untouched: the body is
-//! forwarded as the client sent it, with only `model`'s value replaced.
+//! The parts of OpenAI's request format the router reads: `model`, `stream`, the prompt text to
+//! score (the last user turn, bounded), and the sampling parameters it checks before dispatch
+//! ([`params`]). Everything else passes through untouched: the body is forwarded as the client
+//! sent it, with only `model`'s value replaced.
 
 mod fields;
+mod params;
+mod value;
 
 use std::ops::{Deref, Range};
 use std::sync::OnceLock;
@@ -10,7 +13,7 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use self::fields::{Kind, Scalar};
+use self::value::{Kind, Scalar};
 use crate::ApiError;
 
 /// Longest prompt text (in chars) sent to the scorer; routers read a bounded prefix anyway.
@@ -142,6 +145,9 @@ pub fn parse_body(endpoint: Endpoint, body: Bytes) -> Result<CompletionRequest, 
             return Err(bad("invalid_type", "`stream` must be a boolean.").with_param("stream"))
         }
     };
+    for (param, value) in &fields.params {
+        param.check(value)?;
+    }
     let prompt = match fields.prompt {
         Some(p) => bounded(&p?),
         None => return Err(missing_prompt(endpoint)),
