@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, Service, Toleration, Volume, VolumeMount,
+    Service, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -18,7 +18,8 @@ use lookahead_api::{LLMPool, RoutingPolicy};
 use crate::error::{Error, Result};
 use crate::labels::{self, CONFIG_HASH_ANNOTATION};
 use crate::objects::{
-    claim_volume, config_map_volume, http_service, owned_meta, wants_gpu, GPU_RESOURCE,
+    claim_volume, config_map_volume, gpu_limited, gpu_tolerations, http_service, owned_meta,
+    wants_gpu,
 };
 use crate::pool::children::base_url;
 use crate::telemetry::{PodIdentity, Telemetry};
@@ -166,24 +167,6 @@ pub fn config_map(
         ..Default::default()
     };
     Ok((cm, hash))
-}
-
-/// The scorer's resources: as asked, with a GPU request mirrored into the limits (extended
-/// resources must be limited, and requests must equal limits).
-fn scorer_resources(resources: Option<&ResourceRequirements>) -> Option<ResourceRequirements> {
-    let mut r = resources?.clone();
-    if let Some(q) = r
-        .requests
-        .as_ref()
-        .and_then(|m| m.get(GPU_RESOURCE))
-        .cloned()
-    {
-        r.limits
-            .get_or_insert_with(BTreeMap::new)
-            .entry(GPU_RESOURCE.into())
-            .or_insert(q);
-    }
-    Some(r)
 }
 
 /// The router Deployment: the `router` container, and the `scorer` sidecar while an artifact
@@ -344,7 +327,8 @@ fn scorer_container(
         name: "scorer".into(),
         image: Some(image),
         args: Some(args),
-        resources: scorer_resources(serving.resources.as_ref()),
+        // A GPU request mirrored into the limits (extended resources must be limited).
+        resources: serving.resources.clone().map(gpu_limited),
         volume_mounts: Some(mounts),
         ..Default::default()
     }
@@ -353,20 +337,7 @@ fn scorer_container(
 /// The policy's tolerations, plus the GPU taint's when it asks for a GPU.
 fn tolerations(policy: &RoutingPolicy) -> Vec<Toleration> {
     let serving = &policy.spec.serving;
-    let mut tolerations: Vec<Toleration> = serving.tolerations.clone();
-    if wants_gpu(serving.resources.as_ref())
-        && !tolerations
-            .iter()
-            .any(|t| t.key.as_deref() == Some(GPU_RESOURCE))
-    {
-        tolerations.push(Toleration {
-            key: Some(GPU_RESOURCE.into()),
-            operator: Some("Exists".into()),
-            effect: Some("NoSchedule".into()),
-            ..Default::default()
-        });
-    }
-    tolerations
+    gpu_tolerations(&serving.tolerations, wants_gpu(serving.resources.as_ref()))
 }
 
 /// The router Service.
@@ -386,7 +357,9 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     use super::*;
+    use crate::objects::GPU_RESOURCE;
     use crate::testdata;
+    use k8s_openapi::api::core::v1::ResourceRequirements;
 
     fn container<'a>(d: &'a Deployment, name: &str) -> Option<&'a Container> {
         d.spec
