@@ -44,6 +44,9 @@ pub fn member(name: &str) -> PoolMember {
         }),
         replicas: Replicas::default(),
         price: Price::default(),
+        context_window: None,
+        max_output_tokens: None,
+        supports: None,
     }
 }
 

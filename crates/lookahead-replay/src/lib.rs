@@ -8,7 +8,9 @@
 //! - [`server`]: [`ReplayServer`] (counters, [`ReplayServer::app`]: the axum routes),
 //!   [`ReplayOptions`] (latency, chunk pacing, failure rate) and [`serve`].
 //! - [`openai`]: the slice of OpenAI's wire format a stand-in member reads and writes.
+//! - [`apis`]: the Responses and Embeddings APIs, and a context window refused as vLLM does.
 
+pub mod apis;
 pub mod book;
 pub mod openai;
 pub mod server;

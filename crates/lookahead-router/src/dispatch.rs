@@ -96,8 +96,16 @@ impl Dispatcher {
         let mut failures: Vec<String> = Vec::new();
         let mut last_error = None;
         let mut all_cold = true;
-        for &i in attempts {
+        // A member's context-length refusal, answered if no larger window takes the request.
+        let mut refused: Option<(Answer, usize)> = None;
+        for (n, &i) in attempts.iter().enumerate() {
             let member = &pool.members[i];
+            if refused
+                .as_ref()
+                .is_some_and(|(_, r)| !larger_window(pool, *r, i))
+            {
+                continue;
+            }
             let body = match call.request.body_for(&member.model_id) {
                 Ok(b) => b,
                 Err(e) => return Outcome::Rejected(e),
@@ -107,6 +115,15 @@ impl Dispatcher {
             let result = self.attempt(member, metrics, call, body, deadline).await;
             metrics.attempted(&member.name, t0.elapsed());
             match result {
+                Ok(answer)
+                    if answer.is_context_refusal()
+                        && attempts[n + 1..].iter().any(|&j| larger_window(pool, i, j)) =>
+                {
+                    tracing::info!(member = %member.name, "context-length refusal: trying a larger window");
+                    metrics.fell_back(&member.name, "context_length".into());
+                    failures.push(format!("{}:context_length", member.name));
+                    refused = Some((answer, i));
+                }
                 Ok(mut answer) => {
                     self.delivered(i, member, metrics, &answer);
                     answer.body = crate::body::hold(answer.body, load);
@@ -125,6 +142,14 @@ impl Dispatcher {
                     }
                 }
             }
+        }
+        if let Some((answer, chosen)) = refused {
+            self.delivered(chosen, &pool.members[chosen], metrics, &answer);
+            return Outcome::Delivered {
+                answer,
+                chosen,
+                failures,
+            };
         }
         match attempts.last() {
             Some(&i) => metrics.answered(&pool.members[i].name, "failed"),
@@ -201,6 +226,21 @@ impl Dispatcher {
             }
         }
         format!("{}:{reason}", member.name)
+    }
+}
+
+/// Whether member `j` may hold a prompt that member `i`'s window refused: a larger window, or
+/// an unknown one (never the same member again).
+fn larger_window(pool: &Pool, i: usize, j: usize) -> bool {
+    if i == j {
+        return false;
+    }
+    match (
+        pool.members[i].context_window,
+        pool.members[j].context_window,
+    ) {
+        (Some(refused), Some(other)) => other > refused,
+        _ => true,
     }
 }
 

@@ -11,8 +11,8 @@
 //! - [`server`]: the serve loop (hyper, any `tower::Service`), graceful shutdown.
 //! - [`router`]: the front's state, path table and the plumbing between the stages below.
 //! - [`ingest`] (with [`auth`], [`openai`]): authenticate, limits, read and parse the body.
-//! - [`decide`] (with [`pool`], [`scoring`], [`slot`], [`acceptance`], [`grpc`]'s client):
-//!   which members, in which order.
+//! - [`decide`] (with [`pool`], [`fit`], [`scoring`], [`slot`], [`acceptance`], [`grpc`]'s
+//!   client): which members, in which order.
 //! - [`dispatch`] (with [`upstream`], [`member_conn`], [`outlier`]): attempts with retries and
 //!   ejection.
 //! - [`respond`] (with [`error`], [`body`]): decision headers, OpenAI-style errors.
@@ -27,6 +27,7 @@ pub mod decide;
 pub mod demand;
 pub mod dispatch;
 pub mod error;
+pub mod fit;
 pub mod grpc;
 pub mod ingest;
 pub mod member_conn;

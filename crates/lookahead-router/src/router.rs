@@ -82,6 +82,8 @@ impl Route {
             "/v1/models" | "/models" => Route::Models,
             "/v1/chat/completions" | "/chat/completions" => Route::Completion(Endpoint::Chat),
             "/v1/completions" | "/completions" => Route::Completion(Endpoint::Completions),
+            "/v1/responses" | "/responses" => Route::Completion(Endpoint::Responses),
+            "/v1/embeddings" | "/embeddings" => Route::Completion(Endpoint::Embeddings),
             _ => Route::Unknown,
         }
     }
@@ -289,7 +291,7 @@ impl Router {
         let span = tracing::Span::current();
         span.record("endpoint", endpoint.label());
         span.record("stream", request.stream);
-        let plan = match self.decider().plan(&request.model, &request.prompt).await {
+        let plan = match self.decider().plan(&request).await {
             Ok(p) => p,
             Err(e) => return self.reject(e),
         };

@@ -227,7 +227,7 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Want)> {
         ("unknown model emoji", chat_body(r#"{"model":"🤖","messages":[{"role":"user","content":"x"}]}"#.as_bytes()), Api(404, "model_not_found")),
         ("case-changed alias", chat_body(br#"{"model":"AUTO","messages":[{"role":"user","content":"x"}]}"#), Api(404, "model_not_found")),
         // Paths and methods.
-        ("unknown path", post("/v1/embeddings", Some("application/json"), &auth(), GOOD), Api(404, "unknown_url")),
+        ("unknown path", post("/v1/audio/speech", Some("application/json"), &auth(), GOOD), Api(404, "unknown_url")),
         ("dot-dot path", post("/v1/../admin", Some("application/json"), &auth(), GOOD), Api(404, "unknown_url")),
         ("8k path", bare("GET", &long_path, ""), Api(404, "unknown_url")),
         ("GET chat", bare("GET", "/v1/chat/completions", &auth()), Api(405, "method_not_allowed")),

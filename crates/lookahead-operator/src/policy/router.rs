@@ -102,6 +102,9 @@ pub fn router_config(
                 model_id: m.model_id.clone(),
                 base_url,
                 price: m.price.clone(),
+                context_window: m.context_window,
+                max_output_tokens: m.max_output_tokens,
+                supports: m.supports.clone(),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -579,6 +582,30 @@ mod tests {
             assert_eq!(sc.read_only_root_filesystem, Some(true), "{name}");
             assert_eq!(sc.allow_privilege_escalation, Some(false), "{name}");
         }
+    }
+
+    /// A member's window and capabilities reach the router; a window the answer bound does not
+    /// fit in is refused as the router config's own check says.
+    #[test]
+    fn member_limits_and_capabilities_are_rendered_and_checked() {
+        use lookahead_api::pool::Capability;
+        let policy = testdata::policy("p", Some("yi"));
+        let mut pool = testdata::pool("pool", &["yi", "phi"]);
+        let phi = &mut pool.spec.members[1];
+        phi.context_window = Some(4096);
+        phi.max_output_tokens = Some(1024);
+        phi.supports = Some(vec![Capability::Chat, Capability::JsonSchema]);
+        let c = router_config(&policy, &pool, "ns", &trained()).expect("config");
+        assert_eq!(c.members[1].context_window, Some(4096));
+        assert_eq!(c.members[1].max_output_tokens, Some(1024));
+        assert!(!c.members[1].supports(Capability::Tools));
+        assert!(
+            c.members[0].supports(Capability::Tools),
+            "undeclared: every chat capability"
+        );
+        pool.spec.members[1].max_output_tokens = Some(8192);
+        let e = router_config(&policy, &pool, "ns", &trained()).expect_err("answer > window");
+        assert!(e.to_string().contains("members.phi.maxOutputTokens"), "{e}");
     }
 
     #[test]
