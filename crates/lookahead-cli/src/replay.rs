@@ -52,6 +52,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         chunk_delay: Duration::from_millis(args.chunk_delay_ms),
         failure_rate: args.failure_rate,
         chunk_chars: 0,
+        api_key: None,
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {

@@ -8,6 +8,7 @@ use lookahead_api::RouterConfig;
 use serde_json::json;
 
 use crate::body::{json_response, RespBody};
+use crate::member_key::MemberKey;
 use crate::openai::Endpoint;
 use crate::upstream::join_url;
 use crate::RouterError;
@@ -19,6 +20,8 @@ pub struct Member {
     pub model_id: String,
     /// `name` as the `x-lookahead-model` value (built once, cloned per answer).
     pub name_header: Option<HeaderValue>,
+    /// The member's own API key (`apiKeyFile`), sent to it in place of the client's.
+    pub key: Option<Arc<MemberKey>>,
     chat_url: Uri,
     completions_url: Uri,
 }
@@ -61,8 +64,18 @@ impl Pool {
                         }
                     })
                 };
+                let key = match &m.api_key_file {
+                    Some(path) => Some(Arc::new(MemberKey::load(path).map_err(|source| {
+                        RouterError::MemberKey {
+                            member: m.name.clone(),
+                            source,
+                        }
+                    })?)),
+                    None => None,
+                };
                 Ok(Member {
                     name: Arc::from(m.name.as_str()),
+                    key,
                     model_id: m.model_id.clone(),
                     name_header: HeaderValue::from_str(&m.name).ok(),
                     chat_url: url(Endpoint::Chat)?,
@@ -74,6 +87,13 @@ impl Pool {
             members,
             alias: config.policy.alias.clone(),
         })
+    }
+
+    /// Whether any member is reached over `https://`.
+    pub fn any_https(&self) -> bool {
+        self.members
+            .iter()
+            .any(|m| m.chat_url.scheme_str() == Some("https"))
     }
 
     pub fn len(&self) -> usize {

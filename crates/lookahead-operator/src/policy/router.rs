@@ -102,6 +102,7 @@ pub fn router_config(
                 model_id: m.model_id.clone(),
                 base_url,
                 price: m.price.clone(),
+                api_key_file: None,
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -138,6 +139,7 @@ pub fn router_config(
                 .map_err(invalid)?,
         },
         pool: Some(pool_name.to_string()),
+        tls: Default::default(),
     };
     config.validate().map_err(|e| invalid(e.to_string()))?;
     Ok(config)
