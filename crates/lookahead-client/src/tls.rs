@@ -103,23 +103,19 @@ pub struct TlsFailure {
 }
 
 /// The TLS failure behind `e` (anywhere in its source chain, `std::io::Error` wrappers
-/// included), if it is one.
+/// included: hyper-rustls wraps tokio-rustls' `io::Error` in another), if it is one.
 pub fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<TlsFailure> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(r) = err.downcast_ref::<rustls::Error>() {
-            return Some(classify(r));
-        }
-        if let Some(r) = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
-            return Some(classify(r));
-        }
-        cur = err.source();
+    if let Some(r) = e.downcast_ref::<rustls::Error>() {
+        return Some(classify(r));
     }
-    None
+    // An io::Error's source() skips the error it wraps: look at that one first.
+    let wrapped = e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        .map(|inner| inner as &(dyn std::error::Error + 'static));
+    wrapped
+        .and_then(tls_failure)
+        .or_else(|| e.source().and_then(tls_failure))
 }
 
 /// The label of a rustls error, with a hint for the usual fix.
