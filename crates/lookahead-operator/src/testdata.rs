@@ -44,6 +44,7 @@ pub fn member(name: &str) -> PoolMember {
         }),
         replicas: Replicas::default(),
         price: Price::default(),
+        api_key_secret_ref: None,
     }
 }
 
@@ -64,6 +65,7 @@ pub fn autoscaled(min: i32, max: i32) -> Replicas {
 pub fn pool_spec(names: &[&str]) -> LLMPoolSpec {
     LLMPoolSpec {
         members: names.iter().map(|n| member(n)).collect(),
+        tls: None,
     }
 }
 
