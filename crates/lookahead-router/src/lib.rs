@@ -13,7 +13,7 @@
 //! - [`ingest`] (with [`auth`], [`openai`]): authenticate, limits, read and parse the body.
 //! - [`decide`] (with [`pool`], [`scoring`], [`slot`], [`acceptance`], [`grpc`]'s client):
 //!   which members, in which order.
-//! - [`dispatch`] (with [`upstream`], [`member_conn`] (TLS included), [`member_key`],
+//! - [`dispatch`] (with [`upstream`], [`member_conn`], [`member_stream`] (TLS), [`member_key`],
 //!   [`outlier`]): attempts with retries and ejection.
 //! - [`respond`] (with [`error`], [`body`]): decision headers, OpenAI-style errors.
 //! - [`trace_context`]: W3C `traceparent` in from the client, out to the members.
@@ -31,6 +31,7 @@ pub mod grpc;
 pub mod ingest;
 pub mod member_conn;
 pub mod member_key;
+pub mod member_stream;
 pub mod metrics;
 pub mod openai;
 pub mod outlier;

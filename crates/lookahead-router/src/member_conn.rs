@@ -6,9 +6,8 @@
 //! ([`MemberBody`]). At end of body the connection goes back to an idle list per member address;
 //! one that errors, closes or is dropped mid-body is simply dropped.
 //!
-//! `https://` members get TLS (rustls, [`lookahead_client::tls`]: system roots plus the optional
-//! CA bundle); a failed handshake is [`SendError::Tls`] with a `tls_*` label. Plain `http://`
-//! connections are a bare `TcpStream` in [`MemberStream`], as before.
+//! `https://` members get TLS ([`crate::member_stream`]); plain `http://` connections are a bare
+//! `TcpStream`, as before.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,16 +23,16 @@ use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{Builder, Connection, SendRequest};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
+
+use crate::member_stream::{handshake, HandshakeError, MemberStream};
 
 type Sender = SendRequest<Full<Bytes>>;
 type Driver = Connection<TokioIo<MemberStream>, Full<Bytes>>;
 
-/// Longest a TCP connect to a member may take.
+/// Longest a TCP connect (and, separately, a TLS handshake) to a member may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// An idle connection older than this is not reused (the member may have closed it).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -180,7 +179,18 @@ async fn connect(authority: &Authority, tls: Option<&TlsConnector>) -> Result<Co
     let _ = stream.set_nodelay(true);
     let stream = match tls {
         None => MemberStream::Plain(stream),
-        Some(tls) => MemberStream::Tls(Box::new(handshake(tls, host, &addr, stream).await?)),
+        Some(tls) => match handshake(tls, host, stream, CONNECT_TIMEOUT).await {
+            Ok(s) => MemberStream::Tls(Box::new(s)),
+            Err(HandshakeError::Tls(f)) => {
+                return Err(SendError::Tls {
+                    addr,
+                    label: f.label,
+                    detail: f.detail,
+                })
+            }
+            Err(HandshakeError::Io(reason)) => return Err(SendError::Connect { addr, reason }),
+            Err(HandshakeError::Timeout) => return Err(SendError::ConnectTimeout(addr)),
+        },
     };
     let (sender, driver) = Builder::new()
         .handshake(TokioIo::new(stream))
@@ -190,102 +200,6 @@ async fn connect(authority: &Authority, tls: Option<&TlsConnector>) -> Result<Co
             reason: error_chain(&e),
         })?;
     Ok(Conn { sender, driver })
-}
-
-/// The TLS handshake with the member named `host` (its certificate must name it).
-async fn handshake(
-    tls: &TlsConnector,
-    host: &str,
-    addr: &str,
-    stream: TcpStream,
-) -> Result<TlsStream<TcpStream>, SendError> {
-    let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| {
-        SendError::Connect {
-            addr: addr.to_string(),
-            reason: format!("not a TLS server name: {e}"),
-        }
-    })?;
-    let handshake = tls.connect(name, stream);
-    match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
-        Err(_) => Err(SendError::ConnectTimeout(addr.to_string())),
-        Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(match lookahead_client::tls::tls_failure(&e) {
-            Some(f) => SendError::Tls {
-                addr: addr.to_string(),
-                label: f.label,
-                detail: f.detail,
-            },
-            // Reset or closed during the handshake: the member is not there (yet).
-            None => SendError::Connect {
-                addr: addr.to_string(),
-                reason: format!("TLS handshake: {e}"),
-            },
-        }),
-    }
-}
-
-/// A connection's byte stream: plain TCP, or TLS over TCP.
-pub enum MemberStream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for MemberStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            MemberStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            MemberStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for MemberStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            MemberStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            MemberStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            MemberStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            MemberStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            MemberStream::Plain(s) => s.is_write_vectored(),
-            MemberStream::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            MemberStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            MemberStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            MemberStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            MemberStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
 }
 
 /// Polls `driver` (the connection's I/O) alongside `fut` until `fut` completes; the driver comes
