@@ -40,6 +40,25 @@ pub struct RouterConfig {
     /// The `LLMPool` the members come from (reported with the router's demand).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
+    /// How the router verifies `https://` members.
+    #[serde(default, skip_serializing_if = "MemberTls::is_default")]
+    pub tls: MemberTls,
+}
+
+/// TLS to `https://` members: the system's root certificates, plus the CAs of a PEM bundle.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MemberTls {
+    /// PEM file of extra CA certificates (a private CA of self-hosted members), trusted in
+    /// addition to the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_file: Option<PathBuf>,
+}
+
+impl MemberTls {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 impl MemberConfig {
@@ -94,6 +113,11 @@ pub struct MemberConfig {
     /// Supported request features; absent: chat with every chat capability.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supports: Option<Vec<Capability>>,
+    /// File holding this member's API key (a mounted Secret): sent to this member only, as
+    /// `Authorization: Bearer <key>`, in place of the client's credentials. Re-read when the
+    /// file changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<PathBuf>,
 }
 
 /// Routing policy as the router applies it.

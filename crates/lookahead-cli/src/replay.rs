@@ -57,6 +57,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         failure_rate: args.failure_rate,
         chunk_chars: 0,
         context_window: args.context_window,
+        api_key: None,
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {

@@ -44,6 +44,9 @@ pub struct ReplayOptions {
     /// Context window in whitespace words: longer prompts (plus `max_tokens`) are refused with
     /// vLLM's 400.
     pub context_window: Option<usize>,
+    /// The key a client must send (`Authorization: Bearer <key>`), as a hosted API wants one;
+    /// other requests get 401 `invalid_api_key`. Absent: no authentication.
+    pub api_key: Option<String>,
 }
 
 /// The replay server.
@@ -53,6 +56,8 @@ pub struct ReplayServer {
     options: ReplayOptions,
     served: AtomicU64,
     hits: AtomicU64,
+    /// The `Authorization` of the last completion request (tests check what a member was sent).
+    last_authorization: std::sync::Mutex<Option<String>>,
 }
 
 impl ReplayServer {
@@ -62,12 +67,36 @@ impl ReplayServer {
             options,
             served: AtomicU64::new(0),
             hits: AtomicU64::new(0),
+            last_authorization: std::sync::Mutex::new(None),
         }
     }
 
     /// Completions served (including injected failures).
     pub fn served(&self) -> u64 {
         self.served.load(Ordering::Relaxed)
+    }
+
+    /// The `Authorization` header of the last completion request (`None`: it had none).
+    pub fn last_authorization(&self) -> Option<String> {
+        self.last_authorization
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records the request's `Authorization`; whether it carries the required key, if any.
+    fn authorized(&self, headers: &http::HeaderMap) -> bool {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        *self
+            .last_authorization
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = presented.map(str::to_string);
+        match &self.options.api_key {
+            None => true,
+            Some(key) => presented.and_then(|p| p.strip_prefix("Bearer ")) == Some(key.as_str()),
+        }
     }
 
     /// Completions answered from the recording.
@@ -91,7 +120,10 @@ impl ReplayServer {
             .with_state(self)
     }
 
-    async fn complete(&self, endpoint: Endpoint, body: Body) -> Response {
+    async fn complete(&self, endpoint: Endpoint, headers: http::HeaderMap, body: Body) -> Response {
+        if !self.authorized(&headers) {
+            return ApiError::invalid_api_key().into_response();
+        }
         let bytes = match axum::body::to_bytes(body, MAX_REQUEST_BODY).await {
             Ok(b) => b,
             Err(e) => return ApiError::bad_request("invalid_body", e.to_string()).into_response(),
@@ -237,12 +269,20 @@ async fn models(State(server): State<Arc<ReplayServer>>) -> Response {
     )
 }
 
-async fn chat(State(server): State<Arc<ReplayServer>>, body: Body) -> Response {
-    server.complete(Endpoint::Chat, body).await
+async fn chat(
+    State(server): State<Arc<ReplayServer>>,
+    headers: http::HeaderMap,
+    body: Body,
+) -> Response {
+    server.complete(Endpoint::Chat, headers, body).await
 }
 
-async fn completions(State(server): State<Arc<ReplayServer>>, body: Body) -> Response {
-    server.complete(Endpoint::Completions, body).await
+async fn completions(
+    State(server): State<Arc<ReplayServer>>,
+    headers: http::HeaderMap,
+    body: Body,
+) -> Response {
+    server.complete(Endpoint::Completions, headers, body).await
 }
 
 async fn responses(State(server): State<Arc<ReplayServer>>, body: Body) -> Response {

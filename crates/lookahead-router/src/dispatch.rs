@@ -59,12 +59,14 @@ pub enum Outcome {
 }
 
 /// The headers a member sees: JSON, the client's `Accept`, the request id, the trace context
-/// ([`crate::trace_context::inject`]), and the client's credentials only when the router has no
-/// keys of its own (then they are meant for the member).
+/// ([`crate::trace_context::inject`]), and credentials: the member's own key when it has one
+/// (`member_key`, never the client's then), else the client's only when the router has no keys
+/// of its own (then they are meant for the member).
 pub fn upstream_headers(
     client: &HeaderMap,
     request_id: &HeaderValue,
     forward_auth: bool,
+    member_key: Option<HeaderValue>,
 ) -> HeaderMap {
     let mut h = HeaderMap::with_capacity(4);
     h.insert(
@@ -74,10 +76,16 @@ pub fn upstream_headers(
     if let Some(a) = client.get(http::header::ACCEPT) {
         h.insert(http::header::ACCEPT, a.clone());
     }
-    if forward_auth {
-        if let Some(a) = client.get(http::header::AUTHORIZATION) {
-            h.insert(http::header::AUTHORIZATION, a.clone());
+    match member_key {
+        Some(key) => {
+            h.insert(http::header::AUTHORIZATION, key);
         }
+        None if forward_auth => {
+            if let Some(a) = client.get(http::header::AUTHORIZATION) {
+                h.insert(http::header::AUTHORIZATION, a.clone());
+            }
+        }
+        None => {}
     }
     h.insert(HEADER_REQUEST_ID, request_id.clone());
     crate::trace_context::inject(client, &mut h);
@@ -172,7 +180,9 @@ impl Dispatcher {
         deadline: Instant,
     ) -> Result<Answer, AttemptError> {
         let url = member.url(call.endpoint);
-        let headers = upstream_headers(call.client_headers, call.request_id, call.forward_auth);
+        let key = member.key.as_ref().map(|k| k.authorization());
+        let headers =
+            upstream_headers(call.client_headers, call.request_id, call.forward_auth, key);
         if !call.request.stream {
             return self.upstream.buffered(url, body, headers, deadline).await;
         }
@@ -211,8 +221,14 @@ impl Dispatcher {
         e: &AttemptError,
     ) -> String {
         let reason = e.label();
-        tracing::warn!(member = %member.name, %reason, "upstream attempt failed");
+        match e {
+            AttemptError::Tls { detail, .. } => {
+                tracing::warn!(member = %member.name, %reason, error = %detail, "upstream attempt failed")
+            }
+            _ => tracing::warn!(member = %member.name, %reason, "upstream attempt failed"),
+        }
         metrics.fell_back(&member.name, reason.clone());
+        // A TLS failure is not cold: the member answered, with a certificate we cannot trust.
         if let AttemptError::Connect(_) = e {
             self.demand.mark_cold(i, std::time::Instant::now());
             return cold_label(&member.name);

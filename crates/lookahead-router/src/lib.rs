@@ -13,8 +13,8 @@
 //! - [`ingest`] (with [`auth`], [`openai`]): authenticate, limits, read and parse the body.
 //! - [`decide`] (with [`pool`], [`fit`], [`scoring`], [`slot`], [`acceptance`], [`grpc`]'s
 //!   client): which members, in which order.
-//! - [`dispatch`] (with [`upstream`], [`member_conn`], [`outlier`]): attempts with retries and
-//!   ejection.
+//! - [`dispatch`] (with [`upstream`], [`member_conn`], [`member_stream`] (TLS), [`member_key`],
+//!   [`outlier`]): attempts with retries and ejection.
 //! - [`respond`] (with [`error`], [`body`]): decision headers, OpenAI-style errors.
 //! - [`trace_context`]: W3C `traceparent` in from the client, out to the members.
 //! - [`demand`]: per-member in-flight, sent and wanted requests, cold members (autoscaling).
@@ -31,6 +31,8 @@ pub mod fit;
 pub mod grpc;
 pub mod ingest;
 pub mod member_conn;
+pub mod member_key;
+pub mod member_stream;
 pub mod metrics;
 pub mod openai;
 pub mod outlier;

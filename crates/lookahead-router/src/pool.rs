@@ -9,6 +9,7 @@ use lookahead_api::RouterConfig;
 use serde_json::json;
 
 use crate::body::{json_response, RespBody};
+use crate::member_key::MemberKey;
 use crate::openai::Endpoint;
 use crate::upstream::join_url;
 use crate::RouterError;
@@ -20,6 +21,8 @@ pub struct Member {
     pub model_id: String,
     /// `name` as the `x-lookahead-model` value (built once, cloned per answer).
     pub name_header: Option<HeaderValue>,
+    /// The member's own API key (`apiKeyFile`), sent to it in place of the client's.
+    pub key: Option<Arc<MemberKey>>,
     /// One URL per endpoint, in [`Endpoint::ALL`]'s order.
     urls: [Uri; 4],
     /// Context window in tokens (unknown: `None`).
@@ -77,9 +80,19 @@ impl Pool {
                         }
                     })
                 };
+                let key = match &m.api_key_file {
+                    Some(path) => Some(Arc::new(MemberKey::load(path).map_err(|source| {
+                        RouterError::MemberKey {
+                            member: m.name.clone(),
+                            source,
+                        }
+                    })?)),
+                    None => None,
+                };
                 let [a, b, c, d] = Endpoint::ALL;
                 Ok(Member {
                     name: Arc::from(m.name.as_str()),
+                    key,
                     model_id: m.model_id.clone(),
                     name_header: HeaderValue::from_str(&m.name).ok(),
                     urls: [url(a)?, url(b)?, url(c)?, url(d)?],
@@ -95,6 +108,13 @@ impl Pool {
             alias: config.policy.alias.clone(),
             constrained,
         })
+    }
+
+    /// Whether any member is reached over `https://`.
+    pub fn any_https(&self) -> bool {
+        self.members
+            .iter()
+            .any(|m| m.urls[0].scheme_str() == Some("https"))
     }
 
     pub fn len(&self) -> usize {

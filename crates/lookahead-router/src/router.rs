@@ -180,9 +180,15 @@ impl Router {
             Some(p) => ApiKeys::from_file(p)?,
             None => ApiKeys::default(),
         };
+        // TLS only when a member needs it: plain-http pools read no certificates.
+        let upstream = if pool.any_https() {
+            Upstream::with_tls(config.tls.ca_bundle_file.as_deref())?
+        } else {
+            Upstream::default()
+        };
         Ok(Self {
             dispatcher: Dispatcher {
-                upstream: Upstream::default(),
+                upstream,
                 outlier: OutlierDetector::new(pool.len(), OutlierPolicy::default()),
                 demand,
                 request_timeout: policy.request_timeout,

@@ -8,12 +8,18 @@ use hyper::body::Frame;
 use tokio::time::Instant;
 
 use crate::body::{BoxError, RespBody};
-use crate::member_conn::{error_chain, Connections, MemberBody};
+use crate::member_conn::{error_chain, Connections, MemberBody, SendError};
 
 /// Why an attempt failed in a way that justifies trying another member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptError {
     Connect(String),
+    /// The TLS handshake failed (`label`: `tls_unknown_ca`, `tls_bad_hostname`, ...): the member
+    /// is up but cannot be trusted, which counts against it (ejection), unlike a refused connect.
+    Tls {
+        label: &'static str,
+        detail: String,
+    },
     Timeout,
     /// 5xx or 429 from the member.
     Status(u16),
@@ -26,6 +32,7 @@ impl AttemptError {
     pub fn label(&self) -> String {
         match self {
             AttemptError::Connect(_) => "connect".into(),
+            AttemptError::Tls { label, .. } => (*label).into(),
             AttemptError::Timeout => "timeout".into(),
             AttemptError::Status(s) => format!("status_{s}"),
             AttemptError::Body(_) => "body".into(),
@@ -42,6 +49,19 @@ impl AttemptError {
 #[derive(Clone, Debug, Default)]
 pub struct Upstream {
     connections: Connections,
+}
+
+impl Upstream {
+    /// A client that also reaches `https://` members, trusting the system roots plus the CAs
+    /// of `ca_bundle`.
+    pub fn with_tls(
+        ca_bundle: Option<&std::path::Path>,
+    ) -> Result<Self, lookahead_client::tls::TlsError> {
+        let config = lookahead_client::tls::client_config(ca_bundle, &[b"http/1.1"])?;
+        Ok(Self {
+            connections: Connections::with_tls(config),
+        })
+    }
 }
 
 /// Joins a member's base URL (ending in `/v1`) and an API path.
@@ -103,10 +123,10 @@ impl Upstream {
             .body(Full::new(body))
             .map_err(|e| AttemptError::Connect(e.to_string()))?;
         *req.headers_mut() = headers;
-        self.connections
-            .send(url, req)
-            .await
-            .map_err(|e| AttemptError::Connect(error_chain(&e)))
+        self.connections.send(url, req).await.map_err(|e| match e {
+            SendError::Tls { label, detail, .. } => AttemptError::Tls { label, detail },
+            e => AttemptError::Connect(error_chain(&e)),
+        })
     }
 
     /// A non-streaming attempt: the whole answer is read (under `deadline`, one timer for the

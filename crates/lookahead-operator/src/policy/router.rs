@@ -30,6 +30,8 @@ use crate::telemetry::{PodIdentity, Telemetry};
 const TERMINATION_GRACE_SECONDS: i64 = 45;
 
 pub const ROUTER_PORT: i32 = 8080;
+/// The router's container (the one that reads member credentials).
+pub const ROUTER_CONTAINER: &str = "router";
 pub const SCORER_ADDR: &str = "127.0.0.1:50051";
 pub const CONFIG_DIR: &str = "/etc/lookahead";
 pub const CONFIG_KEY: &str = "config.yaml";
@@ -105,6 +107,10 @@ pub fn router_config(
                 context_window: m.context_window,
                 max_output_tokens: m.max_output_tokens,
                 supports: m.supports.clone(),
+                api_key_file: m
+                    .api_key_secret_ref
+                    .as_ref()
+                    .map(|_| crate::credentials::key_file(&m.name)),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -141,6 +147,10 @@ pub fn router_config(
                 .map_err(invalid)?,
         },
         pool: Some(pool_name.to_string()),
+        tls: lookahead_api::config::MemberTls {
+            ca_bundle_file: crate::credentials::ca_bundle(pool)
+                .map(|_| crate::credentials::ca_bundle_file()),
+        },
     };
     config.validate().map_err(|e| invalid(e.to_string()))?;
     Ok(config)
@@ -276,7 +286,7 @@ fn non_empty(env: Vec<EnvVar>) -> Option<Vec<EnvVar>> {
 
 fn router_container(image: &str, mounts: &[VolumeMount], env: Vec<EnvVar>) -> Container {
     Container {
-        name: "router".into(),
+        name: ROUTER_CONTAINER.into(),
         env: non_empty(env),
         image: Some(image.to_string()),
         args: Some(vec![
