@@ -17,6 +17,7 @@ use crate::outlier::{FailureEffect, OutlierDetector};
 use crate::pool::{Member, Pool};
 use crate::respond::HEADER_REQUEST_ID;
 use crate::upstream::{Answer, AttemptError, Upstream};
+use crate::usage::{Metering, Usage};
 use crate::ApiError;
 
 /// Sends attempts and keeps score of the members.
@@ -38,6 +39,8 @@ pub struct Call<'a> {
     pub request_id: &'a HeaderValue,
     /// Whether the client's credentials go to the member (the router has no keys of its own).
     pub forward_auth: bool,
+    /// The caller's key id and where the answer's usage goes ([`crate::usage`]).
+    pub metering: &'a Metering,
 }
 
 /// How the attempts ended.
@@ -99,16 +102,17 @@ impl Dispatcher {
         for &i in attempts {
             let member = &pool.members[i];
             let body = match call.request.body_for(&member.model_id) {
-                Ok(b) => b,
+                Ok(b) => call.metering.forwarded(call.request.stream, b),
                 Err(e) => return Outcome::Rejected(e),
             };
             let t0 = Instant::now();
             let load = self.demand.enter(i);
-            let result = self.attempt(member, metrics, call, body, deadline).await;
+            let result = self.attempt(i, member, metrics, call, body, deadline).await;
             metrics.attempted(&member.name, t0.elapsed());
             match result {
                 Ok(mut answer) => {
                     self.delivered(i, member, metrics, &answer);
+                    metrics.answered_key(&call.metering.key, &member.name);
                     answer.body = crate::body::hold(answer.body, load);
                     return Outcome::Delivered {
                         answer,
@@ -130,6 +134,7 @@ impl Dispatcher {
             Some(&i) => metrics.answered(&pool.members[i].name, "failed"),
             None => metrics.unanswered("failed"),
         }
+        metrics.answered_key(&call.metering.key, &Arc::from(crate::metrics::NO_MEMBER));
         Outcome::Exhausted {
             failures,
             last_error,
@@ -137,9 +142,11 @@ impl Dispatcher {
         }
     }
 
-    /// One attempt: buffered, or relayed when the client asked for a stream.
+    /// One attempt: buffered, or relayed when the client asked for a stream; a successful
+    /// answer's usage is metered (a stream's when it ends).
     async fn attempt(
         &self,
+        i: usize,
         member: &Member,
         metrics: &Arc<RouterMetrics>,
         call: &Call<'_>,
@@ -148,8 +155,19 @@ impl Dispatcher {
     ) -> Result<Answer, AttemptError> {
         let url = member.url(call.endpoint);
         let headers = upstream_headers(call.client_headers, call.request_id, call.forward_auth);
+        let meter = call.metering.meter(i, &member.name, metrics);
         if !call.request.stream {
-            return self.upstream.buffered(url, body, headers, deadline).await;
+            let mut answer = self.upstream.buffered(url, body, headers, deadline).await?;
+            if answer.status.is_success() {
+                // A buffered body: collecting it again only takes its one frame.
+                let bytes = http_body_util::BodyExt::collect(answer.body)
+                    .await
+                    .map_err(|e| AttemptError::Body(e.to_string()))?
+                    .to_bytes();
+                meter.record(Usage::from_json(&bytes));
+                answer.body = crate::body::full(bytes);
+            }
+            return Ok(answer);
         }
         let first = (Instant::now() + self.first_token_timeout).min(deadline);
         let (metrics, name) = (metrics.clone(), member.name.clone());
@@ -158,9 +176,16 @@ impl Dispatcher {
                 metrics.stream_broke(&name);
             }
         });
-        self.upstream
+        let mut answer = self
+            .upstream
             .streamed(url, body, headers, first, deadline, on_end)
-            .await
+            .await?;
+        if answer.status.is_success() {
+            let hide = !call.metering.client_wants_usage;
+            let record = Box::new(move |usage: Option<Usage>| meter.record(usage));
+            answer.body = crate::usage::tap(answer.body, hide, record);
+        }
+        Ok(answer)
     }
 
     fn delivered(&self, i: usize, member: &Member, metrics: &RouterMetrics, answer: &Answer) {
