@@ -22,5 +22,10 @@ mkdir -p "$ctx/backbones/minilm-l6" "$ctx/etc"
 cp "$backbone"/{config.json,model.safetensors,tokenizer.json} "$ctx/backbones/minilm-l6/"
 echo 'lookahead:x:65532:65532:lookahead:/tmp:/sbin/nologin' > "$ctx/etc/passwd"
 echo 'lookahead:x:65532:' > "$ctx/etc/group"
+# The system roots for https:// members (rustls-native-certs finds them at this Debian path).
+roots=/etc/ssl/certs/ca-certificates.crt
+[ -s "$roots" ] || { echo "no CA bundle at $roots: install ca-certificates" >&2; exit 1; }
+mkdir -p "$ctx/etc/ssl/certs"
+cp "$roots" "$ctx/etc/ssl/certs/"
 podman build -q --network=none -f Containerfile -t "$IMAGE" "$ctx" >&2
 echo "$IMAGE"

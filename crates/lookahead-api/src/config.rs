@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::duration::{format_duration, parse_duration, parse_seconds};
 use crate::policy::{KeyLimits, KeyLimitsOverride, RouterMethod};
-use crate::pool::Price;
+use crate::pool::{Capability, Price};
 
 /// Errors in a router configuration.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +40,54 @@ pub struct RouterConfig {
     /// The `LLMPool` the members come from (reported with the router's demand).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
+    /// How the router verifies `https://` members.
+    #[serde(default, skip_serializing_if = "MemberTls::is_default")]
+    pub tls: MemberTls,
+}
+
+/// TLS to `https://` members: the system's root certificates, plus the CAs of a PEM bundle.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MemberTls {
+    /// PEM file of extra CA certificates (a private CA of self-hosted members), trusted in
+    /// addition to the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_file: Option<PathBuf>,
+}
+
+impl MemberTls {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl MemberConfig {
+    /// A window and an answer bound that a request could fit.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let invalid = |field: &str, why: &str| {
+            ConfigError::Invalid(format!("members.{}.{field}: {why}", self.name))
+        };
+        if self.context_window == Some(0) {
+            return Err(invalid("contextWindow", "must be > 0"));
+        }
+        if self.max_output_tokens == Some(0) {
+            return Err(invalid("maxOutputTokens", "must be > 0"));
+        }
+        if let (Some(w), Some(o)) = (self.context_window, self.max_output_tokens) {
+            if o >= w {
+                return Err(invalid(
+                    "maxOutputTokens",
+                    "must be below contextWindow (the prompt needs room too)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the member takes requests using `capability` ([`Capability::supported_by`]).
+    pub fn supports(&self, capability: Capability) -> bool {
+        capability.supported_by(self.supports.as_deref())
+    }
 }
 
 fn default_listen() -> String {
@@ -56,6 +104,20 @@ pub struct MemberConfig {
     pub base_url: String,
     #[serde(default)]
     pub price: Price,
+    /// Context window in tokens (see `LLMPool`'s member field); absent: unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u32>,
+    /// Longest answer in tokens; absent: unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u32>,
+    /// Supported request features; absent: chat with every chat capability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supports: Option<Vec<Capability>>,
+    /// File holding this member's API key (a mounted Secret): sent to this member only, as
+    /// `Authorization: Bearer <key>`, in place of the client's credentials. Re-read when the
+    /// file changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<PathBuf>,
 }
 
 /// Routing policy as the router applies it.
@@ -222,6 +284,7 @@ impl RouterConfig {
                     m.name
                 )));
             }
+            m.validate_limits()?;
         }
         if self.members.iter().any(|m| m.name == self.policy.alias) {
             return Err(ConfigError::Invalid(format!(
@@ -397,5 +460,34 @@ policy:
         }
         let e = parse_seconds("0m").expect_err("zero");
         assert!(e.contains("at least 1s"), "{e}");
+    }
+
+    #[test]
+    fn member_limits_and_capabilities_parse_and_are_checked() {
+        let limited = GOOD.replace(
+            "price: { inputPerMTok: 0.5, outputPerMTok: 1.5 } }",
+            "price: { inputPerMTok: 0.5, outputPerMTok: 1.5 },\n      contextWindow: 4096, maxOutputTokens: 1024, supports: [json_schema] }",
+        );
+        let c = parse(&limited).expect("valid");
+        let phi = &c.members[1];
+        assert_eq!(
+            (phi.context_window, phi.max_output_tokens),
+            (Some(4096), Some(1024))
+        );
+        assert!(phi.supports(Capability::JsonSchema));
+        assert!(phi.supports(Capability::Chat), "json_schema implies chat");
+        assert!(!phi.supports(Capability::Tools));
+        let yi = &c.members[0];
+        assert!(yi.supports(Capability::Tools) && !yi.supports(Capability::Embeddings));
+        let too_long = limited.replace("maxOutputTokens: 1024", "maxOutputTokens: 4096");
+        let e = parse(&too_long).unwrap_err().to_string();
+        assert!(e.contains("members.phi.maxOutputTokens"), "{e}");
+        let zero = limited.replace("contextWindow: 4096", "contextWindow: 0");
+        assert!(parse(&zero)
+            .unwrap_err()
+            .to_string()
+            .contains("contextWindow"));
+        let unknown = limited.replace("[json_schema]", "[telepathy]");
+        assert!(parse(&unknown).is_err());
     }
 }

@@ -35,6 +35,49 @@ pub struct LLMPoolSpec {
     #[schemars(length(min = 1, max = 64))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub members: Vec<PoolMember>,
+    /// How the router (and labelling) verify `https://` member endpoints: the system's root
+    /// certificates, plus the CAs of `caBundle`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<PoolTls>,
+}
+
+/// TLS to `https://` members.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolTls {
+    /// Extra CA certificates (PEM) trusted besides the system roots (the private CA of
+    /// self-hosted members), from one key of a ConfigMap or of a Secret in the pool's namespace,
+    /// mounted read-only into the router and labelling pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<CaBundleSource>,
+}
+
+/// Where a CA bundle comes from: exactly one of `configMapRef` and `secretRef`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::schema::config_map_xor_secret)]
+pub struct CaBundleSource {
+    /// The ConfigMap key holding the PEM bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_ref: Option<KeyRef>,
+    /// The Secret key holding the PEM bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<KeyRef>,
+}
+
+/// One key of a ConfigMap or Secret in the pool's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRef {
+    /// The object's name.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
+    /// The key within it.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
 }
 
 /// One candidate model.
@@ -65,6 +108,77 @@ pub struct PoolMember {
     /// Price in currency units per million tokens, for cost-aware routing.
     #[serde(default)]
     pub price: Price,
+    /// The member's API key (a hosted API), from one key of a Secret in the pool's namespace,
+    /// mounted read-only into the router and labelling pods and sent to this member only, as
+    /// `Authorization: Bearer <key>`, in place of the client's credentials. A rotated Secret is
+    /// picked up without a restart; until the Secret exists the router pods wait to start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret_ref: Option<KeyRef>,
+    /// Longest prompt plus answer the model takes, in tokens. The router never routes a request
+    /// here whose prompt (counted conservatively) and `max_tokens` cannot fit. Absent: unknown,
+    /// never filtered on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub context_window: Option<u32>,
+    /// Longest answer the model gives, in tokens: a request asking for more (`max_tokens`,
+    /// `max_completion_tokens`, `max_output_tokens`) is not routed here. Absent: unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_output_tokens: Option<u32>,
+    /// What the model supports: `chat`, `tools`, `vision`, `json_schema`, `embeddings`. A
+    /// request using tools, images or `response_format` is routed only to members supporting
+    /// it; `/v1/embeddings` only to members with `embeddings`. `tools`, `vision` and
+    /// `json_schema` imply `chat`. Absent: a chat model with every chat capability (no
+    /// embeddings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supports: Option<Vec<Capability>>,
+}
+
+/// A request feature a member may support.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    /// Chat and text completions.
+    Chat,
+    /// Tool (function) calling: `tools`, `functions`.
+    Tools,
+    /// Image inputs.
+    Vision,
+    /// Structured output: `response_format` of type `json_schema` or `json_object`.
+    JsonSchema,
+    /// `/v1/embeddings`.
+    Embeddings,
+}
+
+impl Capability {
+    /// Whether a member declaring `declared` takes requests using this capability: as
+    /// declared, or, undeclared, every chat capability (not embeddings). `tools`, `vision` and
+    /// `json_schema` imply `chat`.
+    pub fn supported_by(self, declared: Option<&[Capability]>) -> bool {
+        let implies_chat = |c: &Capability| {
+            matches!(
+                c,
+                Capability::Tools | Capability::Vision | Capability::JsonSchema
+            )
+        };
+        match declared {
+            None => self != Capability::Embeddings,
+            Some(list) => {
+                list.contains(&self) || (self == Capability::Chat && list.iter().any(implies_chat))
+            }
+        }
+    }
+
+    /// The name used in specs, configs and error messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::Chat => "chat",
+            Capability::Tools => "tools",
+            Capability::Vision => "vision",
+            Capability::JsonSchema => "json_schema",
+            Capability::Embeddings => "embeddings",
+        }
+    }
 }
 
 /// How the operator runs a member.

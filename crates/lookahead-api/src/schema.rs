@@ -13,6 +13,14 @@ pub(crate) fn endpoint_xor_template(schema: &mut Schema) {
     );
 }
 
+/// `configMapRef` xor `secretRef` on a CA bundle source.
+pub(crate) fn config_map_xor_secret(schema: &mut Schema) {
+    schema.insert(
+        "oneOf".into(),
+        json!([{ "required": ["configMapRef"] }, { "required": ["secretRef"] }]),
+    );
+}
+
 /// `min <= max` on a replica range.
 pub(crate) fn replicas_min_le_max(schema: &mut Schema) {
     add_cel(

@@ -31,6 +31,10 @@ pub struct ReplayArgs {
     /// member's startup probe must wait for).
     #[arg(long, default_value = "0s", value_parser = lookahead_api::config::parse_duration)]
     start_after: Duration,
+    /// Refuse prompts longer than this many whitespace words (plus `max_tokens`) with vLLM's
+    /// 400 "maximum context length" error, as a small-window model server does.
+    #[arg(long)]
+    context_window: Option<usize>,
 }
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
@@ -52,6 +56,8 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         chunk_delay: Duration::from_millis(args.chunk_delay_ms),
         failure_rate: args.failure_rate,
         chunk_chars: 0,
+        context_window: args.context_window,
+        api_key: None,
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {

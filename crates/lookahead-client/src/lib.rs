@@ -11,12 +11,19 @@
 //! - [`user_turn`]: the body of a one-turn chat request.
 //! - [`ClientError`]: why a call got no usable answer, with [`ClientError::is_transient`] for
 //!   retry decisions.
+//! - [`tls`]: HTTPS (rustls: system roots plus an optional CA bundle), shared with the router's
+//!   member connections; a failed handshake reads as a `tls_*` label.
+
+pub mod tls;
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
+use std::path::Path;
+
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -32,6 +39,9 @@ pub enum ClientError {
     Url(String),
     #[error("connect/transfer: {0}")]
     Transport(String),
+    /// The TLS handshake failed (unknown CA, wrong host name, ...): `label` is `tls_*`.
+    #[error("{detail}")]
+    Tls { label: &'static str, detail: String },
     #[error("timed out after {0:?}")]
     Timeout(Duration),
     #[error("HTTP {status}: {body}")]
@@ -45,18 +55,33 @@ impl ClientError {
     pub fn is_transient(&self) -> bool {
         match self {
             ClientError::Transport(_) | ClientError::Timeout(_) => true,
+            // A certificate the client does not trust stays untrusted on the next try.
+            ClientError::Tls { .. } => false,
             ClientError::Status { status, .. } => *status == 429 || *status >= 500,
             ClientError::Url(_) | ClientError::Malformed(_) => false,
         }
     }
 }
 
-/// An OpenAI-compatible server's chat-completions URL and the key it wants.
-#[derive(Clone, Debug)]
+/// An OpenAI-compatible server's chat-completions URL and the key it wants (redacted in
+/// `Debug`).
+#[derive(Clone)]
 pub struct ChatEndpoint {
     url: String,
     /// `Bearer <key>`, built once.
     authorization: Option<String>,
+}
+
+impl std::fmt::Debug for ChatEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatEndpoint")
+            .field("url", &self.url)
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 impl ChatEndpoint {
@@ -119,24 +144,59 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Pooled HTTP client with a per-call timeout.
+/// A transport error as the caller should read it: a failed TLS handshake as [`ClientError::Tls`].
+fn transport_error(e: &(dyn std::error::Error + 'static)) -> ClientError {
+    match tls::tls_failure(e) {
+        Some(f) => ClientError::Tls {
+            label: f.label,
+            detail: f.detail,
+        },
+        None => ClientError::Transport(with_causes(e)),
+    }
+}
+
+/// Pooled HTTP and HTTPS client with a per-call timeout.
 #[derive(Clone, Debug)]
 pub struct ChatClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    /// `Err`: no TLS configuration could be built (rustls refused the provider), said per call.
+    client: Result<Client<HttpsConnector<HttpConnector>, Full<Bytes>>, String>,
     timeout: Duration,
 }
 
 impl ChatClient {
+    /// `http://` and `https://` (the system's root certificates).
     pub fn new(timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        connector.set_nodelay(true);
-        ChatClient {
-            client: Client::builder(TokioExecutor::new())
-                .pool_max_idle_per_host(1024)
-                .build(connector),
-            timeout,
+        match Self::with_ca_bundle(timeout, None) {
+            Ok(c) => c,
+            Err(e) => ChatClient {
+                client: Err(e.to_string()),
+                timeout,
+            },
         }
+    }
+
+    /// Trusts the CAs of the PEM bundle `ca_bundle` besides the system's roots (a private CA of
+    /// self-hosted members).
+    pub fn with_ca_bundle(
+        timeout: Duration,
+        ca_bundle: Option<&Path>,
+    ) -> Result<Self, tls::TlsError> {
+        let config = tls::client_config(ca_bundle, &[])?;
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*config).clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        Ok(ChatClient {
+            client: Ok(Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(1024)
+                .build(connector)),
+            timeout,
+        })
     }
 
     /// Posts `body` (a chat-completions request) to `endpoint` and reads the whole answer.
@@ -170,11 +230,11 @@ impl ChatClient {
     async fn call(&self, req: Request<Full<Bytes>>) -> Result<ChatReply, ClientError> {
         let started = Instant::now();
         let call = async {
-            let resp = self
+            let client = self
                 .client
-                .request(req)
-                .await
-                .map_err(|e| ClientError::Transport(with_causes(&e)))?;
+                .as_ref()
+                .map_err(|e| ClientError::Transport(e.clone()))?;
+            let resp = client.request(req).await.map_err(|e| transport_error(&e))?;
             let (parts, body) = resp.into_parts();
             let body = Limited::new(body, MAX_BODY)
                 .collect()

@@ -65,24 +65,42 @@ pub async fn run(job: LabelJob) -> Result<LabelReport, LabelError> {
     Ok(report)
 }
 
-/// The named members' model ids and endpoints, from the pool config.
+/// The named members' model ids and endpoints, from the pool config; a member with an
+/// `apiKeyFile` is asked with that key (read once: a labelling run is short).
 fn resolve_targets(job: &LabelJob) -> Result<Vec<Arc<Target>>, LabelError> {
     job.members
         .iter()
         .map(|name| {
-            job.pool
+            let m = job
+                .pool
                 .members
                 .iter()
                 .find(|m| &m.name == name)
-                .map(|m| {
-                    Arc::new(Target {
-                        model_id: m.model_id.clone(),
-                        endpoint: ChatEndpoint::new(&m.base_url),
-                    })
-                })
-                .ok_or_else(|| LabelError::UnknownMember(name.clone()))
+                .ok_or_else(|| LabelError::UnknownMember(name.clone()))?;
+            let key = match &m.api_key_file {
+                Some(path) => Some(read_member_key(&m.name, path)?),
+                None => None,
+            };
+            Ok(Arc::new(Target {
+                model_id: m.model_id.clone(),
+                endpoint: ChatEndpoint::new(&m.base_url).with_api_key(key.as_deref()),
+            }))
         })
         .collect()
+}
+
+/// A member's key: the file's text, trimmed (as the router reads it).
+fn read_member_key(member: &str, path: &Path) -> Result<String, LabelError> {
+    let err = |reason: String| LabelError::MemberKey {
+        member: member.to_string(),
+        path: path.to_owned(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    match text.trim() {
+        "" => Err(err("empty".into())),
+        key => Ok(key.to_string()),
+    }
 }
 
 /// The pairs still to ask: neither in the record already nor graded in the journal (those are
@@ -132,7 +150,8 @@ async fn ask_all(
 ) -> Result<(), LabelError> {
     let io = |e: std::io::Error| LabelError::Io(journal_path.to_owned(), e);
     let bar = lookahead_data::progress::bar(work.len() as u64, "labelling", job.progress);
-    let client = ChatClient::new(job.timeout);
+    // https members: the system roots plus the pool config's CA bundle, as the router.
+    let client = ChatClient::with_ca_bundle(job.timeout, job.pool.tls.ca_bundle_file.as_deref())?;
     let pacer = job.rate_per_sec.filter(|r| *r > 0.0).map(|r| {
         Arc::new(Mutex::new(tokio::time::interval(Duration::from_secs_f64(
             1.0 / r,

@@ -21,6 +21,15 @@ pub enum LabelError {
     UnknownMember(String),
     #[error("--concurrency must be at least 1")]
     Concurrency,
+    /// A member's `apiKeyFile` cannot be read or is empty (the key itself is never shown).
+    #[error("member {member:?}: API key file {path}: {reason}")]
+    MemberKey {
+        member: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("member TLS: {0}")]
+    Tls(#[from] lookahead_client::tls::TlsError),
 }
 
 /// What to label, and how.

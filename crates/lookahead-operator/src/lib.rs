@@ -15,6 +15,8 @@
 //!   backoff) and [`conditions`] (the status-condition builder).
 //! - [`validate`]: what the CRD schema cannot check; [`objects`], [`hardening`], [`labels`],
 //!   [`autoscaling`] and [`disruption`]: building blocks of the child objects.
+//! - [`credentials`]: members' API-key Secrets and the pool's CA bundle as volumes of the router
+//!   and labelling pods.
 //! - [`telemetry`]: the span export and log format settings router pods get.
 //! - [`context`] (client, settings, events), [`error`], [`metrics`], [`server`] (`/healthz`,
 //!   `/readyz`, `/metrics`), [`leader`] (Lease-based election).
@@ -28,6 +30,7 @@ pub mod backoff;
 pub mod conditions;
 pub mod context;
 pub mod controller;
+pub mod credentials;
 pub mod demand;
 pub mod disruption;
 pub mod error;

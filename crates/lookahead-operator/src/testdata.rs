@@ -44,6 +44,10 @@ pub fn member(name: &str) -> PoolMember {
         }),
         replicas: Replicas::default(),
         price: Price::default(),
+        context_window: None,
+        max_output_tokens: None,
+        supports: None,
+        api_key_secret_ref: None,
     }
 }
 
@@ -64,6 +68,7 @@ pub fn autoscaled(min: i32, max: i32) -> Replicas {
 pub fn pool_spec(names: &[&str]) -> LLMPoolSpec {
     LLMPoolSpec {
         members: names.iter().map(|n| member(n)).collect(),
+        tls: None,
     }
 }
 

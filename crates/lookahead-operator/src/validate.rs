@@ -81,6 +81,15 @@ pub fn pool(spec: &LLMPoolSpec) -> Vec<Problem> {
             _ => {}
         }
     }
+    // The schema's oneOf says the same; servers that prune it do not.
+    if let Some(ca) = spec.tls.as_ref().and_then(|t| t.ca_bundle.as_ref()) {
+        if ca.config_map_ref.is_some() == ca.secret_ref.is_some() {
+            problems.push(Problem::new(
+                "InvalidTls",
+                "spec.tls.caBundle: exactly one of configMapRef and secretRef is required".into(),
+            ));
+        }
+    }
     problems
 }
 
@@ -319,6 +328,33 @@ mod tests {
             policy(&spec, &pool).is_empty(),
             "a zero GPU limit asks for none"
         );
+    }
+
+    #[test]
+    fn a_ca_bundle_names_exactly_one_source() {
+        let key = |n: &str| lookahead_api::pool::KeyRef {
+            name: n.into(),
+            key: "ca.crt".into(),
+        };
+        let mut pool = testdata::pool_spec(&["yi"]);
+        for (cm, secret, ok) in [
+            (None, None, false),
+            (Some(key("cm")), Some(key("s")), false),
+            (Some(key("cm")), None, true),
+            (None, Some(key("s")), true),
+        ] {
+            pool.tls = Some(lookahead_api::pool::PoolTls {
+                ca_bundle: Some(lookahead_api::pool::CaBundleSource {
+                    config_map_ref: cm,
+                    secret_ref: secret,
+                }),
+            });
+            let problems = super::pool(&pool);
+            assert_eq!(problems.is_empty(), ok, "{problems:?}");
+            if !ok {
+                assert_eq!(problems[0].reason, "InvalidTls");
+            }
+        }
     }
 
     #[test]

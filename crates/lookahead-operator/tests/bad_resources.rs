@@ -1,5 +1,5 @@
 //! Bad custom resources against the real API server (`../shared/k8s/cluster.sh`, 1.20) with the
-//! controllers in-process: each of 26 invalid LLMPool/RoutingPolicy specs is either rejected by the
+//! controllers in-process: each of 29 invalid LLMPool/RoutingPolicy specs is either rejected by the
 //! schema (422 naming the field, nothing stored) or stored and reported by a `Ready=False`
 //! condition with a reason; no invalid spec gets children; applying the fixed spec to the same
 //! name recovers (children appear, the reason goes away). 1.20 ignores the CRD's CEL rules, so
@@ -107,7 +107,36 @@ fn cases() -> Vec<Case> {
     let mut instant = member("a");
     instant["template"]["probes"] = json!({ "startupTimeout": "0s" });
     let gpu = json!({ "limits": { "nvidia.com/gpu": "1" } });
+    let with_tls = |ca_bundle: Value| {
+        let mut p = pool(json!([member("a")]));
+        p["spec"]["tls"] = json!({ "caBundle": ca_bundle });
+        p
+    };
+    let pool_bad = |what, bad, outcome| Case {
+        what,
+        bad,
+        fixed: good_pool.clone(),
+        outcome,
+    };
+    let mut keyless = member("a");
+    keyless["apiKeySecretRef"] = json!({ "name": "hosted-api" });
+    let cm = json!({ "name": "private-ca", "key": "ca.crt" });
     vec![
+        pool_bad(
+            "CA bundle from both a ConfigMap and a Secret",
+            with_tls(json!({ "configMapRef": cm, "secretRef": cm })),
+            Outcome::Rejected("spec.tls.caBundle"),
+        ),
+        pool_bad(
+            "CA bundle from nowhere",
+            with_tls(json!({})),
+            Outcome::Rejected("spec.tls.caBundle"),
+        ),
+        pool_case(
+            "member key reference without its key",
+            json!([keyless]),
+            Outcome::Rejected("spec.members.apiKeySecretRef.key"),
+        ),
         pool_case(
             "/dev/shm size that is no quantity",
             json!([shm]),

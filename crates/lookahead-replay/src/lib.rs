@@ -7,11 +7,17 @@
 //!   dataset.
 //! - [`server`]: [`ReplayServer`] (counters, [`ReplayServer::app`]: the axum routes),
 //!   [`ReplayOptions`] (latency, chunk pacing, failure rate) and [`serve`].
+//! - [`tls`]: [`serve_tls`], the same routes behind TLS (a member behind https, for tests of
+//!   clients that verify certificates).
 //! - [`openai`]: the slice of OpenAI's wire format a stand-in member reads and writes.
+//! - [`apis`]: the Responses and Embeddings APIs, and a context window refused as vLLM does.
 
+pub mod apis;
 pub mod book;
 pub mod openai;
 pub mod server;
+pub mod tls;
 
 pub use book::ReplayBook;
 pub use server::{serve, ReplayOptions, ReplayServer, FALLBACK_TEXT};
+pub use tls::serve_tls;

@@ -62,6 +62,14 @@ impl ApiError {
         }
     }
 
+    pub fn invalid_api_key() -> Self {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "invalid_api_key",
+            ..Self::bad_request("", "Incorrect API key provided.")
+        }
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,

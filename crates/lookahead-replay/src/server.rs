@@ -19,6 +19,7 @@ use rand::Rng;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+use crate::apis;
 use crate::book::ReplayBook;
 use crate::openai::{self, ApiError, CompletionRequest, Endpoint};
 
@@ -40,6 +41,12 @@ pub struct ReplayOptions {
     pub failure_rate: f64,
     /// Characters per streamed chunk (0: 16).
     pub chunk_chars: usize,
+    /// Context window in whitespace words: longer prompts (plus `max_tokens`) are refused with
+    /// vLLM's 400.
+    pub context_window: Option<usize>,
+    /// The key a client must send (`Authorization: Bearer <key>`), as a hosted API wants one;
+    /// other requests get 401 `invalid_api_key`. Absent: no authentication.
+    pub api_key: Option<String>,
 }
 
 /// The replay server.
@@ -49,6 +56,8 @@ pub struct ReplayServer {
     options: ReplayOptions,
     served: AtomicU64,
     hits: AtomicU64,
+    /// The `Authorization` of the last completion request (tests check what a member was sent).
+    last_authorization: std::sync::Mutex<Option<String>>,
 }
 
 impl ReplayServer {
@@ -58,12 +67,36 @@ impl ReplayServer {
             options,
             served: AtomicU64::new(0),
             hits: AtomicU64::new(0),
+            last_authorization: std::sync::Mutex::new(None),
         }
     }
 
     /// Completions served (including injected failures).
     pub fn served(&self) -> u64 {
         self.served.load(Ordering::Relaxed)
+    }
+
+    /// The `Authorization` header of the last completion request (`None`: it had none).
+    pub fn last_authorization(&self) -> Option<String> {
+        self.last_authorization
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records the request's `Authorization`; whether it carries the required key, if any.
+    fn authorized(&self, headers: &http::HeaderMap) -> bool {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        *self
+            .last_authorization
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = presented.map(str::to_string);
+        match &self.options.api_key {
+            None => true,
+            Some(key) => presented.and_then(|p| p.strip_prefix("Bearer ")) == Some(key.as_str()),
+        }
     }
 
     /// Completions answered from the recording.
@@ -80,12 +113,17 @@ impl ReplayServer {
             .route("/v1/models", get(models))
             .route("/v1/chat/completions", post(chat))
             .route("/v1/completions", post(completions))
+            .route("/v1/responses", post(responses))
+            .route("/v1/embeddings", post(embeddings))
             .fallback(not_found)
             .method_not_allowed_fallback(not_found)
             .with_state(self)
     }
 
-    async fn complete(&self, endpoint: Endpoint, body: Body) -> Response {
+    async fn complete(&self, endpoint: Endpoint, headers: http::HeaderMap, body: Body) -> Response {
+        if !self.authorized(&headers) {
+            return ApiError::invalid_api_key().into_response();
+        }
         let bytes = match axum::body::to_bytes(body, MAX_REQUEST_BODY).await {
             Ok(b) => b,
             Err(e) => return ApiError::bad_request("invalid_body", e.to_string()).into_response(),
@@ -95,6 +133,9 @@ impl ReplayServer {
             Err(e) => return e.into_response(),
         };
         self.served.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.check_window(&bytes, &request.prompt) {
+            return e.into_response();
+        }
         if !self.options.latency.is_zero() {
             tokio::time::sleep(self.options.latency).await;
         }
@@ -123,6 +164,67 @@ impl ReplayServer {
             HeaderValue::from_static(if hit { "true" } else { "false" }),
         );
         resp
+    }
+
+    /// The window check, when the member has one (`max_tokens` counts against it too).
+    fn check_window(&self, bytes: &[u8], prompt: &str) -> Result<(), ApiError> {
+        let Some(window) = self.options.context_window else {
+            return Ok(());
+        };
+        let max_tokens = serde_json::from_slice::<Value>(bytes)
+            .ok()
+            .and_then(|b| b.get("max_tokens").and_then(Value::as_u64))
+            .unwrap_or(0);
+        apis::check_window(window, prompt, max_tokens as usize)
+    }
+
+    /// `/v1/responses`: the book's answer as a Responses API object or its events.
+    async fn respond(&self, body: Body) -> Response {
+        let bytes = match axum::body::to_bytes(body, MAX_REQUEST_BODY).await {
+            Ok(b) => b,
+            Err(e) => return ApiError::bad_request("invalid_body", e.to_string()).into_response(),
+        };
+        let request = match apis::parse_responses(&bytes) {
+            Ok(r) => r,
+            Err(e) => return e.into_response(),
+        };
+        self.served.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.check_window(&bytes, &request.prompt) {
+            return e.into_response();
+        }
+        let text = self.book.answer(&request.prompt).unwrap_or(FALLBACK_TEXT);
+        if !request.stream {
+            let value = apis::response_json(&request.model, &request.prompt, text);
+            return json_response(StatusCode::OK, &value);
+        }
+        let size = match self.options.chunk_chars {
+            0 => 16,
+            n => n,
+        };
+        let events = apis::response_events(&request.model, &request.prompt, text, size);
+        let stream = futures::stream::iter(
+            events
+                .into_iter()
+                .map(|e| Ok::<_, std::convert::Infallible>(bytes::Bytes::from(e))),
+        );
+        (
+            [(header::CONTENT_TYPE, "text/event-stream")],
+            Body::from_stream(stream),
+        )
+            .into_response()
+    }
+
+    /// `/v1/embeddings`: a deterministic vector per input.
+    async fn embed(&self, body: Body) -> Response {
+        let bytes = match axum::body::to_bytes(body, MAX_REQUEST_BODY).await {
+            Ok(b) => b,
+            Err(e) => return ApiError::bad_request("invalid_body", e.to_string()).into_response(),
+        };
+        self.served.fetch_add(1, Ordering::Relaxed);
+        match apis::embeddings_json(&bytes) {
+            Ok(v) => json_response(StatusCode::OK, &v),
+            Err(e) => e.into_response(),
+        }
     }
 
     fn stream(&self, endpoint: Endpoint, request: &CompletionRequest, text: &str) -> Response {
@@ -173,12 +275,28 @@ async fn models(State(server): State<Arc<ReplayServer>>) -> Response {
     )
 }
 
-async fn chat(State(server): State<Arc<ReplayServer>>, body: Body) -> Response {
-    server.complete(Endpoint::Chat, body).await
+async fn chat(
+    State(server): State<Arc<ReplayServer>>,
+    headers: http::HeaderMap,
+    body: Body,
+) -> Response {
+    server.complete(Endpoint::Chat, headers, body).await
 }
 
-async fn completions(State(server): State<Arc<ReplayServer>>, body: Body) -> Response {
-    server.complete(Endpoint::Completions, body).await
+async fn completions(
+    State(server): State<Arc<ReplayServer>>,
+    headers: http::HeaderMap,
+    body: Body,
+) -> Response {
+    server.complete(Endpoint::Completions, headers, body).await
+}
+
+async fn responses(State(server): State<Arc<ReplayServer>>, body: Body) -> Response {
+    server.respond(body).await
+}
+
+async fn embeddings(State(server): State<Arc<ReplayServer>>, body: Body) -> Response {
+    server.embed(body).await
 }
 
 async fn not_found(uri: Uri) -> Response {

@@ -7,7 +7,10 @@
 use tokio::time::Instant;
 
 use crate::demand::Demand;
+use crate::fit::{self, Misfit};
 use crate::metrics::RouterMetrics;
+use crate::openai::needs::Needs;
+use crate::openai::{CompletionRequest, Endpoint};
 use crate::outlier::OutlierDetector;
 use crate::pool::{Pool, Target};
 use crate::scoring::{Decision, Fallback, Ranker};
@@ -39,19 +42,33 @@ pub struct Decider<'a> {
 }
 
 impl Decider<'_> {
-    /// The plan for a request asking for `model` with `prompt` (404 for an unknown model).
-    pub async fn plan(&self, model: &str, prompt: &str) -> Result<Plan, ApiError> {
+    /// The plan for `request` (404 for an unknown model, 400 when no member can take it).
+    pub async fn plan(&self, request: &CompletionRequest) -> Result<Plan, ApiError> {
+        let model = &request.model;
         let target = self
             .pool
             .resolve(model)
             .ok_or_else(|| ApiError::model_not_found(model, &self.pool.known_models()))?;
-        let decision = match target {
-            Target::Member(i) => Decision {
-                order: vec![i],
+        // Embeddings go to members marked for them whatever else the pool declares.
+        let embeddings = request.endpoint == Endpoint::Embeddings;
+        let needs = (self.pool.constrained || embeddings).then(|| request.needs());
+        let decision = match (target, &needs) {
+            (Target::Member(i), _) => {
+                if let Some(needs) = &needs {
+                    self.check_pinned(i, needs)?;
+                }
+                Decision {
+                    order: vec![i],
+                    utility: vec![None; self.pool.len()],
+                    fallback: None,
+                }
+            }
+            (Target::Routed, Some(needs)) if embeddings => Decision {
+                order: fit::fitting(self.pool, &(0..self.pool.len()).collect::<Vec<_>>(), needs)?,
                 utility: vec![None; self.pool.len()],
                 fallback: None,
             },
-            Target::Routed => self.rank(prompt).await,
+            (Target::Routed, needs) => self.rank(&request.prompt, needs.as_ref()).await?,
         };
         let attempts = self.attempt_order(&decision, matches!(target, Target::Member(_)));
         Ok(Plan {
@@ -61,10 +78,24 @@ impl Decider<'_> {
         })
     }
 
-    async fn rank(&self, prompt: &str) -> Decision {
+    /// A request naming a member goes there unless the member certainly cannot take it (a
+    /// prompt only possibly too long is the member's to refuse).
+    fn check_pinned(&self, i: usize, needs: &Needs) -> Result<(), ApiError> {
+        let member = &self.pool.members[i];
+        match fit::check(member, needs) {
+            Ok(()) | Err(Misfit::Window { certain: false, .. }) => Ok(()),
+            Err(m) => Err(m.into_error(Some(&member.name))),
+        }
+    }
+
+    /// The scorer's ranking, cut to the members that can take the request.
+    async fn rank(&self, prompt: &str, needs: Option<&Needs>) -> Result<Decision, ApiError> {
         let t0 = Instant::now();
-        let d = self.ranker.decide(prompt).await;
+        let mut d = self.ranker.decide(prompt).await;
         self.metrics.decided(t0.elapsed());
+        if let Some(needs) = needs {
+            d.order = fit::fitting(self.pool, &d.order, needs)?;
+        }
         let first = d.order.first().map(|&i| &self.pool.members[i].name);
         let basis = match d.fallback {
             Some(Fallback::FailOpen(reason)) => {
@@ -84,7 +115,7 @@ impl Decider<'_> {
         if let Some(member) = first {
             self.metrics.routed(member, basis);
         }
-        d
+        Ok(d)
     }
 
     /// Members to try, in order: the decision's ranking without cold members (they cannot

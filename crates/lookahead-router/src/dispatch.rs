@@ -62,12 +62,14 @@ pub enum Outcome {
 }
 
 /// The headers a member sees: JSON, the client's `Accept`, the request id, the trace context
-/// ([`crate::trace_context::inject`]), and the client's credentials only when the router has no
-/// keys of its own (then they are meant for the member).
+/// ([`crate::trace_context::inject`]), and credentials: the member's own key when it has one
+/// (`member_key`, never the client's then), else the client's only when the router has no keys
+/// of its own (then they are meant for the member).
 pub fn upstream_headers(
     client: &HeaderMap,
     request_id: &HeaderValue,
     forward_auth: bool,
+    member_key: Option<HeaderValue>,
 ) -> HeaderMap {
     let mut h = HeaderMap::with_capacity(4);
     h.insert(
@@ -77,10 +79,16 @@ pub fn upstream_headers(
     if let Some(a) = client.get(http::header::ACCEPT) {
         h.insert(http::header::ACCEPT, a.clone());
     }
-    if forward_auth {
-        if let Some(a) = client.get(http::header::AUTHORIZATION) {
-            h.insert(http::header::AUTHORIZATION, a.clone());
+    match member_key {
+        Some(key) => {
+            h.insert(http::header::AUTHORIZATION, key);
         }
+        None if forward_auth => {
+            if let Some(a) = client.get(http::header::AUTHORIZATION) {
+                h.insert(http::header::AUTHORIZATION, a.clone());
+            }
+        }
+        None => {}
     }
     h.insert(HEADER_REQUEST_ID, request_id.clone());
     crate::trace_context::inject(client, &mut h);
@@ -99,10 +107,18 @@ impl Dispatcher {
         let mut failures: Vec<String> = Vec::new();
         let mut last_error = None;
         let mut all_cold = true;
-        for &i in attempts {
+        // A member's context-length refusal, answered if no larger window takes the request.
+        let mut refused: Option<(Answer, usize)> = None;
+        for (n, &i) in attempts.iter().enumerate() {
             let member = &pool.members[i];
+            if refused
+                .as_ref()
+                .is_some_and(|(_, r)| !larger_window(pool, *r, i))
+            {
+                continue;
+            }
             let body = match call.request.body_for(&member.model_id) {
-                Ok(b) => call.metering.forwarded(call.request.stream, b),
+                Ok(b) => call.metering.forwarded(b),
                 Err(e) => return Outcome::Rejected(e),
             };
             let t0 = Instant::now();
@@ -110,6 +126,15 @@ impl Dispatcher {
             let result = self.attempt(i, member, metrics, call, body, deadline).await;
             metrics.attempted(&member.name, t0.elapsed());
             match result {
+                Ok(answer)
+                    if answer.is_context_refusal()
+                        && attempts[n + 1..].iter().any(|&j| larger_window(pool, i, j)) =>
+                {
+                    tracing::info!(member = %member.name, "context-length refusal: trying a larger window");
+                    metrics.fell_back(&member.name, "context_length".into());
+                    failures.push(format!("{}:context_length", member.name));
+                    refused = Some((answer, i));
+                }
                 Ok(mut answer) => {
                     self.delivered(i, member, metrics, &answer);
                     metrics.answered_key(&call.metering.key, &member.name);
@@ -129,6 +154,14 @@ impl Dispatcher {
                     }
                 }
             }
+        }
+        if let Some((answer, chosen)) = refused {
+            self.delivered(chosen, &pool.members[chosen], metrics, &answer);
+            return Outcome::Delivered {
+                answer,
+                chosen,
+                failures,
+            };
         }
         match attempts.last() {
             Some(&i) => metrics.answered(&pool.members[i].name, "failed"),
@@ -154,7 +187,9 @@ impl Dispatcher {
         deadline: Instant,
     ) -> Result<Answer, AttemptError> {
         let url = member.url(call.endpoint);
-        let headers = upstream_headers(call.client_headers, call.request_id, call.forward_auth);
+        let key = member.key.as_ref().map(|k| k.authorization());
+        let headers =
+            upstream_headers(call.client_headers, call.request_id, call.forward_auth, key);
         let meter = call.metering.meter(i, &member.name, metrics);
         if !call.request.stream {
             let mut answer = self.upstream.buffered(url, body, headers, deadline).await?;
@@ -181,7 +216,7 @@ impl Dispatcher {
             .streamed(url, body, headers, first, deadline, on_end)
             .await?;
         if answer.status.is_success() {
-            let hide = !call.metering.client_wants_usage;
+            let hide = call.metering.ask_usage;
             let record = Box::new(move |usage: Option<Usage>| meter.record(usage));
             answer.body = crate::usage::tap(answer.body, hide, record);
         }
@@ -211,8 +246,14 @@ impl Dispatcher {
         e: &AttemptError,
     ) -> String {
         let reason = e.label();
-        tracing::warn!(member = %member.name, %reason, "upstream attempt failed");
+        match e {
+            AttemptError::Tls { detail, .. } => {
+                tracing::warn!(member = %member.name, %reason, error = %detail, "upstream attempt failed")
+            }
+            _ => tracing::warn!(member = %member.name, %reason, "upstream attempt failed"),
+        }
         metrics.fell_back(&member.name, reason.clone());
+        // A TLS failure is not cold: the member answered, with a certificate we cannot trust.
         if let AttemptError::Connect(_) = e {
             self.demand.mark_cold(i, std::time::Instant::now());
             return cold_label(&member.name);
@@ -226,6 +267,21 @@ impl Dispatcher {
             }
         }
         format!("{}:{reason}", member.name)
+    }
+}
+
+/// Whether member `j` may hold a prompt that member `i`'s window refused: a larger window, or
+/// an unknown one (never the same member again).
+fn larger_window(pool: &Pool, i: usize, j: usize) -> bool {
+    if i == j {
+        return false;
+    }
+    match (
+        pool.members[i].context_window,
+        pool.members[j].context_window,
+    ) {
+        (Some(refused), Some(other)) => other > refused,
+        _ => true,
     }
 }
 

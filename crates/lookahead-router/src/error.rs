@@ -214,6 +214,13 @@ pub enum RouterError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("member {member}: API key file: {source}")]
+    MemberKey {
+        member: String,
+        source: crate::member_key::KeyError,
+    },
+    #[error("member TLS: {0}")]
+    Tls(#[from] lookahead_client::tls::TlsError),
     #[error("scorer: {0}")]
     Scorer(String),
     #[error("io: {0}")]
@@ -227,6 +234,8 @@ impl RouterError {
             RouterError::Config(_) => "config",
             RouterError::BaseUrl { .. } => "base_url",
             RouterError::ApiKeys { .. } => "api_keys",
+            RouterError::MemberKey { .. } => "member_key",
+            RouterError::Tls(_) => "tls",
             RouterError::Scorer(_) => "scorer",
             RouterError::Io(_) => "io",
         }

@@ -12,10 +12,10 @@
 //! - [`router`]: the front's state, path table and the plumbing between the stages below.
 //! - [`ingest`] (with [`auth`], [`openai`]): authenticate, limits, read and parse the body.
 //! - [`limits`]: per-key requests and tokens per minute (429 before dispatch).
-//! - [`decide`] (with [`pool`], [`scoring`], [`slot`], [`acceptance`], [`grpc`]'s client):
-//!   which members, in which order.
-//! - [`dispatch`] (with [`upstream`], [`member_conn`], [`outlier`]): attempts with retries and
-//!   ejection.
+//! - [`decide`] (with [`pool`], [`fit`], [`scoring`], [`slot`], [`acceptance`], [`grpc`]'s
+//!   client): which members, in which order.
+//! - [`dispatch`] (with [`upstream`], [`member_conn`], [`member_stream`] (TLS), [`member_key`],
+//!   [`outlier`]): attempts with retries and ejection.
 //! - [`respond`] (with [`error`], [`body`]): decision headers, OpenAI-style errors.
 //! - [`trace_context`]: W3C `traceparent` in from the client, out to the members.
 //! - [`demand`]: per-member in-flight, sent and wanted requests, cold members (autoscaling).
@@ -29,10 +29,13 @@ pub mod decide;
 pub mod demand;
 pub mod dispatch;
 pub mod error;
+pub mod fit;
 pub mod grpc;
 pub mod ingest;
 pub mod limits;
 pub mod member_conn;
+pub mod member_key;
+pub mod member_stream;
 pub mod metrics;
 pub mod openai;
 pub mod outlier;

@@ -5,6 +5,9 @@
 //! itself: while waiting for the head ([`Connections::send`]) and while the body is read
 //! ([`MemberBody`]). At end of body the connection goes back to an idle list per member address;
 //! one that errors, closes or is dropped mid-body is simply dropped.
+//!
+//! `https://` members get TLS ([`crate::member_stream`]); plain `http://` connections are a bare
+//! `TcpStream`, as before.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -22,11 +25,14 @@ use hyper::client::conn::http1::{Builder, Connection, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+
+use crate::member_stream::{handshake, HandshakeError, MemberStream};
 
 type Sender = SendRequest<Full<Bytes>>;
-type Driver = Connection<TokioIo<TcpStream>, Full<Bytes>>;
+type Driver = Connection<TokioIo<MemberStream>, Full<Bytes>>;
 
-/// Longest a TCP connect to a member may take.
+/// Longest a TCP connect (and, separately, a TLS handshake) to a member may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// An idle connection older than this is not reused (the member may have closed it).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -36,8 +42,15 @@ const MAX_IDLE_PER_MEMBER: usize = 1024;
 /// Why a request could not be sent or its head not read.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    #[error("unsupported member URL {0} (plain http only)")]
+    #[error("unsupported member URL {0} (http or https only)")]
     Url(String),
+    /// The TLS handshake failed: `label` is `tls_unknown_ca`, `tls_bad_hostname`, ...
+    #[error("TLS to {addr} failed: {detail}")]
+    Tls {
+        addr: String,
+        label: &'static str,
+        detail: String,
+    },
     #[error("connect to {addr} failed: {reason}")]
     Connect { addr: String, reason: String },
     #[error("connect to {0} timed out")]
@@ -57,12 +70,17 @@ struct Idle {
     since: Instant,
 }
 
-type IdleLists = Arc<Mutex<HashMap<Authority, Vec<Idle>>>>;
+/// A member address: scheme (https or not) and authority.
+type Address = (bool, Authority);
 
-/// Idle connections per member address.
+type IdleLists = Arc<Mutex<HashMap<Address, Vec<Idle>>>>;
+
+/// Idle connections per member address, and the TLS client for `https://` members.
 #[derive(Clone, Default)]
 pub struct Connections {
     idle: IdleLists,
+    /// Absent: `https://` URLs are refused ([`SendError::Url`]).
+    tls: Option<TlsConnector>,
 }
 
 impl std::fmt::Debug for Connections {
@@ -72,6 +90,14 @@ impl std::fmt::Debug for Connections {
 }
 
 impl Connections {
+    /// Connections that also speak TLS to `https://` members, with `config`.
+    pub fn with_tls(config: Arc<rustls::ClientConfig>) -> Self {
+        Self {
+            idle: IdleLists::default(),
+            tls: Some(TlsConnector::from(config)),
+        }
+    }
+
     /// Sends `req` (absolute `url`) on an idle or new connection; returns the head with a body
     /// that keeps the connection going until it ends.
     pub async fn send(
@@ -79,10 +105,12 @@ impl Connections {
         url: &Uri,
         mut req: Request<Full<Bytes>>,
     ) -> Result<Response<MemberBody>, SendError> {
-        let authority = match (url.scheme_str(), url.authority()) {
-            (Some("http"), Some(a)) => a.clone(),
+        let address = match (url.scheme_str(), url.authority()) {
+            (Some("http"), Some(a)) => (false, a.clone()),
+            (Some("https"), Some(a)) if self.tls.is_some() => (true, a.clone()),
             _ => return Err(SendError::Url(url.to_string())),
         };
+        let authority = &address.1;
         *req.uri_mut() = url
             .path_and_query()
             .map(|p| Uri::from(p.clone()))
@@ -92,7 +120,7 @@ impl Connections {
                 req.headers_mut().insert(http::header::HOST, host);
             }
         }
-        let mut conn = self.ready_conn(&authority).await?;
+        let mut conn = self.ready_conn(&address).await?;
         let sending = std::pin::pin!(conn.sender.send_request(req));
         let (head, driver) = drive(conn.driver, sending).await;
         let resp = head.map_err(|e| SendError::Http(error_chain(&e)))?;
@@ -101,25 +129,26 @@ impl Connections {
                 sender: conn.sender,
                 driver,
             },
-            authority,
+            address,
             idle: self.idle.clone(),
         });
         Ok(resp.map(|incoming| MemberBody { incoming, back }))
     }
 
     /// An idle connection that is still open and ready, else a new one.
-    async fn ready_conn(&self, authority: &Authority) -> Result<Conn, SendError> {
-        while let Some(conn) = self.take_idle(authority) {
+    async fn ready_conn(&self, address: &Address) -> Result<Conn, SendError> {
+        while let Some(conn) = self.take_idle(address) {
             if let Ok(conn) = ready(conn).await {
                 return Ok(conn);
             }
         }
-        ready(connect(authority).await?).await
+        let tls = if address.0 { self.tls.as_ref() } else { None };
+        ready(connect(&address.1, tls).await?).await
     }
 
-    fn take_idle(&self, authority: &Authority) -> Option<Conn> {
+    fn take_idle(&self, address: &Address) -> Option<Conn> {
         let mut lists = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = lists.get_mut(authority)?;
+        let list = lists.get_mut(address)?;
         while let Some(idle) = list.pop() {
             if idle.since.elapsed() < IDLE_TIMEOUT && !idle.conn.sender.is_closed() {
                 return Some(idle.conn);
@@ -129,12 +158,16 @@ impl Connections {
     }
 }
 
-async fn connect(authority: &Authority) -> Result<Conn, SendError> {
+/// A TCP connection to `authority`, with a TLS handshake when `tls` is given (under the same
+/// connect timeout), then the HTTP/1.1 handshake.
+async fn connect(authority: &Authority, tls: Option<&TlsConnector>) -> Result<Conn, SendError> {
     let host = authority
         .host()
         .trim_start_matches('[')
         .trim_end_matches(']');
-    let port = authority.port_u16().unwrap_or(80);
+    let port = authority
+        .port_u16()
+        .unwrap_or(if tls.is_some() { 443 } else { 80 });
     let addr = authority.as_str().to_string();
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
         .await
@@ -144,6 +177,21 @@ async fn connect(authority: &Authority) -> Result<Conn, SendError> {
             reason: e.to_string(),
         })?;
     let _ = stream.set_nodelay(true);
+    let stream = match tls {
+        None => MemberStream::Plain(stream),
+        Some(tls) => match handshake(tls, host, stream, CONNECT_TIMEOUT).await {
+            Ok(s) => MemberStream::Tls(Box::new(s)),
+            Err(HandshakeError::Tls(f)) => {
+                return Err(SendError::Tls {
+                    addr,
+                    label: f.label,
+                    detail: f.detail,
+                })
+            }
+            Err(HandshakeError::Io(reason)) => return Err(SendError::Connect { addr, reason }),
+            Err(HandshakeError::Timeout) => return Err(SendError::ConnectTimeout(addr)),
+        },
+    };
     let (sender, driver) = Builder::new()
         .handshake(TokioIo::new(stream))
         .await
@@ -187,14 +235,14 @@ async fn drive<F: Future + Unpin>(driver: Driver, mut fut: F) -> (F::Output, Opt
 /// A connection to hand back to its idle list once the body has ended.
 struct Returned {
     conn: Conn,
-    authority: Authority,
+    address: Address,
     idle: IdleLists,
 }
 
 impl Returned {
     fn give_back(self) {
         let mut lists = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = lists.entry(self.authority).or_default();
+        let list = lists.entry(self.address).or_default();
         if list.len() < MAX_IDLE_PER_MEMBER {
             list.push(Idle {
                 conn: self.conn,

@@ -4,10 +4,12 @@
 use std::sync::Arc;
 
 use http::{HeaderValue, StatusCode, Uri};
+use lookahead_api::pool::Capability;
 use lookahead_api::RouterConfig;
 use serde_json::json;
 
 use crate::body::{json_response, RespBody};
+use crate::member_key::MemberKey;
 use crate::openai::Endpoint;
 use crate::upstream::join_url;
 use crate::RouterError;
@@ -19,16 +21,30 @@ pub struct Member {
     pub model_id: String,
     /// `name` as the `x-lookahead-model` value (built once, cloned per answer).
     pub name_header: Option<HeaderValue>,
-    chat_url: Uri,
-    completions_url: Uri,
+    /// The member's own API key (`apiKeyFile`), sent to it in place of the client's.
+    pub key: Option<Arc<MemberKey>>,
+    /// One URL per endpoint, in [`Endpoint::ALL`]'s order.
+    urls: [Uri; 4],
+    /// Context window in tokens (unknown: `None`).
+    pub context_window: Option<u32>,
+    /// Longest answer in tokens (unknown: `None`).
+    pub max_output_tokens: Option<u32>,
+    /// Declared capabilities (`None`: every chat capability).
+    pub supports: Option<Vec<Capability>>,
 }
 
 impl Member {
     pub fn url(&self, endpoint: Endpoint) -> &Uri {
-        match endpoint {
-            Endpoint::Chat => &self.chat_url,
-            Endpoint::Completions => &self.completions_url,
-        }
+        &self.urls[endpoint as usize]
+    }
+
+    pub fn supports(&self, capability: Capability) -> bool {
+        capability.supported_by(self.supports.as_deref())
+    }
+
+    /// Whether the member declares a limit or its capabilities (requests must then be checked).
+    fn declares_limits(&self) -> bool {
+        self.context_window.is_some() || self.max_output_tokens.is_some() || self.supports.is_some()
     }
 }
 
@@ -44,6 +60,9 @@ pub enum Target {
 pub struct Pool {
     pub members: Vec<Member>,
     pub alias: String,
+    /// Whether any member declares a context window, an answer bound or its capabilities: only
+    /// then is a request's [`crate::openai::needs::Needs`] worked out.
+    pub constrained: bool,
 }
 
 impl Pool {
@@ -61,19 +80,41 @@ impl Pool {
                         }
                     })
                 };
+                let key = match &m.api_key_file {
+                    Some(path) => Some(Arc::new(MemberKey::load(path).map_err(|source| {
+                        RouterError::MemberKey {
+                            member: m.name.clone(),
+                            source,
+                        }
+                    })?)),
+                    None => None,
+                };
+                let [a, b, c, d] = Endpoint::ALL;
                 Ok(Member {
                     name: Arc::from(m.name.as_str()),
+                    key,
                     model_id: m.model_id.clone(),
                     name_header: HeaderValue::from_str(&m.name).ok(),
-                    chat_url: url(Endpoint::Chat)?,
-                    completions_url: url(Endpoint::Completions)?,
+                    urls: [url(a)?, url(b)?, url(c)?, url(d)?],
+                    context_window: m.context_window,
+                    max_output_tokens: m.max_output_tokens,
+                    supports: m.supports.clone(),
                 })
             })
             .collect::<Result<Vec<_>, RouterError>>()?;
+        let constrained = members.iter().any(Member::declares_limits);
         Ok(Self {
             members,
             alias: config.policy.alias.clone(),
+            constrained,
         })
+    }
+
+    /// Whether any member is reached over `https://`.
+    pub fn any_https(&self) -> bool {
+        self.members
+            .iter()
+            .any(|m| m.urls[0].scheme_str() == Some("https"))
     }
 
     pub fn len(&self) -> usize {

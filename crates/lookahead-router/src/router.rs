@@ -88,6 +88,8 @@ impl Route {
             "/v1/models" | "/models" => Route::Models,
             "/v1/chat/completions" | "/chat/completions" => Route::Completion(Endpoint::Chat),
             "/v1/completions" | "/completions" => Route::Completion(Endpoint::Completions),
+            "/v1/responses" | "/responses" => Route::Completion(Endpoint::Responses),
+            "/v1/embeddings" | "/embeddings" => Route::Completion(Endpoint::Embeddings),
             _ => Route::Unknown,
         }
     }
@@ -185,9 +187,15 @@ impl Router {
             .authenticates()
             .then(|| spawn_keys_reloader(&keys, RELOAD_INTERVAL))
             .flatten();
+        // TLS only when a member needs it: plain-http pools read no certificates.
+        let upstream = if pool.any_https() {
+            Upstream::with_tls(config.tls.ca_bundle_file.as_deref())?
+        } else {
+            Upstream::default()
+        };
         Ok(Self {
             dispatcher: Dispatcher {
-                upstream: Upstream::default(),
+                upstream,
                 outlier: OutlierDetector::new(pool.len(), OutlierPolicy::default()),
                 demand,
                 request_timeout: policy.request_timeout,
@@ -318,7 +326,7 @@ impl Router {
         let span = tracing::Span::current();
         span.record("endpoint", endpoint.label());
         span.record("stream", request.stream);
-        let plan = match self.decider().plan(&request.model, &request.prompt).await {
+        let plan = match self.decider().plan(&request).await {
             Ok(p) => p,
             Err(e) => return self.reject(e),
         };

@@ -8,12 +8,18 @@ use hyper::body::Frame;
 use tokio::time::Instant;
 
 use crate::body::{BoxError, RespBody};
-use crate::member_conn::{error_chain, Connections, MemberBody};
+use crate::member_conn::{error_chain, Connections, MemberBody, SendError};
 
 /// Why an attempt failed in a way that justifies trying another member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptError {
     Connect(String),
+    /// The TLS handshake failed (`label`: `tls_unknown_ca`, `tls_bad_hostname`, ...): the member
+    /// is up but cannot be trusted, which counts against it (ejection), unlike a refused connect.
+    Tls {
+        label: &'static str,
+        detail: String,
+    },
     Timeout,
     /// 5xx or 429 from the member.
     Status(u16),
@@ -26,6 +32,7 @@ impl AttemptError {
     pub fn label(&self) -> String {
         match self {
             AttemptError::Connect(_) => "connect".into(),
+            AttemptError::Tls { label, .. } => (*label).into(),
             AttemptError::Timeout => "timeout".into(),
             AttemptError::Status(s) => format!("status_{s}"),
             AttemptError::Body(_) => "body".into(),
@@ -44,6 +51,19 @@ pub struct Upstream {
     connections: Connections,
 }
 
+impl Upstream {
+    /// A client that also reaches `https://` members, trusting the system roots plus the CAs
+    /// of `ca_bundle`.
+    pub fn with_tls(
+        ca_bundle: Option<&std::path::Path>,
+    ) -> Result<Self, lookahead_client::tls::TlsError> {
+        let config = lookahead_client::tls::client_config(ca_bundle, &[b"http/1.1"])?;
+        Ok(Self {
+            connections: Connections::with_tls(config),
+        })
+    }
+}
+
 /// Joins a member's base URL (ending in `/v1`) and an API path.
 pub fn join_url(base: &str, path: &str) -> Result<Uri, String> {
     format!("{}{}", base.trim_end_matches('/'), path)
@@ -56,7 +76,40 @@ pub struct Answer {
     pub status: StatusCode,
     pub content_type: Option<HeaderValue>,
     pub body: RespBody,
+    /// A 4xx answer's body (read whole, streams too), for the router to see why the member
+    /// refused; `None` for other answers.
+    pub refusal: Option<Bytes>,
 }
+
+impl Answer {
+    /// Whether the member refused the request for not fitting its context window (vLLM,
+    /// OpenAI, llama.cpp, TGI, SGLang and Anthropic-style messages), which another member with
+    /// a larger window may not.
+    pub fn is_context_refusal(&self) -> bool {
+        let Some(body) = &self.refusal else {
+            return false;
+        };
+        let status = self.status.as_u16();
+        if !matches!(status, 400 | 413 | 422) {
+            return false;
+        }
+        let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+        CONTEXT_REFUSALS.iter().any(|m| text.contains(m))
+    }
+}
+
+/// What members say when a request does not fit their context window.
+const CONTEXT_REFUSALS: &[&str] = &[
+    "context_length_exceeded",
+    "maximum context length",
+    "context length",
+    "context size",
+    "context window",
+    "exceed_context_size",
+    "prompt is too long",
+    "input is too long",
+    "tokens + `max_new_tokens` must be <=",
+];
 
 impl Upstream {
     /// Sends the request and waits for the response head (no deadline of its own).
@@ -70,10 +123,10 @@ impl Upstream {
             .body(Full::new(body))
             .map_err(|e| AttemptError::Connect(e.to_string()))?;
         *req.headers_mut() = headers;
-        self.connections
-            .send(url, req)
-            .await
-            .map_err(|e| AttemptError::Connect(error_chain(&e)))
+        self.connections.send(url, req).await.map_err(|e| match e {
+            SendError::Tls { label, detail, .. } => AttemptError::Tls { label, detail },
+            e => AttemptError::Connect(error_chain(&e)),
+        })
     }
 
     /// A non-streaming attempt: the whole answer is read (under `deadline`, one timer for the
@@ -102,6 +155,7 @@ impl Upstream {
             Ok(Answer {
                 status,
                 content_type,
+                refusal: status.is_client_error().then(|| bytes.clone()),
                 body: crate::body::full(bytes),
             })
         };
@@ -130,6 +184,9 @@ impl Upstream {
             return Err(AttemptError::Status(status.as_u16()));
         }
         let content_type = resp.headers().get(http::header::CONTENT_TYPE).cloned();
+        if status.is_client_error() {
+            return refused(status, content_type, resp.into_body(), first_byte_deadline).await;
+        }
         let mut incoming = resp.into_body();
         let first = match tokio::time::timeout_at(first_byte_deadline, incoming.frame()).await {
             Err(_) => return Err(AttemptError::Timeout),
@@ -141,8 +198,30 @@ impl Upstream {
             status,
             content_type,
             body: relay(first, incoming, deadline, on_end),
+            refusal: None,
         })
     }
+}
+
+/// A streamed request's 4xx answer, read whole (it is an error body, not a stream) so that
+/// the router can tell a context-length refusal.
+async fn refused(
+    status: StatusCode,
+    content_type: Option<HeaderValue>,
+    body: MemberBody,
+    deadline: Instant,
+) -> Result<Answer, AttemptError> {
+    let bytes = tokio::time::timeout_at(deadline, body.collect())
+        .await
+        .map_err(|_| AttemptError::Timeout)?
+        .map_err(|e| AttemptError::Body(error_chain(&e)))?
+        .to_bytes();
+    Ok(Answer {
+        status,
+        content_type,
+        refusal: Some(bytes.clone()),
+        body: crate::body::full(bytes),
+    })
 }
 
 struct RelayState {

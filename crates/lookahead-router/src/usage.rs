@@ -19,14 +19,15 @@ use serde::Deserialize;
 use crate::body::{BoxError, RespBody};
 use crate::limits::Limiter;
 use crate::metrics::RouterMetrics;
-use crate::openai::CompletionRequest;
+use crate::openai::{CompletionRequest, Endpoint};
 
-/// Tokens an answer used, as the member reported them.
+/// Tokens an answer used, as the member reported them (chat, completions and embeddings name
+/// them `prompt_tokens`/`completion_tokens`; the Responses API `input_tokens`/`output_tokens`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct Usage {
-    #[serde(default, rename = "prompt_tokens")]
+    #[serde(default, rename = "prompt_tokens", alias = "input_tokens")]
     pub prompt: u64,
-    #[serde(default, rename = "completion_tokens")]
+    #[serde(default, rename = "completion_tokens", alias = "output_tokens")]
     pub completion: u64,
 }
 
@@ -37,12 +38,22 @@ struct Reported {
     usage: Option<Usage>,
     #[serde(default)]
     choices: Option<Vec<serde::de::IgnoredAny>>,
+    /// The Responses API's `response.completed` event carries the response, usage included.
+    #[serde(default)]
+    response: Option<Box<Reported>>,
+}
+
+impl Reported {
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+            .or_else(|| self.response.as_ref().and_then(|r| r.usage))
+    }
 }
 
 impl Usage {
     /// The `usage` of a JSON answer, if it has one.
     pub fn from_json(body: &[u8]) -> Option<Usage> {
-        serde_json::from_slice::<Reported>(body).ok()?.usage
+        serde_json::from_slice::<Reported>(body).ok()?.usage()
     }
 
     pub fn total(&self) -> u64 {
@@ -102,12 +113,15 @@ pub fn ask_for_usage(body: Bytes, client_options: bool) -> Bytes {
 }
 
 /// Who is calling, and what their requests need metered: the key's id, its limiter, the
-/// members' prices (by pool index) and whether the client asked for a stream's usage itself.
+/// members' prices (by pool index) and whether the router asks a stream for its usage.
 pub struct Metering {
     pub key: Arc<str>,
     pub limiter: Arc<Limiter>,
     pub prices: Arc<[Price]>,
-    pub client_wants_usage: bool,
+    /// A chat or completions stream whose client did not ask for its usage: the router asks
+    /// (and hides the usage chunk from the client). Responses API streams always end with
+    /// their usage; embeddings do not stream.
+    pub ask_usage: bool,
     /// The client's body has `stream_options` (rewritten rather than spliced).
     pub client_options: bool,
 }
@@ -119,27 +133,22 @@ impl Metering {
         prices: Arc<[Price]>,
         request: &CompletionRequest,
     ) -> Self {
-        // Only streams need the client's options (and reading them builds the JSON tree).
-        let (client_wants_usage, client_options) = if request.stream {
-            (
-                client_wants_usage(request),
-                request.body.contains_key("stream_options"),
-            )
-        } else {
-            (false, false)
-        };
+        let chat_like = matches!(request.endpoint, Endpoint::Chat | Endpoint::Completions);
+        // Only such streams need the client's options (and reading them builds the JSON tree).
+        let ask_usage = chat_like && request.stream && !client_wants_usage(request);
         Self {
             key,
             limiter,
             prices,
-            client_wants_usage,
-            client_options,
+            ask_usage,
+            client_options: ask_usage && request.body.contains_key("stream_options"),
         }
     }
 
-    /// The body for a member: a stream asks for its usage when the client did not.
-    pub fn forwarded(&self, stream: bool, body: Bytes) -> Bytes {
-        if stream && !self.client_wants_usage {
+    /// The body for a member: a chat or completions stream asks for its usage when the client
+    /// did not.
+    pub fn forwarded(&self, body: Bytes) -> Bytes {
+        if self.ask_usage {
             ask_for_usage(body, self.client_options)
         } else {
             body
@@ -250,7 +259,9 @@ impl SseUsage {
         let Ok(chunk) = serde_json::from_slice::<Reported>(&data) else {
             return false;
         };
-        let Some(u) = chunk.usage else { return false };
+        let Some(u) = chunk.usage() else {
+            return false;
+        };
         self.usage = Some(u);
         self.hide && chunk.choices.is_none_or(|c| c.is_empty())
     }
@@ -450,5 +461,10 @@ mod tests {
             Some(2)
         );
         assert_eq!(Usage::from_json(b"{}"), None);
+        // The Responses API's names, and its `response.completed` stream event.
+        let responses = br#"{"usage":{"input_tokens":4,"output_tokens":6}}"#;
+        assert_eq!(Usage::from_json(responses).map(|u| u.completion), Some(6));
+        let completed = br#"{"type":"response.completed","response":{"usage":{"input_tokens":1,"output_tokens":2}}}"#;
+        assert_eq!(Usage::from_json(completed).map(|u| u.total()), Some(3));
     }
 }

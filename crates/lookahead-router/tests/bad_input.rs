@@ -111,6 +111,11 @@ fn chat_body(body: &[u8]) -> Vec<u8> {
     )
 }
 
+/// An authenticated JSON POST to `path`.
+fn api_body(path: &str, body: &[u8]) -> Vec<u8> {
+    post(path, Some("application/json"), &auth(), body)
+}
+
 /// An authenticated JSON POST to (legacy) completions.
 fn completion_body(body: &[u8]) -> Vec<u8> {
     post("/v1/completions", Some("application/json"), &auth(), body)
@@ -220,6 +225,15 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Want)> {
         ("prompt number", completion_body(br#"{"model":"auto","prompt":5}"#), Api(400, "invalid_type")),
         ("prompt empty array", completion_body(br#"{"model":"auto","prompt":[]}"#), Api(400, "invalid_value")),
         ("prompt array of objects", completion_body(br#"{"model":"auto","prompt":[{}]}"#), Api(400, "invalid_type")),
+        ("responses input missing", api_body("/v1/responses", br#"{"model":"auto"}"#), Api(400, "missing_required_parameter")),
+        ("responses input number", api_body("/v1/responses", br#"{"model":"auto","input":5}"#), Api(400, "invalid_type")),
+        ("responses input empty", api_body("/v1/responses", br#"{"model":"auto","input":[]}"#), Api(400, "invalid_value")),
+        ("responses max_output_tokens zero", api_body("/v1/responses", br#"{"model":"auto","input":"x","max_output_tokens":0}"#), Api(400, "integer_below_min_value")),
+        ("responses truncated json", api_body("/v1/responses", br#"{"model":"auto","input":"#), Api(400, "invalid_json")),
+        ("embeddings input missing", api_body("/v1/embeddings", br#"{"model":"auto"}"#), Api(400, "missing_required_parameter")),
+        ("embeddings input object", api_body("/v1/embeddings", br#"{"model":"auto","input":{}}"#), Api(400, "invalid_type")),
+        // No member of this pool is marked for embeddings.
+        ("embeddings without a member for them", api_body("/v1/embeddings", br#"{"model":"auto","input":"x"}"#), Api(400, "unsupported_parameter")),
         // Unknown models.
         ("unknown model", chat_body(br#"{"model":"gpt-9","messages":[{"role":"user","content":"x"}]}"#), Api(404, "model_not_found")),
         ("unknown model, 10k chars", chat_body(long_model.as_bytes()), Api(404, "model_not_found")),
@@ -227,7 +241,7 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Want)> {
         ("unknown model emoji", chat_body(r#"{"model":"🤖","messages":[{"role":"user","content":"x"}]}"#.as_bytes()), Api(404, "model_not_found")),
         ("case-changed alias", chat_body(br#"{"model":"AUTO","messages":[{"role":"user","content":"x"}]}"#), Api(404, "model_not_found")),
         // Paths and methods.
-        ("unknown path", post("/v1/embeddings", Some("application/json"), &auth(), GOOD), Api(404, "unknown_url")),
+        ("unknown path", post("/v1/audio/speech", Some("application/json"), &auth(), GOOD), Api(404, "unknown_url")),
         ("dot-dot path", post("/v1/../admin", Some("application/json"), &auth(), GOOD), Api(404, "unknown_url")),
         ("8k path", bare("GET", &long_path, ""), Api(404, "unknown_url")),
         ("GET chat", bare("GET", "/v1/chat/completions", &auth()), Api(405, "method_not_allowed")),

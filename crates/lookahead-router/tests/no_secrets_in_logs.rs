@@ -1,4 +1,4 @@
-//! The router never logs prompts or API keys: requests over real loopback HTTP (hyper client ->
+//! The router never logs prompts or API keys (the clients' nor a member's own `apiKeyFile`): requests over real loopback HTTP (hyper client ->
 //! router -> replay members) through every logging path, with a test subscriber that records
 //! every span field, span update and event at DEBUG (the CLI's default filter is `info`, so this is
 //! stricter than what ships). One test per binary: tracing's callsite interest cache is global, so
@@ -19,6 +19,7 @@ use lookahead_router::{Router, ScorerSlot};
 
 const PROMPT: &str = "my-secret-prompt-7f3a9 about an integral";
 const KEY: &str = "sk-live-SECRETKEY-4b1e";
+const MEMBER_KEY: &str = "sk-member-MEMBERSECRET-9c2d";
 const TRAINED: &str = "  method: lookahead-lite\n  artifact: /unused\n  defaultModel: general\n";
 
 /// Records the text of every span and event, with all fields.
@@ -95,12 +96,13 @@ async fn tenant_paths(
         hyper_util::client::legacy::connect::HttpConnector,
         Full<Bytes>,
     >,
-    member: &str,
 ) {
+    // A member of its own: the test's `healthy` member must see only its own key last.
+    let member = replay("General-7B", &[], Default::default()).await;
     let dir = tempfile::tempdir().expect("keys dir");
     std::fs::write(dir.path().join("team-a"), format!("{KEY}\n")).expect("write");
     let cfg = config(
-        &[("general", "General-7B", member.to_string())],
+        &[("general", "General-7B", member.url())],
         &format!(
             "  method: fixed\n  defaultModel: general\n  auth:\n    keysDir: {}\n    limits: {{ requestsPerMinute: 2 }}\n",
             dir.path().display()
@@ -146,13 +148,19 @@ async fn the_router_logs_neither_prompts_nor_api_keys() {
     .await;
     let healthy = replay("General-7B", &[], Default::default()).await;
     let keys = keys_file(&[KEY]);
-    let cfg = config(
+    let member_key = tempfile::NamedTempFile::new().expect("member key file");
+    std::fs::write(member_key.path(), MEMBER_KEY).expect("write");
+    let mut cfg = config(
         &[
             ("math", "Math-7B", failing.url()),
             ("general", "General-7B", healthy.url()),
         ],
         &format!("{TRAINED}  apiKeysFile: {}\n", keys.path().display()),
     );
+    // Both members have their own key: the failing one's attempts and the answering one's.
+    for m in &mut cfg.members {
+        m.api_key_file = Some(member_key.path().to_owned());
+    }
     let r = router(Router::new(&cfg, keyword_source()).expect("router")).await;
     let c = client();
     let bearer = format!("Bearer {KEY}");
@@ -172,7 +180,7 @@ async fn the_router_logs_neither_prompts_nor_api_keys() {
     )
     .await;
     assert_eq!(wrong.status, 401);
-    tenant_paths(&c, &healthy.url()).await;
+    tenant_paths(&c).await;
     drop(_guard);
     let text = log.0.lock().expect("log").clone();
     assert!(
@@ -188,5 +196,13 @@ async fn the_router_logs_neither_prompts_nor_api_keys() {
         "the key reload was logged:\n{text}"
     );
     assert!(!text.contains("SECRETKEY"), "API key in logs:\n{text}");
+    assert!(
+        healthy.handler.last_authorization().as_deref() == Some(&*format!("Bearer {MEMBER_KEY}")),
+        "the member got its key"
+    );
+    assert!(
+        !text.contains("MEMBERSECRET"),
+        "member key in logs:\n{text}"
+    );
     assert!(!text.contains("sk-wrong"), "presented key in logs:\n{text}");
 }

@@ -495,7 +495,7 @@ async fn malformed_requests_get_openai_errors_and_the_router_keeps_serving() {
         ),
         (
             "unknown path",
-            http_post("/v1/embeddings", json, auth, msg),
+            http_post("/v1/audio/speech", json, auth, msg),
             404,
             "unknown_url",
         ),

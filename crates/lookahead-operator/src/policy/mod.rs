@@ -146,6 +146,13 @@ async fn apply_router(
         .as_mut()
         .and_then(|s| s.template.spec.as_mut());
     ctx.settings.add_pull_secrets(pod);
+    if let Some(pod) = deployment
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.spec.as_mut())
+    {
+        crate::credentials::mount(pod, pool, router::ROUTER_CONTAINER);
+    }
     let deployments: Api<Deployment> = ctx.api(ns);
     let applied = deployments
         .patch(&router_name, &apply, &Patch::Apply(&deployment))

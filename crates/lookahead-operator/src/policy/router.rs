@@ -30,6 +30,8 @@ use crate::telemetry::{PodIdentity, Telemetry};
 const TERMINATION_GRACE_SECONDS: i64 = 45;
 
 pub const ROUTER_PORT: i32 = 8080;
+/// The router's container (the one that reads member credentials).
+pub const ROUTER_CONTAINER: &str = "router";
 pub const SCORER_ADDR: &str = "127.0.0.1:50051";
 pub const CONFIG_DIR: &str = "/etc/lookahead";
 pub const CONFIG_KEY: &str = "config.yaml";
@@ -104,6 +106,13 @@ pub fn router_config(
                 model_id: m.model_id.clone(),
                 base_url,
                 price: m.price.clone(),
+                context_window: m.context_window,
+                max_output_tokens: m.max_output_tokens,
+                supports: m.supports.clone(),
+                api_key_file: m
+                    .api_key_secret_ref
+                    .as_ref()
+                    .map(|_| crate::credentials::key_file(&m.name)),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -141,6 +150,10 @@ pub fn router_config(
             auth: auth_config(policy),
         },
         pool: Some(pool_name.to_string()),
+        tls: lookahead_api::config::MemberTls {
+            ca_bundle_file: crate::credentials::ca_bundle(pool)
+                .map(|_| crate::credentials::ca_bundle_file()),
+        },
     };
     config.validate().map_err(|e| invalid(e.to_string()))?;
     Ok(config)
@@ -315,7 +328,7 @@ fn non_empty(env: Vec<EnvVar>) -> Option<Vec<EnvVar>> {
 
 fn router_container(image: &str, mounts: &[VolumeMount], env: Vec<EnvVar>) -> Container {
     Container {
-        name: "router".into(),
+        name: ROUTER_CONTAINER.into(),
         env: non_empty(env),
         image: Some(image.to_string()),
         args: Some(vec![
@@ -621,6 +634,30 @@ mod tests {
             assert_eq!(sc.read_only_root_filesystem, Some(true), "{name}");
             assert_eq!(sc.allow_privilege_escalation, Some(false), "{name}");
         }
+    }
+
+    /// A member's window and capabilities reach the router; a window the answer bound does not
+    /// fit in is refused as the router config's own check says.
+    #[test]
+    fn member_limits_and_capabilities_are_rendered_and_checked() {
+        use lookahead_api::pool::Capability;
+        let policy = testdata::policy("p", Some("yi"));
+        let mut pool = testdata::pool("pool", &["yi", "phi"]);
+        let phi = &mut pool.spec.members[1];
+        phi.context_window = Some(4096);
+        phi.max_output_tokens = Some(1024);
+        phi.supports = Some(vec![Capability::Chat, Capability::JsonSchema]);
+        let c = router_config(&policy, &pool, "ns", &trained()).expect("config");
+        assert_eq!(c.members[1].context_window, Some(4096));
+        assert_eq!(c.members[1].max_output_tokens, Some(1024));
+        assert!(!c.members[1].supports(Capability::Tools));
+        assert!(
+            c.members[0].supports(Capability::Tools),
+            "undeclared: every chat capability"
+        );
+        pool.spec.members[1].max_output_tokens = Some(8192);
+        let e = router_config(&policy, &pool, "ns", &trained()).expect_err("answer > window");
+        assert!(e.to_string().contains("members.phi.maxOutputTokens"), "{e}");
     }
 
     #[test]

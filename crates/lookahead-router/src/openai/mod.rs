@@ -4,7 +4,10 @@
 //! sent it, with only `model`'s value replaced.
 
 mod fields;
+mod input;
+pub mod needs;
 mod params;
+pub mod tokens;
 mod value;
 
 use std::ops::{Deref, Range};
@@ -24,6 +27,10 @@ pub const MAX_SCORED_CHARS: usize = 4096;
 pub enum Endpoint {
     Chat,
     Completions,
+    /// OpenAI's Responses API (`/v1/responses`): routed like chat.
+    Responses,
+    /// `/v1/embeddings`: sent by name to members supporting embeddings, never scored.
+    Embeddings,
 }
 
 impl Endpoint {
@@ -32,6 +39,8 @@ impl Endpoint {
         match self {
             Endpoint::Chat => "/chat/completions",
             Endpoint::Completions => "/completions",
+            Endpoint::Responses => "/responses",
+            Endpoint::Embeddings => "/embeddings",
         }
     }
 
@@ -39,8 +48,18 @@ impl Endpoint {
         match self {
             Endpoint::Chat => "chat",
             Endpoint::Completions => "completions",
+            Endpoint::Responses => "responses",
+            Endpoint::Embeddings => "embeddings",
         }
     }
+
+    /// Every endpoint, for per-endpoint tables.
+    pub const ALL: [Endpoint; 4] = [
+        Endpoint::Chat,
+        Endpoint::Completions,
+        Endpoint::Responses,
+        Endpoint::Embeddings,
+    ];
 }
 
 /// A request body as received, with its JSON tree built only when something reads it: the
@@ -148,9 +167,18 @@ pub fn parse_body(endpoint: Endpoint, body: Bytes) -> Result<CompletionRequest, 
     for (param, value) in &fields.params {
         param.check(value)?;
     }
-    let prompt = match fields.prompt {
-        Some(p) => bounded(&p?),
-        None => return Err(missing_prompt(endpoint)),
+    // Chat and completions read their text in the one pass; the other two APIs' `input` is
+    // read from the tree (built once, kept for forwarding).
+    let tree = OnceLock::new();
+    let prompt = match (fields.prompt, endpoint) {
+        (Some(p), _) => bounded(&p?),
+        (None, Endpoint::Responses | Endpoint::Embeddings) => {
+            let map = tree_of(&body)?;
+            let text = input::scored_text(endpoint, &map).map(|t| bounded(&t))?;
+            let _ = tree.set(map);
+            text
+        }
+        (None, _) => return Err(missing_prompt(endpoint)),
     };
     let model_span = match model {
         std::borrow::Cow::Borrowed(m) if fields.model_count == 1 => quoted_span(&body, m),
@@ -163,17 +191,22 @@ pub fn parse_body(endpoint: Endpoint, body: Bytes) -> Result<CompletionRequest, 
         model_span,
         stream,
         prompt,
-        body: RequestBody {
-            bytes: body,
-            tree: OnceLock::new(),
-        },
+        body: RequestBody { bytes: body, tree },
     })
+}
+
+/// The body's top-level object (already validated as one by the first pass).
+fn tree_of(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    serde_json::from_slice(body).map_err(invalid_json)
 }
 
 fn missing_prompt(endpoint: Endpoint) -> ApiError {
     let (message, param) = match endpoint {
         Endpoint::Chat => ("You must provide a messages parameter.", "messages"),
         Endpoint::Completions => ("You must provide a prompt parameter.", "prompt"),
+        Endpoint::Responses | Endpoint::Embeddings => {
+            ("You must provide an input parameter.", "input")
+        }
     };
     bad("missing_required_parameter", message).with_param(param)
 }

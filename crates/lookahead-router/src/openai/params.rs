@@ -16,6 +16,7 @@ pub(super) enum Param {
     TopP,
     MaxTokens,
     MaxCompletionTokens,
+    MaxOutputTokens,
     N,
     PresencePenalty,
     FrequencyPenalty,
@@ -39,6 +40,7 @@ impl Param {
             "top_p" => Param::TopP,
             "max_tokens" => Param::MaxTokens,
             "max_completion_tokens" => Param::MaxCompletionTokens,
+            "max_output_tokens" => Param::MaxOutputTokens,
             "n" => Param::N,
             "presence_penalty" => Param::PresencePenalty,
             "frequency_penalty" => Param::FrequencyPenalty,
@@ -52,9 +54,14 @@ impl Param {
     /// Whether `endpoint` has the parameter (elsewhere it passes through unchecked).
     pub(super) fn applies_to(self, endpoint: Endpoint) -> bool {
         match self {
-            Param::MaxCompletionTokens | Param::TopLogprobs => endpoint == Endpoint::Chat,
+            _ if endpoint == Endpoint::Embeddings => false,
+            Param::MaxCompletionTokens => endpoint == Endpoint::Chat,
+            Param::TopLogprobs => matches!(endpoint, Endpoint::Chat | Endpoint::Responses),
+            Param::MaxOutputTokens => endpoint == Endpoint::Responses,
             Param::BestOf => endpoint == Endpoint::Completions,
-            _ => true,
+            // The Responses API has none of the others but sampling's two.
+            Param::Temperature | Param::TopP => true,
+            _ => endpoint != Endpoint::Responses,
         }
     }
 
@@ -64,6 +71,7 @@ impl Param {
             Param::TopP => "top_p",
             Param::MaxTokens => "max_tokens",
             Param::MaxCompletionTokens => "max_completion_tokens",
+            Param::MaxOutputTokens => "max_output_tokens",
             Param::N => "n",
             Param::PresencePenalty => "presence_penalty",
             Param::FrequencyPenalty => "frequency_penalty",
@@ -83,10 +91,12 @@ impl Param {
                 min: -2.0,
                 max: 2.0,
             },
-            Param::MaxTokens | Param::MaxCompletionTokens => Rule::Integer {
-                min: 1,
-                max: i64::from(i32::MAX),
-            },
+            Param::MaxTokens | Param::MaxCompletionTokens | Param::MaxOutputTokens => {
+                Rule::Integer {
+                    min: 1,
+                    max: i64::from(i32::MAX),
+                }
+            }
             Param::N => Rule::Integer { min: 1, max: 128 },
             Param::TopLogprobs => Rule::Integer { min: 0, max: 20 },
             Param::Seed => Rule::Integer {

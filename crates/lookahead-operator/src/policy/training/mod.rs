@@ -61,6 +61,8 @@ pub struct Outcome {
 struct Step<'a> {
     ctx: &'a Context,
     policy: &'a RoutingPolicy,
+    /// The pool (its member credentials go to the labelling container).
+    pool: &'a LLMPool,
     ns: &'a str,
     jobs: Api<Job>,
 }
@@ -88,6 +90,7 @@ pub async fn ensure(
     let step = Step {
         ctx,
         policy,
+        pool,
         ns,
         jobs: ctx.api(ns),
     };
@@ -177,6 +180,10 @@ impl Step<'_> {
         let mut job = job::job(self.policy, spec, plan, self.ns, image, owner);
         let pod = job.spec.as_mut().and_then(|s| s.template.spec.as_mut());
         self.ctx.settings.add_pull_secrets(pod);
+        if let Some(pod) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+            // Labelling reads the router's config: the same key and CA files, mounted alike.
+            crate::credentials::mount(pod, self.pool, job::LABEL_CONTAINER);
+        }
         match self.jobs.create(&PostParams::default(), &job).await {
             Ok(created) => {
                 let note = format!(
