@@ -77,7 +77,7 @@ async fn tenant_router(
 fn sse_events(body: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(body)
         .split("\n\n")
-        .filter_map(|e| e.strip_prefix("data: "))
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
         .filter_map(|d| serde_json::from_str(d).ok())
         .collect()
 }
@@ -296,4 +296,38 @@ async fn an_open_router_meters_and_limits_anonymous() {
         ),
         3
     );
+}
+
+/// The Responses API (`/v1/responses`) is metered from its own usage names
+/// (`input_tokens`/`output_tokens`), buffered and streamed (the `response.completed` event, which
+/// reaches the client untouched: the router asks nothing of such streams).
+#[tokio::test]
+async fn responses_api_answers_are_metered_too() {
+    let dir = keys_dir(&[("team-a", "sk-team-a")]);
+    let (r, _member) = tenant_router(dir.path(), "").await;
+    let c = client();
+    let completion = || {
+        metric(
+            &r,
+            "lookahead_router_tokens_total{key=\"team-a\",member=\"general\",kind=\"completion\"}",
+        )
+    };
+    for (stream, completion_tokens) in [(false, 3), (true, 6)] {
+        let body = json!({"model": "auto", "input": PROMPT, "stream": stream});
+        let req = http::Request::post(format!("http://{}/v1/responses", r.addr))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .expect("request");
+        let reply = send(&c, with_auth(req, "sk-team-a")).await;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        if stream {
+            let completed = sse_events(&reply.body)
+                .into_iter()
+                .find(|e| e["type"] == "response.completed")
+                .expect("the completed event reaches the client");
+            assert_eq!(completed["response"]["usage"]["output_tokens"], 3);
+        }
+        assert_eq!(completion(), completion_tokens, "stream: {stream}");
+    }
+    assert!((spend(&r, "team-a") - 80e-6).abs() < 1e-12);
 }
