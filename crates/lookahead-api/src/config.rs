@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::duration::{format_duration, parse_duration, parse_seconds};
-use crate::policy::RouterMethod;
+use crate::policy::{KeyLimits, KeyLimitsOverride, RouterMethod};
 use crate::pool::{Capability, Price};
 
 /// Errors in a router configuration.
@@ -144,7 +144,8 @@ pub struct PolicyConfig {
     pub first_token_timeout: Duration,
     #[serde(default = "default_retries")]
     pub retries: u32,
-    /// File holding accepted API keys, one per line; absent means no authentication.
+    /// File holding accepted API keys, one per line (key ids `key-1`, `key-2`, … in line
+    /// order; re-read while running); absent, and no `auth.keysDir`: no authentication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_keys_file: Option<PathBuf>,
     /// Longest a routing decision may take before the router fails open to `defaultModel`.
@@ -157,6 +158,71 @@ pub struct PolicyConfig {
     /// are waking up) before the router answers 503 with `Retry-After`.
     #[serde(default = "default_cold_start_timeout", with = "duration_str")]
     pub cold_start_timeout: Duration,
+    /// Tenants: keys with ids (a directory, re-read while running) and per-key limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthConfig>,
+}
+
+/// The router's tenants: who may call (keys with ids) and how much (per-key limits).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Directory of keys (a mounted Secret): each file's name is a key id, its content the key.
+    /// Hidden entries (Kubernetes' `..data` links) are skipped. Re-read every few seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys_dir: Option<PathBuf>,
+    /// Limits of every key (`anonymous` included, when the router has no keys).
+    #[serde(default, skip_serializing_if = "KeyLimits::is_unlimited")]
+    pub limits: KeyLimits,
+    /// Per-key-id overrides of `limits`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<KeyLimitsOverride>,
+}
+
+impl AuthConfig {
+    /// The limits of key `id`: its override's fields, else the defaults.
+    pub fn limits_of(&self, id: &str) -> KeyLimits {
+        let o = self.keys.iter().find(|k| k.id == id);
+        KeyLimits {
+            requests_per_minute: o
+                .and_then(|o| o.requests_per_minute)
+                .or(self.limits.requests_per_minute),
+            tokens_per_minute: o
+                .and_then(|o| o.tokens_per_minute)
+                .or(self.limits.tokens_per_minute),
+        }
+    }
+
+    fn validate(&self, api_keys_file: bool) -> Result<(), ConfigError> {
+        if api_keys_file && self.keys_dir.is_some() {
+            return Err(ConfigError::Invalid(
+                "policy.auth.keysDir: set either it or policy.apiKeysFile, not both".into(),
+            ));
+        }
+        let zero =
+            |l: &KeyLimits| l.requests_per_minute == Some(0) || l.tokens_per_minute == Some(0);
+        if zero(&self.limits) {
+            return Err(ConfigError::Invalid(
+                "policy.auth.limits: a limit must be > 0".into(),
+            ));
+        }
+        let mut ids = HashSet::new();
+        for k in &self.keys {
+            if !ids.insert(k.id.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "policy.auth.keys: duplicate id {:?}",
+                    k.id
+                )));
+            }
+            if zero(&self.limits_of(&k.id)) {
+                return Err(ConfigError::Invalid(format!(
+                    "policy.auth.keys.{}: a limit must be > 0",
+                    k.id
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn default_alias() -> String {
@@ -242,6 +308,9 @@ impl RouterConfig {
             return Err(ConfigError::Invalid(
                 "policy.maxBodyBytes: must be > 0".into(),
             ));
+        }
+        if let Some(auth) = &self.policy.auth {
+            auth.validate(self.policy.api_keys_file.is_some())?;
         }
         if self.policy.method.needs_training() && self.policy.artifact.is_none() {
             return Err(ConfigError::Invalid(
@@ -337,6 +406,28 @@ policy:
         assert!(parse(&bad_field).unwrap_err().to_string().contains("lisen"));
         let bad_duration = GOOD.replace("90s", "90 parsecs");
         assert!(parse(&bad_duration).is_err());
+    }
+
+    #[test]
+    fn auth_limits_default_per_key_and_reject_conflicts() {
+        let auth = "  auth:\n    keysDir: /keys\n    limits: { requestsPerMinute: 60 }\n    keys:\n      - { id: batch, tokensPerMinute: 1000 }\n";
+        let c = parse(&format!("{GOOD}{auth}")).expect("valid");
+        let a = c.policy.auth.as_ref().expect("auth");
+        assert_eq!(a.limits_of("batch").requests_per_minute, Some(60));
+        assert_eq!(a.limits_of("batch").tokens_per_minute, Some(1000));
+        assert_eq!(a.limits_of("other").tokens_per_minute, None);
+        let round: RouterConfig =
+            serde_yaml::from_str(&serde_yaml::to_string(&c).expect("ser")).expect("de");
+        assert_eq!(round, c);
+        let both = format!("{GOOD}  apiKeysFile: /k\n{auth}");
+        assert!(parse(&both).unwrap_err().to_string().contains("not both"));
+        let dup = format!("{GOOD}{auth}      - {{ id: batch }}\n");
+        assert!(parse(&dup)
+            .unwrap_err()
+            .to_string()
+            .contains("duplicate id"));
+        let zero = format!("{GOOD}{}", auth.replace("60", "0"));
+        assert!(parse(&zero).unwrap_err().to_string().contains("> 0"));
     }
 
     #[test]

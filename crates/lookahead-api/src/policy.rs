@@ -345,6 +345,80 @@ pub struct ServingSpec {
     /// `maxReplicas`; absent: a fixed `replicas`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<RouterAutoscaling>,
+    /// Tenants: the API keys clients must present (`Authorization: Bearer <key>`) and the
+    /// per-key limits; absent: the router is open to anyone who can reach it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+}
+
+/// The router's API keys and per-key limits.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Secret (same namespace) whose data entries are `<key id>: <api key>`. The entry name is
+    /// the key id that metrics and logs show; the key itself never leaves the Secret and the
+    /// router's memory (where only its SHA-256 digest is kept). Mounted read-only into the router
+    /// pods and re-read while they run: a key added to the Secret starts working and a removed
+    /// one stops, without a restart. Absent: no authentication (limits then apply to all
+    /// clients together, as key id `anonymous`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<AuthSecretRef>,
+    /// Limits every key gets, per router replica; absent fields: unlimited.
+    #[serde(default, skip_serializing_if = "KeyLimits::is_unlimited")]
+    pub limits: KeyLimits,
+    /// Per-key-id overrides of `limits` (each field it sets replaces the default for that key).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<KeyLimitsOverride>,
+}
+
+/// The Secret holding the router's API keys.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSecretRef {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Per-key rate limits (token buckets refilled continuously over a minute, per router replica).
+/// Over a limit the router answers 429 `rate_limit_exceeded` with `Retry-After` before any
+/// member is called.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyLimits {
+    /// Requests per minute (bursts up to this many).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub requests_per_minute: Option<u32>,
+    /// Tokens (prompt + completion, as the members report them in `usage`) per minute. A request
+    /// is admitted while the key's bucket is not exhausted; its actual usage is debited after
+    /// the answer, so one request may overdraw the bucket and the next waits longer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub tokens_per_minute: Option<u64>,
+}
+
+impl KeyLimits {
+    pub fn is_unlimited(&self) -> bool {
+        self.requests_per_minute.is_none() && self.tokens_per_minute.is_none()
+    }
+}
+
+/// Limits for one key id, overriding `limits`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyLimitsOverride {
+    /// The key id (the Secret's data entry name).
+    #[schemars(regex(pattern = r"^[-._a-zA-Z0-9]+$"), length(min = 1, max = 253))]
+    pub id: String,
+    /// This key's requests per minute (absent: `limits.requestsPerMinute`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub requests_per_minute: Option<u32>,
+    /// This key's tokens per minute (absent: `limits.tokensPerMinute`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub tokens_per_minute: Option<u64>,
 }
 
 /// The router's autoscaler (external metric `lookahead_router_in_flight`, served by the operator).
@@ -403,6 +477,7 @@ impl Default for ServingSpec {
             retries: default_retries(),
             precision: ScoringPrecision::default(),
             autoscaling: None,
+            auth: None,
         }
     }
 }

@@ -21,6 +21,8 @@ pub enum Endpoint {
 pub struct CompletionRequest {
     pub model: String,
     pub stream: bool,
+    /// `stream_options.include_usage`: a stream ends with a usage chunk, as OpenAI's does.
+    pub include_usage: bool,
     /// The last user turn in full (or the completion prompt).
     pub prompt: String,
 }
@@ -138,10 +140,16 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<CompletionRequest, ApiE
             )
         }
     };
+    let include_usage = body
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     Ok(CompletionRequest {
         prompt: full_prompt(endpoint, &body),
         model,
         stream,
+        include_usage,
     })
 }
 
@@ -188,13 +196,30 @@ fn approx_tokens(s: &str) -> usize {
     s.split_whitespace().count()
 }
 
-/// A whole (non-streamed) completion.
-pub fn completion_json(endpoint: Endpoint, model: &str, prompt: &str, text: &str) -> Value {
-    let usage = json!({
+/// The `usage` of answering `prompt` with `text` (whitespace words as tokens).
+pub fn usage_json(prompt: &str, text: &str) -> Value {
+    json!({
         "prompt_tokens": approx_tokens(prompt),
         "completion_tokens": approx_tokens(text),
         "total_tokens": approx_tokens(prompt) + approx_tokens(text),
-    });
+    })
+}
+
+/// The usage chunk OpenAI sends last (before `[DONE]`) when a stream asked for
+/// `stream_options.include_usage`: no choices, the whole answer's usage.
+pub fn usage_event(endpoint: Endpoint, model: &str, prompt: &str, text: &str) -> Bytes {
+    let (id, object) = match endpoint {
+        Endpoint::Chat => ("chatcmpl-replay", "chat.completion.chunk"),
+        Endpoint::Completions => ("cmpl-replay", "text_completion"),
+    };
+    let v = json!({"id": id, "object": object, "created": now_secs(), "model": model,
+        "choices": [], "usage": usage_json(prompt, text)});
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+/// A whole (non-streamed) completion.
+pub fn completion_json(endpoint: Endpoint, model: &str, prompt: &str, text: &str) -> Value {
+    let usage = usage_json(prompt, text);
     match endpoint {
         Endpoint::Chat => json!({
             "id": "chatcmpl-replay", "object": "chat.completion", "created": now_secs(), "model": model,

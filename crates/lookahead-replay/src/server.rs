@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 
 use crate::apis;
 use crate::book::ReplayBook;
-use crate::openai::{self, ApiError, Endpoint};
+use crate::openai::{self, ApiError, CompletionRequest, Endpoint};
 
 /// Text answered for prompts the dataset does not hold.
 pub const FALLBACK_TEXT: &str =
@@ -153,7 +153,7 @@ impl ReplayServer {
             self.hits.fetch_add(1, Ordering::Relaxed);
         }
         let mut resp = if request.stream {
-            self.stream(endpoint, &request.model, text)
+            self.stream(endpoint, &request, text)
         } else {
             let completion =
                 openai::completion_json(endpoint, &request.model, &request.prompt, text);
@@ -227,12 +227,18 @@ impl ReplayServer {
         }
     }
 
-    fn stream(&self, endpoint: Endpoint, model: &str, text: &str) -> Response {
+    fn stream(&self, endpoint: Endpoint, request: &CompletionRequest, text: &str) -> Response {
         let size = match self.options.chunk_chars {
             0 => 16,
             n => n,
         };
-        let events = openai::stream_events(endpoint, model, text, size);
+        let model = &request.model;
+        let mut events = openai::stream_events(endpoint, model, text, size);
+        if request.include_usage {
+            // Last before `[DONE]`, as OpenAI sends it.
+            let usage = openai::usage_event(endpoint, model, &request.prompt, text);
+            events.insert(events.len().saturating_sub(1), usage);
+        }
         let delay = self.options.chunk_delay;
         let stream = futures::stream::unfold(events.into_iter(), move |mut it| async move {
             let next = it.next()?;

@@ -96,6 +96,48 @@ async fn streams_the_answer_as_sse_chunks() {
     assert_eq!(events.len(), 1 + 3 + 1 + 1, "{body}");
 }
 
+/// The replay server's stream ends with OpenAI's usage chunk (no choices) before `[DONE]` only
+/// when the request asks for it with `stream_options.include_usage`.
+#[tokio::test]
+async fn streams_a_usage_chunk_only_when_asked() {
+    let (addr, _server, _stop) = start(ReplayOptions::default()).await;
+    let client = ChatClient::new(Duration::from_secs(10));
+    let endpoint = ChatEndpoint::new(&format!("http://{addr}/v1"));
+    let events = |body: &[u8]| -> Vec<String> {
+        String::from_utf8(body.to_vec())
+            .expect("utf-8")
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let mut asked = chat("what is 2 + 2?", true);
+    asked["stream_options"] = json!({"include_usage": true});
+    let reply = client.send(&endpoint, &asked).await.expect("reply");
+    let with = events(&reply.body);
+    let usage: Value = serde_json::from_str(
+        with[with.len() - 2]
+            .strip_prefix("data: ")
+            .expect("data event"),
+    )
+    .expect("json");
+    assert_eq!(usage["choices"], json!([]));
+    // Whitespace words: "what is 2 + 2?" is 5, "It is 4." is 3.
+    assert_eq!(usage["usage"]["prompt_tokens"], 5);
+    assert_eq!(usage["usage"]["completion_tokens"], 3);
+    assert_eq!(with.last().map(String::as_str), Some("data: [DONE]"));
+    let reply = client
+        .send(&endpoint, &chat("what is 2 + 2?", true))
+        .await
+        .expect("reply");
+    let without = events(&reply.body);
+    assert_eq!(without.len() + 1, with.len());
+    assert!(
+        without.iter().all(|e| !e.contains("\"usage\"")),
+        "{without:?}"
+    );
+}
+
 #[tokio::test]
 async fn injected_failures_and_bad_requests_get_openai_errors() {
     let options = ReplayOptions {

@@ -17,6 +17,7 @@ use crate::outlier::{FailureEffect, OutlierDetector};
 use crate::pool::{Member, Pool};
 use crate::respond::HEADER_REQUEST_ID;
 use crate::upstream::{Answer, AttemptError, Upstream};
+use crate::usage::{Metering, Usage};
 use crate::ApiError;
 
 /// Sends attempts and keeps score of the members.
@@ -38,6 +39,8 @@ pub struct Call<'a> {
     pub request_id: &'a HeaderValue,
     /// Whether the client's credentials go to the member (the router has no keys of its own).
     pub forward_auth: bool,
+    /// The caller's key id and where the answer's usage goes ([`crate::usage`]).
+    pub metering: &'a Metering,
 }
 
 /// How the attempts ended.
@@ -115,12 +118,12 @@ impl Dispatcher {
                 continue;
             }
             let body = match call.request.body_for(&member.model_id) {
-                Ok(b) => b,
+                Ok(b) => call.metering.forwarded(b),
                 Err(e) => return Outcome::Rejected(e),
             };
             let t0 = Instant::now();
             let load = self.demand.enter(i);
-            let result = self.attempt(member, metrics, call, body, deadline).await;
+            let result = self.attempt(i, member, metrics, call, body, deadline).await;
             metrics.attempted(&member.name, t0.elapsed());
             match result {
                 Ok(answer)
@@ -134,6 +137,7 @@ impl Dispatcher {
                 }
                 Ok(mut answer) => {
                     self.delivered(i, member, metrics, &answer);
+                    metrics.answered_key(&call.metering.key, &member.name);
                     answer.body = crate::body::hold(answer.body, load);
                     return Outcome::Delivered {
                         answer,
@@ -163,6 +167,7 @@ impl Dispatcher {
             Some(&i) => metrics.answered(&pool.members[i].name, "failed"),
             None => metrics.unanswered("failed"),
         }
+        metrics.answered_key(&call.metering.key, &Arc::from(crate::metrics::NO_MEMBER));
         Outcome::Exhausted {
             failures,
             last_error,
@@ -170,9 +175,11 @@ impl Dispatcher {
         }
     }
 
-    /// One attempt: buffered, or relayed when the client asked for a stream.
+    /// One attempt: buffered, or relayed when the client asked for a stream; a successful
+    /// answer's usage is metered (a stream's when it ends).
     async fn attempt(
         &self,
+        i: usize,
         member: &Member,
         metrics: &Arc<RouterMetrics>,
         call: &Call<'_>,
@@ -183,8 +190,19 @@ impl Dispatcher {
         let key = member.key.as_ref().map(|k| k.authorization());
         let headers =
             upstream_headers(call.client_headers, call.request_id, call.forward_auth, key);
+        let meter = call.metering.meter(i, &member.name, metrics);
         if !call.request.stream {
-            return self.upstream.buffered(url, body, headers, deadline).await;
+            let mut answer = self.upstream.buffered(url, body, headers, deadline).await?;
+            if answer.status.is_success() {
+                // A buffered body: collecting it again only takes its one frame.
+                let bytes = http_body_util::BodyExt::collect(answer.body)
+                    .await
+                    .map_err(|e| AttemptError::Body(e.to_string()))?
+                    .to_bytes();
+                meter.record(Usage::from_json(&bytes));
+                answer.body = crate::body::full(bytes);
+            }
+            return Ok(answer);
         }
         let first = (Instant::now() + self.first_token_timeout).min(deadline);
         let (metrics, name) = (metrics.clone(), member.name.clone());
@@ -193,9 +211,16 @@ impl Dispatcher {
                 metrics.stream_broke(&name);
             }
         });
-        self.upstream
+        let mut answer = self
+            .upstream
             .streamed(url, body, headers, first, deadline, on_end)
-            .await
+            .await?;
+        if answer.status.is_success() {
+            let hide = call.metering.ask_usage;
+            let record = Box::new(move |usage: Option<Usage>| meter.record(usage));
+            answer.body = crate::usage::tap(answer.body, hide, record);
+        }
+        Ok(answer)
     }
 
     fn delivered(&self, i: usize, member: &Member, metrics: &RouterMetrics, answer: &Answer) {

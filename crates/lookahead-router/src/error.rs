@@ -18,6 +18,8 @@ pub struct ApiError {
     pub param: Option<&'static str>,
     /// `Allow` header value for 405.
     pub allow: Option<&'static str>,
+    /// `Retry-After` seconds (429 of a per-key limit).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -29,6 +31,7 @@ impl ApiError {
             message,
             param: None,
             allow: None,
+            retry_after: None,
         }
     }
 
@@ -153,6 +156,24 @@ impl ApiError {
         )
     }
 
+    /// 429 from a per-key limit, as OpenAI words it (`type` is the limit: `requests` or
+    /// `tokens`), with `Retry-After`. Names the key's id, never the key.
+    pub fn rate_limited(key: &str, refusal: &crate::limits::Refusal) -> Self {
+        let limit = refusal.limit.label();
+        let wait = refusal.retry_after_secs();
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            limit,
+            "rate_limit_exceeded",
+            format!(
+                "Rate limit reached for key {key:?} on {limit} per minute: limit {}. Please try again in {wait}s.",
+                refusal.per_minute
+            ),
+        );
+        e.retry_after = Some(wait);
+        e
+    }
+
     /// The JSON body.
     pub fn to_json(&self) -> serde_json::Value {
         json!({"error": {
@@ -168,6 +189,10 @@ impl ApiError {
         if let Some(allow) = self.allow {
             resp.headers_mut()
                 .insert(http::header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }

@@ -2,6 +2,7 @@
 //! limits, read the body (bounded in size and time), and parse it into a [`CompletionRequest`].
 //! The client's headers stay with the request for the later stages.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::request::Parts;
@@ -9,6 +10,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::auth::ApiKeys;
+use crate::limits::Limiter;
 use crate::openai::{self, CompletionRequest, Endpoint};
 use crate::ApiError;
 
@@ -20,10 +22,12 @@ const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// (beyond [`crate::server::MAX_HEAD_BYTES`] hyper refuses them before they are read whole).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// Who may call and how much they may send.
+/// Who may call, how often and how much they may send.
 #[derive(Debug, Clone)]
 pub struct Gate {
-    pub keys: ApiKeys,
+    pub keys: Arc<ApiKeys>,
+    /// Per-key limits, applied by the router once the request is parsed.
+    pub limiter: Arc<Limiter>,
     pub max_body_bytes: u64,
 }
 
@@ -31,16 +35,14 @@ pub struct Gate {
 pub struct Admitted {
     pub head: Parts,
     pub request: CompletionRequest,
+    /// The caller's key id ([`crate::auth::ANONYMOUS`] on an open router).
+    pub key: Arc<str>,
 }
 
 impl Gate {
-    /// With router keys configured, the bearer token must be one of them.
-    pub fn authorize(&self, headers: &http::HeaderMap) -> Result<(), ApiError> {
-        if self.keys.is_empty() || self.keys.accepts(headers) {
-            Ok(())
-        } else {
-            Err(ApiError::unauthorized())
-        }
+    /// With router keys configured, the bearer token must be one of them; the caller's key id.
+    pub fn authorize(&self, headers: &http::HeaderMap) -> Result<Arc<str>, ApiError> {
+        self.keys.identify(headers)
     }
 
     /// Authentication, then limits, then the parse: each a reason to answer 4xx.
@@ -50,11 +52,11 @@ impl Gate {
         req: http::Request<Incoming>,
     ) -> Result<Admitted, ApiError> {
         let (head, body) = req.into_parts();
-        self.authorize(&head.headers)?;
+        let key = self.authorize(&head.headers)?;
         self.check_head(&head.headers)?;
         let bytes = self.read_body(body).await?;
         let request = openai::parse_body(endpoint, bytes)?;
-        Ok(Admitted { head, request })
+        Ok(Admitted { head, request, key })
     }
 
     /// Headers within their bound, JSON only, and no declared length over the limit (answered

@@ -11,6 +11,7 @@
 //! - [`server`]: the serve loop (hyper, any `tower::Service`), graceful shutdown.
 //! - [`router`]: the front's state, path table and the plumbing between the stages below.
 //! - [`ingest`] (with [`auth`], [`openai`]): authenticate, limits, read and parse the body.
+//! - [`limits`]: per-key requests and tokens per minute (429 before dispatch).
 //! - [`decide`] (with [`pool`], [`fit`], [`scoring`], [`slot`], [`acceptance`], [`grpc`]'s
 //!   client): which members, in which order.
 //! - [`dispatch`] (with [`upstream`], [`member_conn`], [`member_stream`] (TLS), [`member_key`],
@@ -18,6 +19,7 @@
 //! - [`respond`] (with [`error`], [`body`]): decision headers, OpenAI-style errors.
 //! - [`trace_context`]: W3C `traceparent` in from the client, out to the members.
 //! - [`demand`]: per-member in-flight, sent and wanted requests, cold members (autoscaling).
+//! - [`usage`]: per-key usage and spend from each answer's `usage` (streams included).
 //! - [`metrics`]: Prometheus metrics (prometheus-client, OpenMetrics text).
 
 pub mod acceptance;
@@ -30,6 +32,7 @@ pub mod error;
 pub mod fit;
 pub mod grpc;
 pub mod ingest;
+pub mod limits;
 pub mod member_conn;
 pub mod member_key;
 pub mod member_stream;
@@ -44,6 +47,7 @@ pub mod server;
 pub mod slot;
 pub mod trace_context;
 pub mod upstream;
+pub mod usage;
 
 pub use error::{ApiError, RouterError};
 pub use router::Router;

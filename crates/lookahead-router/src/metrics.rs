@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -104,6 +106,7 @@ pub struct RouterMetrics {
     upstream: HistogramFamily<MemberLabels>,
     in_flight: Gauge,
     member_ejected: Family<MemberLabels, Gauge>,
+    tenants: TenantMetrics,
 }
 
 impl RouterMetrics {
@@ -157,6 +160,7 @@ impl RouterMetrics {
             upstream: Family::new_with_constructor(latency_histogram),
             in_flight: Gauge::default(),
             member_ejected: Family::default(),
+            tenants: TenantMetrics::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -212,6 +216,7 @@ impl RouterMetrics {
             "1 while the member is ejected by outlier detection",
             m.member_ejected.clone(),
         );
+        m.tenants.register(r);
         Self { registry, ..m }
     }
 
@@ -313,6 +318,124 @@ impl RouterMetrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Per-key series (the key's id, never the key: [`crate::auth`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyMemberLabels {
+    pub key: MemberName,
+    pub member: MemberName,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub key: MemberName,
+    pub member: MemberName,
+    /// `prompt` or `completion`.
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub key: MemberName,
+    /// `requests` or `tokens`.
+    pub limit: &'static str,
+}
+
+/// Tenants' usage, spend and rate limiting ([`crate::usage`], [`crate::limits`]).
+#[derive(Debug, Default)]
+struct TenantMetrics {
+    requests: Family<KeyMemberLabels, Counter>,
+    tokens: Family<TokenLabels, Counter>,
+    spend: Family<KeyMemberLabels, Counter<f64, AtomicU64>>,
+    unmetered: Family<KeyMemberLabels, Counter>,
+    rate_limited: Family<LimitLabels, Counter>,
+}
+
+impl TenantMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "requests_by_key",
+            "Requests a member answered, by key id and member (none: no member answered)",
+            self.requests.clone(),
+        );
+        r.register(
+            "tokens",
+            "Tokens the members reported in `usage`, by key id, member and kind (prompt, completion)",
+            self.tokens.clone(),
+        );
+        r.register(
+            "spend",
+            "Spend (tokens times the member's price per million tokens, in the price's currency), by key id and member",
+            self.spend.clone(),
+        );
+        r.register(
+            "unmetered",
+            "Successful answers without a `usage` to meter (or streams the client left early), by key id and member",
+            self.unmetered.clone(),
+        );
+        r.register(
+            "rate_limited",
+            "Requests refused with 429 by a per-key limit, by key id and limit (requests, tokens)",
+            self.rate_limited.clone(),
+        );
+    }
+}
+
+fn key_member(key: &Arc<str>, member: &Arc<str>) -> KeyMemberLabels {
+    KeyMemberLabels {
+        key: MemberName(key.clone()),
+        member: MemberName(member.clone()),
+    }
+}
+
+impl RouterMetrics {
+    /// A request of `key` answered by `member` (or by none: [`NO_MEMBER`]).
+    pub fn answered_key(&self, key: &Arc<str>, member: &Arc<str>) {
+        self.tenants
+            .requests
+            .get_or_create(&key_member(key, member))
+            .inc();
+    }
+
+    /// An answer's usage (`[prompt, completion]` tokens) and what it cost.
+    pub fn used(&self, key: &Arc<str>, member: &Arc<str>, tokens: [u64; 2], spend: f64) {
+        for (kind, n) in ["prompt", "completion"].into_iter().zip(tokens) {
+            self.tenants
+                .tokens
+                .get_or_create(&TokenLabels {
+                    key: MemberName(key.clone()),
+                    member: MemberName(member.clone()),
+                    kind,
+                })
+                .inc_by(n);
+        }
+        if spend.is_finite() && spend > 0.0 {
+            self.tenants
+                .spend
+                .get_or_create(&key_member(key, member))
+                .inc_by(spend);
+        }
+    }
+
+    /// A successful answer with no usage to meter.
+    pub fn usage_missing(&self, key: &Arc<str>, member: &Arc<str>) {
+        self.tenants
+            .unmetered
+            .get_or_create(&key_member(key, member))
+            .inc();
+    }
+
+    /// A request of `key` refused by `limit`.
+    pub fn rate_limited(&self, key: &Arc<str>, limit: &'static str) {
+        self.tenants
+            .rate_limited
+            .get_or_create(&LimitLabels {
+                key: MemberName(key.clone()),
+                limit,
+            })
+            .inc();
     }
 }
 

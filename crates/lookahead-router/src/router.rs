@@ -17,13 +17,14 @@ use serde_json::json;
 use tracing::Instrument;
 
 use crate::acceptance::AcceptanceGate;
-use crate::auth::ApiKeys;
+use crate::auth::{ApiKeys, KeySource, RELOAD_INTERVAL};
 use crate::body::{full, json_response, RespBody};
 use crate::decide::{Attempts, Decider, Plan};
 use crate::demand::{Demand, DemandCollector, COLD_PROBE_INTERVAL};
 use crate::dispatch::{cold_label, Call, Dispatcher, Outcome};
 use crate::grpc::GrpcScorer;
 use crate::ingest::{Admitted, Gate};
+use crate::limits::Limiter;
 use crate::metrics::RouterMetrics;
 use crate::openai::Endpoint;
 use crate::outlier::{OutlierDetector, OutlierPolicy};
@@ -31,6 +32,7 @@ use crate::pool::{Pool, Target};
 use crate::respond;
 use crate::scoring::{load_slot, spawn_reloader, Decision, RankedMember, Ranker, ScoreSource};
 use crate::upstream::Upstream;
+use crate::usage::Metering;
 use crate::{ApiError, RouterError, ScorerLoader};
 
 pub use crate::respond::{HEADER_FALLBACK, HEADER_MODEL, HEADER_REQUEST_ID, HEADER_SCORES};
@@ -51,11 +53,15 @@ pub struct Router {
     draining: AtomicBool,
     request_seq: AtomicU64,
     reloader: Option<tokio::task::JoinHandle<()>>,
+    /// Each member's price (by pool index), for spend.
+    prices: Arc<[lookahead_api::pool::Price]>,
+    /// Re-reads the API keys ([`crate::auth`]).
+    keys_reloader: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Router {
     fn drop(&mut self) {
-        if let Some(r) = &self.reloader {
+        for r in [&self.reloader, &self.keys_reloader].into_iter().flatten() {
             r.abort();
         }
     }
@@ -176,10 +182,11 @@ impl Router {
         metrics.register_collector(DemandCollector::new(names.clone(), demand.clone()));
         metrics.register_collector(ranker.gate.clone());
         let metrics = Arc::new(metrics);
-        let keys = match &policy.api_keys_file {
-            Some(p) => ApiKeys::from_file(p)?,
-            None => ApiKeys::default(),
-        };
+        let (keys, limiter) = tenants(config)?;
+        let keys_reloader = keys
+            .authenticates()
+            .then(|| spawn_keys_reloader(&keys, RELOAD_INTERVAL))
+            .flatten();
         // TLS only when a member needs it: plain-http pools read no certificates.
         let upstream = if pool.any_https() {
             Upstream::with_tls(config.tls.ca_bundle_file.as_deref())?
@@ -197,6 +204,7 @@ impl Router {
             pool,
             gate: Gate {
                 keys,
+                limiter,
                 max_body_bytes: policy.max_body_bytes,
             },
             ranker,
@@ -207,7 +215,18 @@ impl Router {
             draining: AtomicBool::new(false),
             request_seq: AtomicU64::new(0),
             reloader: None,
+            prices: config.members.iter().map(|m| m.price.clone()).collect(),
+            keys_reloader,
         })
+    }
+
+    /// Re-reads the API keys every `interval` instead of every [`RELOAD_INTERVAL`] (tests).
+    pub fn with_keys_reload_interval(mut self, interval: Duration) -> Self {
+        if let Some(r) = self.keys_reloader.take() {
+            r.abort();
+            self.keys_reloader = spawn_keys_reloader(&self.gate.keys, interval);
+        }
+        self
     }
 
     /// Replaces the outlier-ejection thresholds (tests and tuning).
@@ -262,7 +281,7 @@ impl Router {
                 self.reject(ApiError::method_not_allowed(req.method(), "GET"))
             }
             Route::Models => match self.gate.authorize(req.headers()) {
-                Ok(()) => self.pool.list_models(),
+                Ok(_) => self.pool.list_models(),
                 Err(e) => self.reject(e),
             },
             Route::Completion(_) if req.method() != Method::POST => {
@@ -290,10 +309,20 @@ impl Router {
         endpoint: Endpoint,
         req: http::Request<Incoming>,
     ) -> http::Response<RespBody> {
-        let Admitted { head, request } = match self.gate.admit(endpoint, req).await {
+        let Admitted { head, request, key } = match self.gate.admit(endpoint, req).await {
             Ok(a) => a,
             Err(e) => return self.reject(e),
         };
+        if let Err(refusal) = self.gate.limiter.admit(&key, Instant::now()) {
+            self.metrics.rate_limited(&key, refusal.limit.label());
+            return self.reject(ApiError::rate_limited(&key, &refusal));
+        }
+        let metering = Metering::new(
+            key,
+            self.gate.limiter.clone(),
+            self.prices.clone(),
+            &request,
+        );
         let span = tracing::Span::current();
         span.record("endpoint", endpoint.label());
         span.record("stream", request.stream);
@@ -307,7 +336,9 @@ impl Router {
             request: &request,
             client_headers: &head.headers,
             request_id: &request_id,
-            forward_auth: self.gate.keys.is_empty(),
+            // The client's Authorization is the router's own key when it authenticates.
+            forward_auth: !self.gate.keys.authenticates(),
+            metering: &metering,
         };
         record_decision(&span, &self.pool, &plan.decision);
         let mut tried = 0;
@@ -479,6 +510,30 @@ fn merge_labels(labels: &mut Vec<String>, new: impl IntoIterator<Item = String>)
             labels.push(l);
         }
     }
+}
+
+/// The tenants: the API keys (the keys file, or `auth.keysDir`; none: an open router) and the
+/// per-key limits.
+fn tenants(config: &RouterConfig) -> Result<(Arc<ApiKeys>, Arc<Limiter>), RouterError> {
+    let policy = &config.policy;
+    let dir = policy.auth.as_ref().and_then(|a| a.keys_dir.clone());
+    let keys = match (&policy.api_keys_file, dir) {
+        (Some(file), _) => ApiKeys::load(KeySource::File(file.clone()))?,
+        (None, Some(dir)) => ApiKeys::load(KeySource::Dir(dir))?,
+        (None, None) => ApiKeys::open(),
+    };
+    Ok((Arc::new(keys), Arc::new(Limiter::new(policy.auth.as_ref()))))
+}
+
+/// The keys' reloader, when a Tokio runtime is there to run it (a router built outside one
+/// keeps its keys as loaded).
+fn spawn_keys_reloader(
+    keys: &Arc<ApiKeys>,
+    interval: Duration,
+) -> Option<tokio::task::JoinHandle<()>> {
+    tokio::runtime::Handle::try_current()
+        .ok()
+        .map(|_| keys.clone().spawn_reloader(interval))
 }
 
 /// The member that serves when scoring fails: `defaultModel`, else the first member.

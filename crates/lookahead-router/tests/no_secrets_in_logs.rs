@@ -88,8 +88,50 @@ fn with_auth(mut req: http::Request<Full<Bytes>>, value: &str) -> http::Request<
     req
 }
 
+/// The tenants' paths (`crate::auth`, `crate::limits`, `crate::usage`): keys from a
+/// Secret-shaped directory (loaded, then reloaded after a change), metered buffered and streamed
+/// answers, a 429 from the key's limit. Neither the logs nor `/metrics` carry the key.
+async fn tenant_paths(
+    c: &hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Full<Bytes>,
+    >,
+) {
+    // A member of its own: the test's `healthy` member must see only its own key last.
+    let member = replay("General-7B", &[], Default::default()).await;
+    let dir = tempfile::tempdir().expect("keys dir");
+    std::fs::write(dir.path().join("team-a"), format!("{KEY}\n")).expect("write");
+    let cfg = config(
+        &[("general", "General-7B", member.url())],
+        &format!(
+            "  method: fixed\n  defaultModel: general\n  auth:\n    keysDir: {}\n    limits: {{ requestsPerMinute: 2 }}\n",
+            dir.path().display()
+        ),
+    );
+    let r = router(
+        Router::new(&cfg, ScoreSource::Fixed)
+            .expect("router")
+            .with_keys_reload_interval(std::time::Duration::from_millis(20)),
+    )
+    .await;
+    let bearer = format!("Bearer {KEY}");
+    for (stream, status) in [(false, 200), (true, 200), (false, 429)] {
+        let reply = send(c, with_auth(chat(r.addr, "auto", PROMPT, stream), &bearer)).await;
+        assert_eq!(reply.status, status, "{:?}", reply.body);
+        assert!(!String::from_utf8_lossy(&reply.body).contains("SECRETKEY"));
+    }
+    std::fs::write(dir.path().join("team-b"), "sk-live-SECRETKEY-other\n").expect("write");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let metrics = r.handler.render_metrics();
+    assert!(metrics.contains("key=\"team-a\""), "{metrics}");
+    assert!(
+        !metrics.contains("SECRETKEY"),
+        "API key in /metrics:\n{metrics}"
+    );
+}
+
 /// Requests through every logging path (scored and routed, a member failing and retried,
-/// streaming, an unknown model, a wrong key), with a test subscriber as the thread's default:
+/// streaming, an unknown model, a wrong key, and the tenants' paths), with a test subscriber as the thread's default:
 /// the prompt and the API key appear nowhere in the captured spans and events.
 #[tokio::test]
 async fn the_router_logs_neither_prompts_nor_api_keys() {
@@ -138,6 +180,7 @@ async fn the_router_logs_neither_prompts_nor_api_keys() {
     )
     .await;
     assert_eq!(wrong.status, 401);
+    tenant_paths(&c).await;
     drop(_guard);
     let text = log.0.lock().expect("log").clone();
     assert!(
@@ -147,6 +190,10 @@ async fn the_router_logs_neither_prompts_nor_api_keys() {
     assert!(
         !text.contains("my-secret-prompt"),
         "prompt in logs:\n{text}"
+    );
+    assert!(
+        text.contains("API keys reloaded"),
+        "the key reload was logged:\n{text}"
     );
     assert!(!text.contains("SECRETKEY"), "API key in logs:\n{text}");
     assert!(

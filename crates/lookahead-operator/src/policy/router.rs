@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
-    Service, Toleration, Volume, VolumeMount,
+    SecretVolumeSource, Service, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use lookahead_api::config::{MemberConfig, PolicyConfig, RouterConfig};
+use lookahead_api::config::{AuthConfig, MemberConfig, PolicyConfig, RouterConfig};
 use lookahead_api::policy::{ArtifactStatus, RouterMethod, ScoringPrecision};
 use lookahead_api::{LLMPool, RoutingPolicy};
 
@@ -37,6 +37,8 @@ pub const CONFIG_DIR: &str = "/etc/lookahead";
 pub const CONFIG_KEY: &str = "config.yaml";
 /// Where the artifacts PVC is mounted in router and training pods.
 pub const ARTIFACTS_MOUNT: &str = "/artifacts";
+/// Where `serving.auth.secretRef` (the API keys) is mounted in the router container (only).
+pub const KEYS_MOUNT: &str = "/var/run/lookahead/keys";
 
 /// Name of the router's ConfigMap, Deployment and Service.
 pub fn router_name(policy: &str) -> String {
@@ -145,6 +147,7 @@ pub fn router_config(
             max_body_bytes: 4 << 20,
             cold_start_timeout: lookahead_api::config::parse_duration(&serving.timeouts.cold_start)
                 .map_err(invalid)?,
+            auth: auth_config(policy),
         },
         pool: Some(pool_name.to_string()),
         tls: lookahead_api::config::MemberTls {
@@ -154,6 +157,40 @@ pub fn router_config(
     };
     config.validate().map_err(|e| invalid(e.to_string()))?;
     Ok(config)
+}
+
+/// The router's tenants: the mounted keys Secret (when there is one) and the limits.
+fn auth_config(policy: &RoutingPolicy) -> Option<AuthConfig> {
+    let auth = policy.spec.serving.auth.as_ref()?;
+    Some(AuthConfig {
+        keys_dir: auth.secret_ref.as_ref().map(|_| PathBuf::from(KEYS_MOUNT)),
+        limits: auth.limits.clone(),
+        keys: auth.keys.clone(),
+    })
+}
+
+/// The keys Secret as a read-only volume for the router container (the scorer never sees it).
+/// Mounted whole (no `subPath`), so the kubelet updates it in place and the router's key reload
+/// picks changes up without a rollout; readable by the pod's group only.
+fn keys_volume(policy: &RoutingPolicy) -> Option<(Volume, VolumeMount)> {
+    let secret = policy.spec.serving.auth.as_ref()?.secret_ref.as_ref()?;
+    Some((
+        Volume {
+            name: "api-keys".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.name.clone()),
+                default_mode: Some(0o440),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "api-keys".into(),
+            mount_path: KEYS_MOUNT.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+    ))
 }
 
 /// The ConfigMap holding the rendered config, and the config's hash.
@@ -207,7 +244,12 @@ pub fn deployment(
         namespace: ns,
         deployment: &name,
     });
-    let mut containers = vec![router_container(&image, &mounts, router_env)];
+    let mut router_mounts = mounts.clone();
+    if let Some((volume, mount)) = keys_volume(policy) {
+        volumes.push(volume);
+        router_mounts.push(mount);
+    }
+    let mut containers = vec![router_container(&image, &router_mounts, router_env)];
     if let Scoring::Artifact(a) = scoring {
         let mut scorer = scorer_container(policy, a, image, mounts);
         scorer.env = non_empty(telemetry.log_env());
@@ -651,6 +693,102 @@ mod tests {
             &testdata::owner(),
         );
         assert!(container(&d, "scorer").is_none());
+    }
+
+    /// `serving.auth`: the keys Secret is mounted read-only into the router container only (not
+    /// the scorer), and the rendered config points the router at it with the limits.
+    #[test]
+    fn auth_mounts_the_keys_secret_into_the_router_and_renders_limits() {
+        use lookahead_api::policy::{AuthSecretRef, AuthSpec, KeyLimits, KeyLimitsOverride};
+        let mut policy = testdata::policy("p", Some("yi"));
+        policy.spec.serving.auth = Some(AuthSpec {
+            secret_ref: Some(AuthSecretRef {
+                name: "router-keys".into(),
+            }),
+            limits: KeyLimits {
+                requests_per_minute: Some(60),
+                tokens_per_minute: Some(100_000),
+            },
+            keys: vec![KeyLimitsOverride {
+                id: "batch".into(),
+                requests_per_minute: Some(600),
+                tokens_per_minute: None,
+            }],
+        });
+        let pool = testdata::pool("pool", &["yi"]);
+        let c = router_config(&policy, &pool, "ns", &trained()).expect("config");
+        let auth = c.policy.auth.as_ref().expect("auth rendered");
+        assert_eq!(
+            auth.keys_dir.as_deref(),
+            Some(std::path::Path::new(KEYS_MOUNT))
+        );
+        assert_eq!(auth.limits_of("batch").requests_per_minute, Some(600));
+        assert_eq!(auth.limits_of("batch").tokens_per_minute, Some(100_000));
+        assert!(c.policy.api_keys_file.is_none());
+        let yaml = serde_yaml::to_string(&c).expect("yaml");
+        assert!(yaml.contains("keysDir: /var/run/lookahead/keys"), "{yaml}");
+
+        let d = deployment(
+            &policy,
+            "ns",
+            "img",
+            &Telemetry::default(),
+            &trained(),
+            "h",
+            &testdata::owner(),
+        );
+        let pod = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod");
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "api-keys")
+            .expect("keys volume");
+        let secret = volume.secret.as_ref().expect("secret volume");
+        assert_eq!(secret.secret_name.as_deref(), Some("router-keys"));
+        assert_eq!(secret.default_mode, Some(0o440));
+        let mount_of = |c: &str| {
+            container(&d, c)
+                .and_then(|c| c.volume_mounts.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .find(|m| m.name == "api-keys")
+        };
+        let mount = mount_of("router").expect("router mounts the keys");
+        assert_eq!(mount.mount_path, KEYS_MOUNT);
+        assert_eq!(mount.read_only, Some(true));
+        assert!(
+            mount.sub_path.is_none(),
+            "a subPath mount is never updated in place"
+        );
+        assert!(
+            mount_of("scorer").is_none(),
+            "the scorer never sees the keys"
+        );
+    }
+
+    /// Without `serving.auth` nothing is mounted and the router is open (as before).
+    #[test]
+    fn without_auth_no_keys_are_mounted() {
+        let policy = testdata::policy("p", Some("yi"));
+        let pool = testdata::pool("pool", &["yi"]);
+        let c = router_config(&policy, &pool, "ns", &trained()).expect("config");
+        assert!(c.policy.auth.is_none());
+        let d = deployment(
+            &policy,
+            "ns",
+            "img",
+            &Telemetry::default(),
+            &trained(),
+            "h",
+            &testdata::owner(),
+        );
+        let pod = d.spec.and_then(|s| s.template.spec).expect("pod");
+        assert!(pod.volumes.iter().flatten().all(|v| v.name != "api-keys"));
     }
 
     fn env_of(d: &Deployment, name: &str) -> BTreeMap<String, String> {
