@@ -6,6 +6,7 @@
 
 use tokio::time::Instant;
 
+use crate::cost::{CostChoice, CostProfiles};
 use crate::demand::Demand;
 use crate::metrics::RouterMetrics;
 use crate::outlier::OutlierDetector;
@@ -19,6 +20,8 @@ pub struct Plan {
     pub target: Target,
     pub decision: Decision,
     pub attempts: Attempts,
+    /// The costWeight a routed request was ranked with (`None` for a named member).
+    pub cost: Option<CostChoice>,
 }
 
 /// The members a request tries now, and those it passes over for having no ready replica.
@@ -36,34 +39,66 @@ pub struct Decider<'a> {
     pub demand: &'a Demand,
     pub metrics: &'a RouterMetrics,
     pub retries: u32,
+    pub cost: &'a CostProfiles,
 }
 
 impl Decider<'_> {
-    /// The plan for a request asking for `model` with `prompt` (404 for an unknown model).
-    pub async fn plan(&self, model: &str, prompt: &str) -> Result<Plan, ApiError> {
-        let target = self
-            .pool
-            .resolve(model)
-            .ok_or_else(|| ApiError::model_not_found(model, &self.pool.known_models()))?;
-        let decision = match target {
-            Target::Member(i) => Decision {
-                order: vec![i],
-                utility: vec![None; self.pool.len()],
-                fallback: None,
-            },
-            Target::Routed => self.rank(prompt).await,
+    /// The plan for a request asking for `model` with `prompt` (404 for an unknown model or
+    /// cost profile, 400 for a bad `x-lookahead-cost-weight` header in `headers`).
+    pub async fn plan(
+        &self,
+        model: &str,
+        prompt: &str,
+        headers: &http::HeaderMap,
+    ) -> Result<Plan, ApiError> {
+        let (target, profile) = self.resolve(model)?;
+        let (decision, cost) = match target {
+            Target::Member(i) => {
+                // The weight does not apply, but a bad header is still answered 400.
+                self.cost.override_weight(headers)?;
+                let d = Decision {
+                    order: vec![i],
+                    utility: vec![None; self.pool.len()],
+                    fallback: None,
+                };
+                (d, None)
+            }
+            Target::Routed => {
+                let cost = self.cost.choose(profile, headers)?;
+                self.cost.count(&cost);
+                (self.rank(prompt, cost.weight).await, Some(cost))
+            }
         };
         let attempts = self.attempt_order(&decision, matches!(target, Target::Member(_)));
         Ok(Plan {
             target,
             decision,
             attempts,
+            cost,
         })
     }
 
-    async fn rank(&self, prompt: &str) -> Decision {
+    /// A member, the alias, or the alias with a cost profile (`auto:economy`); anything else,
+    /// an unknown profile included, is 404 `model_not_found` listing what is known.
+    fn resolve(&self, model: &str) -> Result<(Target, Option<usize>), ApiError> {
+        if let Some(target) = self.pool.resolve(model) {
+            return Ok((target, None));
+        }
+        match self.cost.profile_of(&self.pool.alias, model) {
+            Some(Some(profile)) => Ok((Target::Routed, Some(profile))),
+            _ => {
+                let mut known = self.pool.known_models();
+                for name in self.cost.names() {
+                    known.push_str(&format!(", {}:{name}", self.pool.alias));
+                }
+                Err(ApiError::model_not_found(model, &known))
+            }
+        }
+    }
+
+    async fn rank(&self, prompt: &str, cost_weight: f64) -> Decision {
         let t0 = Instant::now();
-        let d = self.ranker.decide(prompt).await;
+        let d = self.ranker.decide_at(prompt, cost_weight).await;
         self.metrics.decided(t0.elapsed());
         let first = d.order.first().map(|&i| &self.pool.members[i].name);
         let basis = match d.fallback {

@@ -12,7 +12,7 @@
 //! - [`router`]: the front's state, path table and the plumbing between the stages below.
 //! - [`ingest`] (with [`auth`], [`openai`]): authenticate, limits, read and parse the body.
 //! - [`decide`] (with [`pool`], [`scoring`], [`slot`], [`acceptance`], [`grpc`]'s client):
-//!   which members, in which order.
+//!   which members, in which order; [`cost`]: the costWeight of a request (profiles, override).
 //! - [`dispatch`] (with [`upstream`], [`member_conn`], [`outlier`]): attempts with retries and
 //!   ejection.
 //! - [`respond`] (with [`error`], [`body`]): decision headers, OpenAI-style errors.
@@ -23,6 +23,7 @@
 pub mod acceptance;
 pub mod auth;
 pub mod body;
+pub mod cost;
 pub mod decide;
 pub mod demand;
 pub mod dispatch;
