@@ -158,6 +158,14 @@ pub struct PolicyConfig {
     /// are waking up) before the router answers 503 with `Retry-After`.
     #[serde(default = "default_cold_start_timeout", with = "duration_str")]
     pub cold_start_timeout: Duration,
+    /// Named cost profiles, name -> costWeight: `model: "<alias>:NAME"` is ranked with that
+    /// weight (DNS-label names; see `RoutingPolicy.spec.objective.profiles`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub profiles: std::collections::BTreeMap<String, f64>,
+    /// Largest costWeight the `x-lookahead-cost-weight` request header may set; absent: the
+    /// header is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_weight: Option<f64>,
     /// Tenants: keys with ids (a directory, re-read while running) and per-key limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthConfig>,
@@ -304,6 +312,12 @@ impl RouterConfig {
                 "policy.costWeight: must be finite and >= 0".into(),
             ));
         }
+        crate::policy::check_cost_profiles(
+            "policy",
+            &self.policy.profiles,
+            self.policy.max_cost_weight,
+        )
+        .map_err(ConfigError::Invalid)?;
         if self.policy.max_body_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "policy.maxBodyBytes: must be > 0".into(),
@@ -378,6 +392,7 @@ policy:
         assert_eq!(c.policy.retries, 2);
         assert_eq!(c.policy.score_timeout, Duration::from_millis(250));
         assert_eq!(c.policy.max_body_bytes, 4 << 20);
+        assert!(c.policy.profiles.is_empty() && c.policy.max_cost_weight.is_none());
         let round: RouterConfig =
             serde_yaml::from_str(&serde_yaml::to_string(&c).expect("ser")).expect("de");
         assert_eq!(round, c);
@@ -406,6 +421,12 @@ policy:
         assert!(parse(&bad_field).unwrap_err().to_string().contains("lisen"));
         let bad_duration = GOOD.replace("90s", "90 parsecs");
         assert!(parse(&bad_duration).is_err());
+        let bad_profile =
+            GOOD.replace("defaultModel: yi", "defaultModel: yi\n  profiles: {Eco: 1}");
+        assert!(parse(&bad_profile)
+            .unwrap_err()
+            .to_string()
+            .contains("policy.profiles"));
     }
 
     #[test]

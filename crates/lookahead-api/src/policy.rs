@@ -106,6 +106,77 @@ pub struct Objective {
     /// method's choice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_model: Option<String>,
+    /// Named cost profiles, name -> costWeight: a request for `model: "auto:NAME"` is ranked
+    /// with that profile's weight (`auto` keeps `costWeight`); an unknown profile is answered 404
+    /// `model_not_found`. Names are DNS labels (lowercase letters, digits and `-`, at most 63
+    /// characters; no `:`), at most 32 profiles; checked by the operator (condition
+    /// `InvalidCostProfile`). `lookahead eval --calibrate --profile NAME` prints an entry.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "cost_profiles_schema")]
+    pub profiles: BTreeMap<String, f64>,
+    /// Largest costWeight a client may ask for per request with the `x-lookahead-cost-weight`
+    /// header (`0 <= weight <= maxCostWeight`; the header wins over a profile). Absent: the
+    /// header is refused (400).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub max_cost_weight: Option<f64>,
+}
+
+/// Most cost profiles a policy may name (they are metric label values: bounded).
+pub const MAX_COST_PROFILES: usize = 32;
+
+/// `objective.profiles`: an object of non-negative numbers (names are checked by
+/// [`check_cost_profiles`]: a CEL rule over map keys has no length bound to cost it by).
+fn cost_profiles_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": MAX_COST_PROFILES,
+        "additionalProperties": { "type": "number", "format": "double", "minimum": 0.0 }
+    })
+}
+
+/// Why cost profiles or the override bound are unusable: a name that is not a DNS label (so
+/// `auto:NAME` parses one way and metric labels stay tame), too many profiles, or a weight that is
+/// negative or not finite. `path` prefixes the messages (`spec.objective` or `policy`).
+pub fn check_cost_profiles(
+    path: &str,
+    profiles: &BTreeMap<String, f64>,
+    max_cost_weight: Option<f64>,
+) -> Result<(), String> {
+    if profiles.len() > MAX_COST_PROFILES {
+        return Err(format!(
+            "{path}.profiles: {} profiles; at most {MAX_COST_PROFILES}",
+            profiles.len()
+        ));
+    }
+    for (name, weight) in profiles {
+        if !is_dns_label(name) {
+            return Err(format!(
+                "{path}.profiles: {name:?} is not a profile name (lowercase letters, digits and '-', \
+                 starting and ending with a letter or digit, at most 63 characters)"
+            ));
+        }
+        if !(weight.is_finite() && *weight >= 0.0) {
+            return Err(format!(
+                "{path}.profiles.{name}: costWeight must be finite and >= 0"
+            ));
+        }
+    }
+    if max_cost_weight.is_some_and(|m| !(m.is_finite() && m >= 0.0)) {
+        return Err(format!("{path}.maxCostWeight: must be finite and >= 0"));
+    }
+    Ok(())
+}
+
+/// An RFC 1123 label: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
+fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    let inner = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.first().is_some_and(inner)
+        && b.last().is_some_and(inner)
+        && b.iter().all(|c| inner(c) || *c == b'-')
 }
 
 /// How and when the router is (re)trained.
@@ -616,5 +687,30 @@ mod tests {
             ..t
         };
         assert!(bad.active_deadline_seconds().is_err());
+    }
+
+    #[test]
+    fn cost_profiles_are_dns_labels_with_finite_non_negative_weights() {
+        let ok: BTreeMap<String, f64> = [("economy".to_string(), 0.5), ("q-2".to_string(), 0.0)]
+            .into_iter()
+            .collect();
+        assert_eq!(check_cost_profiles("p", &ok, Some(2.0)), Ok(()));
+        for bad in ["", "Economy", "auto:x", "-a", "a-", "a_b", &"a".repeat(64)] {
+            let profiles: BTreeMap<String, f64> = [(bad.to_string(), 1.0)].into_iter().collect();
+            let e = check_cost_profiles("p", &profiles, None).expect_err(bad);
+            assert!(
+                e.contains("p.profiles") && e.contains("not a profile name"),
+                "{e}"
+            );
+        }
+        let negative: BTreeMap<String, f64> = [("eco".to_string(), -1.0)].into_iter().collect();
+        let e = check_cost_profiles("p", &negative, None).expect_err("negative");
+        assert!(e.contains("p.profiles.eco"), "{e}");
+        let e = check_cost_profiles("p", &ok, Some(f64::NAN)).expect_err("nan");
+        assert!(e.contains("p.maxCostWeight"), "{e}");
+        let many: BTreeMap<String, f64> = (0..=MAX_COST_PROFILES)
+            .map(|i| (format!("p{i}"), 1.0))
+            .collect();
+        assert!(check_cost_profiles("p", &many, None).is_err());
     }
 }

@@ -19,6 +19,7 @@ use lookahead_data::{
 };
 use lookahead_model::Scorer;
 
+use crate::calibrate::{self, CalibrateArgs, Calibration};
 use crate::holdout::HoldoutArgs;
 
 #[derive(Args, Debug)]
@@ -94,6 +95,9 @@ pub struct EvalArgs {
     /// Weight precision of the artifacts' scorers: `f32` (the trained weights) or `int8`.
     #[arg(long, default_value = "f32")]
     precision: lookahead_model::Precision,
+    /// `--calibrate` and its targets and prices.
+    #[command(flatten)]
+    pub(crate) calibrate: CalibrateArgs,
 }
 
 /// Which records of the selection are evaluated.
@@ -574,8 +578,54 @@ fn router_label(dir: &Path) -> String {
     }
 }
 
+/// `--calibrate`: the evaluated records scored once (the same selection, split and scoring as
+/// [`evaluate`]), then the costWeight search on them.
+pub fn run_calibration(
+    args: &EvalArgs,
+    router: Option<ScoredRouter<'_>>,
+) -> anyhow::Result<Calibration> {
+    let data = Dataset::open(&args.data)?;
+    let sources = data.resolve_sources(args.sources.as_deref())?;
+    let first_scorer = router.as_ref().and_then(|r| r.scorers.first().copied());
+    let pool = eval_pool(args, &data, &sources, first_scorer)?;
+    let subset = Subset::from_args(args, router.as_ref().map_or(1, |r| r.scorers.len()))?;
+    let selection = data.select_pool(&sources, &pool)?;
+    let part = Participants::new(selection.records, &subset);
+    if part.judged == 0 {
+        bail!(
+            "no records to calibrate on ({} of {sources:?})",
+            subset.describe()
+        );
+    }
+    let full = EvalSet::new(&pool, &part.records, data.manifest(), &data.manifest_path())?;
+    let set = full.judged(&part.marks)?;
+    let records = &part.records[..part.judged];
+    let (router, (predictions, _)) =
+        decide(args, router.as_ref(), &subset, (&pool, records, &set), None)?;
+    let predictions = predictions.context(
+        "--calibrate needs a router that predicts a score per model: --artifact DIR (or --router oracle)",
+    )?;
+    let input = calibrate::Input {
+        router,
+        subset: subset.describe(),
+        set: &set,
+        records,
+        predictions,
+    };
+    calibrate::run(&args.calibrate, input)
+}
+
 /// Loads the `--artifact` scorers and evaluates them as one router (one per fold: CV).
 fn evaluate_artifacts(args: &EvalArgs, dirs: &[PathBuf]) -> anyhow::Result<EvalOutcome> {
+    with_artifacts(args, dirs, |router| evaluate(args, Some(router)))
+}
+
+/// Loads the `--artifact` scorers as one router (one per fold: CV) and hands it to `then`.
+fn with_artifacts<T>(
+    args: &EvalArgs,
+    dirs: &[PathBuf],
+    then: impl FnOnce(ScoredRouter<'_>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let options = lookahead_model::ScorerOptions {
         backbone: args.backbone.clone(),
         precision: args.precision,
@@ -604,10 +654,20 @@ fn evaluate_artifacts(args: &EvalArgs, dirs: &[PathBuf]) -> anyhow::Result<EvalO
         name,
         scorers: loaded.iter().map(|s| s.as_ref()).collect(),
     };
-    evaluate(args, Some(router))
+    then(router)
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    if args.calibrate.calibrate {
+        let found = match &args.artifact {
+            Some(dirs) => {
+                with_artifacts(&args, dirs, |router| run_calibration(&args, Some(router)))?
+            }
+            None => run_calibration(&args, None)?,
+        };
+        print!("{}", found.render());
+        return Ok(());
+    }
     let outcome = match &args.artifact {
         Some(dirs) => evaluate_artifacts(&args, dirs)?,
         None => evaluate(&args, None)?,
@@ -953,5 +1013,64 @@ mod tests {
             dir.path(),
         );
         assert!(evaluate(&no_predictions, None).is_err());
+    }
+
+    #[test]
+    fn calibrate_finds_the_smallest_weight_on_the_evaluated_records_and_prints_a_snippet() {
+        let dir = tempfile::tempdir().unwrap();
+        dataset(dir.path());
+        // Oracle predictions (the scaled scores): q3 [20, 50, 90] leaves m3 for m2 at exactly
+        // w = (90 - 50) / (10 - 2) = 5, where the tie goes to m2 (first in the pool).
+        let prices = ["--price", "m1=1", "--price", "m2=1/3", "--price", "m3=10"];
+        let mut argv = vec!["--router", "oracle", "--calibrate", "--max-share", "m3=0"];
+        argv.extend(prices);
+        let found = run_calibration(&args(&argv, dir.path()), None).unwrap();
+        assert_eq!(found.found.weight, 5.0);
+        assert_eq!(found.found.share, vec![1.0 / 3.0, 2.0 / 3.0, 0.0]);
+        assert_eq!(found.found.equal_weight, 75.0);
+        assert_eq!(found.records, 3);
+        let zero = &found.rows[0];
+        assert_eq!((zero.weight, zero.equal_weight), (0.0, 95.0));
+        let text = found.render();
+        assert!(
+            text.contains("spec:\n  objective:\n    costWeight: 5\n"),
+            "{text}"
+        );
+        assert!(text.contains("| 5 ◀ | 75.00 | 83.33 |"), "{text}");
+        assert!(
+            text.contains("expected equal-weight score 75.00 (95.00 at costWeight 0)"),
+            "{text}"
+        );
+
+        argv.extend(["--profile", "economy"]);
+        let text = run_calibration(&args(&argv, dir.path()), None)
+            .unwrap()
+            .render();
+        assert!(text.contains("    profiles:\n      economy: 5\n"), "{text}");
+
+        // m1 is the best and cheapest answer to q1 at every weight: a third stays on it.
+        let mut argv = vec!["--router", "oracle", "--calibrate", "--max-share", "m1=0"];
+        argv.extend(prices);
+        let e = format!(
+            "{:#}",
+            run_calibration(&args(&argv, dir.path()), None).unwrap_err()
+        );
+        assert!(
+            e.contains("share of m1 <= 0.0%: the best any costWeight reaches is 33.3%"),
+            "{e}"
+        );
+        let mut argv = vec!["--router", "oracle", "--calibrate", "--max-share", "m1=0"];
+        argv.extend(["--price", "m1=1"]);
+        let e = format!(
+            "{:#}",
+            run_calibration(&args(&argv, dir.path()), None).unwrap_err()
+        );
+        assert!(e.contains("missing: m2, m3"), "{e}");
+        let random = args(
+            &["--router", "random", "--calibrate", "--max-mean-price", "1"],
+            dir.path(),
+        );
+        let e = format!("{:#}", run_calibration(&random, None).unwrap_err());
+        assert!(e.contains("predicts a score per model"), "{e}");
     }
 }

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_proxy;
+mod calibrate;
 mod check;
 mod demo;
 mod device;

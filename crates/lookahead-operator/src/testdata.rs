@@ -92,6 +92,7 @@ pub fn policy_spec(name: &str, default_model: Option<&str>) -> RoutingPolicySpec
         objective: Objective {
             cost_weight: 0.0,
             default_model: default_model.map(str::to_string),
+            ..Objective::default()
         },
         training: Some(TrainingSpec {
             dataset: DatasetSource {

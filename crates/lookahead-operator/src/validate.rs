@@ -168,6 +168,14 @@ pub fn policy(spec: &RoutingPolicySpec, pool: &LLMPoolSpec) -> Vec<Problem> {
             "spec.objective.defaultModel: required by the fixed method".into(),
         ));
     }
+    let objective = &spec.objective;
+    if let Err(e) = lookahead_api::policy::check_cost_profiles(
+        "spec.objective",
+        &objective.profiles,
+        objective.max_cost_weight,
+    ) {
+        problems.push(Problem::new("InvalidCostProfile", e));
+    }
     if spec.router.method.needs_training() {
         match &spec.training {
             None => problems.push(Problem::new(
@@ -270,6 +278,24 @@ mod tests {
         let p = policy(&testdata::policy_spec("p", Some("nope")), &pool);
         assert_eq!(p[0].reason, "UnknownDefaultModel");
         assert!(p[0].message.contains("\"nope\""));
+    }
+
+    #[test]
+    fn a_cost_profile_that_is_not_a_dns_label_is_reported() {
+        let pool = testdata::pool_spec(&["yi", "phi"]);
+        let mut spec = testdata::policy_spec("p", Some("yi"));
+        spec.objective.profiles =
+            std::collections::BTreeMap::from([("auto:cheap".to_string(), 1.0)]);
+        let p = policy(&spec, &pool);
+        assert_eq!(p[0].reason, "InvalidCostProfile");
+        assert!(
+            p[0].message.contains("spec.objective.profiles"),
+            "{}",
+            p[0].message
+        );
+        spec.objective.profiles = std::collections::BTreeMap::from([("cheap".to_string(), 1.0)]);
+        spec.objective.max_cost_weight = Some(3.0);
+        assert!(policy(&spec, &pool).is_empty());
     }
 
     fn gpu(n: &str) -> k8s_openapi::api::core::v1::ResourceRequirements {

@@ -6,6 +6,7 @@
 
 use tokio::time::Instant;
 
+use crate::cost::{CostChoice, CostProfiles};
 use crate::demand::Demand;
 use crate::fit::{self, Misfit};
 use crate::metrics::RouterMetrics;
@@ -22,6 +23,8 @@ pub struct Plan {
     pub target: Target,
     pub decision: Decision,
     pub attempts: Attempts,
+    /// The costWeight a routed request was ranked with (`None` for a named member).
+    pub cost: Option<CostChoice>,
 }
 
 /// The members a request tries now, and those it passes over for having no ready replica.
@@ -39,43 +42,59 @@ pub struct Decider<'a> {
     pub demand: &'a Demand,
     pub metrics: &'a RouterMetrics,
     pub retries: u32,
+    pub cost: &'a CostProfiles,
 }
 
 impl Decider<'_> {
-    /// The plan for `request` (404 for an unknown model, 400 when no member can take it).
-    pub async fn plan(&self, request: &CompletionRequest) -> Result<Plan, ApiError> {
-        let model = &request.model;
-        let target = self
-            .pool
-            .resolve(model)
-            .ok_or_else(|| ApiError::model_not_found(model, &self.pool.known_models()))?;
+    /// The plan for `request` (404 for an unknown model or cost profile, 400 for a bad
+    /// `x-lookahead-cost-weight` header in `headers` or when no member can take the request).
+    pub async fn plan(
+        &self,
+        request: &CompletionRequest,
+        headers: &http::HeaderMap,
+    ) -> Result<Plan, ApiError> {
+        let (target, profile) = self.resolve(&request.model)?;
         // Embeddings go to members marked for them whatever else the pool declares.
         let embeddings = request.endpoint == Endpoint::Embeddings;
         let needs = (self.pool.constrained || embeddings).then(|| request.needs());
-        let decision = match (target, &needs) {
+        let (decision, cost) = match (target, &needs) {
             (Target::Member(i), _) => {
+                // The weight does not apply, but a bad header is still answered 400.
+                self.cost.override_weight(headers)?;
                 if let Some(needs) = &needs {
                     self.check_pinned(i, needs)?;
                 }
-                Decision {
-                    order: vec![i],
-                    utility: vec![None; self.pool.len()],
-                    fallback: None,
-                }
+                (self.unscored(vec![i]), None)
             }
-            (Target::Routed, Some(needs)) if embeddings => Decision {
-                order: fit::fitting(self.pool, &(0..self.pool.len()).collect::<Vec<_>>(), needs)?,
-                utility: vec![None; self.pool.len()],
-                fallback: None,
-            },
-            (Target::Routed, needs) => self.rank(&request.prompt, needs.as_ref()).await?,
+            (Target::Routed, Some(needs)) if embeddings => {
+                let all: Vec<usize> = (0..self.pool.len()).collect();
+                (self.unscored(fit::fitting(self.pool, &all, needs)?), None)
+            }
+            (Target::Routed, needs) => {
+                let cost = self.cost.choose(profile, headers)?;
+                self.cost.count(&cost);
+                let d = self
+                    .rank(&request.prompt, cost.weight, needs.as_ref())
+                    .await?;
+                (d, Some(cost))
+            }
         };
         let attempts = self.attempt_order(&decision, matches!(target, Target::Member(_)));
         Ok(Plan {
             target,
             decision,
             attempts,
+            cost,
         })
+    }
+
+    /// A decision that is not the scorer's: `order` as given.
+    fn unscored(&self, order: Vec<usize>) -> Decision {
+        Decision {
+            order,
+            utility: vec![None; self.pool.len()],
+            fallback: None,
+        }
     }
 
     /// A request naming a member goes there unless the member certainly cannot take it (a
@@ -88,10 +107,33 @@ impl Decider<'_> {
         }
     }
 
-    /// The scorer's ranking, cut to the members that can take the request.
-    async fn rank(&self, prompt: &str, needs: Option<&Needs>) -> Result<Decision, ApiError> {
+    /// A member, the alias, or the alias with a cost profile (`auto:economy`); anything else,
+    /// an unknown profile included, is 404 `model_not_found` listing what is known.
+    fn resolve(&self, model: &str) -> Result<(Target, Option<usize>), ApiError> {
+        if let Some(target) = self.pool.resolve(model) {
+            return Ok((target, None));
+        }
+        match self.cost.profile_of(&self.pool.alias, model) {
+            Some(Some(profile)) => Ok((Target::Routed, Some(profile))),
+            _ => {
+                let mut known = self.pool.known_models();
+                for name in self.cost.names() {
+                    known.push_str(&format!(", {}:{name}", self.pool.alias));
+                }
+                Err(ApiError::model_not_found(model, &known))
+            }
+        }
+    }
+
+    /// The scorer's ranking at `cost_weight`, cut to the members that can take the request.
+    async fn rank(
+        &self,
+        prompt: &str,
+        cost_weight: f64,
+        needs: Option<&Needs>,
+    ) -> Result<Decision, ApiError> {
         let t0 = Instant::now();
-        let mut d = self.ranker.decide(prompt).await;
+        let mut d = self.ranker.decide_at(prompt, cost_weight).await;
         self.metrics.decided(t0.elapsed());
         if let Some(needs) = needs {
             d.order = fit::fitting(self.pool, &d.order, needs)?;

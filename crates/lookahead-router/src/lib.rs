@@ -13,7 +13,8 @@
 //! - [`ingest`] (with [`auth`], [`openai`]): authenticate, limits, read and parse the body.
 //! - [`limits`]: per-key requests and tokens per minute (429 before dispatch).
 //! - [`decide`] (with [`pool`], [`fit`], [`scoring`], [`slot`], [`acceptance`], [`grpc`]'s
-//!   client): which members, in which order.
+//!   client): which members, in which order; [`cost`]: the costWeight of a request (profiles,
+//!   override).
 //! - [`dispatch`] (with [`upstream`], [`member_conn`], [`member_stream`] (TLS), [`member_key`],
 //!   [`outlier`]): attempts with retries and ejection.
 //! - [`respond`] (with [`error`], [`body`]): decision headers, OpenAI-style errors.
@@ -25,6 +26,7 @@
 pub mod acceptance;
 pub mod auth;
 pub mod body;
+pub mod cost;
 pub mod decide;
 pub mod demand;
 pub mod dispatch;

@@ -145,6 +145,17 @@ impl RouterMetrics {
         self.registry.register_collector(Box::new(collector));
     }
 
+    /// Registers a family another module owns and counts (e.g. the cost profiles), under the
+    /// router's prefix.
+    pub fn register_family(
+        &mut self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        self.registry.register(name, help, metric);
+    }
+
     fn families() -> Self {
         let mut registry = Registry::with_prefix("lookahead_router");
         let m = Self {

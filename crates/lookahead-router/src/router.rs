@@ -19,6 +19,7 @@ use tracing::Instrument;
 use crate::acceptance::AcceptanceGate;
 use crate::auth::{ApiKeys, KeySource, RELOAD_INTERVAL};
 use crate::body::{full, json_response, RespBody};
+use crate::cost::CostProfiles;
 use crate::decide::{Attempts, Decider, Plan};
 use crate::demand::{Demand, DemandCollector, COLD_PROBE_INTERVAL};
 use crate::dispatch::{cold_label, Call, Dispatcher, Outcome};
@@ -43,6 +44,8 @@ pub struct Router {
     pool: Pool,
     gate: Gate,
     ranker: Ranker,
+    /// The costWeight of each routed request: profiles and the override header.
+    cost: CostProfiles,
     dispatcher: Dispatcher,
     retries: u32,
     /// Longest a request waits while no member has a ready replica.
@@ -181,6 +184,8 @@ impl Router {
         let mut metrics = RouterMetrics::new(&names);
         metrics.register_collector(DemandCollector::new(names.clone(), demand.clone()));
         metrics.register_collector(ranker.gate.clone());
+        let cost = CostProfiles::from_policy(policy);
+        cost.register(&mut metrics);
         let metrics = Arc::new(metrics);
         let (keys, limiter) = tenants(config)?;
         let keys_reloader = keys
@@ -208,6 +213,7 @@ impl Router {
                 max_body_bytes: policy.max_body_bytes,
             },
             ranker,
+            cost,
             retries: policy.retries,
             cold_start_timeout: policy.cold_start_timeout,
             pool_name: config.pool.clone(),
@@ -326,10 +332,12 @@ impl Router {
         let span = tracing::Span::current();
         span.record("endpoint", endpoint.label());
         span.record("stream", request.stream);
-        let plan = match self.decider().plan(&request).await {
+        let planned = self.decider().plan(&request, &head.headers).await;
+        let plan = match planned {
             Ok(p) => p,
             Err(e) => return self.reject(e),
         };
+        let cost = plan.cost.clone();
         let request_id = self.request_id(&head.headers);
         let call = Call {
             endpoint,
@@ -342,8 +350,13 @@ impl Router {
         };
         record_decision(&span, &self.pool, &plan.decision);
         let mut tried = 0;
-        let resp = self.serve_plan(plan, call, &mut tried).await;
+        let mut resp = self.serve_plan(plan, call, &mut tried).await;
         span.record("attempts", tried);
+        if let Some(cost) = cost {
+            span.record("profile", &*cost.profile);
+            span.record("cost_weight", cost.weight);
+            cost.insert_headers(resp.headers_mut());
+        }
         resp
     }
 
@@ -355,6 +368,7 @@ impl Router {
             demand: &self.dispatcher.demand,
             metrics: &self.metrics,
             retries: self.retries,
+            cost: &self.cost,
         }
     }
 
@@ -372,6 +386,7 @@ impl Router {
             target,
             decision,
             mut attempts,
+            ..
         } = plan;
         let best = decision.order.first().copied();
         let demand = &self.dispatcher.demand;
@@ -564,6 +579,8 @@ impl Router {
             scores = tracing::field::Empty,
             fallback = tracing::field::Empty,
             attempts = tracing::field::Empty,
+            profile = tracing::field::Empty,
+            cost_weight = tracing::field::Empty,
             otel.kind = "server",
             otel.status_code = tracing::field::Empty,
         );

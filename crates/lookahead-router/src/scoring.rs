@@ -125,6 +125,17 @@ impl Ranker {
     /// Maps a scorer's (models, scores) onto members: a member matches a scored model by its
     /// `modelId`, else by its name. Unscored members rank after all scored ones.
     pub fn decide_from_scores(&self, models: &[String], scores: &[f32]) -> Decision {
+        self.decide_from_scores_at(models, scores, self.cost_weight)
+    }
+
+    /// [`Ranker::decide_from_scores`] with `cost_weight` instead of the policy's (a profile's or
+    /// the request's, [`crate::cost`]).
+    pub fn decide_from_scores_at(
+        &self,
+        models: &[String],
+        scores: &[f32],
+        cost_weight: f64,
+    ) -> Decision {
         if models.len() != scores.len() {
             return self.fail_open(SCORER_ERROR);
         }
@@ -136,7 +147,7 @@ impl Ranker {
                     .iter()
                     .position(|s| *s == m.model_id)
                     .or_else(|| models.iter().position(|s| *s == m.name))
-                    .map(|j| f64::from(scores[j]) - self.cost_weight * m.price)
+                    .map(|j| f64::from(scores[j]) - cost_weight * m.price)
                     .filter(|u| u.is_finite())
             })
             .collect();
@@ -161,6 +172,12 @@ impl Ranker {
     /// Ranks members for `prompt`. Never fails: any scorer problem fails open, and an artifact
     /// that was not accepted is not asked.
     pub async fn decide(&self, prompt: &str) -> Decision {
+        self.decide_at(prompt, self.cost_weight).await
+    }
+
+    /// [`Ranker::decide`] ranking by `quality - cost_weight x price` (the weight only matters
+    /// when the scorer gives scores).
+    pub async fn decide_at(&self, prompt: &str, cost_weight: f64) -> Decision {
         if let Some(member) = self.gate.fallback() {
             return self.not_accepted(member);
         }
@@ -178,7 +195,7 @@ impl Ranker {
                     fallback: None,
                 }
             }
-            ScoreSource::InProcess(slot) => self.score_in_process(slot, prompt).await,
+            ScoreSource::InProcess(slot) => self.score_in_process(slot, prompt, cost_weight).await,
             ScoreSource::Grpc(client) => {
                 match tokio::time::timeout(self.timeout, client.score_one(prompt)).await {
                     Err(_) => self.fail_open(SCORER_TIMEOUT),
@@ -186,7 +203,7 @@ impl Ranker {
                         tracing::debug!(error = %e, "scoring sidecar unavailable");
                         self.fail_open(SCORER_UNAVAILABLE)
                     }
-                    Ok(Ok((models, row))) => self.decide_from_scores(&models, &row),
+                    Ok(Ok((models, row))) => self.decide_from_scores_at(&models, &row, cost_weight),
                 }
             }
         }
@@ -197,11 +214,11 @@ impl Ranker {
     /// Scores with the slot's current scorer: on tokio's blocking pool under the score timeout,
     /// or right here when the scorer says a call is trivially cheap (no model to run), where the
     /// hop to another thread would cost more than the call.
-    async fn score_in_process(&self, slot: &ScorerSlot, prompt: &str) -> Decision {
+    async fn score_in_process(&self, slot: &ScorerSlot, prompt: &str, weight: f64) -> Decision {
         let scorer = slot.scorer();
         if scorer.is_trivial() {
             return match scorer.score_batch(&[prompt]) {
-                Ok(rows) => self.decide_from_rows(scorer.models(), rows),
+                Ok(rows) => self.decide_from_rows(scorer.models(), rows, weight),
                 Err(e) => {
                     tracing::warn!(error = %e, "scorer failed");
                     self.fail_open(SCORER_ERROR)
@@ -220,14 +237,19 @@ impl Ranker {
                 tracing::warn!(error = %e, "scorer failed");
                 self.fail_open(SCORER_ERROR)
             }
-            Ok(Ok((scorer, Ok(rows)))) => self.decide_from_rows(scorer.models(), rows),
+            Ok(Ok((scorer, Ok(rows)))) => self.decide_from_rows(scorer.models(), rows, weight),
         }
     }
 
     /// The decision from a one-prompt batch of scores.
-    fn decide_from_rows(&self, models: &[String], mut rows: Vec<Vec<f32>>) -> Decision {
+    fn decide_from_rows(
+        &self,
+        models: &[String],
+        mut rows: Vec<Vec<f32>>,
+        weight: f64,
+    ) -> Decision {
         match rows.pop() {
-            Some(row) => self.decide_from_scores(models, &row),
+            Some(row) => self.decide_from_scores_at(models, &row, weight),
             None => self.fail_open(SCORER_ERROR),
         }
     }

@@ -148,6 +148,8 @@ pub fn router_config(
             cold_start_timeout: lookahead_api::config::parse_duration(&serving.timeouts.cold_start)
                 .map_err(invalid)?,
             auth: auth_config(policy),
+            profiles: policy.spec.objective.profiles.clone(),
+            max_cost_weight: policy.spec.objective.max_cost_weight,
         },
         pool: Some(pool_name.to_string()),
         tls: lookahead_api::config::MemberTls {
@@ -789,6 +791,22 @@ mod tests {
         );
         let pod = d.spec.and_then(|s| s.template.spec).expect("pod");
         assert!(pod.volumes.iter().flatten().all(|v| v.name != "api-keys"));
+    }
+
+    #[test]
+    fn cost_profiles_and_the_override_bound_reach_the_router_config() {
+        let mut policy = testdata::policy("p", Some("yi"));
+        policy.spec.objective.cost_weight = 0.1;
+        policy.spec.objective.profiles = BTreeMap::from([("economy".to_string(), 2.5)]);
+        policy.spec.objective.max_cost_weight = Some(4.0);
+        let pool = testdata::pool("pool", &["yi"]);
+        let c = router_config(&policy, &pool, "ns", &trained()).expect("config");
+        assert_eq!(c.policy.cost_weight, 0.1);
+        assert_eq!(c.policy.profiles.get("economy"), Some(&2.5));
+        assert_eq!(c.policy.max_cost_weight, Some(4.0));
+        policy.spec.objective.profiles = BTreeMap::from([("Economy".to_string(), 2.5)]);
+        let e = router_config(&policy, &pool, "ns", &trained()).expect_err("bad name");
+        assert!(format!("{e}").contains("policy.profiles"), "{e}");
     }
 
     fn env_of(d: &Deployment, name: &str) -> BTreeMap<String, String> {
