@@ -501,22 +501,68 @@ fn base_notes(
     notes
 }
 
+/// What an evaluation (or a calibration) reads: the selected records of the pool, split into
+/// the judged ones and those the router trained on, as evaluation sets.
+struct Selected {
+    data: Dataset,
+    sources: Vec<String>,
+    pool: Pool,
+    subset: Subset,
+    skipped: SkipCounts,
+    part: Participants,
+    /// Every participant's items (the honest comparisons read the training folds).
+    full: EvalSet,
+    /// The judged records' items.
+    set: EvalSet,
+}
+
+impl Selected {
+    /// The records `args` select for `router` (or the `--router` baseline); an error naming
+    /// `purpose` when none is left to judge.
+    fn read(
+        args: &EvalArgs,
+        router: Option<&ScoredRouter<'_>>,
+        purpose: &str,
+    ) -> anyhow::Result<Self> {
+        let data = Dataset::open(&args.data)?;
+        let sources = data.resolve_sources(args.sources.as_deref())?;
+        let first_scorer = router.and_then(|r| r.scorers.first().copied());
+        let pool = eval_pool(args, &data, &sources, first_scorer)?;
+        let subset = Subset::from_args(args, router.map_or(1, |r| r.scorers.len()))?;
+        let selection = data.select_pool(&sources, &pool)?;
+        let part = Participants::new(selection.records, &subset);
+        if part.judged == 0 {
+            let what = subset.describe();
+            bail!("no records {purpose} ({what} of {sources:?})");
+        }
+        let full = EvalSet::new(&pool, &part.records, data.manifest(), &data.manifest_path())?;
+        let set = full.judged(&part.marks)?;
+        Ok(Self {
+            data,
+            sources,
+            pool,
+            subset,
+            skipped: selection.skipped,
+            part,
+            full,
+            set,
+        })
+    }
+}
+
 /// Evaluates a trained router (`Some`; already loaded, so tests can pass a test scorer) or the
 /// baseline router of `--router` (`None`).
 pub fn evaluate(args: &EvalArgs, router: Option<ScoredRouter<'_>>) -> anyhow::Result<EvalOutcome> {
-    let data = Dataset::open(&args.data)?;
-    let sources = data.resolve_sources(args.sources.as_deref())?;
-    let first_scorer = router.as_ref().and_then(|r| r.scorers.first().copied());
-    let pool = eval_pool(args, &data, &sources, first_scorer)?;
-    let subset = Subset::from_args(args, router.as_ref().map_or(1, |r| r.scorers.len()))?;
-    let selection = data.select_pool(&sources, &pool)?;
-    let part = Participants::new(selection.records, &subset);
-    if part.judged == 0 {
-        let what = subset.describe();
-        bail!("no records to evaluate ({what} of {sources:?})");
-    }
-    let full = EvalSet::new(&pool, &part.records, data.manifest(), &data.manifest_path())?;
-    let set = full.judged(&part.marks)?;
+    let Selected {
+        data,
+        sources,
+        pool,
+        subset,
+        skipped,
+        part,
+        full,
+        set,
+    } = Selected::read(args, router.as_ref(), "to evaluate")?;
     let records = &part.records[..part.judged];
     let prices = args
         .prices
@@ -535,7 +581,6 @@ pub fn evaluate(args: &EvalArgs, router: Option<ScoredRouter<'_>>) -> anyhow::Re
         prices: prices.as_deref(),
     };
     let mut evaluation = Evaluation::compute(&set, &router_name, &decisions, extras)?;
-    let skipped = selection.skipped;
     let mut notes = base_notes(args, &data, &sources, (set.len(), &subset), &skipped);
     let versus = compare(
         args,
@@ -584,21 +629,13 @@ pub fn run_calibration(
     args: &EvalArgs,
     router: Option<ScoredRouter<'_>>,
 ) -> anyhow::Result<Calibration> {
-    let data = Dataset::open(&args.data)?;
-    let sources = data.resolve_sources(args.sources.as_deref())?;
-    let first_scorer = router.as_ref().and_then(|r| r.scorers.first().copied());
-    let pool = eval_pool(args, &data, &sources, first_scorer)?;
-    let subset = Subset::from_args(args, router.as_ref().map_or(1, |r| r.scorers.len()))?;
-    let selection = data.select_pool(&sources, &pool)?;
-    let part = Participants::new(selection.records, &subset);
-    if part.judged == 0 {
-        bail!(
-            "no records to calibrate on ({} of {sources:?})",
-            subset.describe()
-        );
-    }
-    let full = EvalSet::new(&pool, &part.records, data.manifest(), &data.manifest_path())?;
-    let set = full.judged(&part.marks)?;
+    let Selected {
+        pool,
+        subset,
+        part,
+        set,
+        ..
+    } = Selected::read(args, router.as_ref(), "to calibrate on")?;
     let records = &part.records[..part.judged];
     let (router, (predictions, _)) =
         decide(args, router.as_ref(), &subset, (&pool, records, &set), None)?;
