@@ -26,30 +26,65 @@ pub const HEADER_PROFILE: HeaderName = HeaderName::from_static("x-lookahead-prof
 /// The profile name of the plain alias (`policy.costWeight`).
 pub const DEFAULT_PROFILE: &str = "default";
 
-/// One named costWeight.
+/// One named costWeight, with what a request routed with it needs ready-made (the answer
+/// headers, its two counters), so the request path neither formats nor looks up labels.
 #[derive(Debug, Clone)]
 struct Profile {
     name: Arc<str>,
     weight: f64,
+    name_header: Option<HeaderValue>,
+    weight_header: Option<HeaderValue>,
+    /// Requests ranked with the profile's weight, and with the header's.
+    by_profile: Counter,
+    by_header: Counter,
+}
+
+impl Profile {
+    fn new(name: &str, weight: f64, counts: &Family<CostLabels, Counter>) -> Self {
+        let counter = |source: &'static str| {
+            counts
+                .get_or_create(&CostLabels {
+                    profile: name.to_string(),
+                    weight: source,
+                })
+                .clone()
+        };
+        Profile {
+            name: Arc::from(name),
+            weight,
+            name_header: HeaderValue::from_str(name).ok(),
+            weight_header: HeaderValue::from_str(&format_weight(weight)).ok(),
+            by_profile: counter("profile"),
+            by_header: counter("header"),
+        }
+    }
 }
 
 /// The weight a routed request is ranked with, and where it came from.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct CostChoice {
     /// The profile asked for: [`DEFAULT_PROFILE`] or a name from `policy.profiles`.
     pub profile: Arc<str>,
     pub weight: f64,
     /// Set by the `x-lookahead-cost-weight` header (over the profile's weight).
     pub overridden: bool,
+    name_header: Option<HeaderValue>,
+    /// The profile's own weight header (`None` when overridden: formatted on answer).
+    weight_header: Option<HeaderValue>,
+    counter: Counter,
 }
 
 impl CostChoice {
     /// The answer headers: `x-lookahead-profile` and `x-lookahead-cost-weight`.
     pub fn insert_headers(&self, headers: &mut HeaderMap) {
-        if let Ok(v) = HeaderValue::from_str(&self.profile) {
-            headers.insert(HEADER_PROFILE, v);
+        if let Some(v) = &self.name_header {
+            headers.insert(HEADER_PROFILE, v.clone());
         }
-        if let Ok(v) = HeaderValue::from_str(&format_weight(self.weight)) {
+        let weight = match &self.weight_header {
+            Some(v) => Some(v.clone()),
+            None => HeaderValue::from_str(&format_weight(self.weight)).ok(),
+        };
+        if let Some(v) = weight {
             headers.insert(HEADER_COST_WEIGHT, v);
         }
     }
@@ -79,27 +114,17 @@ pub struct CostProfiles {
 impl CostProfiles {
     /// The profiles of a (validated) policy; each profile's series exists from the start (at 0).
     pub fn from_policy(policy: &PolicyConfig) -> Self {
-        let profile = |name: &str, weight: f64| Profile {
-            name: Arc::from(name),
-            weight,
-        };
-        let this = Self {
-            default: profile(DEFAULT_PROFILE, policy.cost_weight),
+        let counts = Family::default();
+        Self {
+            default: Profile::new(DEFAULT_PROFILE, policy.cost_weight, &counts),
             named: policy
                 .profiles
                 .iter()
-                .map(|(name, &w)| profile(name, w))
+                .map(|(name, &w)| Profile::new(name, w, &counts))
                 .collect(),
             max_override: policy.max_cost_weight,
-            counts: Family::default(),
-        };
-        for p in std::iter::once(&this.default).chain(&this.named) {
-            drop(this.counts.get_or_create(&CostLabels {
-                profile: p.name.to_string(),
-                weight: "profile",
-            }));
+            counts,
         }
-        this
     }
 
     /// Adds the counter family to the router's registry.
@@ -133,25 +158,23 @@ impl CostProfiles {
             .and_then(|i| self.named.get(i))
             .unwrap_or(&self.default);
         let header = self.override_weight(headers)?;
+        let (weight_header, counter) = match header {
+            Some(_) => (None, &profile.by_header),
+            None => (profile.weight_header.clone(), &profile.by_profile),
+        };
         Ok(CostChoice {
             profile: profile.name.clone(),
             weight: header.unwrap_or(profile.weight),
             overridden: header.is_some(),
+            name_header: profile.name_header.clone(),
+            weight_header,
+            counter: counter.clone(),
         })
     }
 
     /// Counts a routed request by its profile and where its weight came from.
     pub fn count(&self, choice: &CostChoice) {
-        self.counts
-            .get_or_create(&CostLabels {
-                profile: choice.profile.to_string(),
-                weight: if choice.overridden {
-                    "header"
-                } else {
-                    "profile"
-                },
-            })
-            .inc();
+        choice.counter.inc();
     }
 
     /// The `x-lookahead-cost-weight` header's weight, when sent: a plain decimal number in
