@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::openai::ApiError;
+use crate::openai::{body_object, ApiError};
 
 /// What the replay server reads from a Responses API request.
 #[derive(Debug, Clone)]
@@ -13,20 +13,6 @@ pub struct ResponsesRequest {
     pub stream: bool,
     /// The last user item's text (or the `input` string).
     pub prompt: String,
-}
-
-fn object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    match serde_json::from_slice(bytes) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::bad_request(
-            "invalid_json",
-            "The request body must be a JSON object.",
-        )),
-        Err(e) => Err(ApiError::bad_request(
-            "invalid_json",
-            format!("We could not parse the JSON body of your request: {e}"),
-        )),
-    }
 }
 
 fn model_of(body: &Map<String, Value>) -> Result<String, ApiError> {
@@ -41,7 +27,7 @@ fn model_of(body: &Map<String, Value>) -> Result<String, ApiError> {
 
 /// Reads a Responses API body.
 pub fn parse_responses(bytes: &[u8]) -> Result<ResponsesRequest, ApiError> {
-    let body = object(bytes)?;
+    let body = body_object(bytes)?;
     let text_of = |c: Option<&Value>| match c {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Array(parts)) => parts
@@ -111,7 +97,7 @@ pub fn response_events(model: &str, prompt: &str, text: &str, size: usize) -> Ve
 
 /// An embeddings answer: one unit vector per input, a pure function of the input's text.
 pub fn embeddings_json(bytes: &[u8]) -> Result<Value, ApiError> {
-    let body = object(bytes)?;
+    let body = body_object(bytes)?;
     let model = model_of(&body)?;
     let inputs: Vec<String> = match body.get("input") {
         Some(Value::String(s)) => vec![s.clone()],

@@ -102,18 +102,7 @@ impl IntoResponse for ApiError {
 /// `stream`. The prompt is whatever the last user turn holds; a request without one gets the
 /// fallback answer rather than an error, as a lenient member would.
 pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<CompletionRequest, ApiError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_json",
-            format!("We could not parse the JSON body of your request: {e}"),
-        )
-    })?;
-    let Value::Object(body) = value else {
-        return Err(ApiError::bad_request(
-            "invalid_json",
-            "The request body must be a JSON object.",
-        ));
-    };
+    let body = body_object(bytes)?;
     let model = match body.get("model") {
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
         Some(Value::String(_)) | None => {
@@ -151,6 +140,21 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<CompletionRequest, ApiE
         stream,
         include_usage,
     })
+}
+
+/// A request body's top-level object (400 `invalid_json` for anything else).
+pub fn body_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice(bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::bad_request(
+            "invalid_json",
+            "The request body must be a JSON object.",
+        )),
+        Err(e) => Err(ApiError::bad_request(
+            "invalid_json",
+            format!("We could not parse the JSON body of your request: {e}"),
+        )),
+    }
 }
 
 /// The last user turn in full (or the completion prompt).
