@@ -28,7 +28,8 @@ use serde::{Deserialize, Serialize};
 pub struct RoutingPolicySpec {
     /// The `LLMPool` (same namespace) this policy routes over.
     pub pool_ref: PoolRef,
-    /// Which router scores requests.
+    /// Which router scores requests (default: `ngram` on the default backbone).
+    #[serde(default)]
     pub router: RouterSpec,
     /// Quality/cost trade-off and fail-open member.
     #[serde(default)]
@@ -53,11 +54,27 @@ pub struct PoolRef {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RouterSpec {
-    /// Routing method.
+    /// Routing method. Default: `ngram`, which routes within noise of the best measured router
+    /// at a fiftieth of its training time and whose acceptance gate is cross-fitted
+    /// (docs/results.md, issue 15).
+    #[serde(default = "default_method")]
     pub method: RouterMethod,
     /// Backbone the router is built on (a directory name in the image's backbone cache).
     #[serde(default = "default_backbone")]
     pub backbone: String,
+}
+
+impl Default for RouterSpec {
+    fn default() -> Self {
+        Self {
+            method: default_method(),
+            backbone: default_backbone(),
+        }
+    }
+}
+
+fn default_method() -> RouterMethod {
+    RouterMethod::Ngram
 }
 
 fn default_backbone() -> String {
@@ -408,8 +425,10 @@ pub struct ServingSpec {
     #[serde(default = "default_retries")]
     #[schemars(range(min = 0, max = 5))]
     pub retries: i32,
-    /// Weight precision of the scoring sidecar: `f32` (the trained weights) or `int8` (lite,
-    /// MLC and kNN on CPU nodes: 2–4× faster scoring, decisions as f32 on most prompts).
+    /// Weight precision of the scoring sidecar: `auto` (int8 where the node's CPU has AVX-512
+    /// VNNI and training measured int8 deciding as f32 on at least 99% of the validation
+    /// prompts, else f32), `f32` (the trained weights) or `int8` (lite, MLC and kNN on CPU
+    /// nodes: 2–4× faster scoring, decisions as f32 on most prompts).
     #[serde(default)]
     pub precision: ScoringPrecision,
     /// Scale the router pods on their own in-flight requests, from `replicas` (at least 1) up to
@@ -514,6 +533,7 @@ fn default_router_in_flight() -> u32 {
 #[serde(rename_all = "lowercase")]
 pub enum ScoringPrecision {
     #[default]
+    Auto,
     F32,
     Int8,
 }
@@ -522,6 +542,7 @@ impl ScoringPrecision {
     /// The `--precision` value of `lookahead scorer`.
     pub fn as_arg(self) -> &'static str {
         match self {
+            ScoringPrecision::Auto => "auto",
             ScoringPrecision::F32 => "f32",
             ScoringPrecision::Int8 => "int8",
         }
@@ -653,14 +674,14 @@ pub struct ArtifactStatus {
     pub acceptance: Option<AcceptanceStatus>,
 }
 
-/// Whether a trained router beat the best single model on validation (see [`AcceptanceSpec`]).
+/// Whether a trained router beat the best single model on held-out evidence (see [`AcceptanceSpec`]).
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AcceptanceStatus {
     /// The lower bound reached `minGain`: the router routes. Otherwise every request goes to
     /// `fallbackModel`.
     pub accepted: bool,
-    /// Router minus `fallbackModel` on validation (scaled score points).
+    /// Router minus `fallbackModel` on the records judged (scaled score points).
     pub gain: f64,
     /// One-sided 95% bootstrap lower bound of `gain`.
     pub lower_bound: f64,
@@ -668,6 +689,17 @@ pub struct AcceptanceStatus {
     pub min_gain: f64,
     /// The single model that was best on the training records (a pool model id).
     pub fallback_model: String,
+    /// Records judged: the validation split's, or with `folds` every training and validation
+    /// record; 0 when the training Job did not say.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub examples: u64,
+    /// 0: judged on the validation split; K: on K-fold cross-fitted choices.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub folds: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

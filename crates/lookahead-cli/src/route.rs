@@ -19,9 +19,11 @@ pub struct RouteArgs {
     prices: Vec<String>,
     #[arg(long, default_value_t = 0.0)]
     cost_weight: f64,
-    /// Weight precision for scoring: `f32` (the trained weights) or `int8` (lite, MLC and kNN on
-    /// the CPU: about 2–4× faster with AVX-512 VNNI, decisions agree with f32 on most prompts).
-    #[arg(long, env = "LOOKAHEAD_PRECISION", default_value = "f32")]
+    /// Weight precision for scoring: `f32` (the trained weights), `int8` (lite, MLC and kNN on
+    /// the CPU: about 2–4× faster with AVX-512 VNNI, decisions agree with f32 on most prompts) or
+    /// `auto`: int8 where the CPU has AVX-512 VNNI and training measured int8 deciding as f32 on
+    /// at least 99% of the validation prompts, else f32.
+    #[arg(long, env = "LOOKAHEAD_PRECISION", default_value = "auto")]
     precision: lookahead_model::Precision,
     /// Print one JSON object.
     #[arg(long)]

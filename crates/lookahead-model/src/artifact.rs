@@ -144,6 +144,10 @@ pub struct HyperParams {
     /// Hash buckets of the n-gram features (the `ngram` router and the wide head).
     #[serde(default = "default_ngram_buckets")]
     pub ngram_buckets: usize,
+    /// With cross-fitted acceptance: re-score with the within-source calibration fitted on the
+    /// cross-fitted scores ([`crate::calibration`]); `false` for artifacts written before it.
+    #[serde(default)]
+    pub source_calibration: bool,
 }
 
 impl HyperParams {
@@ -182,6 +186,7 @@ impl Default for HyperParams {
             knn_k: 20,
             wide: false,
             ngram_buckets: default_ngram_buckets(),
+            source_calibration: true,
         }
     }
 }
@@ -211,6 +216,10 @@ pub struct Metrics {
     /// `train()` once the gate has read it.
     #[serde(skip)]
     pub choices: Vec<usize>,
+    /// The router's scores behind `choices` (one row per example, pool order): what the
+    /// within-source calibration re-scores. Not written to `router.json` either.
+    #[serde(skip)]
+    pub predictions: Vec<Vec<f32>>,
 }
 
 /// Lite's reconstruction of fully masked held-out responses (`1 − cos`, lower is better) and the
@@ -303,6 +312,12 @@ pub struct RouterMeta {
     /// when there were no validation records), which are served as accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acceptance: Option<Acceptance>,
+    /// Share of the validation prompts on which the int8 scorer picks the model the f32 one
+    /// picks (`lookahead train` measures it for lite, MLC and kNN); `auto` precision serves
+    /// int8 only when it reaches [`crate::precision::INT8_AGREEMENT_FLOOR`]. Absent: not
+    /// measured (older artifacts, other methods), served at f32 under `auto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int8_agreement: Option<f64>,
 }
 
 /// The acceptance gate (never lose to the best single model): the router against the single
@@ -312,7 +327,7 @@ pub struct RouterMeta {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Acceptance {
-    /// Router minus `fallback_model` on validation (mean scaled score, 0..100 points).
+    /// Router minus `fallback_model` on the examples judged (mean scaled score, 0..100 points).
     pub gain: f64,
     /// One-sided lower confidence bound of `gain` at `level`.
     pub lower_bound: f64,
@@ -327,15 +342,22 @@ pub struct Acceptance {
     pub level: f64,
     /// Bootstrap resamples behind `lower_bound`.
     pub resamples: usize,
-    /// Validation examples compared.
+    /// Examples compared: the validation split's, or with `folds` every training and
+    /// validation example.
     pub examples: usize,
+    /// 0: the router trained here judged on the validation split. K > 1: the same training
+    /// fitted K more times, each without one of K folds of the training and validation examples
+    /// and judged on that fold (cross-fitting: every example judged by a router that never saw
+    /// it, about ten times the evidence of a 10% validation split).
+    #[serde(default)]
+    pub folds: usize,
 }
 
 impl std::fmt::Display for Acceptance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} (gain over {} {:+.2}, {:.0}% lower bound {:+.2}, min gain {:+.2}, n={})",
+            "{} (gain over {} {:+.2}, {:.0}% lower bound {:+.2}, min gain {:+.2}, n={}{})",
             if self.accepted {
                 "accepted"
             } else {
@@ -346,7 +368,11 @@ impl std::fmt::Display for Acceptance {
             self.level * 100.0,
             self.lower_bound,
             self.min_gain,
-            self.examples
+            self.examples,
+            match self.folds {
+                0 => String::new(),
+                k => format!(", cross-fitted over {k} folds"),
+            }
         )
     }
 }
@@ -425,6 +451,16 @@ impl ArtifactError {
 }
 
 impl RouterMeta {
+    /// Writes this metadata as `dir`'s `router.json` (the tensors stay as they are).
+    pub fn write(&self, dir: &Path) -> Result<(), ArtifactError> {
+        let path = dir.join(META_FILE);
+        let json = serde_json::to_string_pretty(self).map_err(|source| ArtifactError::Meta {
+            path: path.clone(),
+            source,
+        })?;
+        std::fs::write(&path, json + "\n").map_err(|source| ArtifactError::Io { path, source })
+    }
+
     /// Reads and checks `router.json` of an artifact directory.
     pub fn read(dir: &Path) -> Result<Self, ArtifactError> {
         let path = dir.join(META_FILE);
@@ -490,12 +526,7 @@ pub fn save_artifact(
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     candle_core::safetensors::save(tensors, dir.join(TENSORS_FILE))?;
-    let json = serde_json::to_string_pretty(meta).map_err(|source| ArtifactError::Meta {
-        path: dir.join(META_FILE),
-        source,
-    })?;
-    std::fs::write(dir.join(META_FILE), json + "\n").map_err(io(&dir.join(META_FILE)))?;
-    Ok(())
+    meta.write(dir)
 }
 
 /// The artifact's tensors in `dir`, loaded onto `device`.

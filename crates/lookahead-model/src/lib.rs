@@ -15,19 +15,24 @@
 //! - entry points: [`train()`] (any method) and [`load_scorer`] (any artifact, as
 //!   [`ScorerOptions`] say).
 
+pub mod agreement;
 pub mod artifact;
 pub mod backbones;
+pub mod calibration;
+pub mod crossfit;
 pub mod fit;
 pub mod kernels;
 pub mod load;
 pub mod methods;
 pub mod nn;
+pub mod precision;
 pub mod scorer;
 pub mod select;
 pub mod states;
 pub mod train;
 pub mod wide;
 
+pub use agreement::measure_int8_agreement;
 pub use artifact::{
     save_artifact, Acceptance, ArtifactError, BackboneKind, HyperParams, Method, Metrics,
     RouterMeta,
@@ -40,6 +45,7 @@ pub use backbones::mlm_tokens::MlmTokenError;
 pub use fit::{Example, TrainError, TrainRequest, Trained};
 pub use kernels::quant::Precision;
 pub use load::{load_scorer, ScorerOptions};
+pub use precision::{serving_precision, INT8_AGREEMENT_FLOOR};
 pub use scorer::{ScoreError, Scorer};
 pub use select::{rank, select};
 pub use states::{default_states_root, StateCache};

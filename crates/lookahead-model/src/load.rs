@@ -5,15 +5,17 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 
-use crate::artifact::{ArtifactError, Method, RouterMeta};
+use crate::artifact::{load_tensors, ArtifactError, Method, RouterMeta};
 use crate::backbones::encoder_dir::default_backbone_dir;
+use crate::calibration::SourceCalibration;
 use crate::kernels::quant::Precision;
 use crate::methods::clm::scorer::ClmScorer;
 use crate::methods::knn::scorer::KnnScorer;
 use crate::methods::lite::scorer::LiteScorer;
 use crate::methods::mlm::scorer::MlmScorer;
 use crate::methods::ngram::scorer::NgramScorer;
-use crate::scorer::Scorer;
+use crate::precision::serving_precision;
+use crate::scorer::{ScoreError, Scorer};
 
 /// How to load an artifact. The default: the default backbone, on the CPU, f32 weights, any
 /// pool.
@@ -52,7 +54,7 @@ pub fn load_scorer(dir: &Path, options: &ScorerOptions) -> Result<Box<dyn Scorer
         meta.check_models(models)?;
     }
     let method = meta.method;
-    let int8 = options.precision == Precision::Int8;
+    let int8 = serving_precision(&meta, options.precision, &options.device) == Precision::Int8;
     if int8 && matches!(method, Method::Mlm | Method::Clm) {
         return Err(ArtifactError::Unsupported(format!(
             "int8 precision applies to lite, mlc and knn artifacts, not {method}"
@@ -62,7 +64,7 @@ pub fn load_scorer(dir: &Path, options: &ScorerOptions) -> Result<Box<dyn Scorer
         .backbone
         .clone()
         .unwrap_or_else(default_backbone_dir);
-    Ok(match method {
+    let scorer: Box<dyn Scorer> = match method {
         Method::Lite | Method::Mlc => {
             let mut scorer = LiteScorer::load(dir, &backbone, &options.device)?;
             if int8 {
@@ -81,5 +83,48 @@ pub fn load_scorer(dir: &Path, options: &ScorerOptions) -> Result<Box<dyn Scorer
         Method::Clm => Box::new(ClmScorer::load(dir, &backbone)?),
         // f32 sums of a few hundred weights: int8 would save nothing.
         Method::Ngram => Box::new(NgramScorer::load(dir)?),
+    };
+    Ok(match calibration(dir, &meta)? {
+        Some(calibration) => Box::new(Calibrated {
+            inner: scorer,
+            calibration,
+        }),
+        None => scorer,
     })
+}
+
+/// The artifact's within-source calibration, when training fitted one.
+fn calibration(dir: &Path, meta: &RouterMeta) -> Result<Option<SourceCalibration>, ArtifactError> {
+    if !meta.hyper.source_calibration {
+        return Ok(None);
+    }
+    let tensors = load_tensors(dir, &Device::Cpu)?;
+    SourceCalibration::from_tensors(&tensors, meta.sources.len(), meta.models.len())
+        .map_err(|e| ArtifactError::Unsupported(e.to_string()))
+}
+
+/// A method's scorer re-scored by the artifact's within-source calibration: expected quality
+/// (0..1) per model instead of the method's scores.
+struct Calibrated {
+    inner: Box<dyn Scorer>,
+    calibration: SourceCalibration,
+}
+
+impl Scorer for Calibrated {
+    fn models(&self) -> &[String] {
+        self.inner.models()
+    }
+
+    fn score_batch(&self, prompts: &[&str]) -> Result<Vec<Vec<f32>>, ScoreError> {
+        let rows = self.inner.score_batch(prompts)?;
+        Ok(prompts
+            .iter()
+            .zip(rows)
+            .map(|(p, row)| self.calibration.apply(p, &row))
+            .collect())
+    }
+
+    fn is_trivial(&self) -> bool {
+        self.inner.is_trivial()
+    }
 }

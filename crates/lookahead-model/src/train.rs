@@ -1,36 +1,97 @@
-//! The one training entry point: [`train`] loads the request's backbone (or CLM decoder), runs
-//! the method's training and puts the trained router through the acceptance gate
-//! ([`crate::fit::acceptance`]), whatever the method.
+//! The one training entry point: [`train`] runs the method's training ([`crate::methods`]) and
+//! puts the trained router through the acceptance gate ([`crate::fit::acceptance`]), whatever
+//! the method: on the validation split, or, when the request asks for folds, on cross-fitted
+//! scores ([`crate::crossfit`]), which also fit the within-source calibration
+//! ([`crate::calibration`]) the artifact then serves with.
 
-use crate::artifact::Method;
-use crate::backbones::encoder_dir::{default_backbone_dir, Backbone};
-use crate::backbones::gguf::{default_decoder_dir, Decoder};
-use crate::fit::{accept, TrainError, TrainRequest, Trained};
-use crate::methods::{clm, knn, lite, mlm, ngram};
+use crate::artifact::Acceptance;
+use crate::calibration::SourceCalibration;
+use crate::crossfit::{cross_fit, CrossFitted};
+use crate::fit::{accept, best_single, metrics, Example, TrainError, TrainRequest, Trained};
+use crate::methods;
 
 /// Trains the router `req.method` names on `req.backbone` (or the method's default), on
 /// `req.device`, and records whether it beat the best single model (`meta.acceptance`).
 pub fn train(req: &TrainRequest) -> Result<Trained, TrainError> {
-    let mut trained = match req.method {
-        Method::Lite | Method::Mlc => lite::train::train(&encoder(req)?, req),
-        Method::Knn => knn::train::train(&encoder(req)?, req),
-        // End to end on token ids (no state cache).
-        Method::Mlm => mlm::train::train(&encoder(req)?, req),
-        Method::Clm => clm::train::train(&decoder(req)?, req),
-        // Text features only: no backbone.
-        Method::Ngram => ngram::train::train(req),
-    }?;
-    // The per-example choices are for the gate only: once read, the metadata is what
-    // `router.json` reads back.
-    let choices = std::mem::take(&mut trained.meta.validation.choices);
-    if let Some(test) = trained.meta.test.as_mut() {
-        test.choices.clear();
+    let mut trained = methods::train(req)?;
+    // Set again once a calibration is fitted and stored.
+    trained.meta.hyper.source_calibration = false;
+    let acceptance = match req.acceptance_folds {
+        0 | 1 => {
+            let choices = &trained.meta.validation.choices;
+            accept(req.train, req.valid, choices, &req.models, req.min_gain)?
+        }
+        folds => match cross_fit(req, folds)? {
+            Some(crossed) => Some(gate_and_calibrate(req, &crossed, &mut trained)?),
+            None => None,
+        },
+    };
+    log_verdict(acceptance.as_ref());
+    trained.meta.acceptance = acceptance;
+    // The per-example choices and scores were for the gate and the calibration: once read,
+    // the metadata is what `router.json` reads back.
+    for m in std::iter::once(&mut trained.meta.validation).chain(trained.meta.test.as_mut()) {
+        m.choices.clear();
+        m.predictions.clear();
     }
-    let acceptance = accept(req.train, req.valid, &choices, &req.models, req.min_gain)?;
-    match &acceptance {
+    Ok(trained)
+}
+
+/// The gate on cross-fitted choices; with `source_calibration`, those choices are calibrated
+/// (each fold by a calibration fitted on the others) and the artifact gets the calibration
+/// fitted on all of them, its validation and test metrics re-scored through it.
+fn gate_and_calibrate(
+    req: &TrainRequest,
+    crossed: &CrossFitted,
+    trained: &mut Trained,
+) -> Result<Acceptance, TrainError> {
+    let calibrate = req.hyper.source_calibration;
+    let fallback = best_single(req.train, req.models.len()).unwrap_or(0);
+    let verdict = crossed.verdict(
+        crossed.choices(&req.sources, calibrate),
+        &req.models,
+        fallback,
+        req.min_gain,
+    )?;
+    if !calibrate {
+        return Ok(verdict);
+    }
+    let seen: Vec<&Example> = req.train.iter().chain(req.valid).collect();
+    let classifier =
+        SourceCalibration::fit_classifier(&seen, &req.sources, req.hyper.ngram_buckets);
+    let Some(calibration) = crossed.calibration(&req.sources, classifier) else {
+        return Ok(verdict);
+    };
+    let tensors = calibration
+        .to_tensors()
+        .map_err(|e| TrainError::CrossFit(e.to_string()))?;
+    trained.tensors.extend(tensors);
+    trained.meta.hyper.source_calibration = true;
+    let rescore = |m: &mut crate::artifact::Metrics, examples: &[Example]| {
+        let rows: Vec<Vec<f32>> = examples
+            .iter()
+            .zip(&m.predictions)
+            .map(|(e, row)| calibration.apply(&e.prompt, row))
+            .collect();
+        if rows.len() == examples.len() && !rows.is_empty() {
+            let foresight = m.foresight.take();
+            *m = metrics(&rows, examples, &req.models, m.bce);
+            m.foresight = foresight;
+        }
+    };
+    rescore(&mut trained.meta.validation, req.valid);
+    if let (Some(m), Some(test)) = (trained.meta.test.as_mut(), req.test) {
+        rescore(m, test);
+    }
+    Ok(verdict)
+}
+
+fn log_verdict(acceptance: Option<&Acceptance>) {
+    match acceptance {
         Some(a) if a.accepted => tracing::info!(
             gain = a.gain,
             lower_bound = a.lower_bound,
+            folds = a.folds,
             fallback_model = %a.fallback_model,
             "router accepted: the lower bound of its gain over the best single model reaches minGain"
         ),
@@ -38,21 +99,10 @@ pub fn train(req: &TrainRequest) -> Result<Trained, TrainError> {
             gain = a.gain,
             lower_bound = a.lower_bound,
             min_gain = a.min_gain,
+            folds = a.folds,
             fallback_model = %a.fallback_model,
             "router not accepted: the lower bound of its gain over the best single model is below minGain; routers serve that model instead"
         ),
         None => tracing::warn!("no validation records: the acceptance gate was not applied"),
     }
-    trained.meta.acceptance = acceptance;
-    Ok(trained)
-}
-
-fn encoder(req: &TrainRequest) -> Result<Backbone, TrainError> {
-    let dir = req.backbone.clone().unwrap_or_else(default_backbone_dir);
-    Ok(Backbone::load(&dir, &req.device)?)
-}
-
-fn decoder(req: &TrainRequest) -> Result<Decoder, TrainError> {
-    let dir = req.backbone.clone().unwrap_or_else(default_decoder_dir);
-    Ok(Decoder::load(&dir, &req.device)?)
 }

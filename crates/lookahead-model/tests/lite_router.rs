@@ -341,6 +341,70 @@ fn int8_scorer_routes_like_the_f32_scorer() {
     }
 }
 
+/// `auto` precision: `lookahead train` measures how often int8 decides as f32 on validation
+/// prompts and records it; `auto` serves int8 only on a CPU with the VNNI kernels for an artifact
+/// whose agreement reaches 99%, f32 otherwise; an n-gram artifact (no encoder) has nothing to
+/// measure.
+#[test]
+fn auto_precision_serves_int8_only_where_it_decides_as_f32() {
+    use candle_core::Device;
+    use lookahead_model::{measure_int8_agreement, serving_precision, Precision};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = common::tiny_backbone_dir(&tmp.path().join("bb"), 0.0);
+    let t = train(Method::Mlc, &dir, &tmp.path().join("states"), 0.5);
+    let art = tmp.path().join("mlc");
+    save_artifact(&art, &t.meta, &t.tensors).unwrap();
+    let unseen = common::toy_examples(32, 9000);
+    let prompts: Vec<&str> = unseen.iter().map(|e| e.prompt.as_str()).collect();
+    let agreement = measure_int8_agreement(&art, Some(dir.clone()), &prompts)
+        .unwrap()
+        .expect("MLC has an int8 form");
+    assert!((0.9..=1.0).contains(&agreement), "{agreement}");
+    let mut meta = t.meta.clone();
+    let vnni = lookahead_model::kernels::simd::available();
+    meta.int8_agreement = Some(1.0);
+    let auto = serving_precision(&meta, Precision::Auto, &Device::Cpu);
+    assert_eq!(
+        auto,
+        if vnni {
+            Precision::Int8
+        } else {
+            Precision::F32
+        }
+    );
+    meta.int8_agreement = Some(0.98);
+    assert_eq!(
+        serving_precision(&meta, Precision::Auto, &Device::Cpu),
+        Precision::F32
+    );
+    meta.int8_agreement = None;
+    assert_eq!(
+        serving_precision(&meta, Precision::Auto, &Device::Cpu),
+        Precision::F32
+    );
+    // Asked for explicitly, a precision is served as asked.
+    assert_eq!(
+        serving_precision(&meta, Precision::Int8, &Device::Cpu),
+        Precision::Int8
+    );
+    let ngram = train_on(
+        Method::Ngram,
+        &dir,
+        &tmp.path().join("states"),
+        HyperParams {
+            ngram_buckets: 1 << 12,
+            ..tiny_hyper()
+        },
+        30,
+    );
+    let ngram_art = tmp.path().join("ngram");
+    save_artifact(&ngram_art, &ngram.meta, &ngram.tensors).unwrap();
+    assert_eq!(
+        measure_int8_agreement(&ngram_art, None, &prompts).unwrap(),
+        None
+    );
+}
+
 #[test]
 fn state_cache_encodes_each_text_once() {
     let tmp = tempfile::tempdir().unwrap();
@@ -609,4 +673,107 @@ fn ngram_router_learns_from_the_whole_prompt_and_round_trips() {
         .score_batch(&["the the the question alpha", "the the question beta"])
         .unwrap();
     assert!(s[0][0] > s[0][1] && s[1][1] > s[1][0], "{s:?}");
+}
+
+/// The acceptance gate on cross-fitted evidence (the n-gram router, `acceptance_folds` 4): every
+/// training and validation example is judged once, by a router fitted without its fold, so the
+/// verdict rests on all 64 of them instead of the 16 validation prompts; a router that learned
+/// the toy task is accepted, one trained on labels unrelated to the prompt is not. With the
+/// within-source calibration, that one learns its differences are worth nothing and falls back
+/// to each source's best model: no gain, and no loss either.
+#[test]
+fn ngram_gate_cross_fits_over_every_training_and_validation_example() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = common::tiny_backbone_dir(&tmp.path().join("bb"), 0.0);
+    let verdict = |train: &[lookahead_model::Example],
+                   valid: &[lookahead_model::Example],
+                   calibrate: bool| {
+        let hyper = HyperParams {
+            ngram_buckets: 1 << 12,
+            source_calibration: calibrate,
+            ..tiny_hyper()
+        };
+        let mut req = common::toy_request(
+            &dir,
+            Method::Ngram,
+            hyper,
+            train,
+            valid,
+            None,
+            tmp.path().join("states"),
+        );
+        req.acceptance_folds = 4;
+        let t = lookahead_model::train(&req).unwrap();
+        t.meta.acceptance.expect("the gate ran")
+    };
+    let (train, valid) = (common::toy_examples(48, 0), common::toy_examples(16, 1000));
+    for calibrate in [false, true] {
+        let learned = verdict(&train, &valid, calibrate);
+        assert_eq!((learned.folds, learned.examples), (4, 64), "{learned}");
+        assert!(learned.accepted && learned.gain > 40.0, "{learned}");
+        assert!(learned.to_string().contains("cross-fitted over 4 folds"));
+    }
+    // Which model is right no longer follows the prompt's key word: nothing to learn.
+    let unrelated = |mut examples: Vec<lookahead_model::Example>| {
+        for e in examples.iter_mut() {
+            if lookahead_data::unit_hash(&e.id, "unrelated") < 0.5 {
+                e.quality.reverse();
+                e.labels.reverse();
+            }
+        }
+        examples
+    };
+    let (train, valid) = (unrelated(train), unrelated(valid));
+    let noise = verdict(&train, &valid, false);
+    assert_eq!(noise.examples, 64, "{noise}");
+    assert!(!noise.accepted && noise.gain < 0.0, "{noise}");
+    let calibrated = verdict(&train, &valid, true);
+    assert!(calibrated.gain.abs() < 1e-9, "{calibrated}");
+}
+
+/// With cross-fitting, the n-gram artifact carries the within-source calibration fitted on the
+/// cross-fitted scores and its scorer serves through it (expected quality per model, 0..1);
+/// without (`source_calibration: false`, or no folds) the artifact has none.
+#[test]
+fn ngram_artifact_serves_its_within_source_calibration() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = common::tiny_backbone_dir(&tmp.path().join("bb"), 0.0);
+    let (train, valid) = (common::toy_examples(48, 0), common::toy_examples(16, 1000));
+    let trained = |calibrate: bool, folds: usize| {
+        let mut req = common::toy_request(
+            &dir,
+            Method::Ngram,
+            HyperParams {
+                ngram_buckets: 1 << 12,
+                source_calibration: calibrate,
+                ..tiny_hyper()
+            },
+            &train,
+            &valid,
+            None,
+            tmp.path().join("states"),
+        );
+        req.acceptance_folds = folds;
+        let t = lookahead_model::train(&req).unwrap();
+        let art = tmp.path().join(format!("ngram-{calibrate}-{folds}"));
+        save_artifact(&art, &t.meta, &t.tensors).unwrap();
+        (t, art)
+    };
+    let (t, art) = trained(true, 4);
+    assert!(t.meta.hyper.source_calibration);
+    assert!(t.tensors.keys().any(|k| k.starts_with("calibration.")));
+    let scorer = load_scorer(&art, &ScorerOptions::default()).unwrap();
+    let s = scorer
+        .score_batch(&["the question alpha", "the question beta"])
+        .unwrap();
+    assert!(s[0][0] > s[0][1] && s[1][1] > s[1][0], "{s:?}");
+    assert!(
+        s.iter().flatten().all(|v| (-0.5..=1.5).contains(v)),
+        "expected quality: {s:?}"
+    );
+    for (calibrate, folds) in [(false, 4), (true, 0)] {
+        let (t, _) = trained(calibrate, folds);
+        assert!(!t.meta.hyper.source_calibration, "{calibrate} {folds}");
+        assert!(!t.tensors.keys().any(|k| k.starts_with("calibration.")));
+    }
 }

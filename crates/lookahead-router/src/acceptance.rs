@@ -91,7 +91,7 @@ impl AcceptanceGate {
             fallback_model = %a.fallback_model,
             serving = %self.members.get(member).map_or("", |m| m.0.as_str()),
             fallback_in_pool = found.is_some(),
-            "artifact not accepted (it does not beat the best single model on validation): every routed request goes to the fallback model"
+            "artifact not accepted (it does not beat the best single model on held-out evidence): every routed request goes to the fallback model"
         );
         self.fallback.store(member, Ordering::Relaxed);
     }
@@ -183,6 +183,7 @@ mod tests {
             level: 0.95,
             resamples: 2000,
             examples: 300,
+            folds: 0,
         }
     }
 

@@ -516,6 +516,7 @@ mod tests {
             level: 0.95,
             resamples: 100,
             examples: 10,
+            folds: 0,
         }));
         let text = m.render(&[(&names[0], false), (&names[1], true)]);
         assert_eq!(sample(&text, "lookahead_router_artifact_accepted"), 0.0);

@@ -309,6 +309,7 @@ mod tests {
             level: 0.95,
             resamples: 2000,
             examples: 100,
+            folds: 0,
         };
         r.gate.apply(Some(&verdict));
         let d = r.decide("anything").await;

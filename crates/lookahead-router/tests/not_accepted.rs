@@ -78,6 +78,7 @@ fn weak_artifact(
         test: None,
         holdout: "split 80/10/10 (id hash)".into(),
         min_gain: 0.0,
+        acceptance_folds: 0,
         backbone: Some(backbone.to_path_buf()),
         device: candle_core::Device::Cpu,
         states_root: states.to_path_buf(),

@@ -16,7 +16,10 @@ pub const SEED: u64 = 0x00ac_ce97;
 
 /// The pool index of the model with the best mean scaled score over `examples`, equal weight
 /// over sources (ties: the first in pool order); `None` without examples.
-pub fn best_single(examples: &[Example], models: usize) -> Option<usize> {
+pub fn best_single<'e>(
+    examples: impl IntoIterator<Item = &'e Example>,
+    models: usize,
+) -> Option<usize> {
     let mut sources: Vec<(&str, usize, Vec<f64>)> = Vec::new();
     for e in examples {
         let at = match sources.iter().position(|s| s.0 == e.source) {
@@ -66,41 +69,80 @@ pub fn accept(
     if valid.is_empty() {
         return Ok(None);
     }
-    let mut sources: Vec<&str> = Vec::new();
-    let source_of: Vec<usize> = valid
-        .iter()
-        .map(|e| match sources.iter().position(|s| *s == e.source) {
-            Some(i) => i,
-            None => {
-                sources.push(&e.source);
-                sources.len() - 1
-            }
-        })
-        .collect();
-    let quality = |e: &Example, j: usize| e.quality.get(j).copied().map_or(0.0, f64::from);
-    let router: Vec<f64> = valid
-        .iter()
-        .zip(choices)
-        .map(|(e, &c)| quality(e, c))
-        .collect();
-    let single: Vec<f64> = valid.iter().map(|e| quality(e, fallback)).collect();
-    let options = BootstrapOptions {
-        weighting: Weighting::EqualWeight,
-        resamples: DEFAULT_RESAMPLES,
-        level: 1.0 - 2.0 * (1.0 - LEVEL),
-        seed: SEED,
+    let judged = Judged {
+        examples: valid.iter().collect(),
+        router: choices.to_vec(),
+        single: vec![fallback; valid.len()],
+        folds: 0,
     };
-    let interval = paired_bootstrap(&source_of, &router, &single, &options)?;
-    Ok(Some(Acceptance {
-        gain: interval.gain,
-        lower_bound: interval.lower,
-        accepted: interval.lower >= min_gain,
-        fallback_model: models.get(fallback).cloned().unwrap_or_default(),
-        min_gain,
-        level: LEVEL,
-        resamples: interval.resamples,
-        examples: valid.len(),
-    }))
+    judged.verdict(models, fallback, min_gain).map(Some)
+}
+
+/// Examples with the router's and the best single model's choice for each, made without them:
+/// the validation split (`folds` 0), or every training and validation example judged by the
+/// router and best single model of the cross-fitting fold that left it out (`folds` K).
+#[derive(Debug, Default)]
+pub struct Judged<'a> {
+    pub examples: Vec<&'a Example>,
+    pub router: Vec<usize>,
+    pub single: Vec<usize>,
+    pub folds: usize,
+}
+
+impl Judged<'_> {
+    /// The gain of the router's choices over the single models', equal weight over sources, with
+    /// its one-sided lower bound; accepted when that reaches `min_gain`. The router serves
+    /// `fallback` (a pool index) when it is not accepted.
+    pub fn verdict(
+        &self,
+        models: &[String],
+        fallback: usize,
+        min_gain: f64,
+    ) -> Result<Acceptance, TrainError> {
+        let mut sources: Vec<&str> = Vec::new();
+        let source_of: Vec<usize> = self
+            .examples
+            .iter()
+            .map(|e| match sources.iter().position(|s| *s == e.source) {
+                Some(i) => i,
+                None => {
+                    sources.push(&e.source);
+                    sources.len() - 1
+                }
+            })
+            .collect();
+        let quality = |e: &Example, j: usize| e.quality.get(j).copied().map_or(0.0, f64::from);
+        let scored = |picks: &[usize]| -> Vec<f64> {
+            self.examples
+                .iter()
+                .zip(picks)
+                .map(|(e, &c)| quality(e, c))
+                .collect()
+        };
+        let options = BootstrapOptions {
+            weighting: Weighting::EqualWeight,
+            resamples: DEFAULT_RESAMPLES,
+            level: 1.0 - 2.0 * (1.0 - LEVEL),
+            seed: SEED,
+        };
+        let interval = paired_bootstrap(
+            &source_of,
+            &scored(&self.router),
+            &scored(&self.single),
+            &options,
+        )?;
+        Ok(Acceptance {
+            gain: interval.gain,
+            lower_bound: interval.lower,
+            accepted: interval.lower >= min_gain,
+            fallback_model: models.get(fallback).cloned().unwrap_or_default(),
+            min_gain,
+            level: LEVEL,
+            resamples: interval.resamples,
+            examples: self.examples.len(),
+            folds: self.folds,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -84,5 +84,6 @@ pub fn metrics(
             })
             .collect(),
         choices,
+        predictions: predictions.to_vec(),
     }
 }

@@ -73,6 +73,8 @@ pub enum TrainError {
     Tensor(#[from] candle_core::Error),
     #[error("acceptance gate: {0}")]
     Acceptance(#[from] lookahead_data::DataError),
+    #[error("acceptance gate, cross-fitting: {0}")]
+    CrossFit(String),
 }
 
 impl TrainError {
@@ -86,7 +88,7 @@ impl TrainError {
             TrainError::Decoder(_) => "decoder",
             TrainError::Tokens(_) => "tokens",
             TrainError::Tensor(_) => "tensor",
-            TrainError::Acceptance(_) => "acceptance",
+            TrainError::Acceptance(_) | TrainError::CrossFit(_) => "acceptance",
         }
     }
 }
@@ -105,6 +107,10 @@ pub struct TrainRequest<'a> {
     /// The gain over the best single model the acceptance gate asks for: the router is accepted
     /// when the gain's one-sided 95% lower bound on validation reaches it (0: never worse).
     pub min_gain: f64,
+    /// Cross-fitting folds of the acceptance gate's evidence (0: judge on the validation split
+    /// only; K > 1: train K more times, each judged on a fold of the training and validation
+    /// examples it did not see; see [`crate::artifact::Acceptance::folds`]).
+    pub acceptance_folds: usize,
     /// The backbone directory: a HF encoder (lite, MLC, kNN, MLM) or the GGUF decoder (CLM).
     /// `None`: the method's default ([`crate::default_backbone_dir`], or
     /// [`crate::backbones::gguf::default_decoder_dir`] for CLM).
@@ -116,6 +122,32 @@ pub struct TrainRequest<'a> {
 }
 
 impl TrainRequest<'_> {
+    /// This request with other examples (and no progress bars): the same method, pool,
+    /// hyper-parameters, backbone and device.
+    pub fn with_examples<'b>(
+        &self,
+        train: &'b [Example],
+        valid: &'b [Example],
+        test: Option<&'b [Example]>,
+    ) -> TrainRequest<'b> {
+        TrainRequest {
+            method: self.method,
+            hyper: self.hyper.clone(),
+            models: self.models.clone(),
+            sources: self.sources.clone(),
+            train,
+            valid,
+            test,
+            holdout: self.holdout.clone(),
+            min_gain: self.min_gain,
+            acceptance_folds: 0,
+            backbone: self.backbone.clone(),
+            device: self.device.clone(),
+            states_root: self.states_root.clone(),
+            progress: false,
+        }
+    }
+
     /// Every train, validation and test example, in that order.
     pub fn all_examples(&self) -> impl Iterator<Item = &Example> {
         self.train
@@ -184,6 +216,7 @@ impl Trained {
             train_seconds: started.elapsed().as_secs_f64(),
             holdout: req.holdout.clone(),
             acceptance: None,
+            int8_agreement: None,
         };
         Self {
             meta,

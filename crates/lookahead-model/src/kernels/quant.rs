@@ -35,6 +35,9 @@ pub enum Precision {
     F32,
     /// int8 weights with dynamic u8 activations (CPU; fastest with AVX-512 VNNI).
     Int8,
+    /// int8 where it pays and does not change decisions, else f32: see
+    /// [`crate::precision::serving_precision`].
+    Auto,
 }
 
 impl std::str::FromStr for Precision {
@@ -43,7 +46,8 @@ impl std::str::FromStr for Precision {
         match s {
             "f32" => Ok(Precision::F32),
             "int8" => Ok(Precision::Int8),
-            other => Err(format!("unknown precision {other:?} (f32, int8)")),
+            "auto" => Ok(Precision::Auto),
+            other => Err(format!("unknown precision {other:?} (auto, f32, int8)")),
         }
     }
 }
@@ -53,6 +57,7 @@ impl std::fmt::Display for Precision {
         f.write_str(match self {
             Precision::F32 => "f32",
             Precision::Int8 => "int8",
+            Precision::Auto => "auto",
         })
     }
 }

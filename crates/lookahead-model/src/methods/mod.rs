@@ -10,7 +10,33 @@ pub mod lite;
 pub mod mlm;
 pub mod ngram;
 
-use crate::fit::Example;
+use crate::artifact::Method;
+use crate::backbones::encoder_dir::{default_backbone_dir, Backbone};
+use crate::backbones::gguf::{default_decoder_dir, Decoder};
+use crate::fit::{Example, TrainError, TrainRequest, Trained};
+
+/// Trains the method `req.method` names (no acceptance gate: see [`crate::train`]).
+pub fn train(req: &TrainRequest) -> Result<Trained, TrainError> {
+    match req.method {
+        Method::Lite | Method::Mlc => lite::train::train(&encoder(req)?, req),
+        Method::Knn => knn::train::train(&encoder(req)?, req),
+        // End to end on token ids (no state cache).
+        Method::Mlm => mlm::train::train(&encoder(req)?, req),
+        Method::Clm => clm::train::train(&decoder(req)?, req),
+        // Text features only: no backbone.
+        Method::Ngram => ngram::train::train(req),
+    }
+}
+
+fn encoder(req: &TrainRequest) -> Result<Backbone, TrainError> {
+    let dir = req.backbone.clone().unwrap_or_else(default_backbone_dir);
+    Ok(Backbone::load(&dir, &req.device)?)
+}
+
+fn decoder(req: &TrainRequest) -> Result<Decoder, TrainError> {
+    let dir = req.backbone.clone().unwrap_or_else(default_decoder_dir);
+    Ok(Decoder::load(&dir, &req.device)?)
+}
 
 /// Logit of each pool member's positive rate in `train` (clamped to 2..98%): a routing bias
 /// that starts training at the prior.

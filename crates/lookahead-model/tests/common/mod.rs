@@ -184,6 +184,7 @@ pub fn toy_request<'a>(
         test,
         holdout: "toy".into(),
         min_gain: 0.0,
+        acceptance_folds: 0,
         backbone: Some(backbone.to_path_buf()),
         device: Device::Cpu,
         states_root,

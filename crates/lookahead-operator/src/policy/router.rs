@@ -59,8 +59,9 @@ pub fn artifact_dir(policy: &RoutingPolicy, version: &str) -> Option<PathBuf> {
 /// How the router scores while no trained artifact exists yet.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Scoring {
-    /// A trained artifact, scored by the sidecar.
-    Artifact(ArtifactStatus),
+    /// A trained artifact, scored by the sidecar (boxed: the status is far larger than the
+    /// other variant).
+    Artifact(Box<ArtifactStatus>),
     /// No artifact yet: fail open to `defaultModel` (`fixed`) or spread requests (`random`).
     Untrained(RouterMethod),
 }
@@ -72,7 +73,7 @@ pub fn scoring(policy: &RoutingPolicy, artifact: Option<&ArtifactStatus>) -> Sco
         return Scoring::Untrained(method);
     }
     match artifact {
-        Some(a) => Scoring::Artifact(a.clone()),
+        Some(a) => Scoring::Artifact(Box::new(a.clone())),
         None if policy.spec.objective.default_model.is_some() => {
             Scoring::Untrained(RouterMethod::Fixed)
         }
@@ -377,7 +378,7 @@ fn scorer_container(
     if wants_gpu(serving.resources.as_ref()) {
         args.extend(["--device".into(), "cuda".into()]);
     }
-    if serving.precision != ScoringPrecision::F32 {
+    if serving.precision != ScoringPrecision::Auto {
         args.extend(["--precision".into(), serving.precision.as_arg().into()]);
     }
     Container {
@@ -430,11 +431,11 @@ mod tests {
     }
 
     fn trained() -> Scoring {
-        Scoring::Artifact(ArtifactStatus {
+        Scoring::Artifact(Box::new(ArtifactStatus {
             fingerprint: "f".into(),
             version: "v1".into(),
             ..Default::default()
-        })
+        }))
     }
 
     #[test]
@@ -505,42 +506,41 @@ mod tests {
         assert_eq!(replicas(&policy), None);
     }
 
+    /// `auto` (the default) is the scorer's own default, so the sidecar gets no flag; `int8`
+    /// and `f32` asked for are passed on.
     #[test]
-    fn int8_precision_reaches_the_scorer_sidecar() {
+    fn the_asked_precision_reaches_the_scorer_sidecar() {
         let mut policy = testdata::policy("p", Some("yi"));
-        let d = deployment(
-            &policy,
-            "ns",
-            "img",
-            &Telemetry::default(),
-            &trained(),
-            "h",
-            &testdata::owner(),
-        );
-        let args = container(&d, "scorer")
-            .and_then(|c| c.args.clone())
-            .unwrap_or_default();
+        let scorer_args = |policy: &RoutingPolicy| {
+            let d = deployment(
+                policy,
+                "ns",
+                "img",
+                &Telemetry::default(),
+                &trained(),
+                "h",
+                &testdata::owner(),
+            );
+            container(&d, "scorer")
+                .and_then(|c| c.args.clone())
+                .unwrap_or_default()
+        };
+        let args = scorer_args(&policy);
         assert!(
             !args.iter().any(|a| a == "--precision"),
-            "f32 is the default: {args:?}"
+            "auto is the default: {args:?}"
         );
-        policy.spec.serving.precision = ScoringPrecision::Int8;
-        let d = deployment(
-            &policy,
-            "ns",
-            "img",
-            &Telemetry::default(),
-            &trained(),
-            "h",
-            &testdata::owner(),
-        );
-        let args = container(&d, "scorer")
-            .and_then(|c| c.args.clone())
-            .unwrap_or_default();
-        assert!(
-            args.windows(2).any(|w| w == ["--precision", "int8"]),
-            "{args:?}"
-        );
+        for (precision, arg) in [
+            (ScoringPrecision::Int8, "int8"),
+            (ScoringPrecision::F32, "f32"),
+        ] {
+            policy.spec.serving.precision = precision;
+            let args = scorer_args(&policy);
+            assert!(
+                args.windows(2).any(|w| w == ["--precision", arg]),
+                "{args:?}"
+            );
+        }
     }
 
     #[test]

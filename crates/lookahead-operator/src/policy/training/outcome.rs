@@ -105,6 +105,14 @@ pub fn acceptance(pods: &[Pod]) -> Option<AcceptanceStatus> {
             .and_then(serde_json::Value::as_f64)
             .unwrap_or(0.0),
         fallback_model: a.get("fallbackModel")?.as_str()?.to_string(),
+        examples: a
+            .get("examples")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0),
+        folds: a
+            .get("folds")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0),
     })
 }
 
@@ -118,11 +126,16 @@ pub fn acceptance_message(a: &AcceptanceStatus) -> String {
         "gain over the best single model {} {:+.2} points, 95% lower bound {:+.2}, minGain {:+.2}",
         a.fallback_model, a.gain, a.lower_bound, a.min_gain
     );
+    let evidence = match (a.folds, a.examples) {
+        (0, 0) => "on validation".to_string(),
+        (0, n) => format!("on {n} validation records"),
+        (k, n) => format!("on {n} records cross-fitted over {k} folds"),
+    };
     if a.accepted {
-        format!("the router's gain over the best single model reaches minGain on validation ({figures}): it routes")
+        format!("the router's gain over the best single model reaches minGain {evidence} ({figures}): it routes")
     } else {
         format!(
-            "the router does not beat the best single model on validation ({figures}): every request goes to {}",
+            "the router does not beat the best single model {evidence} ({figures}): every request goes to {}",
             a.fallback_model
         )
     }
@@ -315,6 +328,22 @@ mod tests {
         assert!(!a.accepted);
         assert_eq!((a.gain, a.lower_bound, a.min_gain), (-0.56, -5.99, 0.0));
         assert_eq!(a.fallback_model, "Phi-3-medium-4k-instruct");
+        assert_eq!((a.examples, a.folds), (84, 0));
+        assert!(
+            acceptance_message(&a).contains("on 84 validation records"),
+            "{}",
+            acceptance_message(&a)
+        );
+        let crossed = r#"{"examples":562,"acceptance":{"gain":4.67,"lowerBound":3.19,
+            "accepted":true,"fallbackModel":"Yi-1.5-34B-Chat","minGain":0.0,"examples":5117,
+            "folds":5}}"#;
+        let a = acceptance(&[pod(crossed)]).expect("a verdict");
+        assert_eq!((a.examples, a.folds), (5117, 5));
+        let message = acceptance_message(&a);
+        assert!(
+            message.contains("reaches minGain on 5117 records cross-fitted over 5 folds"),
+            "{message}"
+        );
         let older = r#"{"examples":540,"router":61.5,"bestSingle":58.25,"oracle":70.0}"#;
         assert_eq!(
             acceptance(&[pod(older)]),

@@ -1,9 +1,13 @@
 //! `lookahead demo`: the whole data plane on loopback. Trains (or loads) a router (`--method`,
-//! default lite), starts a replay member per pool model and the router in front of them, sends
-//! every held-out prompt (the test split of the benchmark sources) through the router over HTTP,
-//! and prints the routed score against each single model and the oracle, equal-weight per
-//! benchmark (the paper's metric) and pooled, with routing shares and the scorer's decision
-//! latency at the precision it serves.
+//! default ngram: the method that beats every single model within the demo's CPU budget), starts
+//! a replay member per pool model and the router in front of them, sends every held-out prompt
+//! (the test split of the benchmark sources) through the router over HTTP, and prints the routed
+//! score against each single model and the oracle, equal-weight per benchmark (the paper's
+//! metric) and pooled, with routing shares and the scorer's decision latency at the precision it
+//! serves. When the served method is not a Lookahead one, the Lookahead-lite line
+//! ([`lookahead_line`]) is printed beside it, scored on the same prompts.
+
+mod lookahead_line;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -31,11 +35,14 @@ pub struct DemoArgs {
     /// (default: ~/.cache/lookahead/artifacts/demo-METHOD).
     #[arg(long)]
     artifact: Option<PathBuf>,
-    /// The router method the demo trains: lite | mlc | knn | mlm | clm.
-    #[arg(long, default_value = "lite")]
+    /// The router method the demo trains and serves: ngram | lite | mlc | knn | mlm | clm. The
+    /// default, ngram, is the one that beats every single model within the demo's CPU budget
+    /// (docs/results.md); the Lookahead-lite line is printed beside it.
+    #[arg(long, default_value = "ngram")]
     method: Method,
-    /// Weight precision the router's scorer serves: f32 | int8.
-    #[arg(long, default_value = "f32")]
+    /// Weight precision the router's scorer serves: auto (int8 where the CPU has AVX-512 VNNI
+    /// and training measured it deciding as f32 on ≥ 99% of validation prompts) | f32 | int8.
+    #[arg(long, default_value = "auto")]
     precision: Precision,
     #[arg(long)]
     backbone: Option<PathBuf>,
@@ -45,10 +52,11 @@ pub struct DemoArgs {
     /// Sources to train on and to draw held-out prompts from (default: the benchmark sources).
     #[arg(long, value_delimiter = ',')]
     sources: Option<Vec<String>>,
-    /// Cap on training records when the demo trains (`lookahead train --max-train`): the
-    /// default keeps a first run on a laptop CPU to a few minutes; raise it for a better router.
-    #[arg(long, default_value_t = 1000)]
-    max_train: usize,
+    /// Cap on training records when the demo trains (`lookahead train --max-train`). Default:
+    /// every training record for ngram (seconds), 1000 for the encoder methods, which keeps a
+    /// first run on a laptop CPU to a few minutes; raise it for a better router.
+    #[arg(long)]
+    max_train: Option<usize>,
     /// Training epochs when the demo trains.
     #[arg(long, default_value_t = 2)]
     epochs: usize,
@@ -62,13 +70,36 @@ pub struct DemoArgs {
     /// trains with it and sends the test part; give the salt an existing artifact was trained with.
     #[arg(long, default_value = "")]
     split_salt: String,
+    /// Skip the Lookahead-lite line printed beside a method that is not a Lookahead one (it
+    /// trains a small lite router first, about two minutes on two cores).
+    #[arg(long)]
+    no_lookahead_line: bool,
+}
+
+/// Training records the demo's router trains on when `--max-train` is not given.
+fn default_max_train(method: Method) -> Option<usize> {
+    match method {
+        Method::Ngram => None,
+        _ => Some(1000),
+    }
+}
+
+/// Whether `method` is one of the paper's Lookahead variants.
+fn is_lookahead(method: Method) -> bool {
+    matches!(method, Method::Lite | Method::Mlm | Method::Clm)
 }
 
 fn default_artifact(method: Method) -> PathBuf {
+    default_artifact_named(&format!("demo-{method}"))
+}
+
+/// `~/.cache/lookahead/artifacts/NAME`.
+fn default_artifact_named(name: &str) -> PathBuf {
     std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_default()
-        .join(format!(".cache/lookahead/artifacts/demo-{method}"))
+        .join(".cache/lookahead/artifacts")
+        .join(name)
 }
 
 /// The router policy's name of a trained method.
@@ -121,12 +152,21 @@ fn demo_sources(args: &DemoArgs) -> anyhow::Result<Vec<String>> {
     })
 }
 
-fn train(args: &DemoArgs, artifact: &Path, backbone: &Path) -> anyhow::Result<()> {
+/// One router the demo trains: which method, on how many records, for how many epochs, where.
+struct TrainJob<'a> {
+    method: Method,
+    max_train: Option<usize>,
+    epochs: usize,
+    artifact: &'a Path,
+}
+
+fn train(args: &DemoArgs, job: &TrainJob, backbone: &Path) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the lookahead binary")?;
     let mut cmd = std::process::Command::new(exe);
+    let artifact = job.artifact;
     cmd.arg("train")
         .arg("--method")
-        .arg(args.method.to_string())
+        .arg(job.method.to_string())
         .arg("--data")
         .arg(&args.data)
         .arg("--out")
@@ -135,16 +175,19 @@ fn train(args: &DemoArgs, artifact: &Path, backbone: &Path) -> anyhow::Result<()
         .arg(backbone);
     // Train, validate (and gate) on the sources whose prompts the demo sends.
     cmd.arg("--sources").arg(demo_sources(args)?.join(","));
-    cmd.arg("--max-train")
-        .arg(args.max_train.to_string())
-        .arg("--epochs")
-        .arg(args.epochs.to_string())
+    if let Some(max) = job.max_train {
+        cmd.arg("--max-train").arg(max.to_string());
+    }
+    cmd.arg("--epochs")
+        .arg(job.epochs.to_string())
         .arg("--split-salt")
         .arg(&args.split_salt);
     eprintln!(
-        "[demo] training the {} router into {} (minutes on CPU) ...",
-        args.method,
-        artifact.display()
+        "[demo] training the {} router into {} ({} training records) ...",
+        job.method,
+        artifact.display(),
+        job.max_train
+            .map_or("all".to_string(), |m| format!("at most {m}"))
     );
     let started = Instant::now();
     let status = cmd.status().context("running lookahead train")?;
@@ -153,6 +196,41 @@ fn train(args: &DemoArgs, artifact: &Path, backbone: &Path) -> anyhow::Result<()
     }
     eprintln!("[demo] trained in {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The served router's artifact and, when the served method is not a Lookahead one, the
+/// Lookahead line's: each trained first when absent (or with `--retrain`).
+fn trained_artifacts(
+    args: &DemoArgs,
+    backbone: &Path,
+) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
+    let artifact = args
+        .artifact
+        .clone()
+        .unwrap_or_else(|| default_artifact(args.method));
+    if args.retrain || !artifact.join("router.json").is_file() {
+        let job = TrainJob {
+            method: args.method,
+            max_train: args.max_train.or(default_max_train(args.method)),
+            epochs: args.epochs,
+            artifact: &artifact,
+        };
+        train(args, &job, backbone)?;
+    }
+    let line_artifact = (!args.no_lookahead_line && !is_lookahead(args.method))
+        .then(lookahead_line::default_artifact);
+    if let Some(dir) = &line_artifact {
+        if args.retrain || !dir.join("router.json").is_file() {
+            let job = TrainJob {
+                method: Method::Lite,
+                max_train: Some(lookahead_line::LINE_MAX_TRAIN),
+                epochs: lookahead_line::LINE_EPOCHS,
+                artifact: dir,
+            };
+            train(args, &job, backbone)?;
+        }
+    }
+    Ok((artifact, line_artifact))
 }
 
 /// Held-out records: the test part of the 80/10/10 id-hash split under `holdout` (the one
@@ -183,13 +261,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(lookahead_model::default_backbone_dir);
     check_inputs(&args.data, &backbone)?;
-    let artifact = args
-        .artifact
-        .clone()
-        .unwrap_or_else(|| default_artifact(args.method));
-    if args.retrain || !artifact.join("router.json").is_file() {
-        train(&args, &artifact, &backbone)?;
-    }
+    let (artifact, line_artifact) = trained_artifacts(&args, &backbone)?;
     let meta = RouterMeta::read(&artifact)?;
     let models = meta.models.clone();
     let pool = Pool::new(models.iter().cloned())?;
@@ -217,9 +289,23 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         sources
     );
     let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(run_loopback(
+    let tally = rt.block_on(run_loopback(
         &args, &artifact, &backbone, &data, &models, &records, &meta,
-    ))
+    ))?;
+    let line = match &line_artifact {
+        Some(dir) => {
+            eprintln!("[demo] scoring the same prompts with the Lookahead-lite line ...");
+            Some(lookahead_line::LookaheadLine::score(
+                dir,
+                &backbone,
+                args.precision,
+                &records,
+            )?)
+        }
+        None => None,
+    };
+    tally.print(&models, line.as_ref());
+    Ok(())
 }
 
 async fn run_loopback(
@@ -230,7 +316,7 @@ async fn run_loopback(
     models: &[String],
     records: &[PoolRecord],
     meta: &RouterMeta,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Report> {
     let (members, servers) = start_members(models, records).await?;
     let default_model = if meta.validation.best_single_model.is_empty() {
         models[0].clone()
@@ -275,14 +361,32 @@ async fn run_loopback(
     )
     .await?;
     let wall = started.elapsed();
-    let name = format!("{} (routed, {})", method_label(meta.method), args.precision);
-    tally.print(&name, models, wall, args.concurrency);
     let mut times = decisions.lock().map(|t| t.clone()).unwrap_or_default();
-    print_decision_latency(&mut times, meta, args.precision);
     for s in servers {
         s.abort();
     }
-    Ok(())
+    Ok(Report {
+        name: format!(
+            "{} (routed, {})",
+            method_label(meta.method),
+            served_precision(meta, args.precision)
+        ),
+        tally,
+        wall,
+        concurrency: args.concurrency,
+        decision_latency: decision_latency(&mut times, meta, args.precision),
+    })
+}
+
+/// What the demo prints: the routed run's outcomes and how it went.
+struct Report {
+    /// The routed row's name.
+    name: String,
+    tally: Tally,
+    wall: Duration,
+    concurrency: usize,
+    /// The served scorer's decision-latency line (or why nothing was scored).
+    decision_latency: String,
 }
 
 /// How the table names the routed row.
@@ -294,6 +398,22 @@ fn method_label(method: Method) -> String {
         Method::Mlc => "MLC".into(),
         Method::Knn => "kNN".into(),
         Method::Ngram => "n-gram".into(),
+    }
+}
+
+/// The precision a scorer of `meta` serves at when `requested` ("no encoder" for the n-gram
+/// router, which has no weights it could quantise), with the measured int8 agreement.
+fn served_precision(meta: &RouterMeta, requested: Precision) -> String {
+    if meta.backbone.sha256.is_empty() {
+        return "no encoder".into();
+    }
+    let served = lookahead_model::serving_precision(meta, requested, &candle_core::Device::Cpu);
+    match meta.int8_agreement {
+        Some(a) => format!(
+            "{served}; int8 decides as f32 on {:.1}% of validation prompts",
+            100.0 * a
+        ),
+        None => served.to_string(),
     }
 }
 
@@ -338,25 +458,28 @@ impl Scorer for TimedScorer {
     }
 }
 
-fn print_decision_latency(times: &mut [Duration], meta: &RouterMeta, precision: Precision) {
+fn decision_latency(times: &mut [Duration], meta: &RouterMeta, precision: Precision) -> String {
     let method = meta.method;
     if let Some(a) = meta.acceptance.as_ref().filter(|a| !a.accepted) {
         // The gate kept the router from serving: nothing was scored.
-        println!(
+        return format!(
             "router not accepted by its acceptance gate ({a}): every request went to {} unscored (x-lookahead-fallback: not_accepted)",
             a.fallback_model
         );
-        return;
     }
     times.sort();
     let ms = |q: f64| percentile(times, q).as_secs_f64() * 1e3;
-    println!(
-        "decision latency ({} scorer at {precision}, one prompt per call, in-process): p50 {:.2} ms, p99 {:.2} ms over {} decisions",
-        method,
+    let gate = meta
+        .acceptance
+        .as_ref()
+        .map_or_else(String::new, |a| format!("; its gate: {a}"));
+    let precision = served_precision(meta, precision);
+    format!(
+        "decision latency ({method} scorer, {precision}, one prompt per call, in-process): p50 {:.2} ms, p99 {:.2} ms over {} decisions{gate}",
         ms(0.5),
         ms(0.99),
         times.len()
-    );
+    )
 }
 
 /// One replay member per model, holding that model's recorded answers to the held-out prompts:
@@ -455,12 +578,12 @@ async fn send_all(
 }
 
 impl Tally {
-    /// `(equal-weight over sources, pooled over prompts)` mean of `value` per outcome.
-    fn scores(&self, value: impl Fn(&Outcome) -> f64) -> (f64, f64) {
+    /// `(equal-weight over sources, pooled over prompts)` mean of `value(index, outcome)`.
+    fn scores(&self, value: impl Fn(usize, &Outcome) -> f64) -> (f64, f64) {
         let mut by_source: BTreeMap<&str, (f64, usize)> = BTreeMap::new();
-        for o in &self.outcomes {
+        for (i, o) in self.outcomes.iter().enumerate() {
             let e = by_source.entry(o.source.as_str()).or_default();
-            e.0 += value(o);
+            e.0 += value(i, o);
             e.1 += 1;
         }
         let n = self.outcomes.len().max(1) as f64;
@@ -470,43 +593,46 @@ impl Tally {
         (equal, pooled)
     }
 
-    /// The demo's report: the score table, the verdict and the end-to-end latency line.
-    fn print(mut self, name: &str, models: &[String], wall: Duration, concurrency: usize) {
-        self.latencies.sort();
-        let n = self.outcomes.len();
-        let sources: BTreeSet<&str> = self.outcomes.iter().map(|o| o.source.as_str()).collect();
+    /// [`Tally::scores`] of another router's `choices`, one per outcome in order (`None`
+    /// scores 0, as a failed request does).
+    fn scores_of(&self, choices: &[Option<usize>]) -> (f64, f64) {
+        self.scores(|i, o| {
+            choices
+                .get(i)
+                .copied()
+                .flatten()
+                .map_or(0.0, |m| o.scores[m])
+        })
+    }
+}
+
+impl Report {
+    /// The demo's report: the score table (with the Lookahead `line` when there is one), the
+    /// verdict, and the latency lines.
+    fn print(mut self, models: &[String], line: Option<&lookahead_line::LookaheadLine>) {
+        let tally = &mut self.tally;
+        tally.latencies.sort();
+        let n = tally.outcomes.len();
+        let sources: BTreeSet<&str> = tally.outcomes.iter().map(|o| o.source.as_str()).collect();
         println!(
             "\nLookahead demo: {n} held-out prompts ({} benchmarks) routed over HTTP ({} ok, {} failed, {} failed open)\n",
             sources.len(),
-            self.ok,
-            self.failed,
-            self.fail_open
+            tally.ok,
+            tally.failed,
+            tally.fail_open
         );
         println!("| router / model | equal-weight score | pooled score | routed share |");
         println!("|---|---:|---:|---:|");
-        let routed = self.scores(|o| o.routed.map_or(0.0, |i| o.scores[i]));
+        let routed = tally.scores(|_, o| o.routed.map_or(0.0, |i| o.scores[i]));
         println!(
-            "| **{name}** | **{:.2}** | **{:.2}** | |",
-            routed.0, routed.1
+            "| **{}** | **{:.2}** | **{:.2}** | |",
+            self.name, routed.0, routed.1
         );
-        let mut best: Option<(&str, f64)> = None;
-        for (i, m) in models.iter().enumerate() {
-            let single = self.scores(|o| o.scores[i]);
-            let count = self.outcomes.iter().filter(|o| o.routed == Some(i)).count();
-            let share = 100.0 * count as f64 / n.max(1) as f64;
-            println!(
-                "| {m} (always) | {:.2} | {:.2} | {share:.1}% |",
-                single.0, single.1
-            );
-            if best.is_none_or(|(_, b)| single.0 > b) {
-                best = Some((m, single.0));
-            }
+        if let Some(line) = line {
+            let scored = tally.scores_of(&line.choices);
+            println!("| {} | {:.2} | {:.2} | |", line.label(), scored.0, scored.1);
         }
-        let oracle = self.scores(|o| o.scores.iter().copied().fold(0.0, f64::max));
-        println!(
-            "| oracle (best per prompt) | {:.2} | {:.2} | |",
-            oracle.0, oracle.1
-        );
+        let best = tally.print_models(models);
         if let Some((model, score)) = best {
             let verdict = if routed.0 > score {
                 "beats"
@@ -518,13 +644,43 @@ impl Tally {
                 routed.0 - score
             );
         }
+        println!("{}", self.decision_latency);
+        if let Some(line) = line {
+            println!("{}", line.summary());
+        }
         println!(
             "end-to-end latency through router + replay: p50 {:.2} ms, p99 {:.2} ms; {:.1} req/s at concurrency {}",
-            percentile(&self.latencies, 0.5).as_secs_f64() * 1e3,
-            percentile(&self.latencies, 0.99).as_secs_f64() * 1e3,
-            self.ok as f64 / wall.as_secs_f64(),
-            concurrency
+            percentile(&tally.latencies, 0.5).as_secs_f64() * 1e3,
+            percentile(&tally.latencies, 0.99).as_secs_f64() * 1e3,
+            tally.ok as f64 / self.wall.as_secs_f64(),
+            self.concurrency
         );
+    }
+}
+
+impl Tally {
+    /// One row per single model and the oracle's; the best single model by equal-weight score.
+    fn print_models<'m>(&self, models: &'m [String]) -> Option<(&'m str, f64)> {
+        let n = self.outcomes.len();
+        let mut best: Option<(&str, f64)> = None;
+        for (i, m) in models.iter().enumerate() {
+            let single = self.scores(|_, o| o.scores[i]);
+            let count = self.outcomes.iter().filter(|o| o.routed == Some(i)).count();
+            let share = 100.0 * count as f64 / n.max(1) as f64;
+            println!(
+                "| {m} (always) | {:.2} | {:.2} | {share:.1}% |",
+                single.0, single.1
+            );
+            if best.is_none_or(|(_, b)| single.0 > b) {
+                best = Some((m, single.0));
+            }
+        }
+        let oracle = self.scores(|_, o| o.scores.iter().copied().fold(0.0, f64::max));
+        println!(
+            "| oracle (best per prompt) | {:.2} | {:.2} | |",
+            oracle.0, oracle.1
+        );
+        best
     }
 }
 
@@ -553,9 +709,9 @@ mod tests {
             ],
             ..Tally::default()
         };
-        let routed = tally.scores(|o| o.routed.map_or(0.0, |i| o.scores[i]));
+        let routed = tally.scores(|_, o| o.routed.map_or(0.0, |i| o.scores[i]));
         assert_eq!(routed, ((100.0 / 3.0 + 60.0) / 2.0, 160.0 / 4.0));
-        assert_eq!(tally.scores(|o| o.scores[0]), (50.0, 75.0));
+        assert_eq!(tally.scores(|_, o| o.scores[0]), (50.0, 75.0));
     }
 
     /// The loader's scorer records one duration per call: the decision latency the demo prints.

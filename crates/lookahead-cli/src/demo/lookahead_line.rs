@@ -1,0 +1,116 @@
+//! The Lookahead variant's line beside the method the demo serves: when the served router is
+//! not a Lookahead one (the n-gram router wins within the demo's CPU budget), a lite router
+//! trained on a budget that fits the demo scores the same held-out prompts in-process, one prompt
+//! per call, so the table shows how the paper's method does on the same prompts and how long
+//! its decisions take.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use candle_core::Device;
+use lookahead_data::metrics::percentile;
+use lookahead_data::PoolRecord;
+use lookahead_model::artifact::Acceptance;
+use lookahead_model::{select, Method, Precision, RouterMeta};
+
+/// Training records of the line's lite router: with one epoch, a first run on two cores trains
+/// it in about two minutes, frozen-layer states included.
+pub const LINE_MAX_TRAIN: usize = 600;
+/// Epochs of the line's lite router.
+pub const LINE_EPOCHS: usize = 1;
+
+/// Where the line's lite router is kept between runs.
+pub fn default_artifact() -> PathBuf {
+    super::default_artifact_named("demo-lookahead-line")
+}
+
+/// The Lookahead variant on the demo's held-out prompts.
+pub struct LookaheadLine {
+    pub method: Method,
+    /// The precision it served at (`--precision` resolved for this artifact).
+    pub precision: Precision,
+    /// How often its int8 scorer decided as f32 on validation, when training measured it.
+    pub int8_agreement: Option<f64>,
+    /// Pool index chosen for each held-out record (`None`: the scorer failed on it).
+    pub choices: Vec<Option<usize>>,
+    pub decisions: Vec<Duration>,
+    pub acceptance: Option<Acceptance>,
+    pub train_examples: usize,
+}
+
+impl LookaheadLine {
+    /// Scores every record's prompt with the artifact in `dir`, one prompt per call, at
+    /// `precision`.
+    pub fn score(
+        dir: &Path,
+        backbone: &Path,
+        precision: Precision,
+        records: &[PoolRecord],
+    ) -> anyhow::Result<Self> {
+        let meta = RouterMeta::read(dir)?;
+        let loader = crate::router::artifact_loader(Some(backbone.to_path_buf()), precision);
+        let scorer = loader(dir).map_err(anyhow::Error::msg)?;
+        let mut choices = Vec::with_capacity(records.len());
+        let mut decisions = Vec::with_capacity(records.len());
+        for r in records {
+            let t0 = Instant::now();
+            let scores = scorer.score_batch(&[r.prompt.as_str()]);
+            decisions.push(t0.elapsed());
+            let choice = match scores {
+                Ok(rows) => rows.first().and_then(|row| select(row, None, 0.0)),
+                Err(e) => {
+                    tracing::warn!(id = %r.id, error = %e, "the Lookahead line's scorer failed");
+                    None
+                }
+            };
+            choices.push(choice);
+        }
+        decisions.sort();
+        Ok(Self {
+            method: meta.method,
+            precision: lookahead_model::serving_precision(&meta, precision, &Device::Cpu),
+            int8_agreement: meta.int8_agreement,
+            choices,
+            decisions,
+            acceptance: meta.acceptance,
+            train_examples: meta.train_examples,
+        })
+    }
+
+    /// The row's name in the demo's table.
+    pub fn label(&self) -> String {
+        format!(
+            "{} ({} records, in-process, {})",
+            super::method_label(self.method),
+            self.train_examples,
+            self.precision
+        )
+    }
+
+    /// What the line says under the table: its gate's verdict and its decision latency.
+    pub fn summary(&self) -> String {
+        let ms = |q: f64| percentile(&self.decisions, q).as_secs_f64() * 1e3;
+        let gate = match &self.acceptance {
+            Some(a) if a.accepted => format!("its gate: {a}"),
+            Some(a) => format!(
+                "its gate: {a}: a router serving it would send every request to {}",
+                a.fallback_model
+            ),
+            None => "its gate did not run (no validation records)".into(),
+        };
+        let agreement = self.int8_agreement.map_or_else(String::new, |a| {
+            format!(
+                "; int8 decides as f32 on {:.1}% of validation prompts",
+                100.0 * a
+            )
+        });
+        format!(
+            "{}: {gate}; decision latency at {}{agreement}, one prompt per call: p50 {:.2} ms, p99 {:.2} ms over {} decisions",
+            super::method_label(self.method),
+            self.precision,
+            ms(0.5),
+            ms(0.99),
+            self.decisions.len()
+        )
+    }
+}
