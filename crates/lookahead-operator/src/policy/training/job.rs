@@ -256,6 +256,9 @@ fn train_args(
         "--summary-file".into(),
         "/dev/termination-log".into(),
     ];
+    if let Some(k) = training.acceptance.folds {
+        args.extend(["--acceptance-folds".into(), k.to_string()]);
+    }
     if let Some(n) = training.max_examples {
         args.extend(["--max-train".into(), n.to_string()]);
     }
@@ -510,12 +513,22 @@ mod tests {
         training.max_examples = Some(500);
         training.epochs = Some(1);
         training.acceptance.min_gain = 1.5;
-        let j = job(&policy, &training, &p, "ns", "img:1", &testdata::owner());
-        let pod = j.spec.and_then(|s| s.template.spec).expect("pod");
-        let args = pod.containers[0].args.clone().unwrap_or_default().join(" ");
+        let args_of = |training: &lookahead_api::policy::TrainingSpec| {
+            let j = job(&policy, training, &p, "ns", "img:1", &testdata::owner());
+            let pod = j.spec.and_then(|s| s.template.spec).expect("pod");
+            pod.containers[0].args.clone().unwrap_or_default().join(" ")
+        };
+        let args = args_of(&training);
         assert!(args.contains("--max-train 500"), "{args}");
         assert!(args.contains("--epochs 1"), "{args}");
         assert!(args.contains("--min-gain 1.5"), "{args}");
+        assert!(
+            !args.contains("--acceptance-folds"),
+            "the method's default: {args}"
+        );
+        training.acceptance.folds = Some(3);
+        let args = args_of(&training);
+        assert!(args.contains("--acceptance-folds 3"), "{args}");
     }
 
     #[test]
