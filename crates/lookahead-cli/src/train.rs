@@ -105,6 +105,12 @@ pub struct TrainArgs {
     /// the router's differences between models are worth following).
     #[arg(long)]
     no_source_calibration: bool,
+    /// The shuffled-target control (lite, MLM, CLM): give each training example the responses
+    /// of another example of its source (a rotation in id-hash order under `--seed`), so the
+    /// response objective sees real responses that are not its prompt's. Validation keeps its
+    /// own, so the foresight line measures whether the slots still foresee this prompt's answer.
+    #[arg(long)]
+    shuffle_responses: bool,
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
@@ -173,6 +179,7 @@ fn hyper_params(args: &TrainArgs) -> HyperParams {
         knn_k: args.knn_k,
         label_threshold: args.label_threshold,
         source_calibration: !args.no_source_calibration,
+        shuffled_responses: args.shuffle_responses,
         ..HyperParams::default()
     }
 }
@@ -227,7 +234,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let selection = select(&args, &data, &pool)?;
     let hp = hyper_params(&args);
     let holdout = args.holdout.holdout()?;
-    let (train, valid, test) = examples(&args, &data, &selection, &holdout, hp.label_threshold)?;
+    let (mut train, valid, test) =
+        examples(&args, &data, &selection, &holdout, hp.label_threshold)?;
+    if args.shuffle_responses {
+        shuffle_responses(&mut train, args.seed);
+    }
     eprintln!(
         "{} on {} models: {} train, {} validation, {} test records ({})",
         args.method,
@@ -280,6 +291,27 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The shuffled-target control: within each source, the examples in id-hash order (salted with
+/// the seed) each take the next one's responses (the last the first's), so no example keeps its
+/// own (a source with one example keeps it) and the responses stay real ones of that source.
+fn shuffle_responses(train: &mut [Example], seed: u64) {
+    let salt = format!("shuffle-{seed}");
+    let mut by_source: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+    for (i, e) in train.iter().enumerate() {
+        by_source.entry(e.source.clone()).or_default().push(i);
+    }
+    for order in by_source.values_mut() {
+        order.sort_by(|&a, &b| {
+            unit_hash(&train[a].id, &salt).total_cmp(&unit_hash(&train[b].id, &salt))
+        });
+        let responses: Vec<Vec<String>> =
+            order.iter().map(|&i| train[i].responses.clone()).collect();
+        for (k, &i) in order.iter().enumerate() {
+            train[i].responses = responses[(k + 1) % responses.len()].clone();
+        }
+    }
 }
 
 /// Records in the artifact how often its int8 scorer decides as its f32 one on the validation
@@ -350,5 +382,53 @@ fn print_metrics(name: &str, m: &Metrics) {
             "  {source:<16} n={:<5} router {:6.2}  best single {:6.2}  oracle {:6.2}",
             s.examples, s.router, s.best_single, s.oracle
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(id: &str, source: &str) -> Example {
+        Example {
+            id: id.into(),
+            source: source.into(),
+            prompt: format!("prompt {id}"),
+            responses: vec![format!("answer to {id}")],
+            labels: vec![1.0],
+            quality: vec![100.0],
+        }
+    }
+
+    /// Every example of a source with others gets another example's responses of the same
+    /// source (each response used once); prompts, labels and scores stay; a lone example keeps
+    /// its own; the same seed gives the same shuffle.
+    #[test]
+    fn shuffled_responses_come_from_another_prompt_of_the_same_source() {
+        let original: Vec<Example> = (0..6)
+            .map(|i| example(&format!("a{i}"), "A"))
+            .chain([example("b0", "B")])
+            .collect();
+        let mut shuffled = original.clone();
+        shuffle_responses(&mut shuffled, 17);
+        for (before, after) in original.iter().zip(&shuffled) {
+            assert_eq!(
+                (&before.prompt, &before.quality),
+                (&after.prompt, &after.quality)
+            );
+            if before.source == "A" {
+                assert_ne!(before.responses, after.responses, "{}", before.id);
+                assert!(after.responses[0].starts_with("answer to a"));
+            } else {
+                assert_eq!(before.responses, after.responses);
+            }
+        }
+        let mut used: Vec<&str> = shuffled.iter().map(|e| e.responses[0].as_str()).collect();
+        used.sort();
+        used.dedup();
+        assert_eq!(used.len(), 7, "each response used once");
+        let mut again = original.clone();
+        shuffle_responses(&mut again, 17);
+        assert_eq!(again, shuffled);
     }
 }

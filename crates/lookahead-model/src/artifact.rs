@@ -148,6 +148,11 @@ pub struct HyperParams {
     /// cross-fitted scores ([`crate::calibration`]); `false` for artifacts written before it.
     #[serde(default)]
     pub source_calibration: bool,
+    /// The shuffled-target control: each training example was given the responses of another
+    /// example of its source, so a response objective saw real responses that were not its
+    /// prompt's (`lookahead train --shuffle-responses`; an experiment, never served).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shuffled_responses: bool,
 }
 
 impl HyperParams {
@@ -187,6 +192,7 @@ impl Default for HyperParams {
             wide: false,
             ngram_buckets: default_ngram_buckets(),
             source_calibration: true,
+            shuffled_responses: false,
         }
     }
 }

@@ -11,9 +11,13 @@
 //!   [`select`]: the routing decision; [`artifact`]: the artifact format;
 //! - [`fit`]: the training request and result, the one epoch loop, schedule, early stopping,
 //!   metrics;
-//! - [`methods`]: lite (with MLC), kNN, MLM, CLM, each as model, train and scorer;
+//! - [`methods`]: lite (with MLC), kNN, MLM, CLM, n-gram, each as model, train and scorer;
+//! - [`crossfit`]: a request's training repeated without each of K folds (the acceptance gate's
+//!   cross-fitted evidence); [`calibration`]: the within-source calibration fitted on it;
+//!   [`precision`] / [`agreement`]: which precision `auto` serves, and the int8 agreement
+//!   training measures for it;
 //! - entry points: [`train()`] (any method) and [`load_scorer`] (any artifact, as
-//!   [`ScorerOptions`] say).
+//!   [`ScorerOptions`] say, calibrated when the artifact carries a calibration).
 
 pub mod agreement;
 pub mod artifact;

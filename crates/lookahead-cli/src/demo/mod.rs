@@ -366,6 +366,7 @@ async fn run_loopback(
         s.abort();
     }
     Ok(Report {
+        method: meta.method,
         name: format!(
             "{} (routed, {})",
             method_label(meta.method),
@@ -382,6 +383,8 @@ async fn run_loopback(
 struct Report {
     /// The routed row's name.
     name: String,
+    /// The served router's method.
+    method: Method,
     tally: Tally,
     wall: Duration,
     concurrency: usize,
@@ -621,6 +624,13 @@ impl Report {
             tally.failed,
             tally.fail_open
         );
+        if let Some(line) = line {
+            println!(
+                "served: the {} router, the method that beats every single model within the demo's CPU budget (docs/results.md); the {} line is the paper's method on the same prompts, scored in-process, not served\n",
+                self.method,
+                method_label(line.method)
+            );
+        }
         println!("| router / model | equal-weight score | pooled score | routed share |");
         println!("|---|---:|---:|---:|");
         let routed = tally.scores(|_, o| o.routed.map_or(0.0, |i| o.scores[i]));
