@@ -71,7 +71,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "")]
     split_salt: String,
     /// Skip the Lookahead-lite line printed beside a method that is not a Lookahead one (it
-    /// trains a small lite router first, about two minutes on two cores).
+    /// trains a small lite router first, about three minutes on two cores).
     #[arg(long)]
     no_lookahead_line: bool,
 }
@@ -158,6 +158,8 @@ struct TrainJob<'a> {
     max_train: Option<usize>,
     epochs: usize,
     artifact: &'a Path,
+    /// More `lookahead train` flags (the method's design).
+    design: &'a [&'a str],
 }
 
 fn train(args: &DemoArgs, job: &TrainJob, backbone: &Path) -> anyhow::Result<()> {
@@ -178,6 +180,7 @@ fn train(args: &DemoArgs, job: &TrainJob, backbone: &Path) -> anyhow::Result<()>
     if let Some(max) = job.max_train {
         cmd.arg("--max-train").arg(max.to_string());
     }
+    cmd.args(job.design);
     cmd.arg("--epochs")
         .arg(job.epochs.to_string())
         .arg("--split-salt")
@@ -214,6 +217,7 @@ fn trained_artifacts(
             max_train: args.max_train.or(default_max_train(args.method)),
             epochs: args.epochs,
             artifact: &artifact,
+            design: &[],
         };
         train(args, &job, backbone)?;
     }
@@ -226,6 +230,7 @@ fn trained_artifacts(
                 max_train: Some(lookahead_line::LINE_MAX_TRAIN),
                 epochs: lookahead_line::LINE_EPOCHS,
                 artifact: dir,
+                design: &lookahead_line::LINE_DESIGN,
             };
             train(args, &job, backbone)?;
         }
