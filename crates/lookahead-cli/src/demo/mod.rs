@@ -631,7 +631,7 @@ impl Report {
         );
         if let Some(line) = line {
             println!(
-                "served: the {} router, the method that beats every single model within the demo's CPU budget (docs/results.md); the {} line is the paper's method on the same prompts, scored in-process, not served\n",
+                "served: the {} router, the best router 5-fold cross-validation measured within the demo's CPU budget (docs/results.md); the {} line is the paper's method on the same prompts, scored in-process, not served\n",
                 self.method,
                 method_label(line.method)
             );
@@ -639,6 +639,7 @@ impl Report {
         println!("| router / model | equal-weight score | pooled score | routed share |");
         println!("|---|---:|---:|---:|");
         let routed = tally.scores(|_, o| o.routed.map_or(0.0, |i| o.scores[i]));
+        let mut line_score = None;
         println!(
             "| **{}** | **{:.2}** | **{:.2}** | |",
             self.name, routed.0, routed.1
@@ -646,6 +647,7 @@ impl Report {
         if let Some(line) = line {
             let scored = tally.scores_of(&line.choices);
             println!("| {} | {:.2} | {:.2} | |", line.label(), scored.0, scored.1);
+            line_score = Some(scored.0);
         }
         let best = tally.print_models(models);
         if let Some((model, score)) = best {
@@ -658,6 +660,14 @@ impl Report {
                 "\nequal-weight score (mean over benchmarks of each one's mean, the paper's metric): the routed row {verdict} every single model (best: {model}, {score:.2}; routed − it {:+.2})",
                 routed.0 - score
             );
+            if let (Some(line), Some(at)) = (line, line_score) {
+                println!(
+                    "the {} line {} every single model ({:+.2})",
+                    method_label(line.method),
+                    if at > score { "beats" } else { "does not beat" },
+                    at - score
+                );
+            }
         }
         println!("{}", self.decision_latency);
         if let Some(line) = line {
