@@ -430,6 +430,19 @@ mod tests {
             .find(|c| c.name == name)
     }
 
+    /// The router Deployment of `policy` with a trained artifact and the default telemetry.
+    fn trained_deployment(policy: &RoutingPolicy) -> Deployment {
+        deployment(
+            policy,
+            "ns",
+            "img",
+            &Telemetry::default(),
+            &trained(),
+            "h",
+            &testdata::owner(),
+        )
+    }
+
     fn trained() -> Scoring {
         Scoring::Artifact(Box::new(ArtifactStatus {
             fingerprint: "f".into(),
@@ -441,15 +454,7 @@ mod tests {
     #[test]
     fn router_pods_carry_the_prometheus_scrape_annotations() {
         let policy = testdata::policy("p", Some("yi"));
-        let d = deployment(
-            &policy,
-            "ns",
-            "img",
-            &Telemetry::default(),
-            &trained(),
-            "h",
-            &testdata::owner(),
-        );
+        let d = trained_deployment(&policy);
         let annotations = d
             .spec
             .and_then(|s| s.template.metadata)
@@ -466,15 +471,7 @@ mod tests {
     #[test]
     fn router_pods_get_the_time_to_drain() {
         let policy = testdata::policy("p", Some("yi"));
-        let d = deployment(
-            &policy,
-            "ns",
-            "img",
-            &Telemetry::default(),
-            &trained(),
-            "h",
-            &testdata::owner(),
-        );
+        let d = trained_deployment(&policy);
         let grace = d
             .spec
             .and_then(|s| s.template.spec)
@@ -485,19 +482,7 @@ mod tests {
     #[test]
     fn an_autoscaled_router_leaves_its_replicas_to_the_autoscaler() {
         let mut policy = testdata::policy("p", Some("yi"));
-        let replicas = |p: &RoutingPolicy| {
-            deployment(
-                p,
-                "ns",
-                "img",
-                &Telemetry::default(),
-                &trained(),
-                "h",
-                &testdata::owner(),
-            )
-            .spec
-            .and_then(|s| s.replicas)
-        };
+        let replicas = |p: &RoutingPolicy| trained_deployment(p).spec.and_then(|s| s.replicas);
         assert_eq!(replicas(&policy), Some(policy.spec.serving.replicas));
         policy.spec.serving.autoscaling = Some(lookahead_api::policy::RouterAutoscaling {
             max_replicas: 5,
@@ -512,15 +497,7 @@ mod tests {
     fn the_asked_precision_reaches_the_scorer_sidecar() {
         let mut policy = testdata::policy("p", Some("yi"));
         let scorer_args = |policy: &RoutingPolicy| {
-            let d = deployment(
-                policy,
-                "ns",
-                "img",
-                &Telemetry::default(),
-                &trained(),
-                "h",
-                &testdata::owner(),
-            );
+            let d = trained_deployment(policy);
             container(&d, "scorer")
                 .and_then(|c| c.args.clone())
                 .unwrap_or_default()
@@ -553,15 +530,7 @@ mod tests {
             )])),
             ..Default::default()
         });
-        let d = deployment(
-            &policy,
-            "ns",
-            "img",
-            &Telemetry::default(),
-            &trained(),
-            "h",
-            &testdata::owner(),
-        );
+        let d = trained_deployment(&policy);
         let scorer = container(&d, "scorer").expect("scorer sidecar");
         let args = scorer.args.clone().unwrap_or_default();
         assert!(args.windows(2).any(|w| w == ["--device", "cuda"]));
@@ -581,15 +550,7 @@ mod tests {
     #[test]
     fn cpu_scorer_without_gpu_toleration() {
         let policy = testdata::policy("p", Some("yi"));
-        let d = deployment(
-            &policy,
-            "ns",
-            "img",
-            &Telemetry::default(),
-            &trained(),
-            "h",
-            &testdata::owner(),
-        );
+        let d = trained_deployment(&policy);
         let scorer = container(&d, "scorer").expect("scorer sidecar");
         assert!(!scorer
             .args
@@ -607,15 +568,7 @@ mod tests {
     #[test]
     fn router_pods_run_non_root_with_a_read_only_root() {
         let policy = testdata::policy("p", Some("yi"));
-        let d = deployment(
-            &policy,
-            "ns",
-            "img",
-            &Telemetry::default(),
-            &trained(),
-            "h",
-            &testdata::owner(),
-        );
+        let d = trained_deployment(&policy);
         let pod = d
             .spec
             .as_ref()
@@ -730,15 +683,7 @@ mod tests {
         let yaml = serde_yaml::to_string(&c).expect("yaml");
         assert!(yaml.contains("keysDir: /var/run/lookahead/keys"), "{yaml}");
 
-        let d = deployment(
-            &policy,
-            "ns",
-            "img",
-            &Telemetry::default(),
-            &trained(),
-            "h",
-            &testdata::owner(),
-        );
+        let d = trained_deployment(&policy);
         let pod = d
             .spec
             .as_ref()
@@ -780,15 +725,7 @@ mod tests {
         let pool = testdata::pool("pool", &["yi"]);
         let c = router_config(&policy, &pool, "ns", &trained()).expect("config");
         assert!(c.policy.auth.is_none());
-        let d = deployment(
-            &policy,
-            "ns",
-            "img",
-            &Telemetry::default(),
-            &trained(),
-            "h",
-            &testdata::owner(),
-        );
+        let d = trained_deployment(&policy);
         let pod = d.spec.and_then(|s| s.template.spec).expect("pod");
         assert!(pod.volumes.iter().flatten().all(|v| v.name != "api-keys"));
     }
