@@ -41,8 +41,8 @@ pub struct LookaheadLine {
     pub method: Method,
     /// The precision it served at (`--precision` resolved for this artifact).
     pub precision: Precision,
-    /// How often its int8 scorer decided as f32 on validation, when training measured it.
-    pub int8_agreement: Option<f64>,
+    /// The precision served, with the int8 agreement training measured ([`super::served_precision`]).
+    pub served: String,
     /// Pool index chosen for each held-out record (`None`: the scorer failed on it).
     pub choices: Vec<Option<usize>>,
     pub decisions: Vec<Duration>,
@@ -81,7 +81,7 @@ impl LookaheadLine {
         Ok(Self {
             method: meta.method,
             precision: lookahead_model::serving_precision(&meta, precision, &Device::Cpu),
-            int8_agreement: meta.int8_agreement,
+            served: super::served_precision(&meta, precision),
             choices,
             decisions,
             acceptance: meta.acceptance,
@@ -110,16 +110,10 @@ impl LookaheadLine {
             ),
             None => "its gate did not run (no validation records)".into(),
         };
-        let agreement = self.int8_agreement.map_or_else(String::new, |a| {
-            format!(
-                "; int8 decides as f32 on {:.1}% of validation prompts",
-                100.0 * a
-            )
-        });
         format!(
-            "{}: {gate}; decision latency at {}{agreement}, one prompt per call: p50 {:.2} ms, p99 {:.2} ms over {} decisions",
+            "{}: {gate}; decision latency ({}), one prompt per call: p50 {:.2} ms, p99 {:.2} ms over {} decisions",
             super::method_label(self.method),
-            self.precision,
+            self.served,
             ms(0.5),
             ms(0.99),
             self.decisions.len()
