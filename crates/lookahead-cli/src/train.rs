@@ -105,6 +105,15 @@ pub struct TrainArgs {
     /// the router's differences between models are worth following).
     #[arg(long)]
     no_source_calibration: bool,
+    /// ngram: give every n-gram a second, source-specific weight beside its shared one (learned
+    /// on that source's prompts; served through a source classifier), so a word can point to
+    /// different models in different kinds of prompt.
+    #[arg(long)]
+    source_features: bool,
+    /// The calibration measures how far to follow the router's differences per source and
+    /// model instead of per source.
+    #[arg(long)]
+    per_model_slopes: bool,
     /// The shuffled-target control (lite, MLM, CLM): give each training example the responses
     /// of another example of its source (a rotation in id-hash order under `--seed`), so the
     /// response objective sees real responses that are not its prompt's. Validation keeps its
@@ -179,6 +188,8 @@ fn hyper_params(args: &TrainArgs) -> HyperParams {
         knn_k: args.knn_k,
         label_threshold: args.label_threshold,
         source_calibration: !args.no_source_calibration,
+        source_features: args.source_features,
+        per_model_slopes: args.per_model_slopes,
         shuffled_responses: args.shuffle_responses,
         ..HyperParams::default()
     }

@@ -148,6 +148,13 @@ pub struct HyperParams {
     /// cross-fitted scores ([`crate::calibration`]); `false` for artifacts written before it.
     #[serde(default)]
     pub source_calibration: bool,
+    /// The calibration fits one slope per source and model instead of one per source.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub per_model_slopes: bool,
+    /// N-gram router: each feature also gets a copy per source (its weight learned on that
+    /// source's prompts), served through a source classifier ([`crate::wide::features::conjoin`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub source_features: bool,
     /// The shuffled-target control: each training example was given the responses of another
     /// example of its source, so a response objective saw real responses that were not its
     /// prompt's (`lookahead train --shuffle-responses`; an experiment, never served).
@@ -156,6 +163,15 @@ pub struct HyperParams {
 }
 
 impl HyperParams {
+    /// How the within-source calibration measures its slopes.
+    pub fn calibration_slopes(&self) -> crate::calibration::Slopes {
+        if self.per_model_slopes {
+            crate::calibration::Slopes::PerModel
+        } else {
+            crate::calibration::Slopes::PerSource
+        }
+    }
+
     /// The part of each prompt the encoder reads.
     pub fn prompt_window(&self) -> PromptWindow {
         PromptWindow {
@@ -192,6 +208,8 @@ impl Default for HyperParams {
             wide: false,
             ngram_buckets: default_ngram_buckets(),
             source_calibration: true,
+            per_model_slopes: false,
+            source_features: false,
             shuffled_responses: false,
         }
     }

@@ -26,6 +26,16 @@ pub const PREFIX: &str = "calibration.";
 /// Prefix of its source classifier's tensors.
 const SOURCE_PREFIX: &str = "calibration.source.";
 
+/// How finely the calibration measures how far to follow the router's differences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slopes {
+    /// One slope per source (shared by its models).
+    PerSource,
+    /// One per source and model: a router may predict one model's wins (a coding question in a
+    /// chat benchmark goes to the coder) and not another's.
+    PerModel,
+}
+
 /// The per-source statistics of a calibration, for sources in a fixed order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WithinSource {
@@ -33,8 +43,10 @@ pub struct WithinSource {
     pub quality: Vec<Vec<f32>>,
     /// `[source][model]`: mean per-prompt-centred score on the source's examples.
     pub centred: Vec<Vec<f32>>,
-    /// `[source]`: how much a centred score difference is worth in quality (≥ 0).
-    pub slope: Vec<f32>,
+    /// `[source][model]`: how much a centred score difference is worth in quality (≥ 0): one
+    /// value per source repeated over its models, or one per model with
+    /// `HyperParams::per_model_slopes`.
+    pub slope: Vec<Vec<f32>>,
 }
 
 /// A fitted within-source calibration with the source classifier that serves it.
@@ -66,7 +78,12 @@ fn centre(row: &[f32]) -> Vec<f32> {
 impl WithinSource {
     /// Fits the means and slopes over `sources` on `examples` and the `scores` a router gave
     /// them without having seen them (one row per example, pool order); `None` without scores.
-    pub fn fit(examples: &[&Example], scores: &[Vec<f32>], sources: &[String]) -> Option<Self> {
+    pub fn fit(
+        examples: &[&Example],
+        scores: &[Vec<f32>],
+        sources: &[String],
+        slopes: Slopes,
+    ) -> Option<Self> {
         let models = scores.first()?.len();
         let mut quality = vec![vec![0f32; models]; sources.len()];
         let mut centred = vec![vec![0f32; models]; sources.len()];
@@ -85,7 +102,7 @@ impl WithinSource {
             quality[s].iter_mut().for_each(|q| *q /= n);
             centred[s].iter_mut().for_each(|c| *c /= n);
         }
-        let slope = Self::slopes(examples, scores, sources, &quality, &centred);
+        let slope = Self::slopes(examples, scores, sources, (&quality, &centred), slopes);
         Some(Self {
             quality,
             centred,
@@ -93,18 +110,19 @@ impl WithinSource {
         })
     }
 
-    /// Per source, the least-squares slope of centred quality on centred score (both measured
-    /// from the source's per-model means), clamped at 0: a router whose differences go against
-    /// the outcomes is not followed.
+    /// Per source (or per source and model, [`Slopes::PerModel`]), the least-squares slope of centred
+    /// quality on centred score (both measured from the source's per-model means), clamped at 0:
+    /// a router whose differences go against the outcomes is not followed.
     fn slopes(
         examples: &[&Example],
         scores: &[Vec<f32>],
         sources: &[String],
-        quality: &[Vec<f32>],
-        centred: &[Vec<f32>],
-    ) -> Vec<f32> {
-        let mut cross = vec![0f64; sources.len()];
-        let mut square = vec![0f64; sources.len()];
+        (quality, centred): (&[Vec<f32>], &[Vec<f32>]),
+        slopes: Slopes,
+    ) -> Vec<Vec<f32>> {
+        let models = quality.first().map_or(0, Vec::len);
+        let mut cross = vec![vec![0f64; models]; sources.len()];
+        let mut square = vec![vec![0f64; models]; sources.len()];
         for (e, row) in examples.iter().zip(scores) {
             let Some(s) = sources.iter().position(|x| *x == e.source) else {
                 continue;
@@ -112,22 +130,29 @@ impl WithinSource {
             let q: Vec<f32> = e.quality.iter().map(|q| q / 100.0).collect();
             let q_mean_over_pool = q.iter().sum::<f32>() / q.len().max(1) as f32;
             let q_mean_of_source = quality[s].iter().sum::<f32>() / q.len().max(1) as f32;
-            for (m, c) in centre(row).into_iter().enumerate() {
+            for (m, c) in centre(row).into_iter().enumerate().take(models) {
                 let x = f64::from(c - centred[s][m]);
                 let qc = q.get(m).copied().unwrap_or(0.0) - q_mean_over_pool;
                 let y = f64::from(qc - (quality[s][m] - q_mean_of_source));
-                cross[s] += x * y;
-                square[s] += x * x;
+                cross[s][m] += x * y;
+                square[s][m] += x * x;
             }
         }
+        let slope = |c: f64, s: f64| {
+            if s > 0.0 {
+                (c / s).max(0.0) as f32
+            } else {
+                0.0
+            }
+        };
         cross
             .iter()
             .zip(&square)
-            .map(|(&c, &s)| {
-                if s > 0.0 {
-                    (c / s).max(0.0) as f32
+            .map(|(c, s)| {
+                if slopes == Slopes::PerModel {
+                    c.iter().zip(s).map(|(&c, &s)| slope(c, s)).collect()
                 } else {
-                    0.0
+                    vec![slope(c.iter().sum(), s.iter().sum()); models]
                 }
             })
             .collect()
@@ -139,8 +164,8 @@ impl WithinSource {
         let c = centre(scores);
         let mut out = vec![0f32; scores.len()];
         let per_source = self.quality.iter().zip(&self.centred).zip(&self.slope);
-        for (&w, ((q, cbar), &b)) in source.iter().zip(per_source) {
-            for (((o, &c), &q), &cbar) in out.iter_mut().zip(&c).zip(q).zip(cbar) {
+        for (&w, ((q, cbar), b)) in source.iter().zip(per_source) {
+            for ((((o, &c), &q), &cbar), &b) in out.iter_mut().zip(&c).zip(q).zip(cbar).zip(b) {
                 *o += w * (q + b * (c - cbar));
             }
         }
@@ -178,7 +203,7 @@ impl SourceCalibration {
     pub fn to_tensors(&self) -> Result<HashMap<String, Tensor>, WideError> {
         let dev = Device::Cpu;
         let w = &self.within;
-        let (s, m) = (w.slope.len(), w.quality.first().map_or(0, Vec::len));
+        let (s, m) = (w.quality.len(), w.quality.first().map_or(0, Vec::len));
         let mut t = self.classifier.to_tensors(SOURCE_PREFIX)?;
         t.insert(
             format!("{PREFIX}quality"),
@@ -190,7 +215,7 @@ impl SourceCalibration {
         );
         t.insert(
             format!("{PREFIX}slope"),
-            Tensor::from_slice(&w.slope, s, &dev)?,
+            Tensor::from_slice(&w.slope.concat(), (s, m), &dev)?,
         );
         Ok(t)
     }
@@ -221,12 +246,18 @@ impl SourceCalibration {
             Ok(flat.chunks(models).map(<[f32]>::to_vec).collect())
         };
         let (quality, centred) = (matrix("quality")?, matrix("centred")?);
-        if slope.len() != sources {
+        // One slope per source (artifacts written before per-model slopes) or per source and
+        // model.
+        let slope: Vec<Vec<f32>> = if slope.len() == sources {
+            slope.iter().map(|&b| vec![b; models]).collect()
+        } else if slope.len() == sources * models && models > 0 {
+            slope.chunks(models).map(<[f32]>::to_vec).collect()
+        } else {
             return Err(WideError::Shape(format!(
-                "calibration: {} slopes for {sources} sources",
+                "calibration: {} slopes for {sources} sources × {models} models",
                 slope.len()
             )));
-        }
+        };
         let classifier = WideModel::from_tensors(tensors, SOURCE_PREFIX, sources)?;
         Ok(Some(Self {
             within: WithinSource {
@@ -295,9 +326,9 @@ mod tests {
     fn follows_the_router_where_it_predicts_and_the_source_best_where_it_does_not() {
         let (examples, scores) = data();
         let refs: Vec<&Example> = examples.iter().collect();
-        let w = WithinSource::fit(&refs, &scores, &sources()).unwrap();
-        assert!(w.slope[0] > 1.0, "chat slope {:?}", w.slope);
-        assert!(w.slope[1] < 0.05, "math slope {:?}", w.slope);
+        let w = WithinSource::fit(&refs, &scores, &sources(), Slopes::PerSource).unwrap();
+        assert!(w.slope[0][0] > 1.0, "chat slope {:?}", w.slope);
+        assert!(w.slope[1][0] < 0.05, "math slope {:?}", w.slope);
         assert!((w.quality[1][0] - 0.6).abs() < 1e-6, "{:?}", w.quality);
         let pick = |source: [f32; 2], s: &[f32]| {
             let out = w.apply_with(&source, s);
@@ -311,21 +342,75 @@ mod tests {
         assert_eq!(pick([0.0, 1.0], &[0.55, 0.45]), 0);
     }
 
+    /// Three models on one source: the router's score of model 2 says whether model 2 wins;
+    /// its scores of models 0 and 1 are noise (they swap at random while the outcome between
+    /// them does not move). Per-model slopes follow model 2's differences only.
+    #[test]
+    fn per_model_slopes_follow_only_the_models_whose_differences_predict() {
+        let mut examples = Vec::new();
+        let mut scores = Vec::new();
+        for i in 0..200 {
+            let coder_wins = i % 2 == 0;
+            let quality = if coder_wins {
+                vec![0.0, 0.0, 100.0]
+            } else {
+                vec![100.0, 0.0, 0.0]
+            };
+            examples.push(Example {
+                id: format!("chat-{i}"),
+                source: "chat".into(),
+                prompt: String::new(),
+                responses: vec![String::new(); 3],
+                labels: vec![0.0; 3],
+                quality,
+            });
+            let noise = if i % 3 == 0 { 0.2 } else { -0.2 };
+            let coder = if coder_wins { 0.8 } else { 0.2 };
+            scores.push(vec![0.5 + noise, 0.5 - noise, coder]);
+        }
+        let refs: Vec<&Example> = examples.iter().collect();
+        let sources = vec!["chat".to_string()];
+        let shared = WithinSource::fit(&refs, &scores, &sources, Slopes::PerSource).unwrap();
+        let per_model = WithinSource::fit(&refs, &scores, &sources, Slopes::PerModel).unwrap();
+        assert!(
+            shared.slope[0].windows(2).all(|w| w[0] == w[1]),
+            "{:?}",
+            shared.slope
+        );
+        let b = &per_model.slope[0];
+        assert!(b[2] > 2.0 * b[0].max(b[1]), "{b:?}");
+        // Tensors keep the per-model slopes; one slope per source (older artifacts) still loads.
+        let classifier = SourceCalibration::fit_classifier(&refs, &sources, 1 << 8);
+        let cal = SourceCalibration {
+            within: per_model,
+            classifier,
+        };
+        let mut t = cal.to_tensors().unwrap();
+        let back = SourceCalibration::from_tensors(&t, 1, 3).unwrap().unwrap();
+        assert_eq!(back, cal);
+        t.insert(
+            format!("{PREFIX}slope"),
+            Tensor::from_slice(&[0.5f32], 1, &Device::Cpu).unwrap(),
+        );
+        let old = SourceCalibration::from_tensors(&t, 1, 3).unwrap().unwrap();
+        assert_eq!(old.within.slope, vec![vec![0.5; 3]]);
+    }
+
     #[test]
     fn a_router_whose_differences_go_against_the_outcomes_is_not_followed() {
         let (examples, scores) = data();
         let flipped: Vec<Vec<f32>> = scores.iter().map(|r| vec![r[1], r[0]]).collect();
         let refs: Vec<&Example> = examples.iter().collect();
-        let w = WithinSource::fit(&refs, &flipped, &sources()).unwrap();
-        assert_eq!(w.slope[0], 0.0, "{:?}", w.slope);
-        assert!(WithinSource::fit(&refs, &[], &sources()).is_none());
+        let w = WithinSource::fit(&refs, &flipped, &sources(), Slopes::PerSource).unwrap();
+        assert_eq!(w.slope[0][0], 0.0, "{:?}", w.slope);
+        assert!(WithinSource::fit(&refs, &[], &sources(), Slopes::PerSource).is_none());
     }
 
     #[test]
     fn tensors_round_trip_with_the_source_classifier() {
         let (examples, scores) = data();
         let refs: Vec<&Example> = examples.iter().collect();
-        let within = WithinSource::fit(&refs, &scores, &sources()).unwrap();
+        let within = WithinSource::fit(&refs, &scores, &sources(), Slopes::PerSource).unwrap();
         let classifier = SourceCalibration::fit_classifier(&refs, &sources(), 1 << 10);
         let cal = SourceCalibration { within, classifier };
         let back = SourceCalibration::from_tensors(&cal.to_tensors().unwrap(), 2, 2)

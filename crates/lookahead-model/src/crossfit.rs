@@ -8,7 +8,7 @@
 use lookahead_data::KFold;
 
 use crate::artifact::Acceptance;
-use crate::calibration::{source_probabilities, SourceCalibration, WithinSource};
+use crate::calibration::{source_probabilities, Slopes, SourceCalibration, WithinSource};
 use crate::fit::acceptance::Judged;
 use crate::fit::{best_single, Example, TrainError, TrainRequest};
 use crate::methods;
@@ -99,22 +99,23 @@ impl CrossFitted<'_> {
         &self,
         sources: &[String],
         classifier: crate::wide::WideModel,
+        slopes: Slopes,
     ) -> Option<SourceCalibration> {
-        let within = WithinSource::fit(&self.examples, &self.scores, sources)?;
+        let within = WithinSource::fit(&self.examples, &self.scores, sources, slopes)?;
         Some(SourceCalibration { within, classifier })
     }
 
-    /// The router's choice for each example: the argmax of its scores, or with `calibrated`,
-    /// of its scores re-scored by the calibration fitted on the *other* folds' scores (so the
-    /// calibration is judged on examples it was not fitted on either).
-    pub fn choices(&self, sources: &[String], calibrated: bool) -> Vec<usize> {
-        if !calibrated {
+    /// The router's choice for each example: the argmax of its scores, or with `calibrated`
+    /// slopes, of its scores re-scored by the calibration fitted on the *other* folds' scores
+    /// (so the calibration is judged on examples it was not fitted on either).
+    pub fn choices(&self, sources: &[String], calibrated: Option<Slopes>) -> Vec<usize> {
+        let Some(slopes) = calibrated else {
             return self
                 .scores
                 .iter()
                 .map(|row| select(row, None, 0.0).unwrap_or(0))
                 .collect();
-        }
+        };
         let mut choices = vec![0; self.examples.len()];
         for fold in 0..self.folds {
             let others: Vec<usize> = (0..self.examples.len())
@@ -122,7 +123,7 @@ impl CrossFitted<'_> {
                 .collect();
             let examples: Vec<&Example> = others.iter().map(|&i| self.examples[i]).collect();
             let scores: Vec<Vec<f32>> = others.iter().map(|&i| self.scores[i].clone()).collect();
-            let within = WithinSource::fit(&examples, &scores, sources);
+            let within = WithinSource::fit(&examples, &scores, sources, slopes);
             for i in (0..self.examples.len()).filter(|&i| self.fold[i] == fold) {
                 let row = match &within {
                     Some(w) => w.apply_with(&self.source_probabilities[i], &self.scores[i]),

@@ -46,9 +46,10 @@ fn gate_and_calibrate(
     trained: &mut Trained,
 ) -> Result<Acceptance, TrainError> {
     let calibrate = req.hyper.source_calibration;
+    let slopes = req.hyper.calibration_slopes();
     let fallback = best_single(req.train, req.models.len()).unwrap_or(0);
     let verdict = crossed.verdict(
-        crossed.choices(&req.sources, calibrate),
+        crossed.choices(&req.sources, calibrate.then_some(slopes)),
         &req.models,
         fallback,
         req.min_gain,
@@ -59,7 +60,7 @@ fn gate_and_calibrate(
     let seen: Vec<&Example> = req.train.iter().chain(req.valid).collect();
     let classifier =
         SourceCalibration::fit_classifier(&seen, &req.sources, req.hyper.ngram_buckets);
-    let Some(calibration) = crossed.calibration(&req.sources, classifier) else {
+    let Some(calibration) = crossed.calibration(&req.sources, classifier, slopes) else {
         return Ok(verdict);
     };
     let tensors = calibration

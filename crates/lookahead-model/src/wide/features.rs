@@ -64,6 +64,48 @@ impl NgramHasher {
     }
 }
 
+/// Probabilities below this add no source-specific copy of a feature (they would only add noise
+/// and work).
+const MIN_SOURCE_WEIGHT: f32 = 0.05;
+
+/// `counts` plus, for each source `s` with `source[s]` at least [`MIN_SOURCE_WEIGHT`], a copy of
+/// every feature hashed together with `s` and scaled by `source[s]`: the "shared + specific"
+/// feature map of domain adaptation. A linear model over it learns what an n-gram says about the
+/// models on every source (the shared copy) and how that differs on one source (its copy), so
+/// a word that means "coding question, send it to the coder" in a chat benchmark need not mean
+/// the same in a coding benchmark where every prompt is code. Training rows take the example's
+/// own source (one-hot), served rows the source classifier's probabilities.
+pub fn conjoin(counts: SparseRow, source: &[f32], buckets: usize) -> SparseRow {
+    let mut out = counts.clone();
+    for (s, &w) in source.iter().enumerate() {
+        if w < MIN_SOURCE_WEIGHT {
+            continue;
+        }
+        for &(b, c) in &counts {
+            out.push((source_bucket(b, s, buckets), c * w));
+        }
+    }
+    out.sort_unstable_by_key(|&(b, _)| b);
+    let mut merged: SparseRow = Vec::with_capacity(out.len());
+    for (b, c) in out {
+        match merged.last_mut() {
+            Some((last, total)) if *last == b => *total += c,
+            _ => merged.push((b, c)),
+        }
+    }
+    merged
+}
+
+/// The bucket of feature `b`'s copy for source `s` (a 64-bit mix, so copies of neighbouring
+/// buckets do not land side by side).
+fn source_bucket(b: u32, s: usize, buckets: usize) -> u32 {
+    let mut h = (u64::from(b) << 8 | (s as u64 + 1)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h ^= h >> 29;
+    h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h ^= h >> 32;
+    (h % buckets.max(1) as u64) as u32
+}
+
 /// Lower-cased alphanumeric runs (with `_`) and single other non-space characters.
 fn tokens(text: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -135,6 +177,27 @@ mod tests {
         let the = h.bucket(&["the"]);
         let v = row.iter().find(|(b, _)| *b == the).map(|(_, v)| *v);
         assert_eq!(v, Some(1.0 + 3f32.ln()));
+    }
+
+    #[test]
+    fn conjoined_rows_keep_the_shared_features_and_add_a_scaled_copy_per_likely_source() {
+        let h = NgramHasher::new(1 << 16);
+        let counts = h.counts("sum the list of numbers");
+        let one_hot = conjoin(counts.clone(), &[0.0, 1.0, 0.0], 1 << 16);
+        assert!(one_hot.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(
+            one_hot.len(),
+            2 * counts.len(),
+            "no collisions expected here"
+        );
+        let total = |r: &SparseRow| r.iter().map(|(_, c)| c).sum::<f32>();
+        assert!((total(&one_hot) - 2.0 * total(&counts)).abs() < 1e-4);
+        // Source 0's copy lands elsewhere than source 1's; unlikely sources add nothing.
+        let other = conjoin(counts.clone(), &[1.0, 0.0, 0.0], 1 << 16);
+        assert_ne!(one_hot, other);
+        let mixed = conjoin(counts.clone(), &[0.5, 0.49, 0.01], 1 << 16);
+        assert_eq!(mixed.len(), 3 * counts.len());
+        assert!((total(&mixed) - 1.99 * total(&counts)).abs() < 1e-3);
     }
 
     #[test]

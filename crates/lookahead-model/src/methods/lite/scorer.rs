@@ -11,7 +11,7 @@ use super::model::{UpperKind, UpperModel, UpperShape};
 use crate::artifact::{load_backbone, load_tensors, ArtifactError, Method, RouterMeta};
 use crate::backbones::encoder_dir::Backbone;
 use crate::kernels::ops::Mode;
-use crate::methods::ngram::train::PREFIX as WIDE_PREFIX;
+use crate::methods::ngram::model::PREFIX as WIDE_PREFIX;
 use crate::nn::mean_pool;
 use crate::scorer::{ScoreError, Scorer};
 use crate::wide::WideModel;

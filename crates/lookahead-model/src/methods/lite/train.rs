@@ -25,7 +25,7 @@ use crate::fit::{
 use crate::kernels::ops::Mode;
 use crate::methods::cached::{cached_states, check_request, prompt_kind, prompt_states};
 use crate::methods::ngram::head::{fit_head, WideHead};
-use crate::methods::ngram::train::PREFIX as WIDE_PREFIX;
+use crate::methods::ngram::model::PREFIX as WIDE_PREFIX;
 use crate::methods::prior_logits;
 use crate::states::{state_key, StateCache, TextKind};
 

@@ -3,5 +3,6 @@
 //! literature for a reason), and the same wide head lite and MLC can carry.
 
 pub mod head;
+pub mod model;
 pub mod scorer;
 pub mod train;

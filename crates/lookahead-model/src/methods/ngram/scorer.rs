@@ -4,24 +4,25 @@ use std::path::Path;
 
 use candle_core::Device;
 
-use super::train::PREFIX;
+use super::model::NgramRouter;
 use crate::artifact::{load_tensors, ArtifactError, RouterMeta};
 use crate::scorer::{ScoreError, Scorer};
-use crate::wide::{sigmoid, WideModel};
+use crate::wide::sigmoid;
 
 /// A loaded n-gram artifact.
 pub struct NgramScorer {
     pub meta: RouterMeta,
-    model: WideModel,
+    router: NgramRouter,
 }
 
 impl NgramScorer {
     pub fn load(dir: &Path) -> Result<Self, ArtifactError> {
         let meta = RouterMeta::read(dir)?;
         let tensors = load_tensors(dir, &Device::Cpu)?;
-        let model = WideModel::from_tensors(&tensors, PREFIX, meta.models.len())
+        let sources = meta.hyper.source_features.then_some(meta.sources.len());
+        let router = NgramRouter::from_tensors(&tensors, meta.models.len(), sources)
             .map_err(|e| ArtifactError::Unsupported(e.to_string()))?;
-        Ok(Self { meta, model })
+        Ok(Self { meta, router })
     }
 }
 
@@ -33,10 +34,7 @@ impl Scorer for NgramScorer {
     fn score_batch(&self, prompts: &[&str]) -> Result<Vec<Vec<f32>>, ScoreError> {
         Ok(prompts
             .iter()
-            .map(|p| {
-                let z = self.model.logits(p);
-                z.iter().map(|&v| sigmoid(v)).collect()
-            })
+            .map(|p| self.router.logits(p).into_iter().map(sigmoid).collect())
             .collect())
     }
 

@@ -3,15 +3,19 @@
 
 use std::time::Instant;
 
+use rayon::prelude::*;
+
+use super::model::NgramRouter;
 use crate::artifact::{BackboneInfo, BackboneKind, Metrics};
+use crate::calibration::SourceCalibration;
 use crate::fit::{metrics, Example, Fitted, TrainError, TrainRequest, Trained};
-use crate::wide::{mean_bce, sigmoid, FitOptions, NgramHasher, WideModel};
+use crate::wide::features::conjoin;
+use crate::wide::{mean_bce, sigmoid, FitOptions, NgramHasher, SparseRow, WideModel};
 
 /// Regularisation strengths tried (scikit-learn's `C`; 1 is its default).
 const C_GRID: [f32; 4] = [0.5, 1.0, 2.0, 4.0];
 
-/// Tensor-name prefix of the n-gram weights in an artifact.
-pub const PREFIX: &str = "wide.";
+pub use super::model::PREFIX;
 
 /// The record an n-gram artifact keeps in place of a backbone: it has none.
 pub fn no_backbone() -> BackboneInfo {
@@ -23,20 +27,16 @@ pub fn no_backbone() -> BackboneInfo {
     }
 }
 
-fn logits(model: &WideModel, examples: &[Example]) -> Vec<Vec<f32>> {
-    examples.iter().map(|e| model.logits(&e.prompt)).collect()
-}
-
 fn labels(examples: &[Example]) -> Vec<Vec<f32>> {
     examples.iter().map(|e| e.labels.clone()).collect()
 }
 
-/// Router metrics of `model` on `examples` (probabilities decide, BCE reported).
-pub fn evaluate(model: &WideModel, examples: &[Example], models: &[String]) -> Metrics {
+/// Router metrics of `router` on `examples` (probabilities decide, BCE reported).
+pub fn evaluate(router: &NgramRouter, examples: &[Example], models: &[String]) -> Metrics {
     if examples.is_empty() {
         return Metrics::default();
     }
-    let z = logits(model, examples);
+    let z: Vec<Vec<f32>> = examples.iter().map(|e| router.logits(&e.prompt)).collect();
     let bce = mean_bce(&z, &labels(examples));
     let probs: Vec<Vec<f32>> = z
         .iter()
@@ -49,45 +49,92 @@ pub fn evaluate(model: &WideModel, examples: &[Example], models: &[String]) -> M
 /// is no validation data).
 pub fn fit_wide(train: &[Example], valid: &[Example], buckets: usize) -> (WideModel, f32) {
     let hasher = NgramHasher::new(buckets);
-    let texts: Vec<&str> = train.iter().map(|e| e.prompt.as_str()).collect();
-    let counts = WideModel::count_rows(hasher, &texts);
+    let counts: Vec<SparseRow> = train.iter().map(|e| hasher.counts(&e.prompt)).collect();
+    let (router, c) = fit_strength(hasher, &counts, train, valid, None);
+    (router.model, c)
+}
+
+/// Fits on the training `counts` at each strength of [`C_GRID`], keeping the router (with
+/// `source`, its classifier) whose validation BCE is lowest.
+fn fit_strength(
+    hasher: NgramHasher,
+    counts: &[SparseRow],
+    train: &[Example],
+    valid: &[Example],
+    source: Option<WideModel>,
+) -> (NgramRouter, f32) {
     let y = labels(train);
-    let fit = |c| {
-        WideModel::fit(
+    let fit = |c| NgramRouter {
+        model: WideModel::fit(
             hasher,
-            &counts,
+            counts,
             &y,
             FitOptions {
                 c,
                 ..FitOptions::default()
             },
-        )
+        ),
+        source: source.clone(),
     };
     if valid.is_empty() {
         return (fit(1.0), 1.0);
     }
     let valid_labels = labels(valid);
-    let mut best: Option<(f64, WideModel, f32)> = None;
-    for c in C_GRID {
-        let model = fit(c);
-        let bce = mean_bce(&logits(&model, valid), &valid_labels);
-        tracing::debug!(c, bce, "n-gram router fitted");
-        if best.as_ref().is_none_or(|(b, _, _)| bce < *b) {
-            best = Some((bce, model, c));
-        }
-    }
-    best.map_or_else(|| (fit(1.0), 1.0), |(_, m, c)| (m, c))
+    // The strengths are independent convex fits: one per core.
+    let fitted: Vec<(f64, NgramRouter, f32)> = C_GRID
+        .par_iter()
+        .map(|&c| {
+            let router = fit(c);
+            let z: Vec<Vec<f32>> = valid.iter().map(|e| router.logits(&e.prompt)).collect();
+            let bce = mean_bce(&z, &valid_labels);
+            tracing::debug!(c, bce, "n-gram router fitted");
+            (bce, router, c)
+        })
+        .collect();
+    let best = fitted
+        .into_iter()
+        .min_by(|a, b| a.0.total_cmp(&b.0).then(a.2.total_cmp(&b.2)));
+    best.map_or_else(|| (fit(1.0), 1.0), |(_, r, c)| (r, c))
+}
+
+/// The source-aware router of `req`: a source classifier on the training prompts, and the
+/// weights fitted on rows that carry each training example's own source.
+fn fit_source_aware(req: &TrainRequest) -> NgramRouter {
+    let buckets = req.hyper.ngram_buckets;
+    let hasher = NgramHasher::new(buckets);
+    let refs: Vec<&Example> = req.train.iter().collect();
+    let classifier = SourceCalibration::fit_classifier(&refs, &req.sources, buckets);
+    let counts: Vec<SparseRow> = req
+        .train
+        .iter()
+        .map(|e| {
+            let own: Vec<f32> = req
+                .sources
+                .iter()
+                .map(|s| if *s == e.source { 1.0 } else { 0.0 })
+                .collect();
+            conjoin(hasher.counts(&e.prompt), &own, buckets)
+        })
+        .collect();
+    fit_strength(hasher, &counts, req.train, req.valid, Some(classifier)).0
 }
 
 /// Trains the n-gram router of `req`.
 pub fn train(req: &TrainRequest) -> Result<Trained, TrainError> {
     req.check_examples()?;
     let started = Instant::now();
-    let (model, _) = fit_wide(req.train, req.valid, req.hyper.ngram_buckets);
-    let validation = evaluate(&model, req.valid, &req.models);
-    let test = req.test.map(|t| evaluate(&model, t, &req.models));
-    let tensors = model
-        .to_tensors(PREFIX)
+    let router = if req.hyper.source_features {
+        fit_source_aware(req)
+    } else {
+        NgramRouter {
+            model: fit_wide(req.train, req.valid, req.hyper.ngram_buckets).0,
+            source: None,
+        }
+    };
+    let validation = evaluate(&router, req.valid, &req.models);
+    let test = req.test.map(|t| evaluate(&router, t, &req.models));
+    let tensors = router
+        .to_tensors()
         .map_err(|e| TrainError::Hyper(e.to_string()))?;
     let fitted = Fitted {
         tensors,

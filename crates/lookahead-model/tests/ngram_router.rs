@@ -1,0 +1,91 @@
+//! The n-gram router's source features (`HyperParams::source_features`), trained through
+//! `lookahead_model::train` and served through `load_scorer` from a saved artifact.
+#![cfg(test)]
+
+mod common;
+
+use lookahead_model::{load_scorer, save_artifact, Example, HyperParams, Method, ScorerOptions};
+
+/// Two sources whose prompts say which they are ("quiz …" / "story …"), and a key word that
+/// points to opposite models in each: on source A "alpha" prompts go to model 0, on source B to
+/// model 1 (and "beta" the other way). No linear model over shared n-grams can route this (the
+/// key word's weight would have to take both signs); one with a copy of each feature per source
+/// can.
+fn crossed(n: usize, offset: usize) -> Vec<Example> {
+    (0..n)
+        .map(|i| {
+            let j = i + offset;
+            let source_a = j % 4 < 2;
+            let alpha = j.is_multiple_of(2);
+            let first = alpha == source_a;
+            let marker = if source_a { "quiz" } else { "story" };
+            let key = if alpha { "alpha" } else { "beta" };
+            // Independent of the route, so no bigram spells out (source, key).
+            let filler = common::WORDS[4 + (j / 4) % 10];
+            let quality = if first {
+                vec![100.0, 0.0]
+            } else {
+                vec![0.0, 100.0]
+            };
+            Example {
+                id: format!("crossed-{j}"),
+                source: if source_a { "A" } else { "B" }.into(),
+                prompt: format!("{marker} {filler} {key} {filler}"),
+                responses: vec![String::new(); 2],
+                labels: quality.iter().map(|q| q / 100.0).collect(),
+                quality,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn source_features_route_a_word_that_means_opposite_things_in_two_sources() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = common::tiny_backbone_dir(&tmp.path().join("bb"), 0.0);
+    let (train, valid, test) = (crossed(96, 0), crossed(32, 96), crossed(32, 128));
+    let fit = |source_features: bool| {
+        let hyper = HyperParams {
+            ngram_buckets: 1 << 12,
+            source_features,
+            source_calibration: false,
+            ..HyperParams::default()
+        };
+        let req = common::toy_request(
+            &dir,
+            Method::Ngram,
+            hyper,
+            &train,
+            &valid,
+            Some(&test),
+            tmp.path().join("states"),
+        );
+        lookahead_model::train(&req).unwrap()
+    };
+    let shared = fit(false);
+    let aware = fit(true);
+    let score = |t: &lookahead_model::Trained| t.meta.test.as_ref().unwrap().router;
+    assert!(score(&shared) <= 75.0, "shared n-grams: {}", score(&shared));
+    assert!(
+        score(&aware) >= 90.0,
+        "with source features: {}",
+        score(&aware)
+    );
+
+    // The artifact serves the same: its source classifier picks the copy per prompt.
+    let art = tmp.path().join("aware");
+    save_artifact(&art, &aware.meta, &aware.tensors).unwrap();
+    let scorer = load_scorer(&art, &ScorerOptions::default()).unwrap();
+    let prompts: Vec<&str> = test.iter().map(|e| e.prompt.as_str()).collect();
+    let scores = scorer.score_batch(&prompts).unwrap();
+    let right = test
+        .iter()
+        .zip(&scores)
+        .filter(|(e, s)| (s[1] > s[0]) == (e.quality[1] > e.quality[0]))
+        .count();
+    assert!(
+        right * 10 >= test.len() * 9,
+        "{right} of {} routed right",
+        test.len()
+    );
+}
