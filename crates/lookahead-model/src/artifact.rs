@@ -163,15 +163,6 @@ pub struct HyperParams {
 }
 
 impl HyperParams {
-    /// How the within-source calibration measures its slopes.
-    pub fn calibration_slopes(&self) -> crate::calibration::Slopes {
-        if self.per_model_slopes {
-            crate::calibration::Slopes::PerModel
-        } else {
-            crate::calibration::Slopes::PerSource
-        }
-    }
-
     /// The part of each prompt the encoder reads.
     pub fn prompt_window(&self) -> PromptWindow {
         PromptWindow {

@@ -36,6 +36,17 @@ pub enum Slopes {
     PerModel,
 }
 
+impl Slopes {
+    /// The slopes `hyper` asks for (`per_model_slopes`).
+    pub fn of(hyper: &crate::artifact::HyperParams) -> Self {
+        if hyper.per_model_slopes {
+            Self::PerModel
+        } else {
+            Self::PerSource
+        }
+    }
+}
+
 /// The per-source statistics of a calibration, for sources in a fixed order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WithinSource {

@@ -46,7 +46,7 @@ fn gate_and_calibrate(
     trained: &mut Trained,
 ) -> Result<Acceptance, TrainError> {
     let calibrate = req.hyper.source_calibration;
-    let slopes = req.hyper.calibration_slopes();
+    let slopes = crate::calibration::Slopes::of(&req.hyper);
     let fallback = best_single(req.train, req.models.len()).unwrap_or(0);
     let verdict = crossed.verdict(
         crossed.choices(&req.sources, calibrate.then_some(slopes)),
