@@ -80,6 +80,14 @@ pub fn source_probabilities(classifier: &WideModel, prompt: &str) -> Vec<f32> {
     }
 }
 
+/// `source` as a one-hot row over `sources` (all zero for a source not among them).
+pub fn source_one_hot(sources: &[String], source: &str) -> Vec<f32> {
+    sources
+        .iter()
+        .map(|s| if s == source { 1.0 } else { 0.0 })
+        .collect()
+}
+
 /// Each value minus the row's mean.
 fn centre(row: &[f32]) -> Vec<f32> {
     let mean = row.iter().sum::<f32>() / row.len().max(1) as f32;
@@ -193,12 +201,7 @@ impl SourceCalibration {
         let counts = WideModel::count_rows(hasher, &texts);
         let labels: Vec<Vec<f32>> = examples
             .iter()
-            .map(|e| {
-                sources
-                    .iter()
-                    .map(|s| if *s == e.source { 1.0 } else { 0.0 })
-                    .collect()
-            })
+            .map(|e| source_one_hot(sources, &e.source))
             .collect();
         WideModel::fit(hasher, &counts, &labels, FitOptions::default())
     }

@@ -7,15 +7,13 @@ use rayon::prelude::*;
 
 use super::model::NgramRouter;
 use crate::artifact::{BackboneInfo, BackboneKind, Metrics};
-use crate::calibration::SourceCalibration;
+use crate::calibration::{source_one_hot, SourceCalibration};
 use crate::fit::{metrics, Example, Fitted, TrainError, TrainRequest, Trained};
 use crate::wide::features::conjoin;
 use crate::wide::{mean_bce, sigmoid, FitOptions, NgramHasher, SparseRow, WideModel};
 
 /// Regularisation strengths tried (scikit-learn's `C`; 1 is its default).
 const C_GRID: [f32; 4] = [0.5, 1.0, 2.0, 4.0];
-
-pub use super::model::PREFIX;
 
 /// The record an n-gram artifact keeps in place of a backbone: it has none.
 pub fn no_backbone() -> BackboneInfo {
@@ -49,7 +47,8 @@ pub fn evaluate(router: &NgramRouter, examples: &[Example], models: &[String]) -
 /// is no validation data).
 pub fn fit_wide(train: &[Example], valid: &[Example], buckets: usize) -> (WideModel, f32) {
     let hasher = NgramHasher::new(buckets);
-    let counts: Vec<SparseRow> = train.iter().map(|e| hasher.counts(&e.prompt)).collect();
+    let texts: Vec<&str> = train.iter().map(|e| e.prompt.as_str()).collect();
+    let counts = WideModel::count_rows(hasher, &texts);
     let (router, c) = fit_strength(hasher, &counts, train, valid, None);
     (router.model, c)
 }
@@ -108,12 +107,11 @@ fn fit_source_aware(req: &TrainRequest) -> NgramRouter {
         .train
         .iter()
         .map(|e| {
-            let own: Vec<f32> = req
-                .sources
-                .iter()
-                .map(|s| if *s == e.source { 1.0 } else { 0.0 })
-                .collect();
-            conjoin(hasher.counts(&e.prompt), &own, buckets)
+            conjoin(
+                hasher.counts(&e.prompt),
+                &source_one_hot(&req.sources, &e.source),
+                buckets,
+            )
         })
         .collect();
     fit_strength(hasher, &counts, req.train, req.valid, Some(classifier)).0
