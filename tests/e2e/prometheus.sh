@@ -103,12 +103,14 @@ firing() { # alert name -> the members it fires for
 }
 deadline=$(( $(date +%s) + 90 ))
 until [ "$(firing LookaheadMemberEjected)" = broken ]; do
-  # Every request is answered (by `good`, after `broken` fails or while it is ejected).
-  code=$(curl -sS --max-time 10 --retry 5 --retry-connrefused --retry-delay 1 -o /dev/null -w '%{http_code}' \
+  # Every request is answered (by `good`, after `broken` fails or while it is ejected). The body
+  # goes to a real file: on a retried 5xx, curl 7.88 truncates its output and fails with exit 23
+  # when that output is /dev/null (curl/curl#17371).
+  code=$(curl -sS --max-time 10 --retry 5 --retry-connrefused --retry-delay 1 -o "$PROM_DIR/flaky.json" -w '%{http_code}' \
     -H 'content-type: application/json' \
     -d '{"model":"auto","messages":[{"role":"user","content":"What is 2+2?"}]}' \
     "http://$FLAKY_IP:8080/v1/chat/completions")
-  [ "$code" = 200 ] || fail "the flaky router answered $code"
+  [ "$code" = 200 ] || fail "the flaky router answered $code: $(head -c 500 "$PROM_DIR/flaky.json")"
   [ "$(date +%s)" -lt "$deadline" ] || { diagnose; fail "LookaheadMemberEjected did not fire for broken (firing for: '$(firing LookaheadMemberEjected)'; ejected: $(promql 'lookahead_router_member_ejected'))"; }
   sleep 1
 done
