@@ -7,7 +7,9 @@ use anyhow::{bail, Context};
 use candle_core::Device;
 use clap::Args;
 use lookahead_data::{unit_hash, Dataset, Holdout, Pool, PoolRecord, Split};
-use lookahead_model::artifact::{save_artifact, Method, Metrics, RouterMeta, SlotDesign};
+use lookahead_model::artifact::{
+    save_artifact, Method, Metrics, ResponseTarget, RouterMeta, SlotDesign,
+};
 use lookahead_model::{default_states_root, Example, HyperParams, TrainRequest, Truncation};
 
 use crate::holdout::HoldoutArgs;
@@ -61,6 +63,10 @@ pub struct TrainArgs {
     /// zero-started slot head: lite starts as MLC).
     #[arg(long, default_value_t = HyperParams::default().slot_design)]
     slot_design: SlotDesign,
+    /// Lite: what the slots reconstruct: first-tokens (the response's first K token states) |
+    /// windows (K pooled windows spread over the whole response).
+    #[arg(long, default_value_t = HyperParams::default().response_target)]
+    response_target: ResponseTarget,
     #[arg(long, default_value_t = HyperParams::default().max_prompt_tokens)]
     max_prompt_tokens: usize,
     /// Which tokens of a longer prompt the encoder reads: head | head-tail.
@@ -175,6 +181,7 @@ fn hyper_params(args: &TrainArgs) -> HyperParams {
         trainable_layers: args.trainable_layers,
         slot_tokens: args.slot_tokens,
         slot_design: args.slot_design,
+        response_target: args.response_target,
         max_prompt_tokens: args.max_prompt_tokens,
         prompt_truncation: args.prompt_truncation,
         wide: args.wide,

@@ -106,6 +106,45 @@ impl std::fmt::Display for SlotDesign {
     }
 }
 
+/// What lite's K response slots are trained to foresee.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResponseTarget {
+    /// The frozen layers' states of the response's first K tokens (artifacts written before this
+    /// setting existed).
+    #[default]
+    FirstTokens,
+    /// The mean-pooled states of K successive windows spread over the whole response
+    /// ([`crate::states::response_windows`]): what the answer says throughout, not how it opens.
+    Windows,
+}
+
+impl std::str::FromStr for ResponseTarget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "first-tokens" => Ok(Self::FirstTokens),
+            "windows" => Ok(Self::Windows),
+            other => Err(format!(
+                "unknown response target {other:?} (first-tokens, windows)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for ResponseTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::FirstTokens => "first-tokens",
+            Self::Windows => "windows",
+        })
+    }
+}
+
+fn is_default<T: Default + PartialEq>(t: &T) -> bool {
+    *t == T::default()
+}
+
 /// Training settings, recorded in the artifact.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HyperParams {
@@ -117,6 +156,9 @@ pub struct HyperParams {
     /// Lite: how slots and prompt attend (`joint` for artifacts written before it existed).
     #[serde(default)]
     pub slot_design: SlotDesign,
+    /// Lite: what the slots reconstruct.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub response_target: ResponseTarget,
     /// Prompt tokens kept, `[CLS]` and `[SEP]` included.
     pub max_prompt_tokens: usize,
     /// Which of a long prompt's tokens are kept (`head` for artifacts written before it existed).
@@ -183,6 +225,7 @@ impl Default for HyperParams {
             trainable_layers: 2,
             slot_tokens: 16,
             slot_design: SlotDesign::Joint,
+            response_target: ResponseTarget::FirstTokens,
             max_prompt_tokens: 64,
             prompt_truncation: Truncation::Head,
             lambda: 0.5,

@@ -21,6 +21,37 @@ pub enum TextKind {
     Prompt(PromptWindow),
     /// The response's first `k` token states (encoded as `[CLS] response [SEP]`, specials dropped).
     Response { k: usize },
+    /// At most `k` rows, one per window of the response ([`response_windows`]): each window is
+    /// encoded on its own as `[CLS] window [SEP]` and its token states (specials dropped)
+    /// mean-pooled.
+    ResponseWindows { k: usize },
+}
+
+/// Longest window of [`TextKind::ResponseWindows`], in tokens: `k` windows cover a response of
+/// up to `k × WINDOW_TOKENS` tokens whole.
+pub const WINDOW_TOKENS: usize = 64;
+
+/// The token spans of at most `k` windows over a response of `n` tokens: `k` equal successive
+/// parts when they fit in `cap` tokens each (a short response gives fewer, non-empty windows),
+/// else `k` windows of `cap` tokens spread evenly from the response's start to its end, so the
+/// closing part (a final answer, the end of a program) is always one of them.
+pub fn response_windows(n: usize, k: usize, cap: usize) -> Vec<std::ops::Range<usize>> {
+    if n == 0 || k == 0 || cap == 0 {
+        return Vec::new();
+    }
+    let size = n.div_ceil(k).min(cap);
+    if size * k >= n {
+        return (0..n)
+            .step_by(size)
+            .map(|start| start..(start + size).min(n))
+            .collect();
+    }
+    (0..k)
+        .map(|j| {
+            let start = j * (n - size) / (k - 1).max(1);
+            start..start + size
+        })
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +86,9 @@ pub fn state_key(kind: TextKind, text: &str) -> String {
             t => h.update(format!("prompt:{}:{t}:", w.max_tokens)),
         },
         TextKind::Response { k } => h.update(format!("response:{k}:")),
+        TextKind::ResponseWindows { k } => {
+            h.update(format!("response-windows:{k}:{WINDOW_TOKENS}:"))
+        }
     }
     h.update(text.as_bytes());
     hex::encode(&h.finalize()[..16])
@@ -126,31 +160,32 @@ impl StateCache {
         progress: bool,
     ) -> Result<usize, StateCacheError> {
         let mut seen = std::collections::HashSet::new();
-        let mut todo: Vec<(String, Vec<u32>, TextKind)> = Vec::new();
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut jobs: Vec<Job> = Vec::new();
         for &(kind, text) in texts {
             let key = state_key(kind, text);
             if self.states.contains_key(&key) || !seen.insert(key.clone()) {
                 continue;
             }
-            let window = match kind {
-                TextKind::Prompt(window) => window,
-                TextKind::Response { k } => PromptWindow::head(k + 2),
-            };
-            let ids = backbone
-                .window_ids(text, window)
-                .map_err(StateCacheError::Tokenizer)?;
-            todo.push((key, ids, kind));
+            let sequences = sequences(backbone, kind, text)?;
+            let entry = entries.len();
+            entries.push(Entry::new(key, kind, sequences.len()));
+            jobs.extend(sequences.into_iter().enumerate().map(|(part, ids)| Job {
+                entry,
+                part,
+                ids,
+            }));
         }
-        if todo.is_empty() {
+        if entries.is_empty() {
             return Ok(0);
         }
         // Similar lengths together: less padding.
-        todo.sort_by_key(|(_, ids, _)| ids.len());
+        jobs.sort_by_key(|j| j.ids.len());
         let bar =
-            lookahead_data::progress::bar(todo.len() as u64, "encoding frozen layers", progress);
+            lookahead_data::progress::bar(jobs.len() as u64, "encoding frozen layers", progress);
         let mut pack: HashMap<String, Tensor> = HashMap::new();
-        for chunk in todo.chunks(ENCODE_BATCH) {
-            let ids: Vec<Vec<u32>> = chunk.iter().map(|(_, ids, _)| ids.clone()).collect();
+        for chunk in jobs.chunks(ENCODE_BATCH) {
+            let ids: Vec<Vec<u32>> = chunk.iter().map(|j| j.ids.clone()).collect();
             let batch = pad_batch(&ids, backbone.encoder.device())?;
             let out = backbone.encoder.forward_lower(
                 &batch.ids,
@@ -158,14 +193,15 @@ impl StateCache {
                 self.layers,
                 Mode::Inference,
             )?;
-            for (i, (key, ids, kind)) in chunk.iter().enumerate() {
-                let row = out.get(i)?;
-                let row = match kind {
-                    TextKind::Prompt(_) => row.narrow(0, 0, ids.len())?,
-                    // Drop [CLS] and the final [SEP].
-                    TextKind::Response { .. } => row.narrow(0, 1, ids.len().saturating_sub(2))?,
-                };
-                pack.insert(key.clone(), row.to_dtype(DType::F16)?.contiguous()?);
+            for (i, job) in chunk.iter().enumerate() {
+                let entry = &mut entries[job.entry];
+                entry.parts[job.part] = Some(rows_of(&out.get(i)?, job.ids.len(), entry.kind)?);
+                if let Some(states) = entry.complete()? {
+                    pack.insert(
+                        entry.key.clone(),
+                        states.to_dtype(DType::F16)?.contiguous()?,
+                    );
+                }
             }
             bar.inc(chunk.len() as u64);
             if pack.len() >= PACK_SIZE {
@@ -174,7 +210,7 @@ impl StateCache {
         }
         self.flush(&mut pack)?;
         bar.finish_and_clear();
-        Ok(todo.len())
+        Ok(entries.len())
     }
 
     fn flush(&mut self, pack: &mut HashMap<String, Tensor>) -> Result<(), StateCacheError> {
@@ -199,5 +235,122 @@ impl StateCache {
         })?;
         self.states.extend(pack.drain());
         Ok(())
+    }
+}
+
+/// One text being encoded: its parts' rows, filled as their sequences come out of the encoder.
+struct Entry {
+    key: String,
+    kind: TextKind,
+    parts: Vec<Option<Tensor>>,
+    stored: bool,
+}
+
+impl Entry {
+    fn new(key: String, kind: TextKind, parts: usize) -> Self {
+        Self {
+            key,
+            kind,
+            parts: vec![None; parts],
+            stored: false,
+        }
+    }
+
+    /// `[rows, hidden]` once every part is encoded (and only the first time).
+    fn complete(&mut self) -> Result<Option<Tensor>, StateCacheError> {
+        if self.stored || self.parts.iter().any(Option::is_none) {
+            return Ok(None);
+        }
+        self.stored = true;
+        let parts: Vec<Tensor> = self.parts.iter_mut().filter_map(Option::take).collect();
+        Ok(Some(Tensor::cat(&parts, 0)?))
+    }
+}
+
+/// One sequence for the frozen layers: part `part` of entry `entry`.
+struct Job {
+    entry: usize,
+    part: usize,
+    ids: Vec<u32>,
+}
+
+/// The `[CLS] ... [SEP]` sequences that make up `text`'s entry.
+fn sequences(
+    backbone: &Backbone,
+    kind: TextKind,
+    text: &str,
+) -> Result<Vec<Vec<u32>>, StateCacheError> {
+    let ids = |window| {
+        backbone
+            .window_ids(text, window)
+            .map_err(StateCacheError::Tokenizer)
+    };
+    Ok(match kind {
+        TextKind::Prompt(window) => vec![ids(window)?],
+        TextKind::Response { k } => vec![ids(PromptWindow::head(k + 2))?],
+        TextKind::ResponseWindows { k } => {
+            let all = ids(PromptWindow::head(usize::MAX))?;
+            let (Some(&cls), Some(&sep)) = (all.first(), all.last()) else {
+                return Ok(vec![all]);
+            };
+            let body = &all[1..all.len().saturating_sub(1).max(1)];
+            let spans = response_windows(body.len(), k, WINDOW_TOKENS);
+            if spans.is_empty() {
+                return Ok(vec![vec![cls, sep]]);
+            }
+            spans
+                .into_iter()
+                .map(|span| {
+                    let mut seq = Vec::with_capacity(span.len() + 2);
+                    seq.push(cls);
+                    seq.extend_from_slice(&body[span]);
+                    seq.push(sep);
+                    seq
+                })
+                .collect()
+        }
+    })
+}
+
+/// The rows one encoded sequence (`states`: `[padded, hidden]`, `len` real tokens) adds to its
+/// entry: a prompt's every token, a response's tokens without the specials, a window's mean.
+fn rows_of(states: &Tensor, len: usize, kind: TextKind) -> Result<Tensor, StateCacheError> {
+    let inner = len.saturating_sub(2);
+    Ok(match kind {
+        TextKind::Prompt(_) => states.narrow(0, 0, len)?,
+        TextKind::Response { .. } => states.narrow(0, 1.min(len), inner)?,
+        TextKind::ResponseWindows { .. } if inner == 0 => states.narrow(0, 0, 0)?,
+        TextKind::ResponseWindows { .. } => states.narrow(0, 1, inner)?.mean_keepdim(0)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::response_windows;
+
+    #[test]
+    fn short_responses_split_into_equal_successive_windows() {
+        assert!(response_windows(0, 8, 64).is_empty());
+        assert_eq!(response_windows(3, 8, 64), vec![0..1, 1..2, 2..3]);
+        assert_eq!(
+            response_windows(20, 4, 64),
+            vec![0..5, 5..10, 10..15, 15..20]
+        );
+        // 10 tokens in 4 windows of 3: the last is shorter, nothing is left out.
+        assert_eq!(response_windows(10, 4, 64), vec![0..3, 3..6, 6..9, 9..10]);
+        assert_eq!(
+            response_windows(256, 4, 64),
+            vec![0..64, 64..128, 128..192, 192..256]
+        );
+    }
+
+    #[test]
+    fn long_responses_get_windows_from_start_to_end() {
+        let w = response_windows(1000, 4, 64);
+        assert_eq!(w.len(), 4);
+        assert_eq!(w[0], 0..64);
+        assert_eq!(w[3], 936..1000, "the last window closes the response");
+        assert!(w.windows(2).all(|p| p[0].end <= p[1].start), "{w:?}");
+        assert_eq!(response_windows(1000, 1, 64), vec![0..64]);
     }
 }

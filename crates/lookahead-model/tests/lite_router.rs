@@ -234,6 +234,44 @@ fn asymmetric_lite_foresees_responses_better_than_the_constant() {
     assert!(f.reconstruction < f.constant, "{f:?}");
 }
 
+/// The same with whole-response targets (K pooled windows instead of the first K tokens): the
+/// training path, the constant and the foresight check all read the window entries, and the
+/// toy task's responses, set by the key word, are foreseen better than the constant.
+#[test]
+fn window_targets_train_and_are_foreseen_better_than_the_constant() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = common::tiny_backbone_dir(&tmp.path().join("bb"), 0.0);
+    let (train_set, valid, test) = (
+        common::toy_examples(48, 0),
+        common::toy_examples(16, 1000),
+        common::toy_examples(16, 2000),
+    );
+    let hyper = HyperParams {
+        slot_design: SlotDesign::Asymmetric,
+        response_target: lookahead_model::artifact::ResponseTarget::Windows,
+        ..tiny_hyper()
+    };
+    let states = tmp.path().join("states");
+    let req = common::toy_request(
+        &dir,
+        Method::Lite,
+        hyper,
+        &train_set,
+        &valid,
+        Some(&test),
+        states,
+    );
+    let t = lookahead_model::train(&req).unwrap();
+    assert_eq!(
+        t.meta.hyper.response_target,
+        lookahead_model::artifact::ResponseTarget::Windows
+    );
+    let test = t.meta.test.unwrap();
+    assert!(test.router >= 87.5, "routed {}", test.router);
+    let f = test.foresight.unwrap();
+    assert!(f.reconstruction < f.constant, "{f:?}");
+}
+
 #[test]
 fn artifact_round_trip_scores_prompts_alone_and_rejects_mismatches() {
     let tmp = tempfile::tempdir().unwrap();
@@ -435,6 +473,54 @@ fn state_cache_encodes_each_text_once() {
             .dims(),
         &[2, 32]
     );
+}
+
+/// Whole-response targets in the real state cache: each row is the mean of one window's states,
+/// encoded on its own; the windows cover the response to its last word; an empty response has
+/// no rows, and the entries persist like any other.
+#[test]
+fn state_cache_pools_windows_over_the_whole_response() {
+    use lookahead_model::states::{state_key, TextKind};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = common::tiny_backbone_dir(&tmp.path().join("bb"), 0.0);
+    let backbone = Backbone::load(&dir, &Device::Cpu).unwrap();
+    let windows = TextKind::ResponseWindows { k: 4 };
+    let whole = "alpha beta gamma delta code math story poem sum list";
+    let texts = [
+        (windows, whole),
+        (windows, ""),
+        // Each window on its own, as plain response entries (its every token state).
+        (TextKind::Response { k: 3 }, "alpha beta gamma"),
+        (TextKind::Response { k: 1 }, "list"),
+    ];
+    let mut cache = lookahead_model::StateCache::open(tmp.path(), &backbone.hash, 1).unwrap();
+    assert_eq!(cache.ensure(&backbone, &texts, false).unwrap(), 4);
+    let reopened = lookahead_model::StateCache::open(tmp.path(), &backbone.hash, 1).unwrap();
+    let get = |kind, text| {
+        reopened
+            .get(&state_key(kind, text))
+            .unwrap()
+            .to_dtype(candle_core::DType::F32)
+            .unwrap()
+    };
+    // Ten words in four windows: 3 + 3 + 3 + 1 tokens.
+    let pooled = get(windows, whole);
+    assert_eq!(pooled.dims(), &[4, 32]);
+    assert_eq!(get(windows, "").dims(), &[0, 32]);
+    let close = |a: &candle_core::Tensor, b: &candle_core::Tensor| {
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+        d.to_scalar::<f32>().unwrap() < 1e-2
+    };
+    let first = get(TextKind::Response { k: 3 }, "alpha beta gamma")
+        .mean(0)
+        .unwrap();
+    assert!(close(&pooled.get(0).unwrap(), &first), "first window");
+    let last = get(TextKind::Response { k: 1 }, "list").mean(0).unwrap();
+    assert!(
+        close(&pooled.get(3).unwrap(), &last),
+        "the last word's window"
+    );
+    assert!(!close(&pooled.get(0).unwrap(), &last));
 }
 
 /// Inference computes only the rows it reads in the last layer; that must equal the full pass

@@ -3,7 +3,7 @@
 
 use candle_core::Tensor;
 
-use crate::artifact::Method;
+use crate::artifact::{HyperParams, Method, ResponseTarget};
 use crate::backbones::encoder_dir::Backbone;
 use crate::fit::{Example, TrainError, TrainRequest};
 use crate::states::{state_key, StateCache, TextKind};
@@ -41,6 +41,15 @@ pub fn prompt_kind(req: &TrainRequest) -> TextKind {
     TextKind::Prompt(req.hyper.prompt_window())
 }
 
+/// The request's response entries in the cache: what lite's slots reconstruct.
+pub fn response_kind(hp: &HyperParams) -> TextKind {
+    let k = hp.slot_tokens;
+    match hp.response_target {
+        ResponseTarget::FirstTokens => TextKind::Response { k },
+        ResponseTarget::Windows => TextKind::ResponseWindows { k },
+    }
+}
+
 /// Opens the state cache and encodes what the request needs and it lacks: every prompt, and
 /// for lite the responses (training: the objective; held out: the foresight check, when the
 /// objective is on).
@@ -48,7 +57,7 @@ pub fn cached_states(backbone: &Backbone, req: &TrainRequest) -> Result<StateCac
     let hp = &req.hyper;
     let mut cache = StateCache::open(&req.states_root, &backbone.hash, hp.frozen_layers)?;
     let prompt_kind = prompt_kind(req);
-    let resp_kind = TextKind::Response { k: hp.slot_tokens };
+    let resp_kind = response_kind(hp);
     let mut texts: Vec<(TextKind, &str)> = req
         .all_examples()
         .map(|e| (prompt_kind, e.prompt.as_str()))

@@ -39,14 +39,14 @@ fn responses<'c>(
         .collect()
 }
 
-/// `[B, P, K, H]` response states and `[B, P, K]` keep of `examples`, padded to `k`.
+/// `[B, P, K, H]` response states (entries of `kind`) and `[B, P, K]` keep of `examples`,
+/// padded to `k`.
 fn response_batch(
     cache: &StateCache,
     examples: &[Example],
-    k: usize,
+    (kind, k): (TextKind, usize),
     h: usize,
 ) -> Result<Option<(Tensor, Tensor)>, TrainError> {
-    let kind = TextKind::Response { k };
     let empty = Tensor::zeros((0, h), DType::F16, &Device::Cpu)?;
     let prompts: Vec<&Tensor> = vec![&empty; examples.len()];
     let resp: Vec<Vec<&Tensor>> = examples
@@ -63,12 +63,12 @@ type Sums = HashMap<String, (Tensor, Tensor)>;
 fn source_sums(
     train: &[Example],
     cache: &StateCache,
-    k: usize,
+    slots: (TextKind, usize),
     h: usize,
 ) -> Result<Sums, TrainError> {
     let mut sums: Sums = HashMap::new();
     for chunk in train.chunks(64) {
-        let Some((states, keep)) = response_batch(cache, chunk, k, h)? else {
+        let Some((states, keep)) = response_batch(cache, chunk, slots, h)? else {
             continue;
         };
         for (i, e) in chunk.iter().enumerate() {
@@ -92,14 +92,17 @@ fn mean((sum, count): &(Tensor, Tensor)) -> Result<Tensor, TrainError> {
 }
 
 impl ResponseConstant {
-    /// The statistics of `train`'s cached response states (first `k` tokens, width `h`).
+    /// The statistics of `train`'s cached response states (entries of `kind`, `k` slots, width
+    /// `h`).
     pub fn fit(
         train: &[Example],
         cache: &StateCache,
+        kind: TextKind,
         k: usize,
         h: usize,
     ) -> Result<Self, TrainError> {
-        let sums = source_sums(train, cache, k, h)?;
+        let slots = (kind, k);
+        let sums = source_sums(train, cache, slots, h)?;
         let mut total: Option<(Tensor, Tensor)> = None;
         let mut by_source = HashMap::new();
         for (source, pair) in &sums {
@@ -117,7 +120,7 @@ impl ResponseConstant {
         let overall = mean(&total)?;
         let (mut sq, mut n) = (0f64, 0f64);
         for chunk in train.chunks(64) {
-            if let Some((states, keep)) = response_batch(cache, chunk, k, h)? {
+            if let Some((states, keep)) = response_batch(cache, chunk, slots, h)? {
                 let dev = states.broadcast_sub(&overall.unsqueeze(0)?)?;
                 let dev = dev.broadcast_mul(&keep.unsqueeze(3)?)?;
                 sq += f64::from(dev.sqr()?.sum_all()?.to_scalar::<f32>()?);
@@ -157,16 +160,16 @@ pub fn foresight(
     model: &UpperModel,
     cache: &StateCache,
     examples: &[Example],
-    prompt_kind: TextKind,
+    (prompt_kind, response_kind): (TextKind, TextKind),
     constant: &ResponseConstant,
     rec: RecLoss,
 ) -> Result<Foresight, TrainError> {
-    let k = model.shape.slot_tokens;
+    let slots = (response_kind, model.shape.slot_tokens);
     let (mut model_sum, mut const_sum, mut weight) = (0f64, 0f64, 0f64);
     for chunk in examples.chunks(64) {
         let prompts = prompt_states(cache, chunk, prompt_kind)?;
         let h = prompts.first().map(|t| t.dim(1)).transpose()?.unwrap_or(0);
-        let Some((states, keep)) = response_batch(cache, chunk, k, h)? else {
+        let Some((states, keep)) = response_batch(cache, chunk, slots, h)? else {
             continue;
         };
         let batch = stack_states(&prompts, None, 0, &Device::Cpu)?;

@@ -23,11 +23,13 @@ use crate::fit::{
     TrainError, TrainRequest, Trained, Trainee,
 };
 use crate::kernels::ops::Mode;
-use crate::methods::cached::{cached_states, check_request, prompt_kind, prompt_states};
+use crate::methods::cached::{
+    cached_states, check_request, prompt_kind, prompt_states, response_kind,
+};
 use crate::methods::ngram::head::{fit_head, WideHead};
 use crate::methods::ngram::model::PREFIX as WIDE_PREFIX;
 use crate::methods::prior_logits;
-use crate::states::{state_key, StateCache, TextKind};
+use crate::states::{state_key, StateCache};
 
 /// Trains a lite or MLC router (`req.method`); the frozen layers' states come from (and go to)
 /// the on-disk cache.
@@ -47,7 +49,7 @@ pub fn train(backbone: &Backbone, req: &TrainRequest) -> Result<Trained, TrainEr
     )?;
     let h = bert.config.hidden_size;
     let constant = (req.method == Method::Lite && hp.lambda > 0.0)
-        .then(|| ResponseConstant::fit(req.train, &cache, hp.slot_tokens, h))
+        .then(|| ResponseConstant::fit(req.train, &cache, response_kind(hp), hp.slot_tokens, h))
         .transpose()?;
     let fresh = FreshParams {
         cache: &cache,
@@ -126,9 +128,7 @@ fn identity_embeddings(
     rng: &mut StdRng,
 ) -> Result<Tensor, TrainError> {
     let p = req.models.len();
-    let kind = TextKind::Response {
-        k: req.hyper.slot_tokens,
-    };
+    let kind = response_kind(&req.hyper);
     let mut identity = Vec::with_capacity(p * h);
     for j in 0..p {
         let mut sum = Tensor::zeros(h, DType::F32, &Device::Cpu)?;
@@ -329,7 +329,8 @@ impl<'a> LiteTrainee<'a> {
         if let Some(constant) = &self.constant {
             let kind = prompt_kind(self.req);
             let rec = RecLoss::of(self.shape.design);
-            let f = foresight(model, self.cache, examples, kind, constant, rec)?;
+            let kinds = (kind, response_kind(&self.req.hyper));
+            let f = foresight(model, self.cache, examples, kinds, constant, rec)?;
             metrics.foresight = Some(f);
         }
         Ok(metrics)
@@ -343,7 +344,7 @@ impl Trainee for LiteTrainee<'_> {
 
     fn batch_loss(&self, idx: &[usize], step: Step) -> Result<BatchLoss, TrainError> {
         let (req, hp, dev) = (self.req, &self.req.hyper, Device::Cpu);
-        let resp_kind = TextKind::Response { k: hp.slot_tokens };
+        let resp_kind = response_kind(hp);
         let prompts: Vec<&Tensor> = idx.iter().map(|&i| self.train_prompts[i]).collect();
         let responses: Option<Vec<Vec<&Tensor>>> =
             (self.shape.kind == UpperKind::Lite).then(|| {
