@@ -179,11 +179,36 @@ impl StateCache {
         if entries.is_empty() {
             return Ok(0);
         }
+        let jobs_total = jobs.len();
+        let bar =
+            lookahead_data::progress::bar(jobs_total as u64, "encoding frozen layers", progress);
+        // A pack's worth of entries at a time, so an interrupted run keeps what it finished.
+        for group in jobs.chunk_by_mut(|a, b| a.entry / PACK_SIZE == b.entry / PACK_SIZE) {
+            let mut pack = self.encode(backbone, &mut entries, group, &bar)?;
+            let stored = pack.len();
+            self.flush(&mut pack)?;
+            tracing::info!(
+                stored,
+                sequences = bar.position(),
+                of = jobs_total,
+                "frozen-layer states stored"
+            );
+        }
+        bar.finish_and_clear();
+        Ok(entries.len())
+    }
+
+    /// Runs `jobs` through the frozen layers; returns the entries they complete.
+    fn encode(
+        &self,
+        backbone: &Backbone,
+        entries: &mut [Entry],
+        jobs: &mut [Job],
+        bar: &lookahead_data::progress::ProgressBar,
+    ) -> Result<HashMap<String, Tensor>, StateCacheError> {
         // Similar lengths together: less padding.
         jobs.sort_by_key(|j| j.ids.len());
-        let bar =
-            lookahead_data::progress::bar(jobs.len() as u64, "encoding frozen layers", progress);
-        let mut pack: HashMap<String, Tensor> = HashMap::new();
+        let mut pack = HashMap::new();
         for chunk in jobs.chunks(ENCODE_BATCH) {
             let ids: Vec<Vec<u32>> = chunk.iter().map(|j| j.ids.clone()).collect();
             let batch = pad_batch(&ids, backbone.encoder.device())?;
@@ -197,20 +222,13 @@ impl StateCache {
                 let entry = &mut entries[job.entry];
                 entry.parts[job.part] = Some(rows_of(&out.get(i)?, job.ids.len(), entry.kind)?);
                 if let Some(states) = entry.complete()? {
-                    pack.insert(
-                        entry.key.clone(),
-                        states.to_dtype(DType::F16)?.contiguous()?,
-                    );
+                    let states = states.to_dtype(DType::F16)?.contiguous()?;
+                    pack.insert(entry.key.clone(), states);
                 }
             }
             bar.inc(chunk.len() as u64);
-            if pack.len() >= PACK_SIZE {
-                self.flush(&mut pack)?;
-            }
         }
-        self.flush(&mut pack)?;
-        bar.finish_and_clear();
-        Ok(entries.len())
+        Ok(pack)
     }
 
     fn flush(&mut self, pack: &mut HashMap<String, Tensor>) -> Result<(), StateCacheError> {
