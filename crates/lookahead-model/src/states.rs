@@ -27,6 +27,16 @@ pub enum TextKind {
     ResponseWindows { k: usize },
 }
 
+impl TextKind {
+    /// The most rows a response entry holds (lite's K slots); 0 for a prompt.
+    pub fn response_rows(self) -> usize {
+        match self {
+            TextKind::Prompt(_) => 0,
+            TextKind::Response { k } | TextKind::ResponseWindows { k } => k,
+        }
+    }
+}
+
 /// Longest window of [`TextKind::ResponseWindows`], in tokens: `k` windows cover a response of
 /// up to `k × WINDOW_TOKENS` tokens whole.
 pub const WINDOW_TOKENS: usize = 64;
@@ -261,7 +271,6 @@ struct Entry {
     key: String,
     kind: TextKind,
     parts: Vec<Option<Tensor>>,
-    stored: bool,
 }
 
 impl Entry {
@@ -270,16 +279,15 @@ impl Entry {
             key,
             kind,
             parts: vec![None; parts],
-            stored: false,
         }
     }
 
     /// `[rows, hidden]` once every part is encoded (and only the first time).
     fn complete(&mut self) -> Result<Option<Tensor>, StateCacheError> {
-        if self.stored || self.parts.iter().any(Option::is_none) {
+        // Taking the parts empties them again, so a completed entry is never returned twice.
+        if self.parts.iter().any(Option::is_none) {
             return Ok(None);
         }
-        self.stored = true;
         let parts: Vec<Tensor> = self.parts.iter_mut().filter_map(Option::take).collect();
         Ok(Some(Tensor::cat(&parts, 0)?))
     }

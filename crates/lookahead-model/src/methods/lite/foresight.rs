@@ -40,13 +40,14 @@ fn responses<'c>(
 }
 
 /// `[B, P, K, H]` response states (entries of `kind`) and `[B, P, K]` keep of `examples`,
-/// padded to `k`.
+/// padded to the kind's K rows.
 fn response_batch(
     cache: &StateCache,
     examples: &[Example],
-    (kind, k): (TextKind, usize),
+    kind: TextKind,
     h: usize,
 ) -> Result<Option<(Tensor, Tensor)>, TrainError> {
+    let k = kind.response_rows();
     let empty = Tensor::zeros((0, h), DType::F16, &Device::Cpu)?;
     let prompts: Vec<&Tensor> = vec![&empty; examples.len()];
     let resp: Vec<Vec<&Tensor>> = examples
@@ -63,12 +64,12 @@ type Sums = HashMap<String, (Tensor, Tensor)>;
 fn source_sums(
     train: &[Example],
     cache: &StateCache,
-    slots: (TextKind, usize),
+    kind: TextKind,
     h: usize,
 ) -> Result<Sums, TrainError> {
     let mut sums: Sums = HashMap::new();
     for chunk in train.chunks(64) {
-        let Some((states, keep)) = response_batch(cache, chunk, slots, h)? else {
+        let Some((states, keep)) = response_batch(cache, chunk, kind, h)? else {
             continue;
         };
         for (i, e) in chunk.iter().enumerate() {
@@ -92,17 +93,14 @@ fn mean((sum, count): &(Tensor, Tensor)) -> Result<Tensor, TrainError> {
 }
 
 impl ResponseConstant {
-    /// The statistics of `train`'s cached response states (entries of `kind`, `k` slots, width
-    /// `h`).
+    /// The statistics of `train`'s cached response states (entries of `kind`, width `h`).
     pub fn fit(
         train: &[Example],
         cache: &StateCache,
         kind: TextKind,
-        k: usize,
         h: usize,
     ) -> Result<Self, TrainError> {
-        let slots = (kind, k);
-        let sums = source_sums(train, cache, slots, h)?;
+        let sums = source_sums(train, cache, kind, h)?;
         let mut total: Option<(Tensor, Tensor)> = None;
         let mut by_source = HashMap::new();
         for (source, pair) in &sums {
@@ -120,7 +118,7 @@ impl ResponseConstant {
         let overall = mean(&total)?;
         let (mut sq, mut n) = (0f64, 0f64);
         for chunk in train.chunks(64) {
-            if let Some((states, keep)) = response_batch(cache, chunk, slots, h)? {
+            if let Some((states, keep)) = response_batch(cache, chunk, kind, h)? {
                 let dev = states.broadcast_sub(&overall.unsqueeze(0)?)?;
                 let dev = dev.broadcast_mul(&keep.unsqueeze(3)?)?;
                 sq += f64::from(dev.sqr()?.sum_all()?.to_scalar::<f32>()?);
@@ -160,16 +158,15 @@ pub fn foresight(
     model: &UpperModel,
     cache: &StateCache,
     examples: &[Example],
-    (prompt_kind, response_kind): (TextKind, TextKind),
+    (prompt_kind, kind): (TextKind, TextKind),
     constant: &ResponseConstant,
     rec: RecLoss,
 ) -> Result<Foresight, TrainError> {
-    let slots = (response_kind, model.shape.slot_tokens);
     let (mut model_sum, mut const_sum, mut weight) = (0f64, 0f64, 0f64);
     for chunk in examples.chunks(64) {
         let prompts = prompt_states(cache, chunk, prompt_kind)?;
         let h = prompts.first().map(|t| t.dim(1)).transpose()?.unwrap_or(0);
-        let Some((states, keep)) = response_batch(cache, chunk, slots, h)? else {
+        let Some((states, keep)) = response_batch(cache, chunk, kind, h)? else {
             continue;
         };
         let batch = stack_states(&prompts, None, 0, &Device::Cpu)?;

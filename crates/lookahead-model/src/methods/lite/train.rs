@@ -49,7 +49,7 @@ pub fn train(backbone: &Backbone, req: &TrainRequest) -> Result<Trained, TrainEr
     )?;
     let h = bert.config.hidden_size;
     let constant = (req.method == Method::Lite && hp.lambda > 0.0)
-        .then(|| ResponseConstant::fit(req.train, &cache, response_kind(hp), hp.slot_tokens, h))
+        .then(|| ResponseConstant::fit(req.train, &cache, response_kind(hp), h))
         .transpose()?;
     let fresh = FreshParams {
         cache: &cache,
