@@ -126,6 +126,20 @@ pub struct TrainArgs {
     /// own, so the foresight line measures whether the slots still foresee this prompt's answer.
     #[arg(long)]
     shuffle_responses: bool,
+    /// Stop training before an epoch that would, at the last epoch's pace, end more than this
+    /// long after the command started (e.g. `4m`); the first epoch always runs, the best epoch
+    /// so far is kept, and `router.json` records the epochs run (`epochs_run`). Encoder methods.
+    #[arg(long, value_parser = lookahead_api::config::parse_duration)]
+    time_budget: Option<std::time::Duration>,
+    /// Do not score the test split: its records stay held out but are neither encoded nor
+    /// evaluated (for a caller that scores them itself, as `lookahead demo` does).
+    #[arg(long)]
+    skip_test: bool,
+    /// Do not measure how often int8 decides as f32 (lite, MLC, kNN): `auto` precision then
+    /// serves the artifact at f32. For hosts whose CPU cannot serve int8 (no AVX-512 VNNI),
+    /// where the int8 kernels' portable path makes the measurement slow and its result unused.
+    #[arg(long)]
+    no_int8_agreement: bool,
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
@@ -274,7 +288,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         sources: selection.sources,
         train: &train,
         valid: &valid,
-        test: (!test.is_empty()).then_some(test.as_slice()),
+        test: (!test.is_empty() && !args.skip_test).then_some(test.as_slice()),
         holdout: holdout.describe(),
         min_gain: args.min_gain,
         acceptance_folds: args
@@ -284,10 +298,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         device,
         states_root: args.states.clone().unwrap_or_else(default_states_root),
         progress: !args.quiet,
+        deadline: args.time_budget.map(|b| started + b),
     };
     let mut trained = lookahead_model::train(&req)?;
     save_artifact(&args.out, &trained.meta, &trained.tensors)?;
-    measure_int8(&args, &valid, &mut trained.meta)?;
+    if !args.no_int8_agreement {
+        measure_int8(&args, &valid, &mut trained.meta)?;
+    }
     print_metrics("validation", &trained.meta.validation);
     match &trained.meta.acceptance {
         Some(a) => println!("acceptance: {a}"),
@@ -300,11 +317,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         print_metrics("test", t);
     }
     println!(
-        "wrote {} ({} models, fingerprint {}, best epoch {}, train {:.1}s, total {:.1}s)",
+        "wrote {} ({} models, fingerprint {}, best epoch {} of {} run, train {:.1}s, total {:.1}s)",
         args.out.display(),
         trained.meta.models.len(),
         trained.meta.pool_fingerprint,
         trained.meta.best_epoch,
+        trained.meta.epochs_run,
         trained.meta.train_seconds,
         started.elapsed().as_secs_f64()
     );

@@ -54,4 +54,10 @@ fn demo_routes_held_out_prompts_through_the_ngram_router_and_reports_its_gate() 
         .find(|l| l.starts_with("Lookahead demo: "))
         .unwrap_or_default();
     assert!(line.contains(" ok, 0 failed, 0 failed open)"), "{line}");
+    // The demo's wall time against its budget (6 minutes by default), with its training.
+    assert!(
+        stdout.contains("s budget (training: served router "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Lookahead line none"), "{stdout}");
 }

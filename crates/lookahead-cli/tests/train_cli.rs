@@ -23,8 +23,9 @@ fn inputs() -> Option<PathBuf> {
     Some(data)
 }
 
-/// Trains the weak router into `dir/<name>` with `--min-gain min_gain`; its stdout.
-fn train(data: &Path, dir: &Path, name: &str, min_gain: &str) -> String {
+/// Trains the weak router into `dir/<name>` with `--min-gain min_gain` and `extra` flags; its
+/// stdout.
+fn train(data: &Path, dir: &Path, name: &str, min_gain: &str, extra: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_lookahead"))
         .args(["train", "--method", "mlc", "--data"])
         .arg(data)
@@ -34,7 +35,13 @@ fn train(data: &Path, dir: &Path, name: &str, min_gain: &str) -> String {
             "--max-train",
             "24",
         ])
-        .args(["--epochs", "1", "--quiet", "--min-gain", min_gain, "--out"])
+        .args(["--quiet", "--min-gain", min_gain])
+        .args(if extra.is_empty() {
+            &["--epochs", "1"]
+        } else {
+            extra
+        })
+        .arg("--out")
         .arg(dir.join(name))
         .arg("--states")
         .arg(dir.join("states"))
@@ -58,7 +65,7 @@ fn json(path: &Path) -> serde_json::Value {
 fn a_weak_router_is_not_accepted_and_says_so_in_router_json_and_the_summary() {
     let Some(data) = inputs() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let stdout = train(&data, dir.path(), "weak", "0");
+    let stdout = train(&data, dir.path(), "weak", "0", &[]);
     assert!(stdout.contains("acceptance: not accepted"), "{stdout}");
 
     let summary = json(&dir.path().join("weak.json"))["acceptance"].clone();
@@ -84,10 +91,38 @@ fn a_weak_router_is_not_accepted_and_says_so_in_router_json_and_the_summary() {
     );
 
     // The same router against a bar far below it is accepted, with the same figures.
-    let stdout = train(&data, dir.path(), "lenient", "-50");
+    let stdout = train(&data, dir.path(), "lenient", "-50", &[]);
     assert!(stdout.contains("acceptance: accepted"), "{stdout}");
     let lenient = json(&dir.path().join("lenient.json"))["acceptance"].clone();
     assert_eq!(lenient["accepted"], true);
     assert_eq!(lenient["minGain"], -50.0);
     assert_eq!(lenient["lowerBound"], summary["lowerBound"]);
+}
+
+/// What `lookahead demo` asks of its Lookahead line's training: a spent `--time-budget` stops
+/// after the first of three epochs and `router.json` says so; `--skip-test` leaves the test split
+/// unscored and `--no-int8-agreement` leaves the int8 agreement unmeasured.
+#[test]
+fn a_time_budget_and_the_skips_shorten_training_and_are_recorded() {
+    let Some(data) = inputs() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let flags = [
+        "--epochs",
+        "3",
+        "--patience",
+        "3",
+        "--time-budget",
+        "0s",
+        "--skip-test",
+        "--no-int8-agreement",
+    ];
+    let stdout = train(&data, dir.path(), "budgeted", "-50", &flags);
+    assert!(stdout.contains("best epoch 1 of 1 run"), "{stdout}");
+    assert!(!stdout.contains("\ntest: "), "{stdout}");
+    assert!(!stdout.contains("int8: "), "{stdout}");
+    let meta = json(&dir.path().join("budgeted/router.json"));
+    assert_eq!(meta["epochs_run"], 1, "{meta}");
+    assert_eq!(meta["hyper"]["max_epochs"], 3, "{meta}");
+    assert!(meta.get("test").is_none(), "{meta}");
+    assert!(meta.get("int8_agreement").is_none(), "{meta}");
 }

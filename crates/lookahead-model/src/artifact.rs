@@ -359,6 +359,9 @@ pub struct RouterMeta {
     pub test: Option<Metrics>,
     #[serde(default)]
     pub best_epoch: usize,
+    /// Epochs trained (0: a method fitted without an epoch loop, or an older artifact).
+    #[serde(default)]
+    pub epochs_run: usize,
     #[serde(default)]
     pub train_examples: usize,
     #[serde(default)]

@@ -199,6 +199,41 @@ fn lite_mlc_and_knn_learn_a_toy_routing_task() {
     }
 }
 
+/// The time budget (`lookahead train --time-budget`) through the real epoch loop: a budget
+/// already spent still trains one epoch, then stops and keeps it; without one every epoch runs.
+/// The artifact records how many epochs ran.
+#[test]
+fn a_spent_time_budget_trains_one_epoch_and_records_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = common::tiny_backbone_dir(&tmp.path().join("bb"), 0.0);
+    let states = tmp.path().join("states");
+    let train_set = common::toy_examples(24, 0);
+    let valid = common::toy_examples(8, 1000);
+    let hyper = HyperParams {
+        max_epochs: 3,
+        patience: 3,
+        ..tiny_hyper()
+    };
+    for (deadline, want) in [(Some(std::time::Instant::now()), 1), (None, 3)] {
+        let mut req = common::toy_request(
+            &dir,
+            Method::Lite,
+            hyper.clone(),
+            &train_set,
+            &valid,
+            None,
+            states.clone(),
+        );
+        req.deadline = deadline;
+        let t = lookahead_model::train(&req).unwrap();
+        assert_eq!(t.meta.epochs_run, want, "deadline {deadline:?}");
+        assert!((1..=want).contains(&t.meta.best_epoch));
+        let out = tmp.path().join(format!("art-{want}"));
+        save_artifact(&out, &t.meta, &t.tensors).unwrap();
+        assert_eq!(RouterMeta::read(&out).unwrap().epochs_run, want);
+    }
+}
+
 /// The asymmetric design on the toy task, whose responses depend on the prompt's key word:
 /// it routes, and on held-out prompts its fully masked slots reconstruct the responses better
 /// than the per-(source, model, position) training mean: the slots foresee *this* prompt's

@@ -83,6 +83,7 @@ fn weak_artifact(
         device: candle_core::Device::Cpu,
         states_root: states.to_path_buf(),
         progress: false,
+        deadline: None,
     };
     let trained = lookahead_model::train(&req).expect("training");
     save_artifact(out, &trained.meta, &trained.tensors).expect("save");

@@ -13,10 +13,11 @@ use lookahead_data::PoolRecord;
 use lookahead_model::artifact::Acceptance;
 use lookahead_model::{select, Method, Precision, RouterMeta};
 
-/// Training records of the line's lite router: with two epochs, a first run on two cores trains
-/// it in about three minutes, frozen-layer states included.
+/// Training records of the line's lite router: with two epochs, a first run on two fast cores
+/// trains it in about three minutes, frozen-layer states included.
 pub const LINE_MAX_TRAIN: usize = 1000;
-/// Epochs of the line's lite router.
+/// Epochs of the line's lite router, at most: on a slower CPU the demo's budget stops it after
+/// the first (which 5-fold CV and the demo's split select at this size anyway: docs/results.md).
 pub const LINE_EPOCHS: usize = 2;
 /// The line's lite design: issue 15's levers (prompt tokens attend to the prompt only and the
 /// slot head starts at zero, so lite starts as MLC; the question of a long prompt kept by a
@@ -48,6 +49,9 @@ pub struct LookaheadLine {
     pub decisions: Vec<Duration>,
     pub acceptance: Option<Acceptance>,
     pub train_examples: usize,
+    /// Epochs trained and asked for (the demo's time budget may stop it early; 0 run: an
+    /// artifact that does not record it).
+    pub epochs: (usize, usize),
 }
 
 impl LookaheadLine {
@@ -84,6 +88,7 @@ impl LookaheadLine {
             served: super::served_precision(&meta, precision),
             choices,
             decisions,
+            epochs: (meta.epochs_run, meta.hyper.max_epochs),
             acceptance: meta.acceptance,
             train_examples: meta.train_examples,
         })
@@ -91,8 +96,13 @@ impl LookaheadLine {
 
     /// The row's name in the demo's table.
     pub fn label(&self) -> String {
+        let epochs = match self.epochs {
+            (0, _) => String::new(),
+            (run, asked) if run < asked => format!(", {run} of {asked} epochs"),
+            (run, _) => format!(", {run} epochs"),
+        };
         format!(
-            "{} ({} records, in-process, {})",
+            "{} ({} records{epochs}, in-process, {})",
             super::method_label(self.method),
             self.train_examples,
             self.precision

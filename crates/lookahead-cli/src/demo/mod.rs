@@ -74,7 +74,18 @@ pub struct DemoArgs {
     /// trains a small lite router first, about three minutes on two cores).
     #[arg(long)]
     no_lookahead_line: bool,
+    /// Wall-clock budget of the whole demo, training included. The Lookahead line trains last,
+    /// on what the served router left of it less a reserve for serving and scoring the prompts
+    /// (`lookahead train --time-budget`: it drops an epoch that would not fit); the demo prints
+    /// its wall time against the budget.
+    #[arg(long, default_value = "6m", value_parser = lookahead_api::config::parse_duration)]
+    budget: Duration,
 }
+
+/// Share of `--budget` kept back from the Lookahead line's training for serving the held-out
+/// prompts over HTTP and scoring them with the line (about 45 s of 6 minutes; on a 2-core CPU
+/// without int8 kernels the line's 543 f32 decisions take ~30 s of it).
+const SERVING_RESERVE: f64 = 0.125;
 
 /// Training records the demo's router trains on when `--max-train` is not given.
 fn default_max_train(method: Method) -> Option<usize> {
@@ -160,9 +171,12 @@ struct TrainJob<'a> {
     artifact: &'a Path,
     /// More `lookahead train` flags (the method's design).
     design: &'a [&'a str],
+    /// The line's training: its time budget, no test-split scoring (the demo scores those
+    /// prompts itself) and no int8 agreement where this CPU cannot serve int8.
+    line_budget: Option<Duration>,
 }
 
-fn train(args: &DemoArgs, job: &TrainJob, backbone: &Path) -> anyhow::Result<()> {
+fn train(args: &DemoArgs, job: &TrainJob, backbone: &Path) -> anyhow::Result<Duration> {
     let exe = std::env::current_exe().context("locating the lookahead binary")?;
     let mut cmd = std::process::Command::new(exe);
     let artifact = job.artifact;
@@ -185,6 +199,14 @@ fn train(args: &DemoArgs, job: &TrainJob, backbone: &Path) -> anyhow::Result<()>
         .arg(job.epochs.to_string())
         .arg("--split-salt")
         .arg(&args.split_salt);
+    if let Some(budget) = job.line_budget {
+        cmd.arg("--time-budget")
+            .arg(format!("{}ms", budget.as_millis()))
+            .arg("--skip-test");
+        if !lookahead_model::kernels::simd::available() {
+            cmd.arg("--no-int8-agreement");
+        }
+    }
     eprintln!(
         "[demo] training the {} router into {} ({} training records) ...",
         job.method,
@@ -197,8 +219,24 @@ fn train(args: &DemoArgs, job: &TrainJob, backbone: &Path) -> anyhow::Result<()>
     if !status.success() {
         bail!("lookahead train failed ({status})");
     }
-    eprintln!("[demo] trained in {:.0} s", started.elapsed().as_secs_f64());
-    Ok(())
+    let took = started.elapsed();
+    eprintln!("[demo] trained in {:.0} s", took.as_secs_f64());
+    Ok(took)
+}
+
+/// What the demo spent its budget on.
+#[derive(Debug, Default)]
+struct Spent {
+    served_training: Option<Duration>,
+    line_training: Option<Duration>,
+}
+
+/// The Lookahead line's training budget: what is left of `budget` at `elapsed`, less the
+/// serving reserve (zero when spent: the line then trains one epoch).
+fn line_budget(budget: Duration, elapsed: Duration) -> Duration {
+    budget
+        .mul_f64(1.0 - SERVING_RESERVE)
+        .saturating_sub(elapsed)
 }
 
 /// The served router's artifact and, when the served method is not a Lookahead one, the
@@ -206,6 +244,8 @@ fn train(args: &DemoArgs, job: &TrainJob, backbone: &Path) -> anyhow::Result<()>
 fn trained_artifacts(
     args: &DemoArgs,
     backbone: &Path,
+    started: Instant,
+    spent: &mut Spent,
 ) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
     let artifact = args
         .artifact
@@ -218,8 +258,9 @@ fn trained_artifacts(
             epochs: args.epochs,
             artifact: &artifact,
             design: &[],
+            line_budget: None,
         };
-        train(args, &job, backbone)?;
+        spent.served_training = Some(train(args, &job, backbone)?);
     }
     let line_artifact = (!args.no_lookahead_line && !is_lookahead(args.method))
         .then(lookahead_line::default_artifact);
@@ -231,8 +272,9 @@ fn trained_artifacts(
                 epochs: lookahead_line::LINE_EPOCHS,
                 artifact: dir,
                 design: &lookahead_line::LINE_DESIGN,
+                line_budget: Some(line_budget(args.budget, started.elapsed())),
             };
-            train(args, &job, backbone)?;
+            spent.line_training = Some(train(args, &job, backbone)?);
         }
     }
     Ok((artifact, line_artifact))
@@ -266,7 +308,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(lookahead_model::default_backbone_dir);
     check_inputs(&args.data, &backbone)?;
-    let (artifact, line_artifact) = trained_artifacts(&args, &backbone)?;
+    let started = Instant::now();
+    let mut spent = Spent::default();
+    let (artifact, line_artifact) = trained_artifacts(&args, &backbone, started, &mut spent)?;
     let meta = RouterMeta::read(&artifact)?;
     let models = meta.models.clone();
     let pool = Pool::new(models.iter().cloned())?;
@@ -310,7 +354,28 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         None => None,
     };
     tally.print(&models, line.as_ref());
+    println!("{}", spent.summary(started.elapsed(), args.budget));
     Ok(())
+}
+
+impl Spent {
+    /// The wall-time line under the table: the demo's time against its budget, and the
+    /// training in it.
+    fn summary(&self, wall: Duration, budget: Duration) -> String {
+        let secs = |d: Option<Duration>| {
+            d.map_or("none (artifact reused)".to_string(), |d| {
+                format!("{:.0} s", d.as_secs_f64())
+            })
+        };
+        let verdict = if wall <= budget { "within" } else { "over" };
+        format!(
+            "wall time {:.0} s, {verdict} the {:.0} s budget (training: served router {}, Lookahead line {})",
+            wall.as_secs_f64(),
+            budget.as_secs_f64(),
+            secs(self.served_training),
+            secs(self.line_training),
+        )
+    }
 }
 
 async fn run_loopback(
@@ -421,6 +486,9 @@ fn served_precision(meta: &RouterMeta, requested: Precision) -> String {
             "{served}; int8 decides as f32 on {:.1}% of validation prompts",
             100.0 * a
         ),
+        None if !lookahead_model::kernels::simd::available() => {
+            format!("{served}; this CPU has no int8 kernels (AVX-512 VNNI)")
+        }
         None => served.to_string(),
     }
 }
@@ -737,6 +805,29 @@ mod tests {
         let routed = tally.scores(|_, o| o.routed.map_or(0.0, |i| o.scores[i]));
         assert_eq!(routed, ((100.0 / 3.0 + 60.0) / 2.0, 160.0 / 4.0));
         assert_eq!(tally.scores(|_, o| o.scores[0]), (50.0, 75.0));
+    }
+
+    /// The line trains on what the served router left of the budget, less the serving reserve;
+    /// a spent budget leaves it nothing (it then trains one epoch), and the summary says
+    /// whether the demo stayed within its budget.
+    #[test]
+    fn the_lookahead_line_gets_what_is_left_of_the_budget() {
+        let six = Duration::from_secs(360);
+        assert_eq!(
+            line_budget(six, Duration::from_secs(100)),
+            Duration::from_secs(215)
+        );
+        assert_eq!(line_budget(six, Duration::from_secs(400)), Duration::ZERO);
+        let spent = Spent {
+            served_training: Some(Duration::from_secs(100)),
+            line_training: None,
+        };
+        let within = spent.summary(Duration::from_secs(300), six);
+        assert!(within.contains("within the 360 s budget"), "{within}");
+        assert!(within.contains("served router 100 s"), "{within}");
+        assert!(within.contains("Lookahead line none"), "{within}");
+        let over = spent.summary(Duration::from_secs(361), six);
+        assert!(over.contains("over the 360 s budget"), "{over}");
     }
 
     /// The loader's scorer records one duration per call: the decision latency the demo prints.

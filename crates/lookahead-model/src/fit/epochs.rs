@@ -4,6 +4,7 @@
 //! parts that differ through [`Trainee`].
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use candle_core::Tensor;
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
@@ -58,6 +59,13 @@ pub struct FitSettings<'a> {
     /// Steps between progress-bar message updates.
     pub message_every: usize,
     pub progress: bool,
+    /// The time budget's end: see [`crate::TrainRequest::deadline`].
+    pub deadline: Option<Instant>,
+}
+
+/// Whether another epoch as long as `last` still ends by `deadline`.
+fn fits_before(deadline: Option<Instant>, last: Duration, now: Instant) -> bool {
+    deadline.is_none_or(|d| now + last <= d)
 }
 
 /// Runs the epochs on `trainee`, batches shuffled with `rng`.
@@ -84,12 +92,25 @@ pub fn fit(
     };
     let mut stopping = EarlyStopping::new(hp.patience);
     let mut order: Vec<usize> = (0..settings.examples).collect();
-    for epoch in 1..=hp.max_epochs.max(1) {
+    let epochs = hp.max_epochs.max(1);
+    let mut epochs_run = 0;
+    for epoch in 1..=epochs {
+        let began = Instant::now();
         order.shuffle(rng);
         let (routing, auxiliary) = run.epoch(trainee, &mut opt, &order, epoch)?;
         let valid = trainee.validate()?;
         run.report(epoch, routing, auxiliary, &valid);
+        epochs_run = epoch;
         if !stopping.observe(epoch, valid, trainee.varmap())? {
+            break;
+        }
+        if epoch < epochs && !fits_before(settings.deadline, began.elapsed(), Instant::now()) {
+            tracing::info!(
+                epochs_run,
+                epochs,
+                epoch_seconds = began.elapsed().as_secs_f64(),
+                "time budget: another epoch would end past it; keeping the best so far"
+            );
             break;
         }
     }
@@ -101,6 +122,7 @@ pub fn fit(
         validation: best.validation,
         test,
         best_epoch: best.epoch,
+        epochs_run,
     })
 }
 

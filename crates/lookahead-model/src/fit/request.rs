@@ -119,6 +119,9 @@ pub struct TrainRequest<'a> {
     pub device: Device,
     pub states_root: PathBuf,
     pub progress: bool,
+    /// The time budget's end (`lookahead train --time-budget`): no epoch starts that would, at
+    /// the last epoch's pace, end after it. The first epoch always runs; `None`: no budget.
+    pub deadline: Option<Instant>,
 }
 
 impl TrainRequest<'_> {
@@ -145,6 +148,7 @@ impl TrainRequest<'_> {
             device: self.device.clone(),
             states_root: self.states_root.clone(),
             progress: false,
+            deadline: self.deadline,
         }
     }
 
@@ -183,6 +187,9 @@ pub struct Fitted {
     pub validation: Metrics,
     pub test: Option<Metrics>,
     pub best_epoch: usize,
+    /// Epochs the loop ran (0 for methods fitted without one): fewer than `max_epochs` when
+    /// early stopping or the time budget ended it.
+    pub epochs_run: usize,
 }
 
 /// A trained router: what goes into the artifact.
@@ -212,6 +219,7 @@ impl Trained {
             validation: fitted.validation,
             test: fitted.test,
             best_epoch: fitted.best_epoch,
+            epochs_run: fitted.epochs_run,
             train_examples: req.train.len(),
             train_seconds: started.elapsed().as_secs_f64(),
             holdout: req.holdout.clone(),

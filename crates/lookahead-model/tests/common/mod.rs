@@ -189,6 +189,7 @@ pub fn toy_request<'a>(
         device: Device::Cpu,
         states_root,
         progress: std::env::var_os("LOOKAHEAD_TEST_PROGRESS").is_some(),
+        deadline: None,
     }
 }
 

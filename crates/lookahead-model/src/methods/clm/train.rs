@@ -120,6 +120,7 @@ pub fn train(dec: &Decoder, req: &TrainRequest) -> Result<Trained, TrainError> {
         auxiliary: "lm ce",
         message_every: 1,
         progress: req.progress,
+        deadline: req.deadline,
     };
     let fitted = fit(&trainee, &settings, &mut StdRng::seed_from_u64(hp.seed))?;
     let backbone = BackboneInfo {

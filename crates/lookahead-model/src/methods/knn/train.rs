@@ -77,6 +77,7 @@ pub fn train(backbone: &Backbone, req: &TrainRequest) -> Result<Trained, TrainEr
         validation,
         test,
         best_epoch: 0,
+        epochs_run: 0,
     };
     Ok(Trained::new(
         req,

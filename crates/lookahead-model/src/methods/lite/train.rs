@@ -67,6 +67,7 @@ pub fn train(backbone: &Backbone, req: &TrainRequest) -> Result<Trained, TrainEr
         auxiliary: "rec",
         message_every: 10,
         progress: req.progress,
+        deadline: req.deadline,
     };
     let mut fitted = fit(&trainee, &settings, &mut rng)?;
     if let Some(wide) = &trainee.wide {

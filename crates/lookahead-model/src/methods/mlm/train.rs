@@ -176,6 +176,7 @@ pub fn train(backbone: &Backbone, req: &TrainRequest) -> Result<Trained, TrainEr
         auxiliary: "mlm ce",
         message_every: 1,
         progress: req.progress,
+        deadline: req.deadline,
     };
     let fitted = fit(&trainee, &settings, &mut StdRng::seed_from_u64(hp.seed))?;
     Ok(Trained::new(

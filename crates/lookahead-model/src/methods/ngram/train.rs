@@ -139,6 +139,7 @@ pub fn train(req: &TrainRequest) -> Result<Trained, TrainError> {
         validation,
         test,
         best_epoch: 0,
+        epochs_run: 0,
     };
     Ok(Trained::new(
         req,
