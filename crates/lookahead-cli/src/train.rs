@@ -316,13 +316,15 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     if let Some(t) = &trained.meta.test {
         print_metrics("test", t);
     }
+    let epochs = match trained.meta.epochs_run {
+        0 => String::new(),
+        run => format!(", best epoch {} of {run} run", trained.meta.best_epoch),
+    };
     println!(
-        "wrote {} ({} models, fingerprint {}, best epoch {} of {} run, train {:.1}s, total {:.1}s)",
+        "wrote {} ({} models, fingerprint {}{epochs}, train {:.1}s, total {:.1}s)",
         args.out.display(),
         trained.meta.models.len(),
         trained.meta.pool_fingerprint,
-        trained.meta.best_epoch,
-        trained.meta.epochs_run,
         trained.meta.train_seconds,
         started.elapsed().as_secs_f64()
     );

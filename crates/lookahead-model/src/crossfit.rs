@@ -6,6 +6,7 @@
 //! them.
 
 use lookahead_data::KFold;
+use rayon::prelude::*;
 
 use crate::artifact::Acceptance;
 use crate::calibration::{source_probabilities, Slopes, SourceCalibration, WithinSource};
@@ -49,47 +50,88 @@ pub fn cross_fit<'a>(
         single: Vec::new(),
     };
     let all: Vec<&'a Example> = req.train.iter().chain(req.valid).collect();
-    for fold in 0..folds {
-        let kept = |part: &[Example]| -> Vec<Example> {
-            part.iter()
-                .filter(|e| kfold.fold_of(&e.id) != fold)
-                .cloned()
-                .collect()
+    let run = |fold| fit_fold(req, &kfold, &all, fold);
+    // Folds are independent; each keeps its place in the output, so the result is the same
+    // either way.
+    let fitted: Vec<Result<Option<Fold<'a>>, TrainError>> =
+        if methods::fits_side_by_side(req.method) {
+            (0..folds).into_par_iter().map(run).collect()
+        } else {
+            (0..folds).map(run).collect()
         };
-        let (train, valid) = (kept(req.train), kept(req.valid));
-        let held: Vec<&'a Example> = all
+    for (fold, part) in fitted.into_iter().enumerate() {
+        let Some(part) = part? else { continue };
+        tracing::info!(fold, folds, judged = part.held.len(), "cross-fitted a fold");
+        for (e, (row, probs)) in part
+            .held
             .iter()
-            .copied()
-            .filter(|e| kfold.fold_of(&e.id) == fold)
-            .collect();
-        if train.is_empty() || held.is_empty() {
-            continue;
-        }
-        let held_owned: Vec<Example> = held.iter().map(|e| (*e).clone()).collect();
-        let fitted = methods::train(&req.with_examples(&train, &valid, Some(&held_owned)))?;
-        let scores = fitted.meta.test.map(|t| t.predictions).unwrap_or_default();
-        if scores.len() != held.len() {
-            return Err(TrainError::CrossFit(format!(
-                "fold {fold}: {} scores for {} held-out examples",
-                scores.len(),
-                held.len()
-            )));
-        }
-        let seen: Vec<&Example> = train.iter().chain(&valid).collect();
-        let classifier =
-            SourceCalibration::fit_classifier(&seen, &req.sources, req.hyper.ngram_buckets);
-        let single = best_single(seen.iter().copied(), req.models.len()).unwrap_or(0);
-        tracing::info!(fold, folds, judged = held.len(), "cross-fitted a fold");
-        for (e, row) in held.iter().zip(scores) {
-            out.source_probabilities
-                .push(source_probabilities(&classifier, &e.prompt));
+            .zip(part.scores.into_iter().zip(part.source_probabilities))
+        {
+            out.source_probabilities.push(probs);
             out.examples.push(e);
             out.fold.push(fold);
             out.scores.push(row);
-            out.single.push(single);
+            out.single.push(part.single);
         }
     }
     Ok((!out.examples.is_empty()).then_some(out))
+}
+
+/// One fold's fit: its held-out examples with the scores and source probabilities made without
+/// them, and the single model best on what it saw.
+struct Fold<'a> {
+    held: Vec<&'a Example>,
+    scores: Vec<Vec<f32>>,
+    source_probabilities: Vec<Vec<f32>>,
+    single: usize,
+}
+
+/// Fits `req`'s method without `fold` of `kfold`; `None` when the fold leaves no training
+/// examples or holds none out.
+fn fit_fold<'a>(
+    req: &TrainRequest<'a>,
+    kfold: &KFold,
+    all: &[&'a Example],
+    fold: usize,
+) -> Result<Option<Fold<'a>>, TrainError> {
+    let kept = |part: &[Example]| -> Vec<Example> {
+        part.iter()
+            .filter(|e| kfold.fold_of(&e.id) != fold)
+            .cloned()
+            .collect()
+    };
+    let (train, valid) = (kept(req.train), kept(req.valid));
+    let held: Vec<&'a Example> = all
+        .iter()
+        .copied()
+        .filter(|e| kfold.fold_of(&e.id) == fold)
+        .collect();
+    if train.is_empty() || held.is_empty() {
+        return Ok(None);
+    }
+    let held_owned: Vec<Example> = held.iter().map(|e| (*e).clone()).collect();
+    let fitted = methods::train(&req.with_examples(&train, &valid, Some(&held_owned)))?;
+    let scores = fitted.meta.test.map(|t| t.predictions).unwrap_or_default();
+    if scores.len() != held.len() {
+        return Err(TrainError::CrossFit(format!(
+            "fold {fold}: {} scores for {} held-out examples",
+            scores.len(),
+            held.len()
+        )));
+    }
+    let seen: Vec<&Example> = train.iter().chain(&valid).collect();
+    let classifier =
+        SourceCalibration::fit_classifier(&seen, &req.sources, req.hyper.ngram_buckets);
+    let source_probabilities = held
+        .iter()
+        .map(|e| source_probabilities(&classifier, &e.prompt))
+        .collect();
+    Ok(Some(Fold {
+        single: best_single(seen.iter().copied(), req.models.len()).unwrap_or(0),
+        held,
+        scores,
+        source_probabilities,
+    }))
 }
 
 impl CrossFitted<'_> {

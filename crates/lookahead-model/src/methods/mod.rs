@@ -28,6 +28,13 @@ pub fn train(req: &TrainRequest) -> Result<Trained, TrainError> {
     }
 }
 
+/// Whether K fits of `method` may run side by side (cross-fitting): the n-gram router's fits are
+/// convex fits of a few MB, mostly on one core each; the encoder methods already use every core
+/// and hold a backbone each.
+pub fn fits_side_by_side(method: Method) -> bool {
+    matches!(method, Method::Ngram)
+}
+
 fn encoder(req: &TrainRequest) -> Result<Backbone, TrainError> {
     let dir = req.backbone.clone().unwrap_or_else(default_backbone_dir);
     Ok(Backbone::load(&dir, &req.device)?)

@@ -226,19 +226,19 @@ impl Adam {
             let gb = data_gradient(model, rows, labels, &mut grad);
             let progress = t as f32 / o.iterations.max(1) as f32;
             let lr = o.learning_rate * 0.5 * (1.0 + (std::f32::consts::PI * progress).cos());
-            let step = (t + 1) as i32;
+            let step = AdamStep::at(t + 1, lr);
             for (i, &b) in self.active.iter().enumerate() {
                 let m = &mut self.m[i * p..(i + 1) * p];
                 let v = &mut self.v[i * p..(i + 1) * p];
                 let w = &mut model.weight[b * p..(b + 1) * p];
                 let g = &grad[b * p..(b + 1) * p];
                 for (((w, g), m), v) in w.iter_mut().zip(g).zip(m).zip(v) {
-                    *w -= adam(m, v, g + l2 * *w, lr, step);
+                    *w -= step.update(m, v, g + l2 * *w);
                 }
             }
             let moments = self.mb.iter_mut().zip(&mut self.vb);
             for ((b, g), (m, v)) in model.bias.iter_mut().zip(gb).zip(moments) {
-                *b -= adam(m, v, g, lr, step);
+                *b -= step.update(m, v, g);
             }
         }
     }
@@ -274,13 +274,32 @@ fn data_gradient(
     gb
 }
 
-/// One Adam update (β = 0.9, 0.999) of a parameter with gradient `g`: the step to subtract.
-fn adam(m: &mut f32, v: &mut f32, g: f32, lr: f32, t: i32) -> f32 {
-    *m = 0.9 * *m + 0.1 * g;
-    *v = 0.999 * *v + 0.001 * g * g;
-    let mh = *m / (1.0 - 0.9f32.powi(t));
-    let vh = *v / (1.0 - 0.999f32.powi(t));
-    lr * mh / (vh.sqrt() + 1e-8)
+/// Adam (β = 0.9, 0.999) at one step: the learning rate and the bias corrections, computed once
+/// per step rather than once per parameter (the powers were most of a fit's time).
+struct AdamStep {
+    lr: f32,
+    correction1: f32,
+    correction2: f32,
+}
+
+impl AdamStep {
+    fn at(t: usize, lr: f32) -> Self {
+        let t = i32::try_from(t).unwrap_or(i32::MAX);
+        Self {
+            lr,
+            correction1: 1.0 - 0.9f32.powi(t),
+            correction2: 1.0 - 0.999f32.powi(t),
+        }
+    }
+
+    /// One parameter's update with gradient `g`: the step to subtract.
+    fn update(&self, m: &mut f32, v: &mut f32, g: f32) -> f32 {
+        *m = 0.9 * *m + 0.1 * g;
+        *v = 0.999 * *v + 0.001 * g * g;
+        let mh = *m / self.correction1;
+        let vh = *v / self.correction2;
+        self.lr * mh / (vh.sqrt() + 1e-8)
+    }
 }
 
 #[cfg(test)]
