@@ -220,7 +220,9 @@ pub struct TrainingSpec {
     pub tolerations: Vec<Toleration>,
     /// How long the training Job may run, labelling and retries included, before Kubernetes
     /// stops it (the Job fails with `DeadlineExceeded`, reported in `TrainingFailed`); whole
-    /// seconds as `90s`, `30m`, `2h`.
+    /// seconds as `90s`, `30m`, `2h`. Training itself gets three quarters of it
+    /// (`lookahead train --time-budget`): it stops before an epoch that would not fit and keeps
+    /// its best epoch, so a slow run ends with an artifact rather than being killed.
     #[serde(default = "default_active_deadline")]
     #[schemars(length(max = 16), regex(pattern = r"^[0-9]+(s|m|h)$"))]
     pub active_deadline: String,

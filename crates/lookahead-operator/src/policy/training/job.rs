@@ -265,7 +265,22 @@ fn train_args(
     if let Some(n) = training.epochs {
         args.extend(["--epochs".into(), n.to_string()]);
     }
+    if let Ok(deadline) = training.active_deadline_seconds() {
+        args.extend([
+            "--time-budget".into(),
+            format!("{}s", time_budget(deadline)),
+        ]);
+    }
     args
+}
+
+/// The training's time budget in seconds: three quarters of the Job's `activeDeadlineSeconds`
+/// (at which Kubernetes kills the pod), so a run that would overrun stops before an epoch that
+/// would not fit and ends with its best epoch's artifact instead of `TrainingFailed`; the last
+/// quarter is for what follows the epochs (held-out scoring, the gate, writing the artifact)
+/// and for a labelling init container, which the Job's deadline counts too.
+fn time_budget(active_deadline_seconds: i64) -> i64 {
+    (active_deadline_seconds * 3 / 4).max(1)
 }
 
 /// Where the labelling step writes the merged dataset the train container reads.
@@ -521,6 +536,9 @@ mod tests {
         let args = args_of(&training);
         assert!(args.contains("--max-train 500"), "{args}");
         assert!(args.contains("--epochs 1"), "{args}");
+        // Three quarters of the default activeDeadline (2h): the run keeps its best epoch
+        // rather than being killed.
+        assert!(args.contains("--time-budget 5400s"), "{args}");
         assert!(args.contains("--min-gain 1.5"), "{args}");
         assert!(
             !args.contains("--acceptance-folds"),
