@@ -8,7 +8,7 @@ use candle_core::Device;
 use clap::Args;
 use lookahead_data::{unit_hash, Dataset, Holdout, Pool, PoolRecord, Split};
 use lookahead_model::artifact::{
-    save_artifact, Method, Metrics, ResponseTarget, RouterMeta, SlotDesign,
+    save_artifact, Method, Metrics, ResponseTarget, RouterMeta, SelectOn, SlotDesign,
 };
 use lookahead_model::{default_states_root, Example, HyperParams, TrainRequest, Truncation};
 
@@ -89,6 +89,10 @@ pub struct TrainArgs {
     epochs: usize,
     #[arg(long, default_value_t = HyperParams::default().patience)]
     patience: usize,
+    /// The validation metric that picks the best epoch and stops training: router (the pooled
+    /// routing score) | bce (the routing labels' BCE, smooth where the pooled score jumps).
+    #[arg(long, default_value_t = HyperParams::default().selection)]
+    select_on: SelectOn,
     #[arg(long, default_value_t = HyperParams::default().seed)]
     seed: u64,
     #[arg(long, default_value_t = HyperParams::default().knn_k)]
@@ -205,6 +209,7 @@ fn hyper_params(args: &TrainArgs) -> HyperParams {
         batch_size: args.batch_size,
         max_epochs: args.epochs,
         patience: args.patience,
+        selection: args.select_on,
         seed: args.seed,
         knn_k: args.knn_k,
         label_threshold: args.label_threshold,

@@ -101,7 +101,8 @@ fn a_weak_router_is_not_accepted_and_says_so_in_router_json_and_the_summary() {
 
 /// What `lookahead demo` asks of its Lookahead line's training: a spent `--time-budget` stops
 /// after the first of three epochs and `router.json` says so; `--skip-test` leaves the test split
-/// unscored and `--no-int8-agreement` leaves the int8 agreement unmeasured.
+/// unscored, `--no-int8-agreement` leaves the int8 agreement unmeasured, and `--select-on bce`
+/// is recorded with the other hyper-parameters.
 #[test]
 fn a_time_budget_and_the_skips_shorten_training_and_are_recorded() {
     let Some(data) = inputs() else { return };
@@ -115,6 +116,8 @@ fn a_time_budget_and_the_skips_shorten_training_and_are_recorded() {
         "0s",
         "--skip-test",
         "--no-int8-agreement",
+        "--select-on",
+        "bce",
     ];
     let stdout = train(&data, dir.path(), "budgeted", "-50", &flags);
     assert!(stdout.contains("best epoch 1 of 1 run"), "{stdout}");
@@ -123,6 +126,7 @@ fn a_time_budget_and_the_skips_shorten_training_and_are_recorded() {
     let meta = json(&dir.path().join("budgeted/router.json"));
     assert_eq!(meta["epochs_run"], 1, "{meta}");
     assert_eq!(meta["hyper"]["max_epochs"], 3, "{meta}");
+    assert_eq!(meta["hyper"]["selection"], "bce", "{meta}");
     assert!(meta.get("test").is_none(), "{meta}");
     assert!(meta.get("int8_agreement").is_none(), "{meta}");
 }

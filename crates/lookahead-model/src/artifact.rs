@@ -141,6 +141,40 @@ impl std::fmt::Display for ResponseTarget {
     }
 }
 
+/// The validation metric early stopping selects the epoch on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SelectOn {
+    /// The pooled routing score (BCE breaking ties): what artifacts written before this
+    /// setting used. A step function of a few hundred decisions: a 0.02-point move on 562
+    /// prompts can decide the epoch (docs/results.md, "Learning curves").
+    #[default]
+    Router,
+    /// The validation BCE of the routing labels: smooth in the weights, so it moves with what
+    /// training changes rather than with which few decisions flip.
+    Bce,
+}
+
+impl std::str::FromStr for SelectOn {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "router" => Ok(Self::Router),
+            "bce" => Ok(Self::Bce),
+            other => Err(format!("unknown selection metric {other:?} (router, bce)")),
+        }
+    }
+}
+
+impl std::fmt::Display for SelectOn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Router => "router",
+            Self::Bce => "bce",
+        })
+    }
+}
+
 fn is_default<T: Default + PartialEq>(t: &T) -> bool {
     *t == T::default()
 }
@@ -172,6 +206,9 @@ pub struct HyperParams {
     pub max_epochs: usize,
     /// Epochs without validation improvement before stopping.
     pub patience: usize,
+    /// The validation metric that decides the best epoch and when to stop.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub selection: SelectOn,
     pub seed: u64,
     /// Curriculum: mask rate at step 0, rising linearly to 1.0 over `mask_warm_fraction` of steps.
     pub mask_start: f64,
@@ -234,6 +271,7 @@ impl Default for HyperParams {
             batch_size: 16,
             max_epochs: 4,
             patience: 1,
+            selection: SelectOn::Router,
             seed: 17,
             mask_start: 0.3,
             mask_warm_fraction: 0.2,

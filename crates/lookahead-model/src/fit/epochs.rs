@@ -90,7 +90,7 @@ pub fn fit(
         step: Step { index: 0, total },
         settings,
     };
-    let mut stopping = EarlyStopping::new(hp.patience);
+    let mut stopping = EarlyStopping::new(hp.patience, hp.selection);
     let mut order: Vec<usize> = (0..settings.examples).collect();
     let epochs = hp.max_epochs.max(1);
     let mut epochs_run = 0;
