@@ -14,6 +14,7 @@ use crate::backbones::encoder::EncoderKind;
 use crate::backbones::encoder_dir::{Backbone, BackboneError, PromptWindow, Truncation};
 use crate::backbones::gguf::GgufError;
 use crate::backbones::mlm_tokens::MlmTokenError;
+use crate::names::setting_names;
 
 pub const FORMAT_VERSION: u32 = 1;
 pub const META_FILE: &str = "router.json";
@@ -40,35 +41,14 @@ pub enum Method {
     Ngram,
 }
 
-impl std::str::FromStr for Method {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "lite" => Ok(Method::Lite),
-            "mlc" => Ok(Method::Mlc),
-            "knn" => Ok(Method::Knn),
-            "mlm" => Ok(Method::Mlm),
-            "clm" => Ok(Method::Clm),
-            "ngram" => Ok(Method::Ngram),
-            other => Err(format!(
-                "unknown method {other:?} (lite, mlc, knn, mlm, clm, ngram)"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for Method {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Method::Lite => "lite",
-            Method::Mlc => "mlc",
-            Method::Knn => "knn",
-            Method::Mlm => "mlm",
-            Method::Clm => "clm",
-            Method::Ngram => "ngram",
-        })
-    }
-}
+setting_names!(Method, "method", {
+    Lite => "lite",
+    Mlc => "mlc",
+    Knn => "knn",
+    Mlm => "mlm",
+    Clm => "clm",
+    Ngram => "ngram",
+});
 
 /// How lite's candidate slots meet the prompt.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -86,25 +66,10 @@ pub enum SlotDesign {
     Asymmetric,
 }
 
-impl std::str::FromStr for SlotDesign {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "joint" => Ok(Self::Joint),
-            "asymmetric" => Ok(Self::Asymmetric),
-            other => Err(format!("unknown slot design {other:?} (joint, asymmetric)")),
-        }
-    }
-}
-
-impl std::fmt::Display for SlotDesign {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Joint => "joint",
-            Self::Asymmetric => "asymmetric",
-        })
-    }
-}
+setting_names!(SlotDesign, "slot design", {
+    Joint => "joint",
+    Asymmetric => "asymmetric",
+});
 
 /// What lite's K response slots are trained to foresee.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -119,27 +84,10 @@ pub enum ResponseTarget {
     Windows,
 }
 
-impl std::str::FromStr for ResponseTarget {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "first-tokens" => Ok(Self::FirstTokens),
-            "windows" => Ok(Self::Windows),
-            other => Err(format!(
-                "unknown response target {other:?} (first-tokens, windows)"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for ResponseTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::FirstTokens => "first-tokens",
-            Self::Windows => "windows",
-        })
-    }
-}
+setting_names!(ResponseTarget, "response target", {
+    FirstTokens => "first-tokens",
+    Windows => "windows",
+});
 
 /// The validation metric early stopping selects the epoch on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -155,25 +103,10 @@ pub enum SelectOn {
     Bce,
 }
 
-impl std::str::FromStr for SelectOn {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "router" => Ok(Self::Router),
-            "bce" => Ok(Self::Bce),
-            other => Err(format!("unknown selection metric {other:?} (router, bce)")),
-        }
-    }
-}
-
-impl std::fmt::Display for SelectOn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Router => "router",
-            Self::Bce => "bce",
-        })
-    }
-}
+setting_names!(SelectOn, "selection metric", {
+    Router => "router",
+    Bce => "bce",
+});
 
 fn is_default<T: Default + PartialEq>(t: &T) -> bool {
     *t == T::default()

@@ -16,6 +16,7 @@
 //!   cross-fitted evidence); [`calibration`]: the within-source calibration fitted on it;
 //!   [`precision`] / [`agreement`]: which precision `auto` serves, and the int8 agreement
 //!   training measures for it;
+//! - `names`: the text names of setting enums (one table each, for the CLI and `router.json`);
 //! - entry points: [`train()`] (any method) and [`load_scorer`] (any artifact, as
 //!   [`ScorerOptions`] say, calibrated when the artifact carries a calibration).
 
@@ -28,6 +29,7 @@ pub mod fit;
 pub mod kernels;
 pub mod load;
 pub mod methods;
+mod names;
 pub mod nn;
 pub mod precision;
 pub mod scorer;

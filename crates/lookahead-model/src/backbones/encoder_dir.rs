@@ -13,6 +13,7 @@ use tokenizers::Tokenizer;
 
 use crate::backbones::bert::BertEncoder;
 use crate::backbones::encoder::{Encoder, EncoderConfig, EncoderConfigError, EncoderKind};
+use crate::names::setting_names;
 
 /// Why a backbone could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -180,25 +181,10 @@ pub enum Truncation {
     HeadTail,
 }
 
-impl std::str::FromStr for Truncation {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "head" => Ok(Self::Head),
-            "head-tail" => Ok(Self::HeadTail),
-            other => Err(format!("unknown truncation {other:?} (head, head-tail)")),
-        }
-    }
-}
-
-impl std::fmt::Display for Truncation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Head => "head",
-            Self::HeadTail => "head-tail",
-        })
-    }
-}
+setting_names!(Truncation, "truncation", {
+    Head => "head",
+    HeadTail => "head-tail",
+});
 
 /// How much of a prompt an encoder reads, and which part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

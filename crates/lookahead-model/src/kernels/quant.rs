@@ -19,6 +19,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
 use crate::kernels::simd::{gelu_erf_scalar, gelu_tanh_scalar};
+use crate::names::setting_names;
 
 /// Output columns per packed panel (one 512-bit register of i32 accumulators).
 const PANEL: usize = 16;
@@ -40,27 +41,11 @@ pub enum Precision {
     Auto,
 }
 
-impl std::str::FromStr for Precision {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "f32" => Ok(Precision::F32),
-            "int8" => Ok(Precision::Int8),
-            "auto" => Ok(Precision::Auto),
-            other => Err(format!("unknown precision {other:?} (auto, f32, int8)")),
-        }
-    }
-}
-
-impl std::fmt::Display for Precision {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Precision::F32 => "f32",
-            Precision::Int8 => "int8",
-            Precision::Auto => "auto",
-        })
-    }
-}
+setting_names!(Precision, "precision", {
+    Auto => "auto",
+    F32 => "f32",
+    Int8 => "int8",
+});
 
 /// Element-wise activation fused into the output of an [`Int8Linear`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
