@@ -8,7 +8,7 @@ use candle_core::Device;
 use clap::Args;
 use lookahead_data::{unit_hash, Dataset, Holdout, Pool, PoolRecord, Split};
 use lookahead_model::artifact::{
-    save_artifact, Method, Metrics, ResponseTarget, RouterMeta, SelectOn, SlotDesign,
+    member_dir, Method, Metrics, ResponseTarget, RouterMeta, SelectOn, SlotDesign,
 };
 use lookahead_model::{default_states_root, Example, HyperParams, TrainRequest, Truncation};
 
@@ -16,11 +16,15 @@ use crate::holdout::HoldoutArgs;
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// ngram | lite | mlc | knn | mlm | clm. The default, ngram, routes within noise of the best
+    /// ngram | lite | mlc | knn | mlm | clm | ensemble (the mean of `--members`). The default, ngram, routes within noise of the best
     /// measured router (MLC) at a fiftieth of its training time, and its acceptance gate is
     /// cross-fitted, so it serves where the others' validation-only gate cannot tell (docs/results.md).
     #[arg(long, default_value = "ngram")]
     method: Method,
+    /// Ensemble: the member methods, trained in this order, each through its own acceptance
+    /// gate (cross-fitted and calibrated for ngram), then judged together on validation.
+    #[arg(long, value_delimiter = ',', default_value = "ngram,lite")]
+    members: Vec<Method>,
     /// cpu | cuda (mlm, clm; cuda needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -217,6 +221,10 @@ fn hyper_params(args: &TrainArgs) -> HyperParams {
         source_features: args.source_features,
         per_model_slopes: args.per_model_slopes,
         shuffled_responses: args.shuffle_responses,
+        members: match args.method {
+            Method::Ensemble => args.members.clone(),
+            _ => Vec::new(),
+        },
         ..HyperParams::default()
     }
 }
@@ -306,9 +314,19 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         deadline: args.time_budget.map(|b| started + b),
     };
     let mut trained = lookahead_model::train(&req)?;
-    save_artifact(&args.out, &trained.meta, &trained.tensors)?;
+    trained.save(&args.out)?;
     if !args.no_int8_agreement {
-        measure_int8(&args, &valid, &mut trained.meta)?;
+        measure_int8(&args.out, &args, &valid, &mut trained.meta)?;
+        for member in &mut trained.members {
+            let dir = member_dir(&args.out, member.meta.method);
+            measure_int8(&dir, &args, &valid, &mut member.meta)?;
+        }
+    }
+    for member in &trained.members {
+        print_metrics(
+            &format!("member {} validation", member.meta.method),
+            &member.meta.validation,
+        );
     }
     print_metrics("validation", &trained.meta.validation);
     match &trained.meta.acceptance {
@@ -359,15 +377,20 @@ fn shuffle_responses(train: &mut [Example], seed: u64) {
 
 /// Records in the artifact how often its int8 scorer decides as its f32 one on the validation
 /// prompts (lite, MLC, kNN), which decides whether `auto` precision serves int8.
-fn measure_int8(args: &TrainArgs, valid: &[Example], meta: &mut RouterMeta) -> anyhow::Result<()> {
+fn measure_int8(
+    dir: &Path,
+    args: &TrainArgs,
+    valid: &[Example],
+    meta: &mut RouterMeta,
+) -> anyhow::Result<()> {
     let prompts: Vec<&str> = valid.iter().map(|e| e.prompt.as_str()).collect();
     let Some(agreement) =
-        lookahead_model::measure_int8_agreement(&args.out, args.backbone.clone(), &prompts)?
+        lookahead_model::measure_int8_agreement(dir, args.backbone.clone(), &prompts)?
     else {
         return Ok(());
     };
     meta.int8_agreement = Some(agreement);
-    meta.write(&args.out)?;
+    meta.write(dir)?;
     println!(
         "int8: decides as f32 on {:.1}% of {} validation prompts ({} {:.0}%: `auto` precision serves {} on CPUs with AVX-512 VNNI)",
         100.0 * agreement,
@@ -379,14 +402,14 @@ fn measure_int8(args: &TrainArgs, valid: &[Example], meta: &mut RouterMeta) -> a
     Ok(())
 }
 
-/// Cross-fitting folds of the acceptance gate when `--acceptance-folds` is not given: the
-/// n-gram router fits in seconds, so its verdict gets the cross-fitted evidence; an encoder
-/// method would train five more times (minutes to hours on a CPU), so it is judged on the
-/// validation split unless asked.
+/// Cross-fitting folds of the acceptance gate when `--acceptance-folds` is not given: 5 for a
+/// method that refits in seconds (an ensemble passes them to such members), none for an
+/// encoder method (see `lookahead_model::methods::cross_fits_by_default`).
 pub(crate) fn default_acceptance_folds(method: Method) -> usize {
-    match method {
-        Method::Ngram => 5,
-        _ => 0,
+    if lookahead_model::methods::cross_fits_by_default(method) {
+        5
+    } else {
+        0
     }
 }
 

@@ -39,6 +39,10 @@ pub enum Method {
     Clm,
     /// Logistic regression over hashed word n-grams of the whole prompt; no encoder.
     Ngram,
+    /// The mean of trained member routers' scores (`hyper.members`, e.g. n-gram + lite: the
+    /// whole prompt's words and an encoder's reading of its head and tail), each member a whole
+    /// artifact under `members/<method>/`.
+    Ensemble,
 }
 
 setting_names!(Method, "method", {
@@ -48,6 +52,7 @@ setting_names!(Method, "method", {
     Mlm => "mlm",
     Clm => "clm",
     Ngram => "ngram",
+    Ensemble => "ensemble",
 });
 
 /// How lite's candidate slots meet the prompt.
@@ -172,6 +177,10 @@ pub struct HyperParams {
     /// prompt's (`lookahead train --shuffle-responses`; an experiment, never served).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shuffled_responses: bool,
+    /// Ensemble: the member methods, trained in this order (cheapest first, so a time budget
+    /// leaves the rest to the slow one); empty for every other method.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<Method>,
 }
 
 impl HyperParams {
@@ -216,6 +225,7 @@ impl Default for HyperParams {
             per_model_slopes: false,
             source_features: false,
             shuffled_responses: false,
+            members: Vec::new(),
         }
     }
 }
@@ -559,6 +569,11 @@ pub fn save_artifact(
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     candle_core::safetensors::save(tensors, dir.join(TENSORS_FILE))?;
     meta.write(dir)
+}
+
+/// Where an ensemble artifact in `dir` keeps its `member` artifact.
+pub fn member_dir(dir: &Path, member: Method) -> PathBuf {
+    dir.join("members").join(member.to_string())
 }
 
 /// The artifact's tensors in `dir`, loaded onto `device`.

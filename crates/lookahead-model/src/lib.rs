@@ -11,7 +11,8 @@
 //!   [`select`]: the routing decision; [`artifact`]: the artifact format;
 //! - [`fit`]: the training request and result, the one epoch loop, schedule, early stopping,
 //!   metrics;
-//! - [`methods`]: lite (with MLC), kNN, MLM, CLM, n-gram, each as model, train and scorer;
+//! - [`methods`]: lite (with MLC), kNN, MLM, CLM, n-gram, each as model, train and scorer, and
+//!   the ensemble's mean of members; [`compose`]: an ensemble's artifact from trained members;
 //! - [`crossfit`]: a request's training repeated without each of K folds (the acceptance gate's
 //!   cross-fitted evidence); [`calibration`]: the within-source calibration fitted on it;
 //!   [`precision`] / [`agreement`]: which precision `auto` serves, and the int8 agreement
@@ -24,6 +25,7 @@ pub mod agreement;
 pub mod artifact;
 pub mod backbones;
 pub mod calibration;
+pub mod compose;
 pub mod crossfit;
 pub mod fit;
 pub mod kernels;

@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 
-use crate::artifact::{load_tensors, ArtifactError, Method, RouterMeta};
+use crate::artifact::{load_tensors, member_dir, ArtifactError, Method, RouterMeta};
 use crate::backbones::encoder_dir::default_backbone_dir;
 use crate::calibration::SourceCalibration;
 use crate::kernels::quant::Precision;
 use crate::methods::clm::scorer::ClmScorer;
+use crate::methods::ensemble::EnsembleScorer;
 use crate::methods::knn::scorer::KnnScorer;
 use crate::methods::lite::scorer::LiteScorer;
 use crate::methods::mlm::scorer::MlmScorer;
@@ -83,6 +84,16 @@ pub fn load_scorer(dir: &Path, options: &ScorerOptions) -> Result<Box<dyn Scorer
         Method::Clm => Box::new(ClmScorer::load(dir, &backbone)?),
         // f32 sums of a few hundred weights: int8 would save nothing.
         Method::Ngram => Box::new(NgramScorer::load(dir)?),
+        // Each member as its own artifact says (its precision, its calibration).
+        Method::Ensemble => {
+            let members = meta
+                .hyper
+                .members
+                .iter()
+                .map(|&m| load_scorer(&member_dir(dir, m), options))
+                .collect::<Result<Vec<_>, _>>()?;
+            Box::new(EnsembleScorer::new(members).map_err(ArtifactError::Unsupported)?)
+        }
     };
     Ok(match calibration(dir, &meta)? {
         Some(calibration) => Box::new(Calibrated {

@@ -59,7 +59,7 @@ mod tests {
     #[test]
     fn every_setting_name_parses_back_and_matches_router_json() {
         use Method::*;
-        let methods = [Lite, Mlc, Knn, Mlm, Clm, Ngram];
+        let methods = [Lite, Mlc, Knn, Mlm, Clm, Ngram, Ensemble];
         round_trips(&methods);
         serde_matches(&methods);
         let slots = [SlotDesign::Joint, SlotDesign::Asymmetric];
@@ -81,7 +81,7 @@ mod tests {
     fn an_unknown_name_is_refused_with_every_known_name() {
         assert_eq!(
             "cnn".parse::<Method>(),
-            Err("unknown method \"cnn\" (lite, mlc, knn, mlm, clm, ngram)".to_string())
+            Err("unknown method \"cnn\" (lite, mlc, knn, mlm, clm, ngram, ensemble)".to_string())
         );
         assert_eq!(
             "fp16".parse::<Precision>(),

@@ -4,15 +4,25 @@
 //! scores ([`crate::crossfit`]), which also fit the within-source calibration
 //! ([`crate::calibration`]) the artifact then serves with.
 
-use crate::artifact::Acceptance;
+use crate::artifact::{Acceptance, Method};
 use crate::calibration::SourceCalibration;
 use crate::crossfit::{cross_fit, CrossFitted};
 use crate::fit::{accept, best_single, metrics, Example, TrainError, TrainRequest, Trained};
-use crate::methods;
+use crate::{compose, methods};
 
 /// Trains the router `req.method` names on `req.backbone` (or the method's default), on
 /// `req.device`, and records whether it beat the best single model (`meta.acceptance`).
 pub fn train(req: &TrainRequest) -> Result<Trained, TrainError> {
+    let mut trained = match req.method {
+        Method::Ensemble => train_ensemble(req)?,
+        _ => train_gated(req)?,
+    };
+    trained.forget_examples();
+    Ok(trained)
+}
+
+/// One method's training and its acceptance gate, with the per-example scores kept.
+fn train_gated(req: &TrainRequest) -> Result<Trained, TrainError> {
     let mut trained = methods::train(req)?;
     // Set again once a calibration is fitted and stored.
     trained.meta.hyper.source_calibration = false;
@@ -28,13 +38,40 @@ pub fn train(req: &TrainRequest) -> Result<Trained, TrainError> {
     };
     log_verdict(acceptance.as_ref());
     trained.meta.acceptance = acceptance;
-    // The per-example choices and scores were for the gate and the calibration: once read,
-    // the metadata is what `router.json` reads back.
-    for m in std::iter::once(&mut trained.meta.validation).chain(trained.meta.test.as_mut()) {
-        m.choices.clear();
-        m.predictions.clear();
-    }
     Ok(trained)
+}
+
+/// Each member trained (cheapest first) through its own gate, the members combined, and the
+/// ensemble judged on the validation split: cross-fitting it would train every member K more
+/// times.
+fn train_ensemble(req: &TrainRequest) -> Result<Trained, TrainError> {
+    let members = &req.hyper.members;
+    if members.is_empty() || members.contains(&Method::Ensemble) {
+        return Err(TrainError::Hyper(format!(
+            "an ensemble needs one or more member methods, none an ensemble (members: {members:?})"
+        )));
+    }
+    let mut trained = Vec::with_capacity(members.len());
+    for (i, &member) in members.iter().enumerate() {
+        if members[..i].contains(&member) {
+            return Err(TrainError::Hyper(format!(
+                "ensemble member {member} given twice"
+            )));
+        }
+        let folds = if methods::cross_fits_by_default(member) {
+            req.acceptance_folds
+        } else {
+            0
+        };
+        let _span = tracing::info_span!("member", method = %member).entered();
+        trained.push(train_gated(&req.for_member(member, folds))?);
+    }
+    let mut ensemble = compose::combine(req, trained)?;
+    let choices = &ensemble.meta.validation.choices;
+    let acceptance = accept(req.train, req.valid, choices, &req.models, req.min_gain)?;
+    log_verdict(acceptance.as_ref());
+    ensemble.meta.acceptance = acceptance;
+    Ok(ensemble)
 }
 
 /// The gate on cross-fitted choices; with `source_calibration`, those choices are calibrated

@@ -122,6 +122,7 @@ fn policy_method(method: Method) -> &'static str {
         Method::Mlc => "mlc",
         Method::Knn => "knn",
         Method::Ngram => "ngram",
+        Method::Ensemble => "ensemble",
     }
 }
 
@@ -471,6 +472,7 @@ fn method_label(method: Method) -> String {
         Method::Mlc => "MLC".into(),
         Method::Knn => "kNN".into(),
         Method::Ngram => "n-gram".into(),
+        Method::Ensemble => "ensemble".into(),
     }
 }
 

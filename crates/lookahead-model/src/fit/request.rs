@@ -2,13 +2,14 @@
 //! artifact's meta and tensors), and why it can fail ([`TrainError`]).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 
 use crate::artifact::{
-    fingerprint_models, BackboneInfo, HyperParams, Method, Metrics, RouterMeta, FORMAT_VERSION,
+    fingerprint_models, member_dir, save_artifact, ArtifactError, BackboneInfo, HyperParams,
+    Method, Metrics, RouterMeta, FORMAT_VERSION,
 };
 use crate::backbones::encoder_dir::BackboneError;
 use crate::backbones::gguf::GgufError;
@@ -124,7 +125,7 @@ pub struct TrainRequest<'a> {
     pub deadline: Option<Instant>,
 }
 
-impl TrainRequest<'_> {
+impl<'a> TrainRequest<'a> {
     /// This request with other examples (and no progress bars): the same method, pool,
     /// hyper-parameters, backbone and device.
     pub fn with_examples<'b>(
@@ -148,6 +149,31 @@ impl TrainRequest<'_> {
             device: self.device.clone(),
             states_root: self.states_root.clone(),
             progress: false,
+            deadline: self.deadline,
+        }
+    }
+
+    /// This request for one member of an ensemble: the member's method and
+    /// `acceptance_folds`, the same examples, settings and time budget.
+    pub fn for_member(&self, member: Method, acceptance_folds: usize) -> TrainRequest<'a> {
+        TrainRequest {
+            method: member,
+            hyper: HyperParams {
+                members: Vec::new(),
+                ..self.hyper.clone()
+            },
+            models: self.models.clone(),
+            sources: self.sources.clone(),
+            train: self.train,
+            valid: self.valid,
+            test: self.test,
+            holdout: self.holdout.clone(),
+            min_gain: self.min_gain,
+            acceptance_folds,
+            backbone: self.backbone.clone(),
+            device: self.device.clone(),
+            states_root: self.states_root.clone(),
+            progress: self.progress,
             deadline: self.deadline,
         }
     }
@@ -196,6 +222,8 @@ pub struct Fitted {
 pub struct Trained {
     pub meta: RouterMeta,
     pub tensors: HashMap<String, Tensor>,
+    /// An ensemble's trained members, in `meta.hyper.members` order (empty otherwise).
+    pub members: Vec<Trained>,
 }
 
 impl Trained {
@@ -229,6 +257,28 @@ impl Trained {
         Self {
             meta,
             tensors: fitted.tensors,
+            members: Vec::new(),
         }
+    }
+
+    /// Writes the artifact to `dir`, an ensemble's members each under
+    /// [`crate::artifact::member_dir`].
+    pub fn save(&self, dir: &Path) -> Result<(), ArtifactError> {
+        save_artifact(dir, &self.meta, &self.tensors)?;
+        for member in &self.members {
+            member.save(&member_dir(dir, member.meta.method))?;
+        }
+        Ok(())
+    }
+
+    /// Drops the per-example choices and scores the acceptance gate, the calibration and an
+    /// ensemble's combination read, so the metadata is what `router.json` reads back.
+    pub fn forget_examples(&mut self) {
+        let meta = &mut self.meta;
+        for m in std::iter::once(&mut meta.validation).chain(meta.test.as_mut()) {
+            m.choices.clear();
+            m.predictions.clear();
+        }
+        self.members.iter_mut().for_each(Trained::forget_examples);
     }
 }

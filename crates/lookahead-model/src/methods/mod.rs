@@ -1,10 +1,12 @@
 //! The routing methods, each as a model, its training and its artifact as a scorer: Lookahead-
 //! lite with the MLC baseline ([`lite`]), the kNN baseline ([`knn`]), the paper's Lookahead-MLM
-//! ([`mlm`]) and Lookahead-CLM ([`clm`]). Lite, MLC and kNN train on cached frozen-layer states
-//! ([`cached`]); every trained method runs the shared epoch loop in [`crate::fit`].
+//! ([`mlm`]) and Lookahead-CLM ([`clm`]); an [`ensemble`] scores with the mean of trained
+//! members. Lite, MLC and kNN train on cached frozen-layer states ([`cached`]); every trained
+//! method runs the shared epoch loop in [`crate::fit`].
 
 pub mod cached;
 pub mod clm;
+pub mod ensemble;
 pub mod knn;
 pub mod lite;
 pub mod mlm;
@@ -25,7 +27,18 @@ pub fn train(req: &TrainRequest) -> Result<Trained, TrainError> {
         Method::Clm => clm::train::train(&decoder(req)?, req),
         // Text features only: no backbone.
         Method::Ngram => ngram::train::train(req),
+        // Its members are whole training runs, each through its own acceptance gate.
+        Method::Ensemble => Err(TrainError::Hyper(
+            "an ensemble trains its members through lookahead_model::train".into(),
+        )),
     }
+}
+
+/// Whether `method`'s acceptance gate is cross-fitted unless asked otherwise (and, with it, its
+/// scores calibrated): the n-gram router refits in seconds; an encoder method would train K more
+/// times (minutes to hours on a CPU), so it is judged on the validation split.
+pub fn cross_fits_by_default(method: Method) -> bool {
+    matches!(method, Method::Ngram | Method::Ensemble)
 }
 
 /// Whether K fits of `method` may run side by side (cross-fitting): the n-gram router's fits are

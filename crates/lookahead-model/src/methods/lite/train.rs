@@ -207,7 +207,7 @@ fn seed_fresh_params(
             init.push(("route.weight", randn_tensor(rng, (p, h), 0.02)?));
             init.push(("route.bias", bias));
         }
-        Method::Knn | Method::Mlm | Method::Clm | Method::Ngram => {}
+        Method::Knn | Method::Mlm | Method::Clm | Method::Ngram | Method::Ensemble => {}
     }
     let mut data = varmap
         .data()
