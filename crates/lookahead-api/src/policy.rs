@@ -97,6 +97,10 @@ pub enum RouterMethod {
     /// Logistic regression over hashed word n-grams of the whole prompt (no encoder).
     #[serde(rename = "ngram")]
     Ngram,
+    /// The mean of an n-gram and a lookahead-lite router's scores (`lookahead train --method
+    /// ensemble`): the whole prompt's words and an encoder's reading of its head and tail.
+    #[serde(rename = "ensemble")]
+    Ensemble,
     #[serde(rename = "random")]
     Random,
     #[serde(rename = "fixed")]

@@ -238,6 +238,7 @@ pub fn method_name(m: RouterMethod) -> &'static str {
         RouterMethod::Mlc => "mlc",
         RouterMethod::Knn => "knn",
         RouterMethod::Ngram => "ngram",
+        RouterMethod::Ensemble => "ensemble",
         RouterMethod::Random => "random",
         RouterMethod::Fixed => "fixed",
     }

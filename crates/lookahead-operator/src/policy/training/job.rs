@@ -31,6 +31,7 @@ fn train_method(m: RouterMethod) -> &'static str {
         RouterMethod::Mlc => "mlc",
         RouterMethod::Knn => "knn",
         RouterMethod::Ngram => "ngram",
+        RouterMethod::Ensemble => "ensemble",
         RouterMethod::Random => "random",
         RouterMethod::Fixed => "fixed",
     }
@@ -385,6 +386,19 @@ mod tests {
             joined.contains("--summary-file /dev/termination-log"),
             "{joined}"
         );
+    }
+
+    /// `method: ensemble` trains `lookahead train --method ensemble` (n-gram + lite members, the
+    /// CLI's default) on the CPU, like lookahead-lite.
+    #[test]
+    fn an_ensemble_policy_trains_the_ensemble_on_the_cpu() {
+        let mut policy = testdata::policy("p", Some("yi"));
+        policy.spec.router.method = RouterMethod::Ensemble;
+        let training = policy.spec.training.clone().expect("training");
+        let (_, pod, args) = rendered(&policy, &training);
+        assert!(args.contains("--method ensemble"), "{args}");
+        assert!(!args.contains("--device cuda"), "{args}");
+        assert!(pod.tolerations.is_none(), "{:?}", pod.tolerations);
     }
 
     /// The training pod of `training` for a two-member pool, and the train container's args.
