@@ -130,3 +130,83 @@ fn a_time_budget_and_the_skips_shorten_training_and_are_recorded() {
     assert!(meta.get("test").is_none(), "{meta}");
     assert!(meta.get("int8_agreement").is_none(), "{meta}");
 }
+
+/// `lookahead train --method ensemble` on the real dataset: each member is trained and printed,
+/// the ensemble's own validation line and verdict follow, the artifact holds every member's
+/// artifact, and `lookahead eval` serves it as one router.
+#[test]
+fn an_ensemble_trains_its_members_and_eval_serves_the_whole() {
+    let Some(data) = inputs() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let art = dir.path().join("ensemble");
+    let out = Command::new(env!("CARGO_BIN_EXE_lookahead"))
+        .args(["train", "--method", "ensemble", "--members", "ngram,mlc"])
+        .arg("--data")
+        .arg(&data)
+        .args([
+            "--sources",
+            "MT-Bench,ArenaHard,AlpacaEval",
+            "--max-train",
+            "60",
+        ])
+        .args([
+            "--epochs",
+            "1",
+            "--quiet",
+            "--no-int8-agreement",
+            "--min-gain",
+            "-50",
+        ])
+        .arg("--states")
+        .arg(dir.path().join("states"))
+        .arg("--out")
+        .arg(&art)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "member ngram validation: n=",
+        "member mlc validation: n=",
+        "\nvalidation: n=",
+    ] {
+        assert!(stdout.contains(line), "{line:?} in {stdout}");
+    }
+    assert!(stdout.contains("acceptance: "), "{stdout}");
+    let meta = json(&art.join("router.json"));
+    assert_eq!(meta["method"], "ensemble", "{meta}");
+    assert_eq!(
+        meta["hyper"]["members"],
+        serde_json::json!(["ngram", "mlc"])
+    );
+    assert_eq!(
+        json(&art.join("members/ngram/router.json"))["method"],
+        "ngram"
+    );
+    assert_eq!(json(&art.join("members/mlc/router.json"))["method"], "mlc");
+
+    let eval = Command::new(env!("CARGO_BIN_EXE_lookahead"))
+        .args(["eval", "--data"])
+        .arg(&data)
+        .args([
+            "--sources",
+            "MT-Bench,ArenaHard,AlpacaEval",
+            "--quiet",
+            "--artifact",
+        ])
+        .arg(&art)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&eval.stdout);
+    assert!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
+    assert!(report.contains("router: ensemble"), "{report}");
+    assert!(report.contains("| **average** |"), "{report}");
+}
