@@ -18,11 +18,17 @@ pub fn combine(req: &TrainRequest, members: Vec<Trained>) -> Result<Trained, Tra
         None => None,
     };
     // The encoder's: what a router sidecar must mount to serve the ensemble.
-    let backbone = members
-        .iter()
-        .map(|m| m.meta.backbone.clone())
+    let backbones = members.iter().map(|m| &m.meta.backbone);
+    let Some(backbone) = backbones
+        .clone()
         .find(|b| !b.sha256.is_empty())
-        .unwrap_or_else(|| members[0].meta.backbone.clone());
+        .or(backbones.clone().next())
+        .cloned()
+    else {
+        return Err(TrainError::Hyper(
+            "an ensemble needs at least one member".into(),
+        ));
+    };
     let meta = RouterMeta {
         format_version: FORMAT_VERSION,
         method: Method::Ensemble,

@@ -27,6 +27,8 @@ pub fn average(members: &[&[Vec<f32>]]) -> Vec<Vec<f32>> {
 /// Scores a batch with every member and serves their mean.
 pub struct EnsembleScorer {
     members: Vec<Box<dyn Scorer>>,
+    /// The pool every member scores.
+    models: Vec<String>,
 }
 
 impl EnsembleScorer {
@@ -42,13 +44,14 @@ impl EnsembleScorer {
                 other.models()
             ));
         }
-        Ok(Self { members })
+        let models = first.models().to_vec();
+        Ok(Self { members, models })
     }
 }
 
 impl Scorer for EnsembleScorer {
     fn models(&self) -> &[String] {
-        self.members[0].models()
+        &self.models
     }
 
     fn score_batch(&self, prompts: &[&str]) -> Result<Vec<Vec<f32>>, ScoreError> {
