@@ -17,18 +17,18 @@ pub fn combine(req: &TrainRequest, members: Vec<Trained>) -> Result<Trained, Tra
         Some(test) => mean_metrics(req, &members, |t| t.meta.test.as_ref(), test)?,
         None => None,
     };
-    // The encoder's: what a router sidecar must mount to serve the ensemble.
-    let backbones = members.iter().map(|m| &m.meta.backbone);
-    let Some(backbone) = backbones
-        .clone()
-        .find(|b| !b.sha256.is_empty())
-        .or(backbones.clone().next())
-        .cloned()
-    else {
+    let Some(first) = members.first() else {
         return Err(TrainError::Hyper(
             "an ensemble needs at least one member".into(),
         ));
     };
+    // The encoder's: what a router sidecar must mount to serve the ensemble.
+    let backbone = members
+        .iter()
+        .map(|m| &m.meta.backbone)
+        .find(|b| !b.sha256.is_empty())
+        .unwrap_or(&first.meta.backbone)
+        .clone();
     let meta = RouterMeta {
         format_version: FORMAT_VERSION,
         method: Method::Ensemble,

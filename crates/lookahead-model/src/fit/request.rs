@@ -156,26 +156,12 @@ impl<'a> TrainRequest<'a> {
     /// This request for one member of an ensemble: the member's method and
     /// `acceptance_folds`, the same examples, settings and time budget.
     pub fn for_member(&self, member: Method, acceptance_folds: usize) -> TrainRequest<'a> {
-        TrainRequest {
-            method: member,
-            hyper: HyperParams {
-                members: Vec::new(),
-                ..self.hyper.clone()
-            },
-            models: self.models.clone(),
-            sources: self.sources.clone(),
-            train: self.train,
-            valid: self.valid,
-            test: self.test,
-            holdout: self.holdout.clone(),
-            min_gain: self.min_gain,
-            acceptance_folds,
-            backbone: self.backbone.clone(),
-            device: self.device.clone(),
-            states_root: self.states_root.clone(),
-            progress: self.progress,
-            deadline: self.deadline,
-        }
+        let mut req = self.with_examples(self.train, self.valid, self.test);
+        req.method = member;
+        req.hyper.members.clear();
+        req.acceptance_folds = acceptance_folds;
+        req.progress = self.progress;
+        req
     }
 
     /// Every train, validation and test example, in that order.
