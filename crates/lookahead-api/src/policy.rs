@@ -112,6 +112,31 @@ impl RouterMethod {
     pub fn needs_training(self) -> bool {
         !matches!(self, RouterMethod::Random | RouterMethod::Fixed)
     }
+
+    /// The name a RoutingPolicy spells it with (its serde name), for messages.
+    pub fn name(self) -> &'static str {
+        self.names().0
+    }
+
+    /// The `lookahead train --method` value that trains it.
+    pub fn train_method(self) -> &'static str {
+        self.names().1
+    }
+
+    /// Both names from one table, so a new method cannot get one without the other.
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            RouterMethod::LookaheadLite => ("lookahead-lite", "lite"),
+            RouterMethod::LookaheadMlm => ("lookahead-mlm", "mlm"),
+            RouterMethod::LookaheadClm => ("lookahead-clm", "clm"),
+            RouterMethod::Mlc => ("mlc", "mlc"),
+            RouterMethod::Knn => ("knn", "knn"),
+            RouterMethod::Ngram => ("ngram", "ngram"),
+            RouterMethod::Ensemble => ("ensemble", "ensemble"),
+            RouterMethod::Random => ("random", "random"),
+            RouterMethod::Fixed => ("fixed", "fixed"),
+        }
+    }
 }
 
 /// Quality/cost trade-off and fail-open behaviour.
@@ -720,6 +745,31 @@ fn is_zero(n: &u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Messages and the training Job name each method as users wrote it, and the Job runs the
+    /// CLI method that trains it.
+    #[test]
+    fn each_method_is_named_as_a_routing_policy_spells_it() {
+        use RouterMethod::*;
+        let all = [
+            LookaheadLite,
+            LookaheadMlm,
+            LookaheadClm,
+            Mlc,
+            Knn,
+            Ngram,
+            Ensemble,
+            Random,
+            Fixed,
+        ];
+        for m in all {
+            let spelled = serde_json::to_value(m).unwrap();
+            assert_eq!(spelled, serde_json::json!(m.name()));
+        }
+        assert_eq!(LookaheadLite.train_method(), "lite");
+        assert_eq!(LookaheadClm.train_method(), "clm");
+        assert_eq!(Ensemble.train_method(), "ensemble");
+    }
 
     #[test]
     fn training_written_before_deadlines_gets_two_hours_and_the_cpu_fallback() {

@@ -136,7 +136,7 @@ fn training_problems(spec: &RoutingPolicySpec) -> Vec<Problem> {
             format!(
                 "spec.training.resources: asks for {}, but method {} trains on the CPU (GPU training: lookahead-mlm, lookahead-clm); drop the GPU request",
                 crate::objects::GPU_RESOURCE,
-                method_name(spec.router.method)
+                spec.router.method.name()
             ),
         ));
     }
@@ -182,7 +182,7 @@ pub fn policy(spec: &RoutingPolicySpec, pool: &LLMPoolSpec) -> Vec<Problem> {
                 "MissingTraining",
                 format!(
                     "spec.training: required by method {}",
-                    method_name(spec.router.method)
+                    spec.router.method.name()
                 ),
             )),
             Some(t) if t.artifacts.is_none() => problems.push(Problem::new(
@@ -202,7 +202,7 @@ pub fn policy(spec: &RoutingPolicySpec, pool: &LLMPoolSpec) -> Vec<Problem> {
                 "PrecisionUnsupported",
                 format!(
                     "spec.serving.precision: int8 applies to lookahead-lite, mlc and knn, not {}",
-                    method_name(spec.router.method)
+                    spec.router.method.name()
                 ),
             ));
         }
@@ -227,21 +227,6 @@ pub fn policy(spec: &RoutingPolicySpec, pool: &LLMPoolSpec) -> Vec<Problem> {
         }
     }
     problems
-}
-
-/// The method's name as written in the CRD.
-pub fn method_name(m: RouterMethod) -> &'static str {
-    match m {
-        RouterMethod::LookaheadLite => "lookahead-lite",
-        RouterMethod::LookaheadMlm => "lookahead-mlm",
-        RouterMethod::LookaheadClm => "lookahead-clm",
-        RouterMethod::Mlc => "mlc",
-        RouterMethod::Knn => "knn",
-        RouterMethod::Ngram => "ngram",
-        RouterMethod::Ensemble => "ensemble",
-        RouterMethod::Random => "random",
-        RouterMethod::Fixed => "fixed",
-    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,6 @@ use crate::conditions::{
 };
 use crate::controller::Invalid;
 use crate::labels;
-use crate::validate;
 
 /// What the status is built from.
 pub struct StatusInputs<'a> {
@@ -226,7 +225,7 @@ fn serving_summary(i: &StatusInputs<'_>) -> String {
             _ if i.policy.spec.router.method.needs_training() => {
                 "no artifact yet: the router picks members at random".into()
             }
-            _ => format!("method {} needs no artifact", validate::method_name(*m)),
+            _ => format!("method {} needs no artifact", m.name()),
         },
     }
 }

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{
     Container, EmptyDirVolumeSource, PodSpec, PodTemplateSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use lookahead_api::policy::{LabellingSpec, RouterMethod, TrainingSpec};
+use lookahead_api::policy::{LabellingSpec, TrainingSpec};
 use lookahead_api::RoutingPolicy;
 
 use super::plan::{job_name, Plan};
@@ -21,21 +21,6 @@ use crate::objects::{
     without_gpu,
 };
 use crate::policy::router::{artifact_dir, router_name, ARTIFACTS_MOUNT, CONFIG_KEY};
-
-/// `lookahead train --method` for a router method.
-fn train_method(m: RouterMethod) -> &'static str {
-    match m {
-        RouterMethod::LookaheadLite => "lite",
-        RouterMethod::LookaheadMlm => "mlm",
-        RouterMethod::LookaheadClm => "clm",
-        RouterMethod::Mlc => "mlc",
-        RouterMethod::Knn => "knn",
-        RouterMethod::Ngram => "ngram",
-        RouterMethod::Ensemble => "ensemble",
-        RouterMethod::Random => "random",
-        RouterMethod::Fixed => "fixed",
-    }
-}
 
 /// The training Job: `lookahead train` in the operator's image, reading the dataset and writing
 /// the artifact to `<artifacts>/<version>` on the policy's PVC; on the GPU (`--device cuda`)
@@ -237,7 +222,7 @@ fn train_args(
     let mut args = vec![
         "train".to_string(),
         "--method".into(),
-        train_method(policy.spec.router.method).into(),
+        policy.spec.router.method.train_method().into(),
         "--device".into(),
         if gpu { "cuda" } else { "cpu" }.into(),
         "--data".into(),
@@ -364,6 +349,7 @@ mod tests {
     use super::*;
     use crate::policy::training::plan::plan;
     use crate::testdata;
+    use lookahead_api::policy::RouterMethod;
 
     #[test]
     fn job_writes_a_versioned_artifact_with_the_pool_models() {
