@@ -80,5 +80,6 @@ fn mean_metrics(
     if examples.is_empty() {
         return Ok(None);
     }
-    Ok(Some(metrics(&average(&rows), examples, &req.models, None)))
+    let mean = average(&rows).map_err(TrainError::Hyper)?;
+    Ok(Some(metrics(&mean, examples, &req.models, None)))
 }

@@ -5,23 +5,36 @@
 use crate::scorer::{ScoreError, Scorer};
 
 /// The mean of each model's score over `members` (rows in pool order): the ensemble's score,
-/// in training and serving alike. Members without rows leave an empty result.
-pub fn average(members: &[&[Vec<f32>]]) -> Vec<Vec<f32>> {
+/// in training and serving alike. No members give no rows; members that scored different
+/// numbers of prompts, or a prompt with different numbers of models, are an error.
+pub fn average(members: &[&[Vec<f32>]]) -> Result<Vec<Vec<f32>>, String> {
     let Some(first) = members.first() else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     let n = members.len() as f32;
-    (0..first.len())
-        .map(|i| {
-            let mut row = vec![0f32; first[i].len()];
-            for member in members {
-                for (sum, x) in row.iter_mut().zip(&member[i]) {
-                    *sum += x / n;
-                }
+    let mut mean: Vec<Vec<f32>> = first.iter().map(|row| vec![0f32; row.len()]).collect();
+    for member in members {
+        if member.len() != mean.len() {
+            return Err(format!(
+                "ensemble members scored {} and {} prompts",
+                mean.len(),
+                member.len()
+            ));
+        }
+        for (sum, row) in mean.iter_mut().zip(member.iter()) {
+            if row.len() != sum.len() {
+                return Err(format!(
+                    "ensemble members scored {} and {} models for one prompt",
+                    sum.len(),
+                    row.len()
+                ));
             }
-            row
-        })
-        .collect()
+            for (s, x) in sum.iter_mut().zip(row) {
+                *s += x / n;
+            }
+        }
+    }
+    Ok(mean)
 }
 
 /// Scores a batch with every member and serves their mean.
@@ -68,7 +81,7 @@ impl Scorer for EnsembleScorer {
             )));
         }
         let rows: Vec<&[Vec<f32>]> = rows.iter().map(Vec::as_slice).collect();
-        Ok(average(&rows))
+        average(&rows).map_err(ScoreError::Model)
     }
 
     fn is_trivial(&self) -> bool {
@@ -111,6 +124,20 @@ mod tests {
             assert!((got - want).abs() < 1e-6, "{:?}", rows[0]);
         }
         assert_eq!(ensemble.models(), ab.as_slice());
+    }
+
+    #[test]
+    fn ragged_member_scores_are_an_error_not_a_panic() {
+        let two = vec![vec![0.0, 1.0], vec![1.0, 0.0]];
+        let one = vec![vec![0.5, 0.5]];
+        assert!(average(&[&two, &one])
+            .unwrap_err()
+            .contains("2 and 1 prompts"));
+        let narrow = vec![vec![0.5], vec![0.5]];
+        assert!(average(&[&two, &narrow]).unwrap_err().contains("models"));
+        assert!(average(&[]).unwrap().is_empty());
+        let mean = average(&[&two, &two]).unwrap();
+        assert_eq!(mean, two);
     }
 
     #[test]
