@@ -82,6 +82,14 @@ pub struct TrainArgs {
     /// Hash buckets of the n-gram features (`--method ngram`, `--wide`).
     #[arg(long, default_value_t = HyperParams::default().ngram_buckets)]
     ngram_buckets: usize,
+    /// N-gram fits (`--method ngram`, `--wide`): how much harder each model's weights are
+    /// shrunk towards the models' mean than the mean towards zero (1 = plain L2).
+    #[arg(long, default_value_t = HyperParams::default().coupling)]
+    coupling: f64,
+    /// N-gram fits learn each model's scaled score (a soft target) instead of the paper's
+    /// 0/1 labels.
+    #[arg(long)]
+    score_targets: bool,
     /// Weight of the response-reconstruction loss (lite); 0 = no response objective.
     #[arg(long, default_value_t = HyperParams::default().lambda)]
     lambda: f64,
@@ -208,6 +216,8 @@ fn hyper_params(args: &TrainArgs) -> HyperParams {
         prompt_truncation: args.prompt_truncation,
         wide: args.wide,
         ngram_buckets: args.ngram_buckets,
+        coupling: args.coupling,
+        score_targets: args.score_targets,
         lambda: args.lambda,
         learning_rate: args.lr,
         batch_size: args.batch_size,

@@ -161,6 +161,16 @@ pub struct HyperParams {
     /// Hash buckets of the n-gram features (the `ngram` router and the wide head).
     #[serde(default = "default_ngram_buckets")]
     pub ngram_buckets: usize,
+    /// N-gram fits: how much harder each model's weights are shrunk towards the models' mean
+    /// than the mean towards zero ([`crate::wide::FitOptions::coupling`]; 1 = plain L2, what
+    /// artifacts written before it used).
+    #[serde(default = "plain_l2", skip_serializing_if = "is_plain_l2")]
+    pub coupling: f64,
+    /// N-gram fits learn each model's scaled score (0..1, a soft BCE target, so the fitted
+    /// probability estimates the expected score the route is chosen on) instead of the paper's
+    /// 0/1 labels (within `label_threshold` of the prompt's best after min–max normalisation).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub score_targets: bool,
     /// With cross-fitted acceptance: re-score with the within-source calibration fitted on the
     /// cross-fitted scores ([`crate::calibration`]); `false` for artifacts written before it.
     #[serde(default)]
@@ -197,6 +207,15 @@ fn default_ngram_buckets() -> usize {
     1 << 18
 }
 
+fn plain_l2() -> f64 {
+    1.0
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_plain_l2(coupling: &f64) -> bool {
+    *coupling == 1.0
+}
+
 impl Default for HyperParams {
     fn default() -> Self {
         Self {
@@ -221,6 +240,8 @@ impl Default for HyperParams {
             knn_k: 20,
             wide: false,
             ngram_buckets: default_ngram_buckets(),
+            coupling: plain_l2(),
+            score_targets: false,
             source_calibration: true,
             per_model_slopes: false,
             source_features: false,

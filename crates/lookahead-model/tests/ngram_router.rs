@@ -89,3 +89,68 @@ fn source_features_route_a_word_that_means_opposite_things_in_two_sources() {
         test.len()
     );
 }
+
+/// One prompt text that says nothing about the outcome; model 0 always scores 60, model 1 scores 100 on
+/// 55% of them and 0 on the rest. Model 0 is the better route (60 > 55 expected), yet the paper's
+/// labels (within 0.8 of the prompt's best after min–max normalisation) call model 1 the winner
+/// of 55% of prompts and model 0 of 45%.
+fn coin_flips(n: usize, offset: usize) -> Vec<Example> {
+    (0..n)
+        .map(|i| {
+            let j = i + offset;
+            let quality = if j % 20 < 11 {
+                vec![60.0, 100.0]
+            } else {
+                vec![60.0, 0.0]
+            };
+            Example {
+                id: format!("coin-{j}"),
+                source: "A".into(),
+                prompt: "please answer the question".into(),
+                responses: vec![String::new(); 2],
+                labels: lookahead_data::label_targets(
+                    &quality.iter().map(|&q| f64::from(q)).collect::<Vec<_>>(),
+                    HyperParams::default().label_threshold,
+                ),
+                quality,
+            }
+        })
+        .collect()
+}
+
+/// `--score-targets`: the n-gram router (trained by `lookahead_model::train`) learns each model's
+/// expected score and routes to the better model, where the paper's labels route to the one that
+/// wins more often.
+#[test]
+fn score_targets_route_on_the_expected_score_not_on_how_often_a_model_wins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = common::tiny_backbone_dir(&tmp.path().join("bb"), 0.0);
+    let (train, valid, test) = (coin_flips(400, 0), coin_flips(100, 400), coin_flips(100, 500));
+    let fit = |score_targets: bool| {
+        let hyper = HyperParams {
+            ngram_buckets: 1 << 12,
+            score_targets,
+            source_calibration: false,
+            ..HyperParams::default()
+        };
+        let req = common::toy_request(
+            &dir,
+            Method::Ngram,
+            hyper,
+            &train,
+            &valid,
+            Some(&test),
+            tmp.path().join("states"),
+        );
+        lookahead_model::train(&req).unwrap()
+    };
+    let score = |t: &lookahead_model::Trained| t.meta.test.as_ref().unwrap().router;
+    let paper = fit(false);
+    let expected = fit(true);
+    assert!(score(&paper) < 57.0, "paper labels: {}", score(&paper));
+    assert!(
+        (score(&expected) - 60.0).abs() < 1e-6,
+        "score targets: {}",
+        score(&expected)
+    );
+}

@@ -27,6 +27,12 @@ pub struct FitOptions {
     /// Inverse regularisation strength in scikit-learn's sense: the objective is
     /// `C · Σ logloss + ½‖W‖²`, i.e. `mean logloss + ‖W‖² / (2 C n)`.
     pub c: f32,
+    /// How much harder each model's weights are pulled towards the models' mean weights than
+    /// that mean is pulled towards zero: the penalty is `M‖w̄‖² + κ Σₘ‖wₘ − w̄‖²` (halved,
+    /// scaled as above). 1 is plain L2. Above 1, the n-grams that predict every model alike
+    /// (how hard the prompt is) stay free while the differences between models, which alone
+    /// decide the route and are learned from far fewer effective examples, are shrunk more.
+    pub coupling: f32,
     pub iterations: usize,
     pub learning_rate: f32,
 }
@@ -35,6 +41,7 @@ impl Default for FitOptions {
     fn default() -> Self {
         Self {
             c: 1.0,
+            coupling: 1.0,
             iterations: 300,
             learning_rate: 0.1,
         }
@@ -232,8 +239,10 @@ impl Adam {
                 let v = &mut self.v[i * p..(i + 1) * p];
                 let w = &mut model.weight[b * p..(b + 1) * p];
                 let g = &grad[b * p..(b + 1) * p];
+                let mean = w.iter().sum::<f32>() / p as f32;
                 for (((w, g), m), v) in w.iter_mut().zip(g).zip(m).zip(v) {
-                    *w -= step.update(m, v, g + l2 * *w);
+                    let penalty = l2 * (mean + o.coupling * (*w - mean));
+                    *w -= step.update(m, v, g + penalty);
                 }
             }
             let moments = self.mb.iter_mut().zip(&mut self.vb);
@@ -370,6 +379,56 @@ mod tests {
             (z[0] - z[1]).abs()
         };
         assert!(spread(&fit(0.01)) < spread(&fit(100.0)));
+    }
+
+    /// `coupling` shrinks what tells the models apart and leaves what moves them together: on
+    /// prompts whose difficulty word moves both models' labels and whose topic word moves them
+    /// apart, a strong coupling narrows the gap between the models' logits and keeps the gap
+    /// between easy and hard prompts.
+    #[test]
+    fn coupling_shrinks_the_differences_between_models_not_their_mean() {
+        let mut texts = Vec::new();
+        let mut labels = Vec::new();
+        for (level, shift) in [("easy", 0.25f32), ("hard", -0.25)] {
+            for (topic, diff) in [("sum", 0.15f32), ("loop", -0.15)] {
+                for filler in ["one", "two", "three", "four"] {
+                    texts.push(format!("{level} {topic} {filler}"));
+                    labels.push(vec![0.5 + shift + diff, 0.5 + shift - diff]);
+                }
+            }
+        }
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let hasher = NgramHasher::new(1 << 12);
+        let counts = WideModel::count_rows(hasher, &texts);
+        let fit = |coupling| {
+            let options = FitOptions {
+                coupling,
+                ..FitOptions::default()
+            };
+            WideModel::fit(hasher, &counts, &labels, options)
+        };
+        let apart = |m: &WideModel| {
+            let z = m.logits("easy sum two");
+            z[0] - z[1]
+        };
+        let together = |m: &WideModel| {
+            let (e, h) = (m.logits("easy sum two"), m.logits("hard sum two"));
+            (e[0] + e[1] - h[0] - h[1]) / 2.0
+        };
+        let (plain, coupled) = (fit(1.0), fit(25.0));
+        assert!(apart(&plain) > 0.0, "{}", apart(&plain));
+        assert!(
+            apart(&coupled) < 0.7 * apart(&plain),
+            "models apart: {} coupled vs {} plain",
+            apart(&coupled),
+            apart(&plain)
+        );
+        assert!(
+            together(&coupled) > 0.9 * together(&plain),
+            "easy vs hard: {} coupled vs {} plain",
+            together(&coupled),
+            together(&plain)
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use lookahead_data::unit_hash;
 
-use super::train::fit_wide;
+use super::train::{fit_wide, targets};
 use crate::fit::{Example, TrainRequest};
 use crate::wide::{FitOptions, NgramHasher, WideModel};
 
@@ -35,7 +35,7 @@ impl WideHead {
 /// Fits the head on `req.train` (strength picked on `req.valid`) and cross-fits its training
 /// logits with the same strength.
 pub fn fit_head(req: &TrainRequest) -> WideHead {
-    let (model, c) = fit_wide(req.train, req.valid, req.hyper.ngram_buckets);
+    let (model, c) = fit_wide(req.train, req.valid, &req.hyper);
     let fold_of = |e: &Example| {
         ((unit_hash(&e.id, "wide-cross-fit") * CROSS_FIT_FOLDS as f64) as usize)
             .min(CROSS_FIT_FOLDS - 1)
@@ -54,11 +54,12 @@ pub fn fit_head(req: &TrainRequest) -> WideHead {
             .collect();
         let labels: Vec<Vec<f32>> = outside
             .iter()
-            .map(|&i| req.train[i].labels.clone())
+            .map(|&i| targets(&req.train[i], &req.hyper))
             .collect();
         let counts = WideModel::count_rows(hasher, &texts);
         let options = FitOptions {
             c,
+            coupling: req.hyper.coupling as f32,
             ..FitOptions::default()
         };
         let fold_model = WideModel::fit(hasher, &counts, &labels, options);

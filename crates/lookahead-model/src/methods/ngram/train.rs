@@ -6,7 +6,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use super::model::NgramRouter;
-use crate::artifact::{BackboneInfo, BackboneKind, Metrics};
+use crate::artifact::{BackboneInfo, BackboneKind, HyperParams, Metrics};
 use crate::calibration::{source_one_hot, SourceCalibration};
 use crate::fit::{metrics, Example, Fitted, TrainError, TrainRequest, Trained};
 use crate::wide::features::conjoin;
@@ -25,17 +25,31 @@ pub fn no_backbone() -> BackboneInfo {
     }
 }
 
-fn labels(examples: &[Example]) -> Vec<Vec<f32>> {
-    examples.iter().map(|e| e.labels.clone()).collect()
+/// What the n-gram fits learn per example ([`HyperParams::score_targets`]).
+pub fn targets(example: &Example, hyper: &HyperParams) -> Vec<f32> {
+    if hyper.score_targets {
+        example.quality.iter().map(|q| q / 100.0).collect()
+    } else {
+        example.labels.clone()
+    }
+}
+
+fn labels(examples: &[Example], hyper: &HyperParams) -> Vec<Vec<f32>> {
+    examples.iter().map(|e| targets(e, hyper)).collect()
 }
 
 /// Router metrics of `router` on `examples` (probabilities decide, BCE reported).
-pub fn evaluate(router: &NgramRouter, examples: &[Example], models: &[String]) -> Metrics {
+pub fn evaluate(
+    router: &NgramRouter,
+    examples: &[Example],
+    models: &[String],
+    hyper: &HyperParams,
+) -> Metrics {
     if examples.is_empty() {
         return Metrics::default();
     }
     let z: Vec<Vec<f32>> = examples.iter().map(|e| router.logits(&e.prompt)).collect();
-    let bce = mean_bce(&z, &labels(examples));
+    let bce = mean_bce(&z, &labels(examples, hyper));
     let probs: Vec<Vec<f32>> = z
         .iter()
         .map(|row| row.iter().map(|&v| sigmoid(v)).collect())
@@ -45,11 +59,11 @@ pub fn evaluate(router: &NgramRouter, examples: &[Example], models: &[String]) -
 
 /// The wide model fitted on `train` and its strength `C`, picked on `valid` (`C = 1` when there
 /// is no validation data).
-pub fn fit_wide(train: &[Example], valid: &[Example], buckets: usize) -> (WideModel, f32) {
-    let hasher = NgramHasher::new(buckets);
+pub fn fit_wide(train: &[Example], valid: &[Example], hyper: &HyperParams) -> (WideModel, f32) {
+    let hasher = NgramHasher::new(hyper.ngram_buckets);
     let texts: Vec<&str> = train.iter().map(|e| e.prompt.as_str()).collect();
     let counts = WideModel::count_rows(hasher, &texts);
-    let (router, c) = fit_strength(hasher, &counts, train, valid, None);
+    let (router, c) = fit_strength(hasher, &counts, train, valid, hyper, None);
     (router.model, c)
 }
 
@@ -60,9 +74,10 @@ fn fit_strength(
     counts: &[SparseRow],
     train: &[Example],
     valid: &[Example],
+    hyper: &HyperParams,
     source: Option<WideModel>,
 ) -> (NgramRouter, f32) {
-    let y = labels(train);
+    let y = labels(train, hyper);
     let fit = |c| NgramRouter {
         model: WideModel::fit(
             hasher,
@@ -70,6 +85,7 @@ fn fit_strength(
             &y,
             FitOptions {
                 c,
+                coupling: hyper.coupling as f32,
                 ..FitOptions::default()
             },
         ),
@@ -78,7 +94,7 @@ fn fit_strength(
     if valid.is_empty() {
         return (fit(1.0), 1.0);
     }
-    let valid_labels = labels(valid);
+    let valid_labels = labels(valid, hyper);
     // The strengths are independent convex fits: one per core.
     let fitted: Vec<(f64, NgramRouter, f32)> = C_GRID
         .par_iter()
@@ -114,7 +130,15 @@ fn fit_source_aware(req: &TrainRequest) -> NgramRouter {
             )
         })
         .collect();
-    fit_strength(hasher, &counts, req.train, req.valid, Some(classifier)).0
+    fit_strength(
+        hasher,
+        &counts,
+        req.train,
+        req.valid,
+        &req.hyper,
+        Some(classifier),
+    )
+    .0
 }
 
 /// Trains the n-gram router of `req`.
@@ -125,12 +149,14 @@ pub fn train(req: &TrainRequest) -> Result<Trained, TrainError> {
         fit_source_aware(req)
     } else {
         NgramRouter {
-            model: fit_wide(req.train, req.valid, req.hyper.ngram_buckets).0,
+            model: fit_wide(req.train, req.valid, &req.hyper).0,
             source: None,
         }
     };
-    let validation = evaluate(&router, req.valid, &req.models);
-    let test = req.test.map(|t| evaluate(&router, t, &req.models));
+    let validation = evaluate(&router, req.valid, &req.models, &req.hyper);
+    let test = req
+        .test
+        .map(|t| evaluate(&router, t, &req.models, &req.hyper));
     let tensors = router
         .to_tensors()
         .map_err(|e| TrainError::Hyper(e.to_string()))?;
