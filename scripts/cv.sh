@@ -17,7 +17,7 @@
 # other method is compared with it per seed through `eval --versus` on its predictions), MAX_TRAIN,
 # EPOCHS, EXTRA (more `train` flags), TAG (names the run in OUT; include the salt when you set
 # one). Existing artifacts are kept, so a re-run only trains what is missing. Training runs at
-# nice 19 so it yields the CPU to interactive work.
+# nice 19 (NICE overrides) so it yields the CPU to interactive work.
 #
 # Per method and seed: OUT/TAG-METHOD-sSEED-cv.md (the tables), -cv.json (`eval --json`),
 # -cv.jsonl (per-record predictions); OUT/TAG-summary.md: per seed and the mean over seeds.
@@ -54,7 +54,7 @@ train_folds() {
     echo "$(date +%T) $method seed $seed fold $fold -> $art" >&2
     start=$(date +%s)
     # shellcheck disable=SC2086 # EXTRA holds several flags
-    nice -n 19 "$BIN" train --method "$method" --data "$DATA" --sources "$SOURCES" \
+    nice -n "${NICE:-19}" "$BIN" train --method "$method" --data "$DATA" --sources "$SOURCES" \
       --fold "$fold" --folds "$FOLDS" --split-salt "$SALT" --max-train "$MAX_TRAIN" \
       --epochs "$EPOCHS" --seed "$seed" --quiet $EXTRA --out "$art" >"$art.log" 2>&1
     echo "$(date +%T) $method seed $seed fold $fold: $(($(date +%s) - start)) s" \
@@ -70,7 +70,7 @@ evaluate() {
   if [[ -n $VERSUS && $method != "$VERSUS" ]]; then
     versus=(--versus "$OUT/$TAG-$VERSUS-s$seed-cv.jsonl")
   fi
-  nice -n 19 "$BIN" eval --data "$DATA" --sources "$SOURCES" --artifact "$list" \
+  nice -n "${NICE:-19}" "$BIN" eval --data "$DATA" --sources "$SOURCES" --artifact "$list" \
     --folds "$FOLDS" --split-salt "$SALT" --quiet --predictions-out "$base.jsonl" \
     --json-out "$base.json" "${versus[@]}" >"$base.md"
   echo "$(date +%T) $method seed $seed: $base.md"
