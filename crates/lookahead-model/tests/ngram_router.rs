@@ -125,7 +125,11 @@ fn coin_flips(n: usize, offset: usize) -> Vec<Example> {
 fn score_targets_route_on_the_expected_score_not_on_how_often_a_model_wins() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = common::tiny_backbone_dir(&tmp.path().join("bb"), 0.0);
-    let (train, valid, test) = (coin_flips(400, 0), coin_flips(100, 400), coin_flips(100, 500));
+    let (train, valid, test) = (
+        coin_flips(400, 0),
+        coin_flips(100, 400),
+        coin_flips(100, 500),
+    );
     let fit = |score_targets: bool| {
         let hyper = HyperParams {
             ngram_buckets: 1 << 12,
