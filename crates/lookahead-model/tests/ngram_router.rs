@@ -4,7 +4,11 @@
 
 mod common;
 
-use lookahead_model::{load_scorer, save_artifact, Example, HyperParams, Method, ScorerOptions};
+use std::path::Path;
+
+use lookahead_model::{
+    load_scorer, save_artifact, Example, HyperParams, Method, ScorerOptions, Trained,
+};
 
 /// Two sources whose prompts say which they are ("quiz …" / "story …"), and a key word that
 /// points to opposite models in each: on source A "alpha" prompts go to model 0, on source B to
@@ -39,6 +43,41 @@ fn crossed(n: usize, offset: usize) -> Vec<Example> {
         .collect()
 }
 
+/// The toy n-gram settings the tests vary one flag of: a small hash space and no calibration
+/// (what a test checks is the fit itself).
+fn toy_hyper() -> HyperParams {
+    HyperParams {
+        ngram_buckets: 1 << 12,
+        source_calibration: false,
+        ..HyperParams::default()
+    }
+}
+
+/// The n-gram router trained through `lookahead_model::train` on the train, validation and
+/// test examples.
+fn train_ngram(
+    backbone: &Path,
+    tmp: &Path,
+    hyper: HyperParams,
+    [train, valid, test]: [&[Example]; 3],
+) -> Trained {
+    let req = common::toy_request(
+        backbone,
+        Method::Ngram,
+        hyper,
+        train,
+        valid,
+        Some(test),
+        tmp.join("states"),
+    );
+    lookahead_model::train(&req).unwrap()
+}
+
+/// The router's score on the test examples, as training measured it.
+fn score(trained: &Trained) -> f64 {
+    trained.meta.test.as_ref().unwrap().router
+}
+
 #[test]
 fn source_features_route_a_word_that_means_opposite_things_in_two_sources() {
     let tmp = tempfile::tempdir().unwrap();
@@ -46,25 +85,13 @@ fn source_features_route_a_word_that_means_opposite_things_in_two_sources() {
     let (train, valid, test) = (crossed(96, 0), crossed(32, 96), crossed(32, 128));
     let fit = |source_features: bool| {
         let hyper = HyperParams {
-            ngram_buckets: 1 << 12,
             source_features,
-            source_calibration: false,
-            ..HyperParams::default()
+            ..toy_hyper()
         };
-        let req = common::toy_request(
-            &dir,
-            Method::Ngram,
-            hyper,
-            &train,
-            &valid,
-            Some(&test),
-            tmp.path().join("states"),
-        );
-        lookahead_model::train(&req).unwrap()
+        train_ngram(&dir, tmp.path(), hyper, [&train, &valid, &test])
     };
     let shared = fit(false);
     let aware = fit(true);
-    let score = |t: &lookahead_model::Trained| t.meta.test.as_ref().unwrap().router;
     assert!(score(&shared) <= 75.0, "shared n-grams: {}", score(&shared));
     assert!(
         score(&aware) >= 90.0,
@@ -90,10 +117,10 @@ fn source_features_route_a_word_that_means_opposite_things_in_two_sources() {
     );
 }
 
-/// One prompt text that says nothing about the outcome; model 0 always scores 60, model 1 scores 100 on
-/// 55% of them and 0 on the rest. Model 0 is the better route (60 > 55 expected), yet the paper's
-/// labels (within 0.8 of the prompt's best after min–max normalisation) call model 1 the winner
-/// of 55% of prompts and model 0 of 45%.
+/// One prompt text that says nothing about the outcome; model 0 always scores 60, model 1
+/// scores 100 on 55% of the examples and 0 on the rest. Model 0 is the better route (60 > 55
+/// expected), yet the paper's labels (within 0.8 of the prompt's best after min–max
+/// normalisation) call model 1 the winner of 55% of prompts and model 0 of 45%.
 fn coin_flips(n: usize, offset: usize) -> Vec<Example> {
     (0..n)
         .map(|i| {
@@ -132,23 +159,11 @@ fn score_targets_route_on_the_expected_score_not_on_how_often_a_model_wins() {
     );
     let fit = |score_targets: bool| {
         let hyper = HyperParams {
-            ngram_buckets: 1 << 12,
             score_targets,
-            source_calibration: false,
-            ..HyperParams::default()
+            ..toy_hyper()
         };
-        let req = common::toy_request(
-            &dir,
-            Method::Ngram,
-            hyper,
-            &train,
-            &valid,
-            Some(&test),
-            tmp.path().join("states"),
-        );
-        lookahead_model::train(&req).unwrap()
+        train_ngram(&dir, tmp.path(), hyper, [&train, &valid, &test])
     };
-    let score = |t: &lookahead_model::Trained| t.meta.test.as_ref().unwrap().router;
     let paper = fit(false);
     let expected = fit(true);
     assert!(score(&paper) < 57.0, "paper labels: {}", score(&paper));

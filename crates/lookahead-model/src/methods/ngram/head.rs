@@ -7,9 +7,9 @@
 
 use lookahead_data::unit_hash;
 
-use super::train::{fit_wide, targets};
+use super::train::{fit_options, fit_wide, targets};
 use crate::fit::{Example, TrainRequest};
-use crate::wide::{FitOptions, NgramHasher, WideModel};
+use crate::wide::{NgramHasher, WideModel};
 
 /// Inner folds of the cross-fit.
 const CROSS_FIT_FOLDS: usize = 5;
@@ -57,12 +57,7 @@ pub fn fit_head(req: &TrainRequest) -> WideHead {
             .map(|&i| targets(&req.train[i], &req.hyper))
             .collect();
         let counts = WideModel::count_rows(hasher, &texts);
-        let options = FitOptions {
-            c,
-            coupling: req.hyper.coupling as f32,
-            ..FitOptions::default()
-        };
-        let fold_model = WideModel::fit(hasher, &counts, &labels, options);
+        let fold_model = WideModel::fit(hasher, &counts, &labels, fit_options(c, &req.hyper));
         for i in inside {
             train_logits[i] = fold_model.logits(&req.train[i].prompt);
         }

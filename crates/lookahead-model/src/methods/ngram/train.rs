@@ -34,6 +34,15 @@ pub fn targets(example: &Example, hyper: &HyperParams) -> Vec<f32> {
     }
 }
 
+/// The fit's options at strength `c`, the rest from `hyper`.
+pub fn fit_options(c: f32, hyper: &HyperParams) -> FitOptions {
+    FitOptions {
+        c,
+        coupling: hyper.coupling as f32,
+        ..FitOptions::default()
+    }
+}
+
 fn labels(examples: &[Example], hyper: &HyperParams) -> Vec<Vec<f32>> {
     examples.iter().map(|e| targets(e, hyper)).collect()
 }
@@ -79,16 +88,7 @@ fn fit_strength(
 ) -> (NgramRouter, f32) {
     let y = labels(train, hyper);
     let fit = |c| NgramRouter {
-        model: WideModel::fit(
-            hasher,
-            counts,
-            &y,
-            FitOptions {
-                c,
-                coupling: hyper.coupling as f32,
-                ..FitOptions::default()
-            },
-        ),
+        model: WideModel::fit(hasher, counts, &y, fit_options(c, hyper)),
         source: source.clone(),
     };
     if valid.is_empty() {
