@@ -60,29 +60,30 @@ impl Profile {
     }
 }
 
-/// The weight a routed request is ranked with, and where it came from.
-#[derive(Debug, Clone)]
-pub struct CostChoice {
-    /// The profile asked for: [`DEFAULT_PROFILE`] or a name from `policy.profiles`.
-    pub profile: Arc<str>,
+/// The weight a routed request is ranked with, and where it came from (borrowing the profile
+/// it was asked for: nothing of it is copied per request).
+#[derive(Debug, Clone, Copy)]
+pub struct CostChoice<'a> {
+    profile: &'a Profile,
     pub weight: f64,
     /// Set by the `x-lookahead-cost-weight` header (over the profile's weight).
     pub overridden: bool,
-    name_header: Option<HeaderValue>,
-    /// The profile's own weight header (`None` when overridden: formatted on answer).
-    weight_header: Option<HeaderValue>,
-    counter: Counter,
 }
 
-impl CostChoice {
+impl CostChoice<'_> {
+    /// The profile asked for: [`DEFAULT_PROFILE`] or a name from `policy.profiles`.
+    pub fn profile(&self) -> &str {
+        &self.profile.name
+    }
+
     /// The answer headers: `x-lookahead-profile` and `x-lookahead-cost-weight`.
     pub fn insert_headers(&self, headers: &mut HeaderMap) {
-        if let Some(v) = &self.name_header {
+        if let Some(v) = &self.profile.name_header {
             headers.insert(HEADER_PROFILE, v.clone());
         }
-        let weight = match &self.weight_header {
-            Some(v) => Some(v.clone()),
-            None => HeaderValue::from_str(&format_weight(self.weight)).ok(),
+        let weight = match (&self.profile.weight_header, self.overridden) {
+            (Some(v), false) => Some(v.clone()),
+            _ => HeaderValue::from_str(&format_weight(self.weight)).ok(),
         };
         if let Some(v) = weight {
             headers.insert(HEADER_COST_WEIGHT, v);
@@ -153,28 +154,27 @@ impl CostProfiles {
         &self,
         named: Option<usize>,
         headers: &HeaderMap,
-    ) -> Result<CostChoice, ApiError> {
+    ) -> Result<CostChoice<'_>, ApiError> {
         let profile = named
             .and_then(|i| self.named.get(i))
             .unwrap_or(&self.default);
         let header = self.override_weight(headers)?;
-        let (weight_header, counter) = match header {
-            Some(_) => (None, &profile.by_header),
-            None => (profile.weight_header.clone(), &profile.by_profile),
-        };
         Ok(CostChoice {
-            profile: profile.name.clone(),
+            profile,
             weight: header.unwrap_or(profile.weight),
             overridden: header.is_some(),
-            name_header: profile.name_header.clone(),
-            weight_header,
-            counter: counter.clone(),
         })
     }
 
     /// Counts a routed request by its profile and where its weight came from.
     pub fn count(&self, choice: &CostChoice) {
-        choice.counter.inc();
+        let p = choice.profile;
+        let counter = if choice.overridden {
+            &p.by_header
+        } else {
+            &p.by_profile
+        };
+        counter.inc();
     }
 
     /// The `x-lookahead-cost-weight` header's weight, when sent: a plain decimal number in
@@ -247,14 +247,14 @@ mod tests {
         assert_eq!(p.profile_of("auto", "autox:economy"), None);
         let c = p.choose(Some(0), &headers(&[])).unwrap();
         assert_eq!(
-            (&*c.profile, c.weight, c.overridden),
+            (c.profile(), c.weight, c.overridden),
             ("economy", 2.0, false)
         );
         let c = p.choose(None, &headers(&[])).unwrap();
-        assert_eq!((&*c.profile, c.weight), ("default", 0.25));
+        assert_eq!((c.profile(), c.weight), ("default", 0.25));
         let c = p.choose(Some(0), &headers(&["0.5"])).unwrap();
         assert_eq!(
-            (&*c.profile, c.weight, c.overridden),
+            (c.profile(), c.weight, c.overridden),
             ("economy", 0.5, true)
         );
         assert_eq!(p.choose(None, &headers(&["4"])).unwrap().weight, 4.0);

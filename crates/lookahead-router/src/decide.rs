@@ -19,12 +19,12 @@ use crate::ApiError;
 
 /// Where a request goes, and in which order members are tried.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub struct Plan<'a> {
     pub target: Target,
     pub decision: Decision,
     pub attempts: Attempts,
     /// The costWeight a routed request was ranked with (`None` for a named member).
-    pub cost: Option<CostChoice>,
+    pub cost: Option<CostChoice<'a>>,
 }
 
 /// The members a request tries now, and those it passes over for having no ready replica.
@@ -45,14 +45,14 @@ pub struct Decider<'a> {
     pub cost: &'a CostProfiles,
 }
 
-impl Decider<'_> {
+impl<'a> Decider<'a> {
     /// The plan for `request` (404 for an unknown model or cost profile, 400 for a bad
     /// `x-lookahead-cost-weight` header in `headers` or when no member can take the request).
     pub async fn plan(
         &self,
         request: &CompletionRequest,
         headers: &http::HeaderMap,
-    ) -> Result<Plan, ApiError> {
+    ) -> Result<Plan<'a>, ApiError> {
         let (target, profile) = self.resolve(&request.model)?;
         // Embeddings go to members marked for them whatever else the pool declares.
         let embeddings = request.endpoint == Endpoint::Embeddings;
@@ -138,7 +138,7 @@ impl Decider<'_> {
         if let Some(needs) = needs {
             d.order = fit::fitting(self.pool, &d.order, needs)?;
         }
-        let first = d.order.first().map(|&i| &self.pool.members[i].name);
+        let first = d.order.first().copied();
         let basis = match d.fallback {
             Some(Fallback::FailOpen(reason)) => {
                 self.metrics.failed_open(reason);
@@ -147,8 +147,8 @@ impl Decider<'_> {
             }
             // Logged once, when the artifact loaded.
             Some(Fallback::NotAccepted) => {
-                if let Some(member) = first {
-                    self.metrics.not_accepted(member);
+                if let Some(i) = first {
+                    self.metrics.not_accepted(&self.pool.members[i].name);
                 }
                 "not_accepted"
             }

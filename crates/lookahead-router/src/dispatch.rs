@@ -40,7 +40,7 @@ pub struct Call<'a> {
     /// Whether the client's credentials go to the member (the router has no keys of its own).
     pub forward_auth: bool,
     /// The caller's key id and where the answer's usage goes ([`crate::usage`]).
-    pub metering: &'a Metering,
+    pub metering: &'a Metering<'a>,
 }
 
 /// How the attempts ended.
@@ -124,7 +124,7 @@ impl Dispatcher {
             let t0 = Instant::now();
             let load = self.demand.enter(i);
             let result = self.attempt(i, member, metrics, call, body, deadline).await;
-            metrics.attempted(&member.name, t0.elapsed());
+            metrics.attempted(i, t0.elapsed());
             match result {
                 Ok(answer)
                     if answer.is_context_refusal()
@@ -137,7 +137,7 @@ impl Dispatcher {
                 }
                 Ok(mut answer) => {
                     self.delivered(i, member, metrics, &answer);
-                    metrics.answered_key(&call.metering.key, &member.name);
+                    call.metering.series.answered(Some(i));
                     answer.body = crate::body::hold(answer.body, load);
                     return Outcome::Delivered {
                         answer,
@@ -164,10 +164,10 @@ impl Dispatcher {
             };
         }
         match attempts.last() {
-            Some(&i) => metrics.answered(&pool.members[i].name, "failed"),
+            Some(&i) => metrics.answered(i, "failed"),
             None => metrics.unanswered("failed"),
         }
-        metrics.answered_key(&call.metering.key, &Arc::from(crate::metrics::NO_MEMBER));
+        call.metering.series.answered(None);
         Outcome::Exhausted {
             failures,
             last_error,
@@ -190,17 +190,10 @@ impl Dispatcher {
         let key = member.key.as_ref().map(|k| k.authorization());
         let headers =
             upstream_headers(call.client_headers, call.request_id, call.forward_auth, key);
-        let meter = call.metering.meter(i, &member.name, metrics);
         if !call.request.stream {
-            let mut answer = self.upstream.buffered(url, body, headers, deadline).await?;
-            if answer.status.is_success() {
-                // A buffered body: collecting it again only takes its one frame.
-                let bytes = http_body_util::BodyExt::collect(answer.body)
-                    .await
-                    .map_err(|e| AttemptError::Body(e.to_string()))?
-                    .to_bytes();
-                meter.record(Usage::from_json(&bytes));
-                answer.body = crate::body::full(bytes);
+            let answer = self.upstream.buffered(url, body, headers, deadline).await?;
+            if let Some(bytes) = answer.whole.as_ref().filter(|_| answer.status.is_success()) {
+                call.metering.record(i, Usage::from_json(bytes));
             }
             return Ok(answer);
         }
@@ -217,6 +210,7 @@ impl Dispatcher {
             .await?;
         if answer.status.is_success() {
             let hide = call.metering.ask_usage;
+            let meter = call.metering.meter(i);
             let record = Box::new(move |usage: Option<Usage>| meter.record(usage));
             answer.body = crate::usage::tap(answer.body, hide, record);
         }
@@ -231,7 +225,7 @@ impl Dispatcher {
         } else {
             "upstream_client_error"
         };
-        metrics.answered(&member.name, outcome);
+        metrics.answered(i, outcome);
         let span = tracing::Span::current();
         span.record("member", &*member.name);
     }

@@ -89,8 +89,12 @@ impl Gate {
 
     async fn read_body(&self, body: Incoming) -> Result<bytes::Bytes, ApiError> {
         let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
-        let collected =
-            tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect()).await;
+        let mut collect = std::pin::pin!(Limited::new(body, limit).collect());
+        // A small body usually arrived with the head: it needs no timer.
+        let collected = match futures::poll!(collect.as_mut()) {
+            std::task::Poll::Ready(c) => Ok(c),
+            std::task::Poll::Pending => tokio::time::timeout(BODY_READ_TIMEOUT, collect).await,
+        };
         match collected {
             Err(_) => Err(ApiError::body_timeout()),
             Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {

@@ -127,9 +127,35 @@ pub fn top_scores(pool: &Pool, d: &Decision, n: usize) -> Option<String> {
         if !out.is_empty() {
             out.push(',');
         }
-        let _ = write!(out, "{}={u:.3}", pool.members[i].name);
+        out.push_str(&pool.members[i].name);
+        out.push('=');
+        push_thousandths(&mut out, u);
     }
     (!out.is_empty()).then_some(out)
+}
+
+/// Appends `u` with three decimals, exactly as `format!("{u:.3}")` writes it, in integer
+/// arithmetic when that cannot differ: the float formatter's exact decimal rounding costs more
+/// than the rest of the header, and a router writes one per scored member per request.
+fn push_thousandths(out: &mut String, u: f64) {
+    let x = u * 1000.0;
+    let r = x.round();
+    // |x| < 2^53 / 1000 keeps x's rounding error below 0.01, so a value 0.49 from a tie rounds
+    // to r whichever way the exact product lies; zero keeps the formatter (it prints `-0.000`).
+    if !(r != 0.0 && r.abs() < 1e12 && (x - r).abs() < 0.49) {
+        let _ = write!(out, "{u:.3}");
+        return;
+    }
+    let n = r as i64;
+    if n < 0 {
+        out.push('-');
+    }
+    let n = n.unsigned_abs();
+    let frac = n % 1000;
+    let _ = write!(out, "{}.", n / 1000);
+    for d in [frac / 100, frac / 10 % 10, frac % 10] {
+        out.push(char::from(b'0' + d as u8));
+    }
 }
 
 #[cfg(test)]
@@ -146,6 +172,51 @@ mod tests {
         y.push_str("policy:\n  method: fixed\n");
         let config: lookahead_api::RouterConfig = serde_yaml::from_str(&y).unwrap();
         Pool::from_config(&config).unwrap()
+    }
+
+    #[test]
+    fn scores_are_written_as_the_float_formatter_writes_three_decimals() {
+        let mut cases = vec![
+            0.0,
+            -0.0,
+            0.0004,
+            -0.0004,
+            0.0005,
+            0.0015,
+            0.0025,
+            -0.0025,
+            0.1235,
+            0.9995,
+            1.0,
+            -1.0,
+            12.3456,
+            -7.0005,
+            1e11,
+            -1e11,
+            1e13,
+            1e300,
+            f64::MIN_POSITIVE,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            0.1 + 0.2,
+        ];
+        // Deterministic pseudo-random scores over a wide range, ties included.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for i in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let unit = (state >> 11) as f64 / (1u64 << 53) as f64;
+            let scale = [1.0, 10.0, 1000.0, 1e6][i % 4];
+            cases.push((unit - 0.5) * scale);
+            cases.push((state % 20_000) as f64 / 2000.0 - 5.0 + 0.0005);
+        }
+        for u in cases {
+            let mut out = String::new();
+            push_thousandths(&mut out, u);
+            assert_eq!(out, format!("{u:.3}"), "{u:e}");
+        }
     }
 
     #[test]

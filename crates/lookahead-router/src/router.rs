@@ -324,9 +324,9 @@ impl Router {
             return self.reject(ApiError::rate_limited(&key, &refusal));
         }
         let metering = Metering::new(
-            key,
-            self.gate.limiter.clone(),
-            self.prices.clone(),
+            self.metrics.key_series(&key),
+            &self.gate.limiter,
+            &self.prices,
             &request,
         );
         let span = tracing::Span::current();
@@ -337,7 +337,7 @@ impl Router {
             Ok(p) => p,
             Err(e) => return self.reject(e),
         };
-        let cost = plan.cost.clone();
+        let cost = plan.cost;
         let request_id = self.request_id(&head.headers);
         let call = Call {
             endpoint,
@@ -353,7 +353,7 @@ impl Router {
         let mut resp = self.serve_plan(plan, call, &mut tried).await;
         span.record("attempts", tried);
         if let Some(cost) = cost {
-            span.record("profile", &*cost.profile);
+            span.record("profile", cost.profile());
             span.record("cost_weight", cost.weight);
             cost.insert_headers(resp.headers_mut());
         }
@@ -378,7 +378,7 @@ impl Router {
     /// for it once, which is what wakes a member scaled to zero. `tried` counts the attempts sent.
     async fn serve_plan(
         &self,
-        plan: Plan,
+        plan: Plan<'_>,
         call: Call<'_>,
         tried: &mut usize,
     ) -> http::Response<RespBody> {
@@ -497,6 +497,10 @@ fn attempts_sent(outcome: &Outcome) -> usize {
 /// The decision on the request span (exported with the trace, printed by JSON logs): the best
 /// three scores, as in `x-lookahead-scores`.
 fn record_decision(span: &tracing::Span, pool: &Pool, decision: &Decision) {
+    // Nothing records a disabled span's fields: do not format them.
+    if span.is_disabled() {
+        return;
+    }
     if let Some(scores) = respond::top_scores(pool, decision, 3) {
         span.record("scores", scores);
     }

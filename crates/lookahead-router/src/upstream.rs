@@ -76,9 +76,10 @@ pub struct Answer {
     pub status: StatusCode,
     pub content_type: Option<HeaderValue>,
     pub body: RespBody,
-    /// A 4xx answer's body (read whole, streams too), for the router to see why the member
-    /// refused; `None` for other answers.
-    pub refusal: Option<Bytes>,
+    /// The whole body when it was read before answering: every buffered answer, and a
+    /// streamed request's 4xx (for the router to see why the member refused); `None` for a
+    /// relayed stream.
+    pub whole: Option<Bytes>,
 }
 
 impl Answer {
@@ -86,7 +87,7 @@ impl Answer {
     /// OpenAI, llama.cpp, TGI, SGLang and Anthropic-style messages), which another member with
     /// a larger window may not.
     pub fn is_context_refusal(&self) -> bool {
-        let Some(body) = &self.refusal else {
+        let Some(body) = &self.whole else {
             return false;
         };
         let status = self.status.as_u16();
@@ -155,8 +156,8 @@ impl Upstream {
             Ok(Answer {
                 status,
                 content_type,
-                refusal: status.is_client_error().then(|| bytes.clone()),
-                body: crate::body::full(bytes),
+                body: crate::body::full(bytes.clone()),
+                whole: Some(bytes),
             })
         };
         tokio::time::timeout_at(deadline, attempt)
@@ -198,7 +199,7 @@ impl Upstream {
             status,
             content_type,
             body: relay(first, incoming, deadline, on_end),
-            refusal: None,
+            whole: None,
         })
     }
 }
@@ -219,8 +220,8 @@ async fn refused(
     Ok(Answer {
         status,
         content_type,
-        refusal: Some(bytes.clone()),
-        body: crate::body::full(bytes),
+        body: crate::body::full(bytes.clone()),
+        whole: Some(bytes),
     })
 }
 

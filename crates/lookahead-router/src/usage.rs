@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use crate::body::{BoxError, RespBody};
 use crate::limits::Limiter;
-use crate::metrics::RouterMetrics;
+use crate::metrics::KeySeries;
 use crate::openai::{CompletionRequest, Endpoint};
 
 /// Tokens an answer used, as the member reported them (chat, completions and embeddings name
@@ -112,12 +112,13 @@ pub fn ask_for_usage(body: Bytes, client_options: bool) -> Bytes {
     serde_json::to_vec(&tree).map(Bytes::from).unwrap_or(body)
 }
 
-/// Who is calling, and what their requests need metered: the key's id, its limiter, the
-/// members' prices (by pool index) and whether the router asks a stream for its usage.
-pub struct Metering {
-    pub key: Arc<str>,
-    pub limiter: Arc<Limiter>,
-    pub prices: Arc<[Price]>,
+/// Who is calling, and what their requests need metered: the key's series (its id and usage
+/// metrics), its limiter, the members' prices (by pool index) and whether the router asks a
+/// stream for its usage.
+pub struct Metering<'a> {
+    pub series: Arc<KeySeries>,
+    pub limiter: &'a Arc<Limiter>,
+    pub prices: &'a [Price],
     /// A chat or completions stream whose client did not ask for its usage: the router asks
     /// (and hides the usage chunk from the client). Responses API streams always end with
     /// their usage; embeddings do not stream.
@@ -126,23 +127,28 @@ pub struct Metering {
     pub client_options: bool,
 }
 
-impl Metering {
+impl<'a> Metering<'a> {
     pub fn new(
-        key: Arc<str>,
-        limiter: Arc<Limiter>,
-        prices: Arc<[Price]>,
+        series: Arc<KeySeries>,
+        limiter: &'a Arc<Limiter>,
+        prices: &'a [Price],
         request: &CompletionRequest,
     ) -> Self {
         let chat_like = matches!(request.endpoint, Endpoint::Chat | Endpoint::Completions);
         // Only such streams need the client's options (and reading them builds the JSON tree).
         let ask_usage = chat_like && request.stream && !client_wants_usage(request);
         Self {
-            key,
+            series,
             limiter,
             prices,
             ask_usage,
             client_options: ask_usage && request.body.contains_key("stream_options"),
         }
+    }
+
+    /// The key's id.
+    pub fn key(&self) -> &Arc<str> {
+        self.series.key()
     }
 
     /// The body for a member: a chat or completions stream asks for its usage when the client
@@ -155,44 +161,53 @@ impl Metering {
         }
     }
 
-    /// The meter of an answer from member `i`.
-    pub fn meter(&self, i: usize, member: &Arc<str>, metrics: &Arc<RouterMetrics>) -> Meter {
+    /// Records the usage of a buffered answer from member `i`.
+    pub fn record(&self, i: usize, usage: Option<Usage>) {
+        let price = self.prices.get(i).cloned().unwrap_or_default();
+        record(&self.series, self.limiter, i, &price, usage);
+    }
+
+    /// The meter of a streamed answer from member `i` (recorded when the stream ends).
+    pub fn meter(&self, i: usize) -> Meter {
         Meter {
-            key: self.key.clone(),
-            member: member.clone(),
+            series: self.series.clone(),
+            member: i,
             price: self.prices.get(i).cloned().unwrap_or_default(),
-            metrics: metrics.clone(),
             limiter: self.limiter.clone(),
         }
     }
 }
 
-/// Records one answer's usage for a key and member: token and spend metrics, the key's tokens
-/// bucket.
+/// Records one streamed answer's usage for a key and member (pool index): token and spend
+/// metrics, the key's tokens bucket.
 #[derive(Clone)]
 pub struct Meter {
-    pub key: Arc<str>,
-    pub member: Arc<str>,
+    pub series: Arc<KeySeries>,
+    pub member: usize,
     pub price: Price,
-    pub metrics: Arc<RouterMetrics>,
     pub limiter: Arc<Limiter>,
 }
 
 impl Meter {
     pub fn record(&self, usage: Option<Usage>) {
-        let Some(u) = usage else {
-            self.metrics.usage_missing(&self.key, &self.member);
-            return;
-        };
-        self.metrics.used(
-            &self.key,
-            &self.member,
-            [u.prompt, u.completion],
-            u.spend(&self.price),
-        );
-        self.limiter
-            .debit_tokens(&self.key, u.total(), Instant::now());
+        record(&self.series, &self.limiter, self.member, &self.price, usage);
     }
+}
+
+/// One answer's usage: the key's token and spend series, and its tokens bucket.
+fn record(
+    series: &KeySeries,
+    limiter: &Limiter,
+    member: usize,
+    price: &Price,
+    usage: Option<Usage>,
+) {
+    let Some(u) = usage else {
+        series.usage_missing(member);
+        return;
+    };
+    series.used(member, [u.prompt, u.completion], u.spend(price));
+    limiter.debit_tokens(series.key(), u.total(), Instant::now());
 }
 
 /// Longest incomplete SSE event held back; a longer one is passed on unread.

@@ -3,12 +3,13 @@
 //! histograms as they happen; state (acceptance verdict, ejections, demand) is read at scrape
 //! time, so a scrape always shows the router as it is, with nothing to keep in sync.
 
-use std::sync::Arc;
+mod tenants;
+
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
-use std::sync::atomic::AtomicU64;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -17,6 +18,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::scoring::FAIL_OPEN_REASONS;
+
+use self::tenants::TenantMetrics;
+pub use self::tenants::{KeyMemberLabels, KeySeries, LimitLabels, TokenLabels};
 
 /// The `/metrics` content type.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -90,6 +94,22 @@ fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS.iter().copied())
 }
 
+/// What became of a request a member was tried for (`requests{outcome}`).
+pub const OUTCOMES: [&str; 3] = ["ok", "upstream_client_error", "failed"];
+
+/// One member's request-path series, taken from their families once, so that counting is an
+/// atomic add rather than a label hash and a lock per event.
+#[derive(Debug)]
+struct MemberSeries {
+    name: Arc<str>,
+    /// `requests{outcome}`, one per [`OUTCOMES`] (present from the start, at 0).
+    requests: [Counter; 3],
+    /// `routed{basis="scores"}` (present from the start, at 0).
+    routed_by_scores: Counter,
+    /// `upstream_seconds`: appears with the member's first attempt.
+    upstream: OnceLock<Histogram>,
+}
+
 /// The router's metrics and the registry `/metrics` renders.
 #[derive(Debug)]
 pub struct RouterMetrics {
@@ -107,31 +127,44 @@ pub struct RouterMetrics {
     in_flight: Gauge,
     member_ejected: Family<MemberLabels, Gauge>,
     tenants: TenantMetrics,
+    /// By pool index.
+    members: Vec<MemberSeries>,
 }
 
 impl RouterMetrics {
     /// The metrics of a router over `members`, each member's series present from the start (at
     /// zero), so shares and rates are defined before its first request.
     pub fn new(members: &[Arc<str>]) -> Self {
-        let m = Self::families();
-        // Creating a series is what makes it appear (at 0); the guards are not needed.
+        let mut m = Self::families(members);
+        // Creating a series is what makes it appear (at 0).
         for name in members {
             let member = MemberName(name.clone());
             let labels = MemberLabels {
                 member: member.clone(),
             };
-            for outcome in ["ok", "upstream_client_error", "failed"] {
-                drop(m.requests.get_or_create(&RequestLabels {
+            let requests = OUTCOMES.map(|outcome| {
+                m.requests
+                    .get_or_create(&RequestLabels {
+                        member: member.clone(),
+                        outcome,
+                    })
+                    .clone()
+            });
+            let routed_by_scores = m
+                .routed
+                .get_or_create(&RoutedLabels {
                     member: member.clone(),
-                    outcome,
-                }));
-            }
-            drop(m.routed.get_or_create(&RoutedLabels {
-                member: member.clone(),
-                basis: "scores",
-            }));
+                    basis: "scores",
+                })
+                .clone();
             drop(m.ejections.get_or_create(&labels));
             drop(m.member_ejected.get_or_create(&labels));
+            m.members.push(MemberSeries {
+                name: name.clone(),
+                requests,
+                routed_by_scores,
+                upstream: OnceLock::new(),
+            });
         }
         for reason in FAIL_OPEN_REASONS {
             drop(m.fail_opens.get_or_create(&ReasonLabels { reason }));
@@ -156,7 +189,7 @@ impl RouterMetrics {
         self.registry.register(name, help, metric);
     }
 
-    fn families() -> Self {
+    fn families(members: &[Arc<str>]) -> Self {
         let mut registry = Registry::with_prefix("lookahead_router");
         let m = Self {
             requests: Family::default(),
@@ -171,8 +204,9 @@ impl RouterMetrics {
             upstream: Family::new_with_constructor(latency_histogram),
             in_flight: Gauge::default(),
             member_ejected: Family::default(),
-            tenants: TenantMetrics::default(),
+            tenants: TenantMetrics::new(members),
             registry: Registry::default(),
+            members: Vec::with_capacity(members.len()),
         };
         let r = &mut registry;
         r.register(
@@ -231,8 +265,20 @@ impl RouterMetrics {
         Self { registry, ..m }
     }
 
-    /// A request answered by `member` (or by none: [`NO_MEMBER`]), with `outcome`.
-    pub fn answered(&self, member: &Arc<str>, outcome: &'static str) {
+    /// A request answered by member `member` (pool index) with `outcome`, one of [`OUTCOMES`].
+    pub fn answered(&self, member: usize, outcome: &'static str) {
+        let Some(m) = self.members.get(member) else {
+            return;
+        };
+        match OUTCOMES.iter().position(|o| *o == outcome) {
+            Some(k) => {
+                m.requests[k].inc();
+            }
+            None => self.count_request(&m.name, outcome),
+        }
+    }
+
+    fn count_request(&self, member: &Arc<str>, outcome: &'static str) {
         self.requests
             .get_or_create(&RequestLabels {
                 member: MemberName(member.clone()),
@@ -243,7 +289,7 @@ impl RouterMetrics {
 
     /// A request no member answered.
     pub fn unanswered(&self, outcome: &'static str) {
-        self.answered(&Arc::from(NO_MEMBER), outcome);
+        self.count_request(&Arc::from(NO_MEMBER), outcome);
     }
 
     /// A request rejected before dispatch with error `code`.
@@ -252,11 +298,18 @@ impl RouterMetrics {
         self.unanswered("rejected");
     }
 
-    /// A routed request whose decision ranked `member` first, on `basis`.
-    pub fn routed(&self, member: &Arc<str>, basis: &'static str) {
+    /// A routed request whose decision ranked member `member` (pool index) first, on `basis`.
+    pub fn routed(&self, member: usize, basis: &'static str) {
+        let Some(m) = self.members.get(member) else {
+            return;
+        };
+        if basis == "scores" {
+            m.routed_by_scores.inc();
+            return;
+        }
         self.routed
             .get_or_create(&RoutedLabels {
-                member: MemberName(member.clone()),
+                member: MemberName(m.name.clone()),
                 basis,
             })
             .inc();
@@ -299,11 +352,24 @@ impl RouterMetrics {
         self.decision.observe(took.as_secs_f64());
     }
 
-    /// One upstream attempt at `member`.
-    pub fn attempted(&self, member: &Arc<str>, took: Duration) {
-        self.upstream
-            .get_or_create(&member_labels(member))
+    /// One upstream attempt at member `member` (pool index).
+    pub fn attempted(&self, member: usize, took: Duration) {
+        let Some(m) = self.members.get(member) else {
+            return;
+        };
+        m.upstream
+            .get_or_init(|| self.upstream.get_or_create(&member_labels(&m.name)).clone())
             .observe(took.as_secs_f64());
+    }
+
+    /// The series of API key `key` (resolved once per request: [`KeySeries`]).
+    pub fn key_series(&self, key: &Arc<str>) -> Arc<KeySeries> {
+        self.tenants.key(key)
+    }
+
+    /// A request of `key` refused by `limit`.
+    pub fn rate_limited(&self, key: &Arc<str>, limit: &'static str) {
+        self.tenants.rate_limited(key, limit);
     }
 
     /// Counts a request in flight until the guard drops (also when the client goes away).
@@ -329,124 +395,6 @@ impl RouterMetrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
-    }
-}
-
-/// Per-key series (the key's id, never the key: [`crate::auth`]).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KeyMemberLabels {
-    pub key: MemberName,
-    pub member: MemberName,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TokenLabels {
-    pub key: MemberName,
-    pub member: MemberName,
-    /// `prompt` or `completion`.
-    pub kind: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LimitLabels {
-    pub key: MemberName,
-    /// `requests` or `tokens`.
-    pub limit: &'static str,
-}
-
-/// Tenants' usage, spend and rate limiting ([`crate::usage`], [`crate::limits`]).
-#[derive(Debug, Default)]
-struct TenantMetrics {
-    requests: Family<KeyMemberLabels, Counter>,
-    tokens: Family<TokenLabels, Counter>,
-    spend: Family<KeyMemberLabels, Counter<f64, AtomicU64>>,
-    unmetered: Family<KeyMemberLabels, Counter>,
-    rate_limited: Family<LimitLabels, Counter>,
-}
-
-impl TenantMetrics {
-    fn register(&self, r: &mut Registry) {
-        r.register(
-            "requests_by_key",
-            "Requests a member answered, by key id and member (none: no member answered)",
-            self.requests.clone(),
-        );
-        r.register(
-            "tokens",
-            "Tokens the members reported in `usage`, by key id, member and kind (prompt, completion)",
-            self.tokens.clone(),
-        );
-        r.register(
-            "spend",
-            "Spend (tokens times the member's price per million tokens, in the price's currency), by key id and member",
-            self.spend.clone(),
-        );
-        r.register(
-            "unmetered",
-            "Successful answers without a `usage` to meter (or streams the client left early), by key id and member",
-            self.unmetered.clone(),
-        );
-        r.register(
-            "rate_limited",
-            "Requests refused with 429 by a per-key limit, by key id and limit (requests, tokens)",
-            self.rate_limited.clone(),
-        );
-    }
-}
-
-fn key_member(key: &Arc<str>, member: &Arc<str>) -> KeyMemberLabels {
-    KeyMemberLabels {
-        key: MemberName(key.clone()),
-        member: MemberName(member.clone()),
-    }
-}
-
-impl RouterMetrics {
-    /// A request of `key` answered by `member` (or by none: [`NO_MEMBER`]).
-    pub fn answered_key(&self, key: &Arc<str>, member: &Arc<str>) {
-        self.tenants
-            .requests
-            .get_or_create(&key_member(key, member))
-            .inc();
-    }
-
-    /// An answer's usage (`[prompt, completion]` tokens) and what it cost.
-    pub fn used(&self, key: &Arc<str>, member: &Arc<str>, tokens: [u64; 2], spend: f64) {
-        for (kind, n) in ["prompt", "completion"].into_iter().zip(tokens) {
-            self.tenants
-                .tokens
-                .get_or_create(&TokenLabels {
-                    key: MemberName(key.clone()),
-                    member: MemberName(member.clone()),
-                    kind,
-                })
-                .inc_by(n);
-        }
-        if spend.is_finite() && spend > 0.0 {
-            self.tenants
-                .spend
-                .get_or_create(&key_member(key, member))
-                .inc_by(spend);
-        }
-    }
-
-    /// A successful answer with no usage to meter.
-    pub fn usage_missing(&self, key: &Arc<str>, member: &Arc<str>) {
-        self.tenants
-            .unmetered
-            .get_or_create(&key_member(key, member))
-            .inc();
-    }
-
-    /// A request of `key` refused by `limit`.
-    pub fn rate_limited(&self, key: &Arc<str>, limit: &'static str) {
-        self.tenants
-            .rate_limited
-            .get_or_create(&LimitLabels {
-                key: MemberName(key.clone()),
-                limit,
-            })
-            .inc();
     }
 }
 
@@ -502,9 +450,9 @@ mod tests {
     #[test]
     fn renders_counters_cumulative_histograms_state_and_escaped_members() {
         let (m, names, gate) = metrics(&["yi", "p\"hi"]);
-        m.answered(&names[0], "ok");
-        m.answered(&names[0], "ok");
-        m.routed(&names[1], "scores");
+        m.answered(0, "ok");
+        m.answered(0, "ok");
+        m.routed(1, "scores");
         m.decided(Duration::from_micros(70));
         m.decided(Duration::from_millis(2));
         gate.apply(Some(&Acceptance {
