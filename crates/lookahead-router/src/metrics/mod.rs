@@ -509,6 +509,56 @@ mod tests {
     }
 
     #[test]
+    fn resolved_series_count_where_their_labels_say_and_appear_when_first_used() {
+        let (m, names, _) = metrics(&["yi", "phi"]);
+        let render = |m: &RouterMetrics| m.render(&[]);
+        assert!(
+            !render(&m).contains("upstream_seconds_count{"),
+            "no attempt yet"
+        );
+        m.attempted(1, Duration::from_millis(3));
+        m.answered(1, "upstream_client_error");
+        m.answered(1, "no_such_outcome");
+        m.routed(0, "fail_open");
+        let key = m.key_series(&Arc::from("team-a"));
+        key.answered(Some(1));
+        key.answered(None);
+        key.used(1, [7, 5], 0.25);
+        // The same key's series again: counts add up in the same series.
+        m.key_series(&Arc::from("team-a")).answered(Some(1));
+        let text = render(&m);
+        let at = |series: &str| sample(&text, &format!("lookahead_router_{series}"));
+        assert_eq!(at("upstream_seconds_count{member=\"phi\"}"), 1.0);
+        assert!(
+            !text.contains("upstream_seconds_count{member=\"yi\"}"),
+            "{text}"
+        );
+        assert_eq!(
+            at("requests_total{member=\"phi\",outcome=\"upstream_client_error\"}"),
+            1.0
+        );
+        assert_eq!(
+            at("requests_total{member=\"phi\",outcome=\"no_such_outcome\"}"),
+            1.0
+        );
+        assert_eq!(at("routed_total{member=\"yi\",basis=\"fail_open\"}"), 1.0);
+        assert_eq!(
+            at("requests_by_key_total{key=\"team-a\",member=\"phi\"}"),
+            2.0
+        );
+        assert_eq!(
+            at("requests_by_key_total{key=\"team-a\",member=\"none\"}"),
+            1.0
+        );
+        assert_eq!(
+            at("tokens_total{key=\"team-a\",member=\"phi\",kind=\"completion\"}"),
+            5.0
+        );
+        assert_eq!(at("spend_total{key=\"team-a\",member=\"phi\"}"), 0.25);
+        assert_eq!(names.len(), 2);
+    }
+
+    #[test]
     fn without_a_verdict_the_gain_is_not_a_number() {
         let (m, _, _) = metrics(&["yi"]);
         let text = m.render(&[]);
