@@ -3,7 +3,10 @@
 //! it, through the router (scoring stubbed by a constant in-process scorer, so the whole decision
 //! path runs but costs nothing) and, when installed, through the LiteLLM proxy. Prints one
 //! Markdown table: latency p50/p99 at a fixed open-loop rate (measured from each request's
-//! scheduled send time, so queueing counts) and closed-loop throughput at fixed concurrency.
+//! scheduled send time, so queueing counts) and closed-loop throughput at fixed concurrency, in
+//! rounds where the paths take turns, with each path's throughput against direct's in the same
+//! round (the ratio a proxy is judged by; the median over rounds, so a shared machine's drift
+//! falls on both sides of it).
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -35,6 +38,9 @@ pub struct ProxyArgs {
     /// Length of the throughput phase, e.g. `5s`.
     #[arg(long, default_value = "5s", value_parser = lookahead_api::config::parse_duration)]
     throughput_duration: Duration,
+    /// Closed-loop phases per path: the paths take turns, and the table gives the medians.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
     /// Skip LiteLLM even when it is installed.
     #[arg(long)]
     no_litellm: bool,
@@ -66,12 +72,34 @@ struct Row {
     ok: usize,
     p50: Duration,
     p99: Duration,
-    throughput: f64,
+    /// Requests per second in each closed-loop round.
+    rounds: Vec<f64>,
+    /// This path's throughput over direct's, per round (empty for direct itself).
+    ratios: Vec<f64>,
     tp_errors: usize,
+}
+
+impl Row {
+    fn throughput(&self) -> f64 {
+        median(&self.rounds)
+    }
+
+    fn ratio(&self) -> Option<f64> {
+        (!self.ratios.is_empty()).then(|| median(&self.ratios))
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    percentile(&sorted, 0.5)
 }
 
 /// Both proxies authenticate the client (LiteLLM refuses to start without a master key).
 const BENCH_KEY: &str = "sk-lookahead-bench-0123456789abcdef";
+
+/// The bench client's per-request timeout.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 const PROMPT: &str = "Summarise the benefits of connection pooling in two sentences.";
 
@@ -155,15 +183,15 @@ async fn throughput_phase(target: &Target, concurrency: usize, duration: Duratio
     )
 }
 
-async fn measure(name: &str, base: &str, model: &str, args: &ProxyArgs) -> Row {
-    let target = Target::new(base, model, Duration::from_secs(30));
-    // Warm the connection pool.
+/// A path's open-loop latency (after warming its connections); throughput comes from
+/// [`throughput_rounds`].
+async fn measure_latency(name: &str, target: &Target, args: &ProxyArgs) -> Row {
     for _ in 0..50 {
         let _ = target.send().await;
     }
-    let (sent, ok, lat) = latency_phase(&target, args.rate, args.duration).await;
+    let (sent, ok, lat) = latency_phase(target, args.rate, args.duration).await;
     // A proxy that fell behind may still be working off abandoned requests: let it drain (a
-    // request answered within a second) before the throughput phase.
+    // request answered within a second) before any throughput phase.
     let settle = Instant::now() + Duration::from_secs(60);
     while Instant::now() < settle {
         let t0 = Instant::now();
@@ -174,16 +202,45 @@ async fn measure(name: &str, base: &str, model: &str, args: &ProxyArgs) -> Row {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let (throughput, tp_errors) =
-        throughput_phase(&target, args.concurrency, args.throughput_duration).await;
     Row {
         name: name.to_string(),
         sent,
         ok,
         p50: percentile(&lat, 0.5),
         p99: percentile(&lat, 0.99),
-        throughput,
-        tp_errors,
+        ..Row::default()
+    }
+}
+
+/// `args.rounds` closed-loop phases for every path, the paths taking turns within a round; each
+/// path's ratio is taken against the first path's phase of the same round.
+async fn throughput_rounds(paths: &mut [(&Target, &mut Row)], args: &ProxyArgs) {
+    for round in 0..args.rounds as usize {
+        for (target, row) in paths.iter_mut() {
+            let (throughput, errors) =
+                throughput_phase(target, args.concurrency, args.throughput_duration).await;
+            row.rounds.push(throughput);
+            row.tp_errors += errors;
+        }
+        let Some(((_, first), rest)) = paths.split_first_mut() else {
+            return;
+        };
+        let reference = first.rounds[round];
+        let mut line = format!(
+            "[bench] round {}: {} {reference:.0} req/s",
+            round + 1,
+            first.name
+        );
+        for (_, row) in rest.iter_mut() {
+            let throughput = row.rounds[round];
+            row.ratios.push(throughput / reference);
+            line.push_str(&format!(
+                ", {} {throughput:.0} ({:.3}x)",
+                row.name,
+                throughput / reference
+            ));
+        }
+        eprintln!("{line}");
     }
 }
 
@@ -250,32 +307,19 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         "[bench] backend {backend}, router {router_addr}; latency at {} rps for {:?}, throughput at concurrency {} for {:?}",
         args.rate, args.duration, args.concurrency, args.throughput_duration
     );
-    let mut rows = Vec::new();
-    client_rt.block_on(async {
-        rows.push(
-            measure(
-                "direct (stub backend)",
-                &format!("http://{backend}"),
-                "stub",
-                &args,
-            )
-            .await,
-        );
-        rows.push(
-            measure(
-                "lookahead router (auto, stub scorer)",
-                &format!("http://{router_addr}"),
-                "auto",
-                &args,
-            )
-            .await,
-        );
+    let direct = Target::new(&format!("http://{backend}"), "stub", CLIENT_TIMEOUT);
+    let routed = Target::new(&format!("http://{router_addr}"), "auto", CLIENT_TIMEOUT);
+    let mut rows = client_rt.block_on(async {
+        let mut d = measure_latency("direct (stub backend)", &direct, &args).await;
+        let mut r = measure_latency("lookahead router (auto, stub scorer)", &routed, &args).await;
+        throughput_rounds(&mut [(&direct, &mut d), (&routed, &mut r)], &args).await;
+        vec![d, r]
     });
     // LiteLLM starts only now, so its start-up does not compete with the runs above.
     if !args.no_litellm {
         match start_litellm(backend, args.litellm_port, &tmp) {
             Ok(litellm) => {
-                rows.extend(client_rt.block_on(measure_litellm(&args, &tmp)));
+                rows.extend(client_rt.block_on(measure_litellm(&args, &tmp, &direct)));
                 drop(litellm);
             }
             Err(e) => eprintln!("[bench] LiteLLM skipped: {e}"),
@@ -334,14 +378,22 @@ fn start_router(
     Ok(addr)
 }
 
-/// LiteLLM's row, once it answers (within 120 s); `None` when it never does.
-async fn measure_litellm(args: &ProxyArgs, tmp: &std::path::Path) -> Option<Row> {
+/// LiteLLM's row, once it answers (within 120 s), its rounds taking turns with fresh direct
+/// ones; `None` when it never answers.
+async fn measure_litellm(args: &ProxyArgs, tmp: &std::path::Path, direct: &Target) -> Option<Row> {
     let base = format!("http://127.0.0.1:{}", args.litellm_port);
     let ready = Target::new(&base, "stub", Duration::from_secs(5));
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
         if ready.send().await.is_ok_and(|r| r.status == 200) {
-            return Some(measure("LiteLLM proxy", &base, "stub", args).await);
+            let litellm = Target::new(&base, "stub", CLIENT_TIMEOUT);
+            let mut row = measure_latency("LiteLLM proxy", &litellm, args).await;
+            let mut paired = Row {
+                name: "direct (stub backend)".into(),
+                ..Row::default()
+            };
+            throughput_rounds(&mut [(direct, &mut paired), (&litellm, &mut row)], args).await;
+            return Some(row);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -352,15 +404,22 @@ async fn measure_litellm(args: &ProxyArgs, tmp: &std::path::Path) -> Option<Row>
     None
 }
 
-/// One Markdown table; "added" columns are over the first row (direct).
+/// One Markdown table; "added" columns are over the first row (direct), and "x direct" is the
+/// median over rounds of the path's throughput over direct's in the same round.
 fn print_rows(args: &ProxyArgs, rows: &[Row]) {
+    print!("{}", table(args.concurrency, args.rounds, rows));
+}
+
+fn table(concurrency: usize, rounds: u32, rows: &[Row]) -> String {
     let direct = rows.first().map(|r| (r.p50, r.p99)).unwrap_or_default();
-    println!("| path | sent | ok | p50 ms | p99 ms | added p50 ms | added p99 ms | throughput req/s (c={}) | errors |", args.concurrency);
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut out = format!(
+        "| path | sent | ok | p50 ms | p99 ms | added p50 ms | added p99 ms | throughput req/s (c={concurrency}, median of {rounds}) | x direct | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    );
     for r in rows {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        println!(
-            "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} | {} |",
+        let ratio = r.ratio().map_or("1".to_string(), |x| format!("{x:.3}"));
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} | {ratio} | {} |\n",
             r.name,
             r.sent,
             r.ok,
@@ -368,8 +427,36 @@ fn print_rows(args: &ProxyArgs, rows: &[Row]) {
             ms(r.p99),
             ms(r.p50) - ms(direct.0),
             ms(r.p99) - ms(direct.1),
-            r.throughput,
+            r.throughput(),
             r.tp_errors
-        );
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ratio column pairs each round with direct's round, so a round where the whole
+    /// machine ran slow does not count against the proxy.
+    #[test]
+    fn the_ratio_is_the_median_of_same_round_ratios_not_a_ratio_of_medians() {
+        let direct = Row {
+            name: "direct".into(),
+            rounds: vec![40_000.0, 20_000.0, 44_000.0],
+            ..Row::default()
+        };
+        let proxy = Row {
+            name: "proxy".into(),
+            rounds: vec![16_000.0, 9_000.0, 17_600.0],
+            ratios: vec![0.4, 0.45, 0.4],
+            ..Row::default()
+        };
+        let text = table(64, 3, &[direct, proxy]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("median of 3") && lines[0].contains("x direct"));
+        assert!(lines[2].starts_with("| direct |") && lines[2].contains("| 40000 | 1 |"));
+        assert!(lines[3].starts_with("| proxy |") && lines[3].contains("| 16000 | 0.400 |"));
     }
 }
