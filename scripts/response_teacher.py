@@ -17,6 +17,8 @@ target comes from a fit that saw its label) over
 - `responses`: the prompt and *that member's real response* (privileged information, only known
   at training time: the Lookahead idea used as a teacher, and a lower-variance target if the
   response says whether the member got it right);
+- `all`: the prompt and *every* member's response, each through its own vectorizer (the label is
+  relative to the prompt's best, which one response alone cannot show);
 - `prompt`: the prompt alone (the control: plain self-distillation, i.e. label smoothing towards
   a cross-fitted prompt-only model).
 
@@ -28,7 +30,7 @@ import json
 import sys
 
 import numpy as np
-from scipy.sparse import vstack
+from scipy.sparse import hstack, vstack
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
@@ -79,6 +81,25 @@ def student(x_train, targets, x_test):
     )
 
 
+def teacher_all_out_of_fold(columns, labels):
+    """Per member, P(label | prompt, every response): one vectorizer per text column."""
+    n, m = labels.shape
+    inner = np.arange(n) % FOLDS
+    out = np.zeros((n, m))
+    for k in range(FOLDS):
+        fit_on, held = inner != k, inner == k
+        xa, xb = [], []
+        for texts in columns:
+            v = vectorizer()
+            xa.append(v.fit_transform([t for t, b in zip(texts, fit_on) if b]))
+            xb.append(v.transform([t for t, b in zip(texts, held) if b]))
+        xa, xb = hstack(xa).tocsr(), hstack(xb).tocsr()
+        for j in range(m):
+            model = LogisticRegression(C=1.0, max_iter=2000).fit(xa, labels[fit_on, j])
+            out[held, j] = model.predict_proba(xb)[:, 1]
+    return out
+
+
 def teacher_out_of_fold(texts_of, labels):
     """Per member, P(label | texts) from inner folds that did not see the record."""
     n, m = labels.shape
@@ -125,7 +146,11 @@ def main():
                 return [prompts[i] + "\n### RESPONSE ###\n" + responses[models[j]][i] for i in train]
             return [prompts[i] for i in train]
 
-        soft = teacher_out_of_fold(texts_of, labels[train])
+        if teacher == "all":
+            columns = [[prompts[i] for i in train]] + [[responses[m][i] for i in train] for m in models]
+            soft = teacher_all_out_of_fold(columns, labels[train])
+        else:
+            soft = teacher_out_of_fold(texts_of, labels[train])
         accuracy = ((soft > 0.5) == labels[train]).mean()
         targets = alpha * soft + (1 - alpha) * labels[train]
         taught[test] = student(x_train, targets, x_test).argmax(1)
