@@ -37,7 +37,8 @@ pub struct TrainArgs {
     /// Sources used for training only, never held out (e.g. SelfOSSInstruct).
     #[arg(long, value_delimiter = ',')]
     train_only_sources: Vec<String>,
-    /// The pool, in order (default: the paper's five models). Records lacking a member are skipped.
+    /// The pool, in order (default: the paper's five models where the data has them, else every
+    /// model the manifest lists for all the sources). Records lacking a member are skipped.
     #[arg(long, value_delimiter = ',')]
     models: Option<Vec<String>>,
     /// Artifact directory to write (router.safetensors + router.json).
@@ -284,7 +285,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         Dataset::open(&args.data).with_context(|| format!("opening {}", args.data.display()))?;
     let pool = match &args.models {
         Some(m) => Pool::new(m.iter().cloned())?,
-        None => Pool::paper(),
+        None => {
+            let sources = data.resolve_sources(args.sources.as_deref())?;
+            Pool::for_sources(data.manifest(), &sources)?
+        }
     };
     let selection = select(&args, &data, &pool)?;
     let hp = hyper_params(&args);

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{DataError, Record, Reference, Response};
+use crate::{DataError, Manifest, Record, Reference, Response};
 
 /// The paper's five-model pool, present in every source of the shared routing data.
 pub const PAPER_POOL: [&str; 5] = [
@@ -50,6 +50,26 @@ impl Pool {
             }
         }
         Ok(Self { models })
+    }
+
+    /// The default pool for training on `sources`: the paper's five models when the manifest
+    /// lists all of them for every source (the shared data), otherwise every model it lists for
+    /// all of them (another team's data has its own members), in the first source's order.
+    pub fn for_sources<S: AsRef<str>>(
+        manifest: &Manifest,
+        sources: &[S],
+    ) -> Result<Self, DataError> {
+        let common = manifest.common_models(sources);
+        if PAPER_POOL.iter().all(|m| common.iter().any(|c| c == m)) {
+            return Ok(Self::paper());
+        }
+        if common.is_empty() {
+            let names: Vec<&str> = sources.iter().map(AsRef::as_ref).collect();
+            return Err(DataError::Pool(format!(
+                "no model is listed in the manifest for every one of {names:?}: name the pool"
+            )));
+        }
+        Self::new(common)
     }
 
     /// [`PAPER_POOL`].
@@ -175,5 +195,35 @@ pub struct SkipCounts {
 impl SkipCounts {
     pub fn total(&self) -> usize {
         self.by_source.values().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn the_default_pool_is_the_papers_where_the_data_has_it_and_the_common_models_elsewhere() {
+        let paper = PAPER_POOL.map(|m| format!("\"{m}\"")).join(", ");
+        let text = format!(
+            r#"{{"GSM8K": {{"score_range": [0, 1], "models": [{paper}, "gemma"]}},
+                "MBPP": {{"score_range": [0, 1], "models": [{paper}]}},
+                "chat": {{"score_range": [0, 1], "models": ["b", "a", "c"]}},
+                "code": {{"score_range": [0, 1], "models": ["a", "b"]}}}}"#
+        );
+        let m = Manifest::parse(&text, Path::new("manifest.json")).unwrap();
+        assert_eq!(
+            Pool::for_sources(&m, &["GSM8K", "MBPP"]).unwrap(),
+            Pool::paper()
+        );
+        assert_eq!(Pool::for_sources(&m, &["GSM8K"]).unwrap(), Pool::paper());
+        assert_eq!(
+            Pool::for_sources(&m, &["chat", "code"]).unwrap().models(),
+            ["b", "a"]
+        );
+        let err = Pool::for_sources(&m, &["GSM8K", "chat"]).unwrap_err();
+        assert!(err.to_string().contains("name the pool"), "{err}");
     }
 }

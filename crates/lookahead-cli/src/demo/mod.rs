@@ -126,7 +126,13 @@ fn policy_method(method: Method) -> &'static str {
     }
 }
 
-fn check_inputs(data: &Path, backbone: &Path) -> anyhow::Result<()> {
+/// Whether the demo needs the encoder backbone: for an encoder method, or for the Lookahead line
+/// (the n-gram router alone reads no encoder).
+fn needs_backbone(args: &DemoArgs) -> bool {
+    args.method != Method::Ngram || !args.no_lookahead_line
+}
+
+fn check_inputs(data: &Path, backbone: Option<&Path>) -> anyhow::Result<()> {
     if !data.join("manifest.json").is_file() {
         bail!(
             "routing dataset not found at {} (no manifest.json).\n  Point to it with --data DIR or \
@@ -134,6 +140,9 @@ fn check_inputs(data: &Path, backbone: &Path) -> anyhow::Result<()> {
             data.display()
         );
     }
+    let Some(backbone) = backbone else {
+        return Ok(());
+    };
     if !backbone.join("model.safetensors").is_file() {
         bail!(
             "backbone not found at {} (no model.safetensors).\n  Run scripts/setup.sh --no-build \
@@ -151,17 +160,22 @@ fn demo_sources(args: &DemoArgs) -> anyhow::Result<Vec<String>> {
         return Ok(s.clone());
     }
     let data = Dataset::open(&args.data)?;
-    let all = data.resolve_sources::<String>(None)?;
-    let benchmarks: Vec<String> = all
+    Ok(benchmarks_or_all(&data.resolve_sources::<String>(None)?))
+}
+
+/// The benchmark sources among `sources`, or all of them when it has none (another team's data
+/// names its own sources).
+fn benchmarks_or_all(sources: &[String]) -> Vec<String> {
+    let benchmarks: Vec<String> = sources
         .iter()
         .filter(|s| BENCHMARK_SOURCES.contains(&s.as_str()))
         .cloned()
         .collect();
-    Ok(if benchmarks.is_empty() {
-        all
+    if benchmarks.is_empty() {
+        sources.to_vec()
     } else {
         benchmarks
-    })
+    }
 }
 
 /// One router the demo trains: which method, on how many records, for how many epochs, where.
@@ -308,7 +322,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         .backbone
         .clone()
         .unwrap_or_else(lookahead_model::default_backbone_dir);
-    check_inputs(&args.data, &backbone)?;
+    check_inputs(
+        &args.data,
+        needs_backbone(&args).then_some(backbone.as_path()),
+    )?;
     let started = Instant::now();
     let mut spent = Spent::default();
     let (artifact, line_artifact) = trained_artifacts(&args, &backbone, started, &mut spent)?;
@@ -318,12 +335,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let data = Dataset::open(&args.data)?;
     let sources: Vec<String> = match &args.sources {
         Some(s) => s.clone(),
-        None => meta
-            .sources
-            .iter()
-            .filter(|s| BENCHMARK_SOURCES.contains(&s.as_str()))
-            .cloned()
-            .collect(),
+        None => benchmarks_or_all(&meta.sources),
     };
     let holdout = Holdout::new(&args.split_salt, None, None)?;
     let records = held_out(&data, &sources, &pool, &holdout, args.prompts)?;
