@@ -15,9 +15,10 @@
 # every record is scored by an artifact that never saw it), METHODS, SEEDS (`train --seed`; one
 # artifact set per seed; default 17), VERSUS (a method: trained and evaluated first, then every
 # other method is compared with it per seed through `eval --versus` on its predictions), MAX_TRAIN,
-# EPOCHS, EXTRA (more `train` flags), TAG (names the run in OUT; include the salt when you set
-# one). Existing artifacts are kept, so a re-run only trains what is missing. Training runs at
-# nice 19 (NICE overrides) so it yields the CPU to interactive work.
+# EPOCHS, SOURCES (default: the benchmark sources DATA has, else all of its sources), EXTRA (more
+# `train` flags), TAG (names the run in OUT; include the salt when you set one). Existing
+# artifacts are kept, so a re-run only trains what is missing. Training runs at nice 19 (NICE
+# overrides) so it yields the CPU to interactive work.
 #
 # Per method and seed: OUT/TAG-METHOD-sSEED-cv.md (the tables), -cv.json (`eval --json`),
 # -cv.jsonl (per-record predictions); OUT/TAG-summary.md: per seed and the mean over seeds.
@@ -34,7 +35,18 @@ SALT=${SALT:-}
 METHODS=${METHODS:-knn mlc lite}
 SEEDS=${SEEDS:-17}
 VERSUS=${VERSUS:-}
-SOURCES=${SOURCES:-AlpacaEval,ArenaHard,GSM8K,HumanEval,MATH,MBPP,MT-Bench}
+BENCHMARKS=AlpacaEval,ArenaHard,GSM8K,HumanEval,MATH,MBPP,MT-Bench
+# Default: the seven benchmark sources where DATA has them, else every source of DATA's manifest
+# (another team's data names its own), as `lookahead demo` picks them.
+default_sources() {
+  python3 - "$DATA/manifest.json" "$BENCHMARKS" <<'PY' 2>/dev/null || echo "$BENCHMARKS"
+import json, sys
+names = list(json.load(open(sys.argv[1])))
+known = [s for s in sys.argv[2].split(",") if s in names]
+print(",".join(known or names))
+PY
+}
+SOURCES=${SOURCES:-$(default_sources)}
 MAX_TRAIN=${MAX_TRAIN:-1500}
 EPOCHS=${EPOCHS:-2}
 EXTRA=${EXTRA:-}

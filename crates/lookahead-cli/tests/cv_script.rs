@@ -116,6 +116,56 @@ fn cv_trains_per_seed_compares_with_versus_and_summarises() {
     assert_eq!(log.lines().filter(|c| c.starts_with("train")).count(), 8);
 }
 
+/// Without `SOURCES`, the script folds the benchmark sources `DATA` has, or all of a dataset's
+/// sources when it has none of them (another team's data).
+#[test]
+fn cv_folds_the_datas_own_sources_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let stub = dir.path().join("stub");
+    std::fs::write(&stub, STUB).unwrap();
+    Command::new("chmod").arg("+x").arg(&stub).status().unwrap();
+    let sources_of = |manifest: &str| {
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("manifest.json"), manifest).unwrap();
+        let _ = std::fs::remove_file(dir.path().join("calls.log"));
+        let _ = std::fs::remove_dir_all(dir.path().join("cv"));
+        let out = Command::new("bash")
+            .arg(script())
+            .env("BIN", &stub)
+            .env("STUB_LOG", dir.path().join("calls.log"))
+            .env("OUT", dir.path().join("cv"))
+            .env("DATA", &data)
+            .env("FOLDS", "2")
+            .env("METHODS", "ngram")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = std::fs::read_to_string(dir.path().join("calls.log")).unwrap();
+        let train = log
+            .lines()
+            .find(|c| c.starts_with("train"))
+            .unwrap()
+            .to_string();
+        train
+            .split("--sources ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let other = r#"{"chat": {"score_range": [0, 1], "models": ["a"]}, "code": {"score_range": [0, 1], "models": ["a"]}}"#;
+    assert_eq!(sources_of(other), "chat,code");
+    let shared = r#"{"MBPP": {"score_range": [0, 1], "models": ["a"]}, "GSM8K": {"score_range": [0, 1], "models": ["a"]}, "SelfOSSInstruct": {"score_range": [0, 1], "models": ["a"]}}"#;
+    assert_eq!(sources_of(shared), "GSM8K,MBPP");
+}
+
 #[test]
 fn cv_script_passes_shellcheck_when_installed() {
     let Ok(out) = Command::new("shellcheck").arg(script()).output() else {
