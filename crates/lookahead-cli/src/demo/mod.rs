@@ -49,7 +49,8 @@ pub struct DemoArgs {
     /// Retrain even when the artifact exists.
     #[arg(long)]
     retrain: bool,
-    /// Sources to train on and to draw held-out prompts from (default: the benchmark sources).
+    /// Sources to train on and to draw held-out prompts from (default: the data's benchmark
+    /// sources, or all of its sources when it has none of them).
     #[arg(long, value_delimiter = ',')]
     sources: Option<Vec<String>>,
     /// Cap on training records when the demo trains (`lookahead train --max-train`). Default:
