@@ -173,8 +173,20 @@ struct Selection {
     train_only: Vec<String>,
 }
 
-fn select(args: &TrainArgs, data: &Dataset, pool: &Pool) -> anyhow::Result<Selection> {
-    let sources = data.resolve_sources(args.sources.as_deref())?;
+/// `--models`, or the default pool for the training sources (`Pool::for_sources`).
+fn pool_of(args: &TrainArgs, data: &Dataset, sources: &[String]) -> anyhow::Result<Pool> {
+    Ok(match &args.models {
+        Some(m) => Pool::new(m.iter().cloned())?,
+        None => Pool::for_sources(data.manifest(), sources)?,
+    })
+}
+
+fn select(
+    args: &TrainArgs,
+    data: &Dataset,
+    sources: Vec<String>,
+    pool: &Pool,
+) -> anyhow::Result<Selection> {
     let extra = data.resolve_sources(Some(&args.train_only_sources))?;
     let train_only: Vec<String> = extra.into_iter().filter(|s| !sources.contains(s)).collect();
     let mut all_sources = sources;
@@ -283,14 +295,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let data =
         Dataset::open(&args.data).with_context(|| format!("opening {}", args.data.display()))?;
-    let pool = match &args.models {
-        Some(m) => Pool::new(m.iter().cloned())?,
-        None => {
-            let sources = data.resolve_sources(args.sources.as_deref())?;
-            Pool::for_sources(data.manifest(), &sources)?
-        }
-    };
-    let selection = select(&args, &data, &pool)?;
+    let sources = data.resolve_sources(args.sources.as_deref())?;
+    let pool = pool_of(&args, &data, &sources)?;
+    let selection = select(&args, &data, sources, &pool)?;
     let hp = hyper_params(&args);
     let holdout = args.holdout.holdout()?;
     let (mut train, valid, test) =

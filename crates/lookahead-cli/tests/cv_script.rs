@@ -39,6 +39,14 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/cv.sh")
 }
 
+/// The stub `lookahead` binary, executable, in `dir`.
+fn write_stub(dir: &Path) -> PathBuf {
+    let stub = dir.join("stub");
+    std::fs::write(&stub, STUB).unwrap();
+    Command::new("chmod").arg("+x").arg(&stub).status().unwrap();
+    stub
+}
+
 fn run_cv(dir: &Path) -> String {
     let out = Command::new("bash")
         .arg(script())
@@ -59,9 +67,7 @@ fn run_cv(dir: &Path) -> String {
 #[test]
 fn cv_trains_per_seed_compares_with_versus_and_summarises() {
     let dir = tempfile::tempdir().unwrap();
-    let stub = dir.path().join("stub");
-    std::fs::write(&stub, STUB).unwrap();
-    Command::new("chmod").arg("+x").arg(&stub).status().unwrap();
+    write_stub(dir.path());
 
     let stdout = run_cv(dir.path());
     let log = std::fs::read_to_string(dir.path().join("calls.log")).unwrap();
@@ -121,9 +127,7 @@ fn cv_trains_per_seed_compares_with_versus_and_summarises() {
 #[test]
 fn cv_folds_the_datas_own_sources_by_default() {
     let dir = tempfile::tempdir().unwrap();
-    let stub = dir.path().join("stub");
-    std::fs::write(&stub, STUB).unwrap();
-    Command::new("chmod").arg("+x").arg(&stub).status().unwrap();
+    let stub = write_stub(dir.path());
     let sources_of = |manifest: &str| {
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
