@@ -8,6 +8,7 @@
 //! round (the ratio a proxy is judged by; the median over rounds, so a shared machine's drift
 //! falls on both sides of it).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -76,6 +77,10 @@ struct Row {
     rounds: Vec<f64>,
     /// This path's throughput over direct's, per round (empty for direct itself).
     ratios: Vec<f64>,
+    /// On-CPU time per answered request in each round: the router's threads, and the bench
+    /// client's and stub backend's together (the peers every path shares).
+    router_cpu: Vec<Duration>,
+    peer_cpu: Vec<Duration>,
     tp_errors: usize,
 }
 
@@ -87,6 +92,52 @@ impl Row {
     fn ratio(&self) -> Option<f64> {
         (!self.ratios.is_empty()).then(|| median(&self.ratios))
     }
+
+    /// Median µs of CPU per request over rounds; `None` when not measured (not Linux) or zero.
+    fn cpu_us(samples: &[Duration]) -> Option<f64> {
+        let us: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e6).collect();
+        (!us.is_empty() && us.iter().any(|&x| x > 0.0)).then(|| median(&us))
+    }
+}
+
+/// On-CPU time of this process's threads by thread name (the bench names each runtime's
+/// threads), from Linux's `/proc/self/task/*/schedstat`; empty where that is not readable.
+/// Unlike throughput, a component's CPU per request hardly moves with what else the machine runs.
+fn cpu_by_thread_name() -> HashMap<String, Duration> {
+    let mut out: HashMap<String, Duration> = HashMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("schedstat")),
+        ) else {
+            continue;
+        };
+        if let Some(ns) = stat.split_whitespace().next().and_then(|v| v.parse().ok()) {
+            *out.entry(comm.trim().to_string()).or_default() += Duration::from_nanos(ns);
+        }
+    }
+    out
+}
+
+/// CPU a set of threads used between two [`cpu_by_thread_name`] samples, per request.
+fn cpu_per_request(
+    before: &HashMap<String, Duration>,
+    after: &HashMap<String, Duration>,
+    threads: &[&str],
+    requests: usize,
+) -> Duration {
+    let used: Duration = threads
+        .iter()
+        .map(|t| {
+            let b = before.get(*t).copied().unwrap_or_default();
+            after.get(*t).copied().unwrap_or_default().saturating_sub(b)
+        })
+        .sum();
+    used / requests.max(1) as u32
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -156,8 +207,15 @@ async fn latency_phase(
     (total, lat.len(), lat)
 }
 
+/// One closed-loop phase's outcome.
+struct Phase {
+    throughput: f64,
+    answered: usize,
+    errors: usize,
+}
+
 /// Closed loop: `concurrency` clients send back to back for `duration`.
-async fn throughput_phase(target: &Target, concurrency: usize, duration: Duration) -> (f64, usize) {
+async fn throughput_phase(target: &Target, concurrency: usize, duration: Duration) -> Phase {
     let ok = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
     let end = Instant::now() + duration;
@@ -177,10 +235,12 @@ async fn throughput_phase(target: &Target, concurrency: usize, duration: Duratio
     for t in tasks {
         let _ = t.await;
     }
-    (
-        ok.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64(),
-        errors.load(Ordering::Relaxed),
-    )
+    let answered = ok.load(Ordering::Relaxed);
+    Phase {
+        throughput: answered as f64 / started.elapsed().as_secs_f64(),
+        answered,
+        errors: errors.load(Ordering::Relaxed),
+    }
 }
 
 /// A path's open-loop latency (after warming its connections); throughput comes from
@@ -217,10 +277,16 @@ async fn measure_latency(name: &str, target: &Target, args: &ProxyArgs) -> Row {
 async fn throughput_rounds(paths: &mut [(&Target, &mut Row)], args: &ProxyArgs) {
     for round in 0..args.rounds as usize {
         for (target, row) in paths.iter_mut() {
-            let (throughput, errors) =
-                throughput_phase(target, args.concurrency, args.throughput_duration).await;
-            row.rounds.push(throughput);
-            row.tp_errors += errors;
+            let before = cpu_by_thread_name();
+            let phase = throughput_phase(target, args.concurrency, args.throughput_duration).await;
+            let after = cpu_by_thread_name();
+            let per_request =
+                |threads: &[&str]| cpu_per_request(&before, &after, threads, phase.answered);
+            row.router_cpu.push(per_request(&[ROUTER_THREADS]));
+            row.peer_cpu
+                .push(per_request(&[CLIENT_THREADS, BACKEND_THREADS]));
+            row.rounds.push(phase.throughput);
+            row.tp_errors += phase.errors;
         }
         let Some(((_, first), rest)) = paths.split_first_mut() else {
             return;
@@ -243,6 +309,11 @@ async fn throughput_rounds(paths: &mut [(&Target, &mut Row)], args: &ProxyArgs) 
         eprintln!("{line}");
     }
 }
+
+/// The names of each runtime's threads, by which their CPU time is told apart.
+const BACKEND_THREADS: &str = "backend";
+const ROUTER_THREADS: &str = "router";
+const CLIENT_THREADS: &str = "client";
 
 fn runtime(threads: usize, name: &str) -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
@@ -292,9 +363,9 @@ fn start_litellm(backend: SocketAddr, port: u16, dir: &std::path::Path) -> anyho
 }
 
 pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
-    let backend_rt = runtime(2, "backend")?;
-    let router_rt = runtime(2, "router")?;
-    let client_rt = runtime(2, "client")?;
+    let backend_rt = runtime(2, BACKEND_THREADS)?;
+    let router_rt = runtime(2, ROUTER_THREADS)?;
+    let client_rt = runtime(2, CLIENT_THREADS)?;
     let backend = start_backend(&backend_rt)?;
     // Removed when `run` returns (router and LiteLLM configs, LiteLLM's log).
     let tmp_dir = tempfile::Builder::new()
@@ -413,13 +484,17 @@ fn print_rows(args: &ProxyArgs, rows: &[Row]) {
 fn table(concurrency: usize, rounds: u32, rows: &[Row]) -> String {
     let direct = rows.first().map(|r| (r.p50, r.p99)).unwrap_or_default();
     let mut out = format!(
-        "| path | sent | ok | p50 ms | p99 ms | added p50 ms | added p99 ms | throughput req/s (c={concurrency}, median of {rounds}) | x direct | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| path | sent | ok | p50 ms | p99 ms | added p50 ms | added p99 ms | throughput req/s (c={concurrency}, median of {rounds}) | x direct | router CPU µs/req | client+backend CPU µs/req | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     );
     for r in rows {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         let ratio = r.ratio().map_or("1".to_string(), |x| format!("{x:.3}"));
+        let cpu = |samples: &[Duration]| {
+            Row::cpu_us(samples).map_or("–".into(), |us| format!("{us:.1}"))
+        };
+        let (router_cpu, peer_cpu) = (cpu(&r.router_cpu), cpu(&r.peer_cpu));
         out.push_str(&format!(
-            "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} | {ratio} | {} |\n",
+            "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} | {ratio} | {router_cpu} | {peer_cpu} | {} |\n",
             r.name,
             r.sent,
             r.ok,
@@ -458,5 +533,65 @@ mod tests {
         assert!(lines[0].contains("median of 3") && lines[0].contains("x direct"));
         assert!(lines[2].starts_with("| direct |") && lines[2].contains("| 40000 | 1 |"));
         assert!(lines[3].starts_with("| proxy |") && lines[3].contains("| 16000 | 0.400 |"));
+    }
+
+    /// The CPU columns: the router's threads' CPU per request where the router served, the
+    /// client's and backend's in every row (medians over rounds), a dash where nothing ran.
+    #[test]
+    fn the_cpu_columns_show_each_components_median_cpu_per_request() {
+        let us = |v: &[u64]| v.iter().map(|&x| Duration::from_micros(x)).collect();
+        let direct = Row {
+            name: "direct".into(),
+            rounds: vec![40_000.0; 3],
+            router_cpu: us(&[0, 0, 0]),
+            peer_cpu: us(&[40, 44, 42]),
+            ..Row::default()
+        };
+        let proxy = Row {
+            name: "proxy".into(),
+            rounds: vec![16_000.0; 3],
+            ratios: vec![0.4; 3],
+            router_cpu: us(&[61, 58, 60]),
+            peer_cpu: us(&[50, 52, 51]),
+            ..Row::default()
+        };
+        let text = table(64, 3, &[direct, proxy]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("| router CPU µs/req | client+backend CPU µs/req |"));
+        assert!(lines[2].contains("| 1 | – | 42.0 |"), "{}", lines[2]);
+        assert!(lines[3].contains("| 0.400 | 60.0 | 51.0 |"), "{}", lines[3]);
+    }
+
+    /// The bench's own threads are named and readable: the CPU a busy thread of a given name
+    /// burns shows under that name (Linux, where `/proc/self/task` exists).
+    #[test]
+    fn a_named_threads_cpu_time_is_read_from_proc() {
+        if !std::path::Path::new("/proc/self/task").exists() {
+            eprintln!("skipped: no /proc/self/task on this system");
+            return;
+        }
+        let before = cpu_by_thread_name();
+        std::thread::Builder::new()
+            .name("cpu-probe".into())
+            .spawn(move || {
+                // Spins until its own CPU time shows (a loaded test machine may give it little
+                // of the wall time); fails if it never does. Sampled while the thread still
+                // exists: exited threads leave /proc.
+                let give_up = Instant::now() + Duration::from_secs(20);
+                let mut spins = 0u64;
+                while Instant::now() < give_up {
+                    for _ in 0..1_000_000 {
+                        spins = std::hint::black_box(spins + 1);
+                    }
+                    let used = cpu_per_request(&before, &cpu_by_thread_name(), &["cpu-probe"], 1);
+                    if used >= Duration::from_millis(20) {
+                        return;
+                    }
+                }
+                panic!("20 ms of CPU never showed for the thread named cpu-probe");
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }
