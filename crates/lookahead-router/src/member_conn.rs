@@ -30,7 +30,9 @@ use tokio_rustls::TlsConnector;
 use crate::member_stream::{handshake, HandshakeError, MemberStream};
 
 type Sender = SendRequest<Full<Bytes>>;
-type Driver = Connection<TokioIo<MemberStream>, Full<Bytes>>;
+/// Boxed: the connection's state (buffers, parser) is ~700 bytes, and a connection moves between
+/// the idle list, the request's futures and the response body several times per request.
+type Driver = Pin<Box<Connection<TokioIo<MemberStream>, Full<Bytes>>>>;
 
 /// Longest a TCP connect (and, separately, a TLS handshake) to a member may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -59,10 +61,12 @@ pub enum SendError {
     Http(String),
 }
 
-/// One connection: the request half and the I/O half (polled by whoever holds it).
+/// One connection: the request half, the I/O half (polled by whoever holds it) and the `Host`
+/// its requests carry (built once per connection, not per request).
 struct Conn {
     sender: Sender,
     driver: Driver,
+    host: Option<HeaderValue>,
 }
 
 struct Idle {
@@ -110,25 +114,21 @@ impl Connections {
             (Some("https"), Some(a)) if self.tls.is_some() => (true, a.clone()),
             _ => return Err(SendError::Url(url.to_string())),
         };
-        let authority = &address.1;
         *req.uri_mut() = url
             .path_and_query()
             .map(|p| Uri::from(p.clone()))
             .unwrap_or_else(|| Uri::from_static("/"));
+        let mut conn = self.ready_conn(&address).await?;
         if !req.headers().contains_key(http::header::HOST) {
-            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-                req.headers_mut().insert(http::header::HOST, host);
+            if let Some(host) = &conn.host {
+                req.headers_mut().insert(http::header::HOST, host.clone());
             }
         }
-        let mut conn = self.ready_conn(&address).await?;
         let sending = std::pin::pin!(conn.sender.send_request(req));
         let (head, driver) = drive(conn.driver, sending).await;
         let resp = head.map_err(|e| SendError::Http(error_chain(&e)))?;
         let back = driver.map(|driver| Returned {
-            conn: Conn {
-                sender: conn.sender,
-                driver,
-            },
+            conn: Conn { driver, ..conn },
             address,
             idle: self.idle.clone(),
         });
@@ -199,7 +199,11 @@ async fn connect(authority: &Authority, tls: Option<&TlsConnector>) -> Result<Co
             addr,
             reason: error_chain(&e),
         })?;
-    Ok(Conn { sender, driver })
+    Ok(Conn {
+        sender,
+        driver: Box::pin(driver),
+        host: HeaderValue::from_str(authority.as_str()).ok(),
+    })
 }
 
 /// Polls `driver` (the connection's I/O) alongside `fut` until `fut` completes; the driver comes
@@ -222,7 +226,7 @@ async fn drive<F: Future + Unpin>(driver: Driver, mut fut: F) -> (F::Output, Opt
     let mut driver = Some(driver);
     let out = std::future::poll_fn(|cx| {
         if let Some(d) = driver.as_mut() {
-            if Pin::new(d).poll(cx).is_ready() {
+            if d.as_mut().poll(cx).is_ready() {
                 driver = None;
             }
         }
@@ -269,7 +273,7 @@ impl Body for MemberBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
         if let Some(back) = this.back.as_mut() {
-            if Pin::new(&mut back.conn.driver).poll(cx).is_ready() {
+            if back.conn.driver.as_mut().poll(cx).is_ready() {
                 this.back = None;
             }
         }

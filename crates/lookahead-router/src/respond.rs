@@ -122,7 +122,14 @@ pub fn top_scores(pool: &Pool, d: &Decision, n: usize) -> Option<String> {
         .order
         .iter()
         .filter_map(|&i| Some((i, d.utility.get(i).copied().flatten()?)));
-    let mut out = String::new();
+    // Sized for every member up front: growing the string costs an allocation per doubling.
+    let names: usize = d
+        .order
+        .iter()
+        .take(n)
+        .map(|&i| pool.members[i].name.len())
+        .sum();
+    let mut out = String::with_capacity(names + 8 * d.order.len().min(n));
     for (i, u) in scored.take(n) {
         if !out.is_empty() {
             out.push(',');

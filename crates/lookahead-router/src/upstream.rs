@@ -1,7 +1,7 @@
 //! Calls to pool members: one attempt, buffered (non-streaming) or relayed (streaming), each
 //! classified as success, a failure worth retrying elsewhere, or an answer to pass through.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Frame;
@@ -147,12 +147,9 @@ impl Upstream {
                 return Err(AttemptError::Status(status.as_u16()));
             }
             let content_type = resp.headers().get(http::header::CONTENT_TYPE).cloned();
-            let bytes = resp
-                .into_body()
-                .collect()
+            let bytes = read_whole(resp.into_body())
                 .await
-                .map_err(|e| AttemptError::Body(error_chain(&e)))?
-                .to_bytes();
+                .map_err(|e| AttemptError::Body(error_chain(&e)))?;
             Ok(Answer {
                 status,
                 content_type,
@@ -286,4 +283,26 @@ fn relay(
         }
     });
     http_body_util::StreamBody::new(stream).boxed_unsync()
+}
+/// A body's data, whole: a body of one data frame (the usual answer, whose length the member
+/// sends) is that frame as is, with no list of frames built and no copy; more frames are joined.
+async fn read_whole(mut body: MemberBody) -> Result<Bytes, hyper::Error> {
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue; // trailers: not part of an OpenAI answer
+        };
+        match (&first, &mut joined) {
+            (None, _) => first = Some(data),
+            (Some(f), None) => {
+                let mut all = BytesMut::with_capacity(f.len() + data.len());
+                all.extend_from_slice(f);
+                all.extend_from_slice(&data);
+                joined = Some(all);
+            }
+            (Some(_), Some(all)) => all.extend_from_slice(&data),
+        }
+    }
+    Ok(joined.map(BytesMut::freeze).or(first).unwrap_or_default())
 }

@@ -184,6 +184,52 @@ async fn streams_are_relayed_event_by_event_without_buffering() {
     );
 }
 
+/// A member answering a non-stream completion in three body frames written apart (chunked
+/// transfer encoding, as a member that flushes as it serialises does): the router's buffered
+/// attempt joins them, so the client gets the whole answer as one JSON document.
+#[tokio::test]
+async fn an_answer_the_member_sends_in_several_chunks_reaches_the_client_whole() {
+    use futures::StreamExt;
+    let answer = serde_json::json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "model": "General-7B",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": "joined from three chunks"}}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+    })
+    .to_string();
+    let third = answer.len() / 3;
+    let parts = vec![
+        Bytes::copy_from_slice(&answer.as_bytes()[..third]),
+        Bytes::copy_from_slice(&answer.as_bytes()[third..2 * third]),
+        Bytes::copy_from_slice(&answer.as_bytes()[2 * third..]),
+    ];
+    let backend = start_service(tower::service_fn(move |_req| {
+        let frames = futures::stream::iter(parts.clone()).then(|part| async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            Ok::<_, lookahead_router::body::BoxError>(hyper::body::Frame::data(part))
+        });
+        let mut resp = http::Response::new(http_body_util::StreamBody::new(frames).boxed_unsync());
+        resp.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("application/json"),
+        );
+        std::future::ready(Ok::<_, std::convert::Infallible>(resp))
+    }))
+    .await;
+    let cfg = config(
+        &[("general", "General-7B", backend.url())],
+        "  method: fixed\n  defaultModel: general\n",
+    );
+    let r = router(Router::new(&cfg, ScoreSource::Fixed).expect("router")).await;
+    let reply = send(&client(), chat(r.addr, "auto", "hi", false)).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header("x-lookahead-model").as_deref(),
+        Some("general")
+    );
+    assert_eq!(String::from_utf8_lossy(&reply.body), answer);
+}
+
 #[tokio::test]
 async fn replay_streams_its_recorded_answer_through_the_router() {
     let answer = "The answer is forty-two, as recorded in the dataset.";
