@@ -6,7 +6,8 @@
 //! scheduled send time, so queueing counts) and closed-loop throughput at fixed concurrency, in
 //! rounds where the paths take turns, with each path's throughput against direct's in the same
 //! round (the ratio a proxy is judged by; the median over rounds, so a shared machine's drift
-//! falls on both sides of it).
+//! falls on both sides of it), and the CPU each component spent per request (the router's
+//! threads; the client's and backend's), which tells a cheaper router from a slower machine.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -284,6 +284,7 @@ fn relay(
     });
     http_body_util::StreamBody::new(stream).boxed_unsync()
 }
+
 /// A body's data, whole: a body of one data frame (the usual answer, whose length the member
 /// sends) is that frame as is, with no list of frames built and no copy; more frames are joined.
 async fn read_whole(mut body: MemberBody) -> Result<Bytes, hyper::Error> {
