@@ -1,19 +1,21 @@
 #!/usr/bin/env python3
-"""Summary of scripts/cv.sh's evaluations: one row per method and seed, then the mean over seeds.
+"""Summary of scripts/cv.sh's evaluations: one row per method, seed and fold assignment (salt),
+then the mean over them.
 
-    scripts/cv_summary.py OUT/TAG-METHOD-sSEED-cv.json ...   (`lookahead eval --json-out` files)
+    scripts/cv_summary.py OUT/TAG[-saltSALT]-METHOD-sSEED-cv.json ...   (`eval --json-out` files)
 
 Columns: the router's equal-weight score, the honest bar (best model per benchmark chosen on each
 artifact's training folds) and the best single model chosen the same way, and router − each with
 its paired bootstrap 95% interval; with `--versus`, router − the other router too. The mean row
-averages the seeds' points; its brackets give the range of the gain over seeds (not an interval).
+averages the runs' points (seeds × fold assignments); its brackets give the range of the gain over
+the runs (not an interval).
 """
 import json
 import re
 import sys
 from collections import OrderedDict
 
-NAME = re.compile(r"-(?P<method>[^-/]+)-s(?P<seed>\d+)-cv\.json$")
+NAME = re.compile(r"(?:-salt(?P<salt>[^-/]+))?-(?P<method>[^-/]+)-s(?P<seed>\d+)-cv\.json$")
 
 
 def gains(doc):
@@ -38,7 +40,7 @@ def mean_cell(entries):
         return "", ""
     score = sum(e[1] for e in entries) / len(entries)
     g = [e[2] for e in entries]
-    return f"{score:.2f}", f"{sum(g) / len(g):+.2f} (seeds {min(g):+.2f} … {max(g):+.2f})"
+    return f"{score:.2f}", f"{sum(g) / len(g):+.2f} (runs {min(g):+.2f} … {max(g):+.2f})"
 
 
 def main(paths):
@@ -47,15 +49,16 @@ def main(paths):
     for path in paths:
         m = NAME.search(path)
         if not m:
-            sys.exit(f"{path}: expected a name like TAG-METHOD-sSEED-cv.json")
+            sys.exit(f"{path}: expected a name like TAG[-saltSALT]-METHOD-sSEED-cv.json")
         with open(path) as f:
             doc = json.load(f)
         g = gains(doc)
         if "versus" in g:
             v = re.search(r"-(?P<method>[^-/]+)-s\d+-cv\.jsonl$", g["versus"][0])
             versus_name = v["method"] if v else g["versus"][0]
-        runs.setdefault(m["method"], []).append((m["seed"], doc["average"], g))
-    print("| method | seed | router | honest bar | router − bar [95% CI] | best single "
+        run = m["seed"] + (f", salt {m['salt']}" if m["salt"] else "")
+        runs.setdefault(m["method"], []).append((run, doc["average"], g))
+    print("| method | run (seed, salt) | router | honest bar | router − bar [95% CI] | best single "
           "| router − best single [95% CI] | router − versus [95% CI] |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for method, seeds in runs.items():
@@ -74,7 +77,8 @@ def main(paths):
     if versus_name:
         print(f"\nversus: {versus_name} (its predictions of the same seed, `eval --versus`)")
     print("\nIntervals: paired bootstrap, records resampled within sources, equal weight over "
-          "sources. Mean rows: mean of the seeds' points, and the range of the gain over seeds.")
+          "sources. Mean rows: mean of the runs' points, and the range of the gain over the runs "
+          "(seeds × fold assignments).")
 
 
 if __name__ == "__main__":

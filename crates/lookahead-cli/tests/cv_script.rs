@@ -2,8 +2,9 @@
 //! `scripts/cv.sh` with a stub `lookahead` binary (records its calls, writes what train and eval
 //! would): per seed, every fold is trained with `--seed`, each seed is evaluated with its
 //! predictions written, `VERSUS` is evaluated first and compared per seed, the summary has a row
-//! per seed and the mean over seeds, and a re-run keeps the existing artifacts. Also shellcheck,
-//! when it is installed.
+//! per seed and the mean over seeds, and a re-run keeps the existing artifacts; with `SALTS`, each
+//! fold assignment is trained and evaluated with its salt and summarised with the others. Also
+//! shellcheck, when it is installed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -48,15 +49,21 @@ fn write_stub(dir: &Path) -> PathBuf {
 }
 
 fn run_cv(dir: &Path) -> String {
+    run_cv_with(
+        dir,
+        &[("METHODS", "lite"), ("VERSUS", "mlc"), ("SEEDS", "1 2")],
+    )
+}
+
+/// `scripts/cv.sh` over the stub in `dir`, 2 folds, with `env` set.
+fn run_cv_with(dir: &Path, env: &[(&str, &str)]) -> String {
     let out = Command::new("bash")
         .arg(script())
         .env("BIN", dir.join("stub"))
         .env("STUB_LOG", dir.join("calls.log"))
         .env("OUT", dir.join("cv"))
         .env("FOLDS", "2")
-        .env("METHODS", "lite")
-        .env("VERSUS", "mlc")
-        .env("SEEDS", "1 2")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -113,13 +120,51 @@ fn cv_trains_per_seed_compares_with_versus_and_summarises() {
         summary.contains("| **lite** | mean of 2 | **69.80** |"),
         "{summary}"
     );
-    assert!(summary.contains("+0.25 (seeds +0.25 … +0.25)"), "{summary}");
+    assert!(summary.contains("+0.25 (runs +0.25 … +0.25)"), "{summary}");
     assert!(summary.contains("| **mlc** | mean of 2 |"), "{summary}");
 
     // A re-run trains nothing: the artifacts are kept.
     run_cv(dir.path());
     let log = std::fs::read_to_string(dir.path().join("calls.log")).unwrap();
     assert_eq!(log.lines().filter(|c| c.starts_with("train")).count(), 8);
+}
+
+/// `SALTS="- b"`: the folds of each assignment are trained and evaluated with its salt (`-` is
+/// none), its runs are named after it, and the summary has a row per assignment and their mean.
+#[test]
+fn cv_runs_each_fold_assignment_and_summarises_over_them() {
+    let dir = tempfile::tempdir().unwrap();
+    write_stub(dir.path());
+
+    run_cv_with(dir.path(), &[("METHODS", "ngram"), ("SALTS", "- b")]);
+    let log = std::fs::read_to_string(dir.path().join("calls.log")).unwrap();
+    let calls: Vec<&str> = log.lines().collect();
+    let salted = |kind: &str, salt: &str| {
+        calls
+            .iter()
+            .filter(|c| c.starts_with(kind))
+            .filter(|c| c.contains(&format!("--split-salt {salt}--")))
+            .count()
+    };
+    // The stub logs "--split-salt  --…" for the empty salt (two spaces: an empty argument).
+    assert_eq!(salted("train", " "), 2, "{log}");
+    assert_eq!(salted("train", "b "), 2, "{log}");
+    assert_eq!(salted("eval", " "), 1, "{log}");
+    assert_eq!(salted("eval", "b "), 1, "{log}");
+    let cv = dir.path().join("cv");
+    assert!(cv.join("base-ngram-s17-f1").is_dir());
+    assert!(cv.join("base-saltb-ngram-s17-f1").is_dir());
+    assert!(cv.join("base-saltb-ngram-s17-cv.jsonl").is_file());
+    let summary = std::fs::read_to_string(cv.join("base-summary.md")).unwrap();
+    assert!(summary.contains("| ngram | 17 | 69.80 |"), "{summary}");
+    assert!(
+        summary.contains("| ngram | 17, salt b | 69.80 |"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("| **ngram** | mean of 2 | **69.80** |"),
+        "{summary}"
+    );
 }
 
 /// Without `SOURCES`, the script folds the benchmark sources `DATA` has, or all of a dataset's
