@@ -246,7 +246,9 @@ def main():
     quality = np.array([scaled(r, manifest, models) for r in records])
     labels = np.array([paper_labels(q) for q in quality])
     fold = np.array([fold_of(r["id"], salt) for r in records])
-    inner = np.array([fold_of(r["id"], "inner" + salt) for r in records])
+    # Inner folds (for the strength and the calibration) do not move with the salt: the outer
+    # assignment is what the salts vary.
+    inner = np.array([fold_of("inner" + r["id"], "") for r in records])
     emb = embeddings(records) if "embed" in variant else None
     bar = np.zeros(len(records))
     for f in range(FOLDS):
