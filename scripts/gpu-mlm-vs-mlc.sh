@@ -20,7 +20,8 @@
 # MAX_TRAIN (all), SOURCES (the seven benchmarks).
 # What travels to the device machine (64 MiB a call, carried paths under an ignored .gpu/): the
 # repository (4 MB), the routing data (20 MB) and the binary, stripped and zstd-compressed (`zstd
-# -d` there; the CPU build is 9.4 MB so, the CUDA build adds its kernels: not measured here).
+# -d` there). Compressed, the CPU build is 9.4 MB; the CUDA build's size, which adds its kernels,
+# is not measured here.
 # MiniLM's 88 MB of f32 weights do not fit one call: send them in two halves (`split -n 2`) in
 # two calls on the same warm machine (its ignored files stay between calls) and `cat` them there.
 # Dry run of this script on the CPU (the line above, 40 records): 2 min 9 s, both artifacts and
@@ -45,8 +46,9 @@ MAX_TRAIN=${MAX_TRAIN:-100000}
 SOURCES=${SOURCES:-AlpacaEval,ArenaHard,GSM8K,HumanEval,MATH,MBPP,MT-Bench}
 mkdir -p "$OUT"
 export LOOKAHEAD_BACKBONE=$BACKBONE
-common=(--data "$DATA" --sources "$SOURCES" --fold "$FOLD" --folds "$FOLDS"
-  --max-train "$MAX_TRAIN" --states "$OUT/states" --skip-test --quiet)
+# The held-out fold, the same for training and both evaluations.
+split=(--data "$DATA" --sources "$SOURCES" --fold "$FOLD" --folds "$FOLDS" --quiet)
+common=("${split[@]}" --max-train "$MAX_TRAIN" --states "$OUT/states" --skip-test)
 
 for seed in $SEEDS; do
   mlm="$OUT/mlm-s$seed" mlc="$OUT/mlc-s$seed"
@@ -61,10 +63,9 @@ for seed in $SEEDS; do
   echo "seed $seed: mlm trained in $(($(date +%s) - start)) s ($mlm.log)"
   wait "$mlc_pid"
   echo "seed $seed: mlc trained in $(($(date +%s) - start)) s ($mlc.log)"
-  "$BIN" eval --data "$DATA" --sources "$SOURCES" --folds "$FOLDS" --artifact "$mlc" \
-    --fold "$FOLD" --quiet --predictions-out "$mlc.jsonl" >"$mlc-eval.md"
-  "$BIN" eval --data "$DATA" --sources "$SOURCES" --folds "$FOLDS" --artifact "$mlm" \
-    --fold "$FOLD" --quiet --predictions-out "$mlm.jsonl" --versus "$mlc.jsonl" >"$mlm-eval.md"
+  "$BIN" eval "${split[@]}" --artifact "$mlc" --predictions-out "$mlc.jsonl" >"$mlc-eval.md"
+  "$BIN" eval "${split[@]}" --artifact "$mlm" --predictions-out "$mlm.jsonl" \
+    --versus "$mlc.jsonl" >"$mlm-eval.md"
   echo "seed $seed: $mlm-eval.md (MLM, with MLM − MLC), $mlc-eval.md"
   cat "$mlm-eval.md"
 done

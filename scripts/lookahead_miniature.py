@@ -18,7 +18,6 @@ gemma-2-9b-it's responses as a train-time-only target: the pool's extra member, 
 ArenaHard and masked there). Writes the routed member's scaled quality per record to
 /tmp/lookahead-miniature-ARM-LAMBDA-sSEED.npy.
 """
-import hashlib
 import os
 import sys
 
@@ -38,7 +37,7 @@ prompts = [r["prompt"] for r in records]
 sources = np.array([r["source"] for r in records])
 Q = np.array([rt.scaled(r, manifest, models) for r in records])
 L = np.array([rt.paper_labels(q) for q in Q])
-fold = np.array([int(hashlib.sha256(r["id"].encode()).hexdigest(), 16) % 5 for r in records])
+fold = np.array([rt.fold_of(r["id"]) for r in records])
 members = models + ([EXTRA] if arm == "real+extra" else [])
 resp = [[(r["responses"].get(m) or {}).get("text") for r in records] for m in members]
 H, D, EPOCHS, LR, BATCH = 256, 64, 6, 1e-3, 64

@@ -26,7 +26,6 @@ equal weight per source). Each VARIANT changes one thing, with its reason:
 Writes the per-record scaled quality of the routed member to /tmp/prompt-features-VARIANT.npy;
 with `--versus V` it also prints the paired bootstrap (within sources) against V's file.
 """
-import hashlib
 import os
 import sys
 
@@ -36,7 +35,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from response_teacher import FOLDS, SOURCES, equal_weight, load, paper_labels, scaled, vectorizer  # noqa: E402
+from response_teacher import FOLDS, SOURCES, equal_weight, fold_of, load, paper_labels, scaled, vectorizer  # noqa: E402
 
 VARIANTS = ["words", "length", "chars", "relative", "relative-informative", "relative-plus-words"]
 
@@ -63,11 +62,16 @@ def features(variant, train, test):
     return a.tocsr(), b.tocsr()
 
 
-def per_member(a, labels, b):
-    return np.column_stack([
-        LogisticRegression(C=1.0, max_iter=2000).fit(a, labels[:, j]).predict_proba(b)[:, 1]
-        for j in range(labels.shape[1])
-    ])
+def per_member(a, labels, b, c=1.0):
+    """One logistic regression per member at strength `c`; a member whose training labels are
+    all alike gets that label."""
+    out = np.zeros((b.shape[0], labels.shape[1]))
+    for j in range(labels.shape[1]):
+        if labels[:, j].min() == labels[:, j].max():
+            out[:, j] = labels[0, j]
+        else:
+            out[:, j] = LogisticRegression(C=c, max_iter=3000).fit(a, labels[:, j]).predict_proba(b)[:, 1]
+    return out
 
 
 def which_is_best(a, labels, b, informative_only):
@@ -116,7 +120,7 @@ def main():
     sources = np.array([r["source"] for r in records])
     quality = np.array([scaled(r, manifest, models) for r in records])
     labels = np.array([paper_labels(q) for q in quality])
-    fold = np.array([int(hashlib.sha256(r["id"].encode()).hexdigest(), 16) % FOLDS for r in records])
+    fold = np.array([fold_of(r["id"]) for r in records])
     routed = np.zeros(len(records), int)
     for f in range(FOLDS):
         train, test = np.where(fold != f)[0], np.where(fold == f)[0]

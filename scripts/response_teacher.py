@@ -61,6 +61,11 @@ def paper_labels(q):
     return ((q - lo) / (hi - lo) >= 0.8).astype(float)
 
 
+def fold_of(rid, salt=""):
+    """The record's outer fold: its id (after `salt`, one fold assignment per salt) hashed."""
+    return int(hashlib.sha256((salt + rid).encode()).hexdigest(), 16) % FOLDS
+
+
 def vectorizer():
     return TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, max_features=200_000)
 
@@ -131,7 +136,7 @@ def main():
     quality = np.array([scaled(r, manifest, models) for r in records])
     labels = np.array([paper_labels(q) for q in quality])
     responses = {m: [r["responses"][m]["text"] for r in records] for m in models}
-    fold = np.array([int(hashlib.sha256(r["id"].encode()).hexdigest(), 16) % FOLDS for r in records])
+    fold = np.array([fold_of(r["id"]) for r in records])
     base = np.zeros(len(records), int)
     taught = np.zeros(len(records), int)
     for f in range(FOLDS):

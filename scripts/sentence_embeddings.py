@@ -38,11 +38,10 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 from scipy.sparse import csr_matrix, hstack
 from scipy.special import erf
-from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from prompt_features import paired  # noqa: E402
-from response_teacher import FOLDS, SOURCES, equal_weight, load, paper_labels, scaled, vectorizer  # noqa: E402
+from prompt_features import paired, per_member  # noqa: E402
+from response_teacher import FOLDS, SOURCES, equal_weight, fold_of, load, paper_labels, scaled, vectorizer  # noqa: E402
 
 BACKBONE = os.environ.get("LOOKAHEAD_BACKBONE", os.path.expanduser("~/.cache/lookahead/backbones/minilm-l6"))
 WINDOW = 256
@@ -174,16 +173,6 @@ def features(variant, emb, prompts, train, test):
     return hstack(a).tocsr(), hstack(b).tocsr()
 
 
-def per_member(a, labels, b, c):
-    out = np.zeros((b.shape[0], labels.shape[1]))
-    for j in range(labels.shape[1]):
-        if labels[:, j].min() == labels[:, j].max():
-            out[:, j] = labels[0, j]
-        else:
-            out[:, j] = LogisticRegression(C=c, max_iter=3000).fit(a, labels[:, j]).predict_proba(b)[:, 1]
-    return out
-
-
 def log_loss(p, y):
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
@@ -216,10 +205,6 @@ def one_fold(job):
     scores = per_member(a, labels[train], b, c)
     cal = calibrated(oof[c], quality[train] / 100, sources[train], scores, sources[test])
     return test, scores.argmax(1), cal.argmax(1)
-
-
-def fold_of(rid, salt):
-    return int(hashlib.sha256((salt + rid).encode()).hexdigest(), 16) % FOLDS
 
 
 def report(name, q, bar, sources):
