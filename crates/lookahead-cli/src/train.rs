@@ -10,6 +10,7 @@ use lookahead_data::{unit_hash, Dataset, Holdout, Pool, PoolRecord, Split};
 use lookahead_model::artifact::{
     member_dir, Method, Metrics, ResponseTarget, RouterMeta, SelectOn, SlotDesign,
 };
+use lookahead_model::wide::NgramTokens;
 use lookahead_model::{default_states_root, Example, HyperParams, TrainRequest, Truncation};
 
 use crate::holdout::HoldoutArgs;
@@ -83,6 +84,14 @@ pub struct TrainArgs {
     /// Hash buckets of the n-gram features (`--method ngram`, `--wide`).
     #[arg(long, default_value_t = HyperParams::default().ngram_buckets)]
     ngram_buckets: usize,
+    /// Which tokens the n-gram features are made of (`--method ngram`, `--wide`, the source
+    /// classifier): `words` (two or more word characters) or `words-and-punctuation` (what
+    /// artifacts written before it read).
+    #[arg(long, default_value_t = HyperParams::default().ngram_tokens)]
+    ngram_tokens: NgramTokens,
+    /// N-gram fits drop the hashed n-grams fewer training prompts than this have (1 keeps all).
+    #[arg(long, default_value_t = HyperParams::default().ngram_min_df)]
+    ngram_min_df: u32,
     /// N-gram fits (`--method ngram`, `--wide`): how much harder each model's weights are
     /// shrunk towards the models' mean than the mean towards zero (1 = plain L2).
     #[arg(long, default_value_t = HyperParams::default().coupling)]
@@ -229,6 +238,8 @@ fn hyper_params(args: &TrainArgs) -> HyperParams {
         prompt_truncation: args.prompt_truncation,
         wide: args.wide,
         ngram_buckets: args.ngram_buckets,
+        ngram_tokens: args.ngram_tokens,
+        ngram_min_df: args.ngram_min_df,
         coupling: args.coupling,
         score_targets: args.score_targets,
         lambda: args.lambda,
@@ -360,12 +371,15 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     if let Some(t) = &trained.meta.test {
         print_metrics("test", t);
     }
-    let epochs = match trained.meta.epochs_run {
+    let mut details = match trained.meta.epochs_run {
         0 => String::new(),
         run => format!(", best epoch {} of {run} run", trained.meta.best_epoch),
     };
+    if let Some(c) = trained.meta.ngram_strength {
+        details.push_str(&format!(", n-gram C {c}"));
+    }
     println!(
-        "wrote {} ({} models, fingerprint {}{epochs}, train {:.1}s, total {:.1}s)",
+        "wrote {} ({} models, fingerprint {}{details}, train {:.1}s, total {:.1}s)",
         args.out.display(),
         trained.meta.models.len(),
         trained.meta.pool_fingerprint,

@@ -183,10 +183,12 @@ fn an_ensemble_trains_its_members_and_eval_serves_the_whole() {
         meta["hyper"]["members"],
         serde_json::json!(["ngram", "mlc"])
     );
-    assert_eq!(
-        json(&art.join("members/ngram/router.json"))["method"],
-        "ngram"
-    );
+    let ngram = json(&art.join("members/ngram/router.json"));
+    assert_eq!(ngram["method"], "ngram");
+    // The strength its fit picked on validation, from scikit-learn's grid of `C`.
+    let c = ngram["ngram_strength"].as_f64().unwrap_or_default();
+    assert!([0.5, 1.0, 2.0, 4.0].contains(&c), "{ngram}");
+    assert_eq!(ngram["hyper"]["ngram_tokens"], "words");
     assert_eq!(json(&art.join("members/mlc/router.json"))["method"], "mlc");
 
     let eval = Command::new(env!("CARGO_BIN_EXE_lookahead"))

@@ -15,6 +15,7 @@ use crate::backbones::encoder_dir::{Backbone, BackboneError, PromptWindow, Trunc
 use crate::backbones::gguf::GgufError;
 use crate::backbones::mlm_tokens::MlmTokenError;
 use crate::names::setting_names;
+use crate::wide::{NgramHasher, NgramTokens};
 
 pub const FORMAT_VERSION: u32 = 1;
 pub const META_FILE: &str = "router.json";
@@ -161,6 +162,14 @@ pub struct HyperParams {
     /// Hash buckets of the n-gram features (the `ngram` router and the wide head).
     #[serde(default = "default_ngram_buckets")]
     pub ngram_buckets: usize,
+    /// Which tokens the n-grams are made of (`words-and-punctuation` for artifacts written
+    /// before it existed).
+    #[serde(default)]
+    pub ngram_tokens: NgramTokens,
+    /// N-gram fits drop the buckets fewer training prompts have (1 = keep every bucket, what
+    /// artifacts written before it did).
+    #[serde(default = "keep_every_bucket")]
+    pub ngram_min_df: u32,
     /// N-gram fits: how much harder each model's weights are shrunk towards the models' mean
     /// than the mean towards zero ([`crate::wide::FitOptions::coupling`]; 1 = plain L2, what
     /// artifacts written before it used).
@@ -194,6 +203,11 @@ pub struct HyperParams {
 }
 
 impl HyperParams {
+    /// The n-gram feature map these settings fit and serve with.
+    pub fn ngram_hasher(&self) -> NgramHasher {
+        NgramHasher::new(self.ngram_buckets, self.ngram_tokens)
+    }
+
     /// The part of each prompt the encoder reads.
     pub fn prompt_window(&self) -> PromptWindow {
         PromptWindow {
@@ -205,6 +219,10 @@ impl HyperParams {
 
 fn default_ngram_buckets() -> usize {
     1 << 18
+}
+
+fn keep_every_bucket() -> u32 {
+    1
 }
 
 fn plain_l2() -> f64 {
@@ -240,6 +258,8 @@ impl Default for HyperParams {
             knn_k: 20,
             wide: false,
             ngram_buckets: default_ngram_buckets(),
+            ngram_tokens: NgramTokens::Words,
+            ngram_min_df: 2,
             coupling: plain_l2(),
             score_targets: false,
             source_calibration: true,
@@ -381,6 +401,10 @@ pub struct RouterMeta {
     /// measured (older artifacts, other methods), served at f32 under `auto`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub int8_agreement: Option<f64>,
+    /// The n-gram fit's regularisation strength (scikit-learn's `C`) picked on validation: the
+    /// n-gram router's, or the wide head's. Absent for other methods and older artifacts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ngram_strength: Option<f64>,
 }
 
 /// The acceptance gate (never lose to the best single model): the router against the single

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use candle_core::{Device, Tensor};
 
 use crate::fit::Example;
-use crate::wide::{sigmoid, FitOptions, NgramHasher, WideError, WideModel};
+use crate::wide::{sigmoid, FitOptions, NgramHasher, NgramTokens, WideError, WideModel};
 
 /// Tensor-name prefix of the calibration in an artifact.
 pub const PREFIX: &str = "calibration.";
@@ -195,8 +195,11 @@ impl WithinSource {
 impl SourceCalibration {
     /// The source classifier: one-vs-rest logistic regression of the examples' source on their
     /// prompts' hashed n-grams, the n-gram router's features.
-    pub fn fit_classifier(examples: &[&Example], sources: &[String], buckets: usize) -> WideModel {
-        let hasher = NgramHasher::new(buckets);
+    pub fn fit_classifier(
+        examples: &[&Example],
+        sources: &[String],
+        hasher: NgramHasher,
+    ) -> WideModel {
         let texts: Vec<&str> = examples.iter().map(|e| e.prompt.as_str()).collect();
         let counts = WideModel::count_rows(hasher, &texts);
         let labels: Vec<Vec<f32>> = examples
@@ -235,11 +238,12 @@ impl SourceCalibration {
     }
 
     /// Reads what [`SourceCalibration::to_tensors`] wrote for `sources` sources and `models`
-    /// models; `Ok(None)` when the artifact has no calibration.
+    /// models, its classifier reading `tokens`; `Ok(None)` when the artifact has no calibration.
     pub fn from_tensors(
         tensors: &HashMap<String, Tensor>,
         sources: usize,
         models: usize,
+        tokens: NgramTokens,
     ) -> Result<Option<Self>, WideError> {
         let Some(slope) = tensors.get(&format!("{PREFIX}slope")) else {
             return Ok(None);
@@ -272,7 +276,7 @@ impl SourceCalibration {
                 slope.len()
             )));
         };
-        let classifier = WideModel::from_tensors(tensors, SOURCE_PREFIX, sources)?;
+        let classifier = WideModel::from_tensors(tensors, SOURCE_PREFIX, sources, tokens)?;
         Ok(Some(Self {
             within: WithinSource {
                 quality,
@@ -394,19 +398,27 @@ mod tests {
         let b = &per_model.slope[0];
         assert!(b[2] > 2.0 * b[0].max(b[1]), "{b:?}");
         // Tensors keep the per-model slopes; one slope per source (older artifacts) still loads.
-        let classifier = SourceCalibration::fit_classifier(&refs, &sources, 1 << 8);
+        let classifier = SourceCalibration::fit_classifier(
+            &refs,
+            &sources,
+            NgramHasher::new(1 << 8, NgramTokens::Words),
+        );
         let cal = SourceCalibration {
             within: per_model,
             classifier,
         };
         let mut t = cal.to_tensors().unwrap();
-        let back = SourceCalibration::from_tensors(&t, 1, 3).unwrap().unwrap();
+        let back = SourceCalibration::from_tensors(&t, 1, 3, NgramTokens::Words)
+            .unwrap()
+            .unwrap();
         assert_eq!(back, cal);
         t.insert(
             format!("{PREFIX}slope"),
             Tensor::from_slice(&[0.5f32], 1, &Device::Cpu).unwrap(),
         );
-        let old = SourceCalibration::from_tensors(&t, 1, 3).unwrap().unwrap();
+        let old = SourceCalibration::from_tensors(&t, 1, 3, NgramTokens::Words)
+            .unwrap()
+            .unwrap();
         assert_eq!(old.within.slope, vec![vec![0.5; 3]]);
     }
 
@@ -425,19 +437,32 @@ mod tests {
         let (examples, scores) = data();
         let refs: Vec<&Example> = examples.iter().collect();
         let within = WithinSource::fit(&refs, &scores, &sources(), Slopes::PerSource).unwrap();
-        let classifier = SourceCalibration::fit_classifier(&refs, &sources(), 1 << 10);
+        let classifier = SourceCalibration::fit_classifier(
+            &refs,
+            &sources(),
+            NgramHasher::new(1 << 10, NgramTokens::Words),
+        );
         let cal = SourceCalibration { within, classifier };
-        let back = SourceCalibration::from_tensors(&cal.to_tensors().unwrap(), 2, 2)
-            .unwrap()
-            .unwrap();
+        let back =
+            SourceCalibration::from_tensors(&cal.to_tensors().unwrap(), 2, 2, NgramTokens::Words)
+                .unwrap()
+                .unwrap();
         assert_eq!(back, cal);
         // The classifier tells the sources apart by their words.
         let p = source_probabilities(&back.classifier, "math question 7");
         assert!(p[1] > 0.75, "{p:?}");
         assert_eq!(cal.apply("math question 7", &[0.45, 0.55]).len(), 2);
-        assert!(SourceCalibration::from_tensors(&HashMap::new(), 2, 2)
-            .unwrap()
-            .is_none());
-        assert!(SourceCalibration::from_tensors(&cal.to_tensors().unwrap(), 3, 2).is_err());
+        assert!(
+            SourceCalibration::from_tensors(&HashMap::new(), 2, 2, NgramTokens::Words)
+                .unwrap()
+                .is_none()
+        );
+        assert!(SourceCalibration::from_tensors(
+            &cal.to_tensors().unwrap(),
+            3,
+            2,
+            NgramTokens::Words
+        )
+        .is_err());
     }
 }

@@ -46,6 +46,7 @@ pub fn combine(req: &TrainRequest, members: Vec<Trained>) -> Result<Trained, Tra
         holdout: req.holdout.clone(),
         acceptance: None,
         int8_agreement: None,
+        ngram_strength: None,
     };
     Ok(Trained {
         meta,

@@ -121,7 +121,7 @@ fn fit_fold<'a>(
     }
     let seen: Vec<&Example> = train.iter().chain(&valid).collect();
     let classifier =
-        SourceCalibration::fit_classifier(&seen, &req.sources, req.hyper.ngram_buckets);
+        SourceCalibration::fit_classifier(&seen, &req.sources, req.hyper.ngram_hasher());
     let source_probabilities = held
         .iter()
         .map(|e| source_probabilities(&classifier, &e.prompt))

@@ -110,8 +110,13 @@ fn calibration(dir: &Path, meta: &RouterMeta) -> Result<Option<SourceCalibration
         return Ok(None);
     }
     let tensors = load_tensors(dir, &Device::Cpu)?;
-    SourceCalibration::from_tensors(&tensors, meta.sources.len(), meta.models.len())
-        .map_err(|e| ArtifactError::Unsupported(e.to_string()))
+    SourceCalibration::from_tensors(
+        &tensors,
+        meta.sources.len(),
+        meta.models.len(),
+        meta.hyper.ngram_tokens,
+    )
+    .map_err(|e| ArtifactError::Unsupported(e.to_string()))
 }
 
 /// A method's scorer re-scored by the artifact's within-source calibration: expected quality

@@ -96,7 +96,7 @@ fn gate_and_calibrate(
     }
     let seen: Vec<&Example> = req.train.iter().chain(req.valid).collect();
     let classifier =
-        SourceCalibration::fit_classifier(&seen, &req.sources, req.hyper.ngram_buckets);
+        SourceCalibration::fit_classifier(&seen, &req.sources, req.hyper.ngram_hasher());
     let Some(calibration) = crossed.calibration(&req.sources, classifier, slopes) else {
         return Ok(verdict);
     };

@@ -6,6 +6,7 @@ mod common;
 
 use std::path::Path;
 
+use lookahead_model::wide::NgramTokens;
 use lookahead_model::{
     load_scorer, save_artifact, Example, HyperParams, Method, ScorerOptions, Trained,
 };
@@ -172,4 +173,99 @@ fn score_targets_route_on_the_expected_score_not_on_how_often_a_model_wins() {
         "score targets: {}",
         score(&expected)
     );
+}
+
+/// Two sources told apart by their last character only (`?` on A, `!` on B), model 0 best on
+/// A and model 1 on B: only an n-gram map that reads punctuation can route (or classify) them.
+fn punctuated(n: usize, offset: usize) -> Vec<Example> {
+    (0..n)
+        .map(|i| {
+            let j = i + offset;
+            let source_a = j.is_multiple_of(2);
+            let quality = if source_a {
+                vec![100.0, 0.0]
+            } else {
+                vec![0.0, 100.0]
+            };
+            let words = [common::WORDS[j % 16], common::WORDS[(j / 16) % 16]];
+            Example {
+                id: format!("punctuated-{j}"),
+                source: if source_a { "A" } else { "B" }.into(),
+                prompt: format!(
+                    "{} {} {}",
+                    words[0],
+                    words[1],
+                    if source_a { "?" } else { "!" }
+                ),
+                responses: vec![String::new(); 2],
+                labels: quality.iter().map(|q| q / 100.0).collect(),
+                quality,
+            }
+        })
+        .collect()
+}
+
+/// An artifact written before `ngram_tokens` existed (no such key in its `router.json`) was
+/// fitted on words and punctuation, and the router loading it (`load_scorer`: the n-gram
+/// weights, the source classifier, the within-source calibration's classifier) keeps reading
+/// it that way after an upgrade; read as words only it would route blind.
+#[test]
+fn an_artifact_from_before_the_token_setting_keeps_routing_on_punctuation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = common::tiny_backbone_dir(&tmp.path().join("bb"), 0.0);
+    let (train, valid, test) = (punctuated(96, 0), punctuated(32, 96), punctuated(32, 128));
+    let hyper = HyperParams {
+        ngram_tokens: NgramTokens::WordsAndPunctuation,
+        ngram_min_df: 1,
+        source_features: true,
+        source_calibration: true,
+        ..toy_hyper()
+    };
+    let mut req = common::toy_request(
+        &dir,
+        Method::Ngram,
+        hyper,
+        &train,
+        &valid,
+        Some(&test),
+        tmp.path().join("states"),
+    );
+    req.acceptance_folds = 4;
+    let trained = lookahead_model::train(&req).unwrap();
+    assert!(score(&trained) >= 99.0, "{}", score(&trained));
+    let art = tmp.path().join("old");
+    save_artifact(&art, &trained.meta, &trained.tensors).unwrap();
+    let prompts: Vec<&str> = test.iter().map(|e| e.prompt.as_str()).collect();
+    let served = |art: &Path| {
+        let scorer = load_scorer(art, &ScorerOptions::default()).unwrap();
+        scorer.score_batch(&prompts).unwrap()
+    };
+    let now = served(&art);
+
+    let rewrite = |edit: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| {
+        let path = art.join("router.json");
+        let mut meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        edit(meta["hyper"].as_object_mut().unwrap());
+        std::fs::write(&path, serde_json::to_string(&meta).unwrap()).unwrap();
+    };
+    rewrite(&|hyper| {
+        assert!(hyper.remove("ngram_tokens").is_some());
+        assert!(hyper.remove("ngram_min_df").is_some());
+    });
+    assert_eq!(served(&art), now, "read as it was written");
+    let right = |scores: &[Vec<f32>]| {
+        test.iter()
+            .zip(scores)
+            .filter(|(e, s)| (s[1] > s[0]) == (e.quality[1] > e.quality[0]))
+            .count()
+    };
+    assert_eq!(right(&now), test.len());
+
+    rewrite(&|hyper| {
+        hyper.insert("ngram_tokens".into(), "words".into());
+    });
+    let blind = served(&art);
+    assert_ne!(blind, now);
+    assert!(right(&blind) < test.len(), "{blind:?}");
 }

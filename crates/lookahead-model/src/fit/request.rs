@@ -239,6 +239,7 @@ impl Trained {
             holdout: req.holdout.clone(),
             acceptance: None,
             int8_agreement: None,
+            ngram_strength: None,
         };
         Self {
             meta,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
 
-use super::features::{inverse_document_frequency, weigh, NgramHasher, SparseRow};
+use super::features::{inverse_document_frequency, weigh, NgramHasher, NgramTokens, SparseRow};
 
 /// The fitted weights and the feature map they read.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +35,8 @@ pub struct FitOptions {
     pub coupling: f32,
     pub iterations: usize,
     pub learning_rate: f32,
+    /// Buckets fewer training prompts have are dropped ([`inverse_document_frequency`]).
+    pub min_df: u32,
 }
 
 impl Default for FitOptions {
@@ -44,6 +46,7 @@ impl Default for FitOptions {
             coupling: 1.0,
             iterations: 300,
             learning_rate: 0.1,
+            min_df: 1,
         }
     }
 }
@@ -93,7 +96,7 @@ impl WideModel {
         options: FitOptions,
     ) -> Self {
         let models = labels.first().map_or(0, Vec::len);
-        let idf = inverse_document_frequency(counts, hasher.buckets);
+        let idf = inverse_document_frequency(counts, hasher.buckets, options.min_df);
         let rows: Vec<SparseRow> = counts.iter().map(|c| weigh(c.clone(), &idf)).collect();
         let mut model = Self {
             hasher,
@@ -148,11 +151,13 @@ impl WideModel {
         ]))
     }
 
-    /// Reads the tensors [`WideModel::to_tensors`] wrote.
+    /// Reads the tensors [`WideModel::to_tensors`] wrote; `tokens` is what the artifact's
+    /// settings say the weights were fitted on.
     pub fn from_tensors(
         tensors: &HashMap<String, Tensor>,
         prefix: &str,
         models: usize,
+        tokens: NgramTokens,
     ) -> Result<Self, WideError> {
         let get = |name: &'static str| {
             tensors
@@ -171,7 +176,7 @@ impl WideModel {
             )));
         }
         Ok(Self {
-            hasher: NgramHasher::new(idf.len()),
+            hasher: NgramHasher::new(idf.len(), tokens),
             idf,
             weight,
             bias,
@@ -339,7 +344,7 @@ mod tests {
     #[test]
     fn a_fitted_wide_model_separates_what_its_words_separate() {
         let (texts, labels) = toy();
-        let hasher = NgramHasher::new(1 << 12);
+        let hasher = NgramHasher::new(1 << 12, NgramTokens::Words);
         let counts = WideModel::count_rows(hasher, &texts);
         let options = FitOptions {
             c: 100.0,
@@ -361,7 +366,7 @@ mod tests {
     #[test]
     fn stronger_regularisation_keeps_logits_nearer_the_prior() {
         let (texts, labels) = toy();
-        let hasher = NgramHasher::new(1 << 12);
+        let hasher = NgramHasher::new(1 << 12, NgramTokens::Words);
         let counts = WideModel::count_rows(hasher, &texts);
         let fit = |c| {
             WideModel::fit(
@@ -398,7 +403,7 @@ mod tests {
             }
         }
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let hasher = NgramHasher::new(1 << 12);
+        let hasher = NgramHasher::new(1 << 12, NgramTokens::Words);
         let counts = WideModel::count_rows(hasher, &texts);
         let fit = |coupling| {
             let options = FitOptions {
@@ -434,7 +439,7 @@ mod tests {
     #[test]
     fn tensors_round_trip() {
         let (texts, labels) = toy();
-        let hasher = NgramHasher::new(1 << 10);
+        let hasher = NgramHasher::new(1 << 10, NgramTokens::Words);
         let model = WideModel::fit(
             hasher,
             &WideModel::count_rows(hasher, &texts),
@@ -442,8 +447,11 @@ mod tests {
             FitOptions::default(),
         );
         let t = model.to_tensors("wide.").unwrap();
-        assert_eq!(WideModel::from_tensors(&t, "wide.", 2).unwrap(), model);
-        assert!(WideModel::from_tensors(&t, "wide.", 3).is_err());
-        assert!(WideModel::from_tensors(&t, "other.", 2).is_err());
+        assert_eq!(
+            WideModel::from_tensors(&t, "wide.", 2, NgramTokens::Words).unwrap(),
+            model
+        );
+        assert!(WideModel::from_tensors(&t, "wide.", 3, NgramTokens::Words).is_err());
+        assert!(WideModel::from_tensors(&t, "other.", 2, NgramTokens::Words).is_err());
     }
 }

@@ -5,5 +5,5 @@
 pub mod features;
 pub mod linear;
 
-pub use features::{NgramHasher, SparseRow};
+pub use features::{NgramHasher, NgramTokens, SparseRow};
 pub use linear::{mean_bce, sigmoid, FitOptions, WideError, WideModel};

@@ -63,7 +63,9 @@ impl LiteScorer {
         let device = backbone.encoder.device().clone();
         let wide = hp
             .wide
-            .then(|| WideModel::from_tensors(&tensors, WIDE_PREFIX, meta.models.len()))
+            .then(|| {
+                WideModel::from_tensors(&tensors, WIDE_PREFIX, meta.models.len(), hp.ngram_tokens)
+            })
             .transpose()
             .map_err(|e| ArtifactError::Unsupported(e.to_string()))?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);

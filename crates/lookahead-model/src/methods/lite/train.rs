@@ -77,13 +77,9 @@ pub fn train(backbone: &Backbone, req: &TrainRequest) -> Result<Trained, TrainEr
             .map_err(|e| TrainError::Hyper(e.to_string()))?;
         fitted.tensors.extend(tensors);
     }
-    Ok(Trained::new(
-        req,
-        hp.clone(),
-        BackboneInfo::of(backbone),
-        fitted,
-        started,
-    ))
+    let mut trained = Trained::new(req, hp.clone(), BackboneInfo::of(backbone), fitted, started);
+    trained.meta.ngram_strength = trainee.wide.as_ref().map(|w| f64::from(w.strength));
+    Ok(trained)
 }
 
 /// The shape of the router `req` trains.

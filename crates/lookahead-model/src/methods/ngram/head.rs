@@ -9,7 +9,7 @@ use lookahead_data::unit_hash;
 
 use super::train::{fit_options, fit_wide, targets};
 use crate::fit::{Example, TrainRequest};
-use crate::wide::{NgramHasher, WideModel};
+use crate::wide::WideModel;
 
 /// Inner folds of the cross-fit.
 const CROSS_FIT_FOLDS: usize = 5;
@@ -20,6 +20,8 @@ pub struct WideHead {
     pub model: WideModel,
     /// Per training example, in order: logits of the fit that held it out.
     pub train_logits: Vec<Vec<f32>>,
+    /// The regularisation strength picked on validation (every fit's).
+    pub strength: f32,
 }
 
 impl WideHead {
@@ -40,7 +42,7 @@ pub fn fit_head(req: &TrainRequest) -> WideHead {
         ((unit_hash(&e.id, "wide-cross-fit") * CROSS_FIT_FOLDS as f64) as usize)
             .min(CROSS_FIT_FOLDS - 1)
     };
-    let hasher = NgramHasher::new(req.hyper.ngram_buckets);
+    let hasher = req.hyper.ngram_hasher();
     let mut train_logits = vec![Vec::new(); req.train.len()];
     for fold in 0..CROSS_FIT_FOLDS {
         let (inside, outside): (Vec<usize>, Vec<usize>) =
@@ -70,5 +72,6 @@ pub fn fit_head(req: &TrainRequest) -> WideHead {
     WideHead {
         model,
         train_logits,
+        strength: c,
     }
 }

@@ -8,7 +8,7 @@ use candle_core::Tensor;
 
 use crate::calibration::source_probabilities;
 use crate::wide::features::{conjoin, weigh};
-use crate::wide::{SparseRow, WideError, WideModel};
+use crate::wide::{NgramTokens, SparseRow, WideError, WideModel};
 
 /// Tensor-name prefix of the n-gram weights in an artifact.
 pub const PREFIX: &str = "wide.";
@@ -55,15 +55,16 @@ impl NgramRouter {
     }
 
     /// Reads what [`NgramRouter::to_tensors`] wrote; `sources` is `Some(count)` for a
-    /// source-aware router.
+    /// source-aware router, `tokens` what its settings say it was fitted on.
     pub fn from_tensors(
         tensors: &HashMap<String, Tensor>,
         models: usize,
         sources: Option<usize>,
+        tokens: NgramTokens,
     ) -> Result<Self, WideError> {
-        let model = WideModel::from_tensors(tensors, PREFIX, models)?;
+        let model = WideModel::from_tensors(tensors, PREFIX, models, tokens)?;
         let source = sources
-            .map(|n| WideModel::from_tensors(tensors, SOURCE_PREFIX, n))
+            .map(|n| WideModel::from_tensors(tensors, SOURCE_PREFIX, n, tokens))
             .transpose()?;
         Ok(Self { model, source })
     }

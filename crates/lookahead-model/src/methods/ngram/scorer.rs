@@ -20,7 +20,8 @@ impl NgramScorer {
         let meta = RouterMeta::read(dir)?;
         let tensors = load_tensors(dir, &Device::Cpu)?;
         let sources = meta.hyper.source_features.then_some(meta.sources.len());
-        let router = NgramRouter::from_tensors(&tensors, meta.models.len(), sources)
+        let tokens = meta.hyper.ngram_tokens;
+        let router = NgramRouter::from_tensors(&tensors, meta.models.len(), sources, tokens)
             .map_err(|e| ArtifactError::Unsupported(e.to_string()))?;
         Ok(Self { meta, router })
     }

@@ -39,6 +39,7 @@ pub fn fit_options(c: f32, hyper: &HyperParams) -> FitOptions {
     FitOptions {
         c,
         coupling: hyper.coupling as f32,
+        min_df: hyper.ngram_min_df,
         ..FitOptions::default()
     }
 }
@@ -69,7 +70,7 @@ pub fn evaluate(
 /// The wide model fitted on `train` and its strength `C`, picked on `valid` (`C = 1` when there
 /// is no validation data).
 pub fn fit_wide(train: &[Example], valid: &[Example], hyper: &HyperParams) -> (WideModel, f32) {
-    let hasher = NgramHasher::new(hyper.ngram_buckets);
+    let hasher = hyper.ngram_hasher();
     let texts: Vec<&str> = train.iter().map(|e| e.prompt.as_str()).collect();
     let counts = WideModel::count_rows(hasher, &texts);
     let (router, c) = fit_strength(hasher, &counts, train, valid, hyper, None);
@@ -112,13 +113,13 @@ fn fit_strength(
     best.map_or_else(|| (fit(1.0), 1.0), |(_, r, c)| (r, c))
 }
 
-/// The source-aware router of `req`: a source classifier on the training prompts, and the
-/// weights fitted on rows that carry each training example's own source.
-fn fit_source_aware(req: &TrainRequest) -> NgramRouter {
-    let buckets = req.hyper.ngram_buckets;
-    let hasher = NgramHasher::new(buckets);
+/// The source-aware router of `req` and its strength: a source classifier on the training
+/// prompts, and the weights fitted on rows that carry each training example's own source.
+fn fit_source_aware(req: &TrainRequest) -> (NgramRouter, f32) {
+    let hasher = req.hyper.ngram_hasher();
+    let buckets = hasher.buckets;
     let refs: Vec<&Example> = req.train.iter().collect();
-    let classifier = SourceCalibration::fit_classifier(&refs, &req.sources, buckets);
+    let classifier = SourceCalibration::fit_classifier(&refs, &req.sources, hasher);
     let counts: Vec<SparseRow> = req
         .train
         .iter()
@@ -138,20 +139,21 @@ fn fit_source_aware(req: &TrainRequest) -> NgramRouter {
         &req.hyper,
         Some(classifier),
     )
-    .0
 }
 
 /// Trains the n-gram router of `req`.
 pub fn train(req: &TrainRequest) -> Result<Trained, TrainError> {
     req.check_examples()?;
     let started = Instant::now();
-    let router = if req.hyper.source_features {
+    let (router, strength) = if req.hyper.source_features {
         fit_source_aware(req)
     } else {
-        NgramRouter {
-            model: fit_wide(req.train, req.valid, &req.hyper).0,
+        let (model, c) = fit_wide(req.train, req.valid, &req.hyper);
+        let router = NgramRouter {
+            model,
             source: None,
-        }
+        };
+        (router, c)
     };
     let validation = evaluate(&router, req.valid, &req.models, &req.hyper);
     let test = req
@@ -167,11 +169,7 @@ pub fn train(req: &TrainRequest) -> Result<Trained, TrainError> {
         best_epoch: 0,
         epochs_run: 0,
     };
-    Ok(Trained::new(
-        req,
-        req.hyper.clone(),
-        no_backbone(),
-        fitted,
-        started,
-    ))
+    let mut trained = Trained::new(req, req.hyper.clone(), no_backbone(), fitted, started);
+    trained.meta.ngram_strength = Some(f64::from(strength));
+    Ok(trained)
 }
