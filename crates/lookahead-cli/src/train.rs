@@ -92,6 +92,10 @@ pub struct TrainArgs {
     /// N-gram fits drop the hashed n-grams fewer training prompts than this have (1 keeps all).
     #[arg(long, default_value_t = HyperParams::default().ngram_min_df)]
     ngram_min_df: u32,
+    /// N-gram router: once validation has picked the strength, fit again on the training and
+    /// validation records together and serve that (its validation line is the first fit's).
+    #[arg(long)]
+    refit: bool,
     /// N-gram fits (`--method ngram`, `--wide`): how much harder each model's weights are
     /// shrunk towards the models' mean than the mean towards zero (1 = plain L2).
     #[arg(long, default_value_t = HyperParams::default().coupling)]
@@ -240,6 +244,7 @@ fn hyper_params(args: &TrainArgs) -> HyperParams {
         ngram_buckets: args.ngram_buckets,
         ngram_tokens: args.ngram_tokens,
         ngram_min_df: args.ngram_min_df,
+        refit: args.refit,
         coupling: args.coupling,
         score_targets: args.score_targets,
         lambda: args.lambda,

@@ -170,6 +170,10 @@ pub struct HyperParams {
     /// artifacts written before it did).
     #[serde(default = "keep_every_bucket")]
     pub ngram_min_df: u32,
+    /// N-gram router: once validation has picked the strength, fit again at it on the training
+    /// and validation examples together (the router still gains with data), and serve that.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refit: bool,
     /// N-gram fits: how much harder each model's weights are shrunk towards the models' mean
     /// than the mean towards zero ([`crate::wide::FitOptions::coupling`]; 1 = plain L2, what
     /// artifacts written before it used).
@@ -260,6 +264,7 @@ impl Default for HyperParams {
             ngram_buckets: default_ngram_buckets(),
             ngram_tokens: NgramTokens::Words,
             ngram_min_df: 2,
+            refit: false,
             coupling: plain_l2(),
             score_targets: false,
             source_calibration: true,

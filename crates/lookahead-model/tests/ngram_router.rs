@@ -269,3 +269,57 @@ fn an_artifact_from_before_the_token_setting_keeps_routing_on_punctuation() {
     assert_ne!(blind, now);
     assert!(right(&blind) < test.len(), "{blind:?}");
 }
+
+/// `n` prompts holding `key` (and filler words that say nothing), where model `best` scores 100
+/// and the other 0.
+fn keyed(key: &str, best: usize, n: usize, offset: usize) -> Vec<Example> {
+    (0..n)
+        .map(|i| {
+            let j = i + offset;
+            let mut quality = vec![0.0, 0.0];
+            quality[best] = 100.0;
+            Example {
+                id: format!("keyed-{j}"),
+                source: "A".into(),
+                prompt: format!(
+                    "{} {key} {}",
+                    common::WORDS[4 + j % 12],
+                    common::WORDS[4 + (j / 12) % 12]
+                ),
+                responses: vec![String::new(); 2],
+                labels: quality.iter().map(|q| q / 100.0).collect(),
+                quality,
+            }
+        })
+        .collect()
+}
+
+/// `refit`: once validation has picked the strength, the n-gram router (trained by
+/// `lookahead_model::train`) is fitted again on training and validation examples together, so
+/// what only the validation examples show (here: "gamma" prompts go to model 0, while the
+/// training examples lean to model 1) reaches the router served and tested; its validation
+/// line stays the first fit's.
+#[test]
+fn a_refit_router_learns_what_only_the_validation_examples_show() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = common::tiny_backbone_dir(&tmp.path().join("bb"), 0.0);
+    let train = [keyed("alpha", 0, 32, 0), keyed("beta", 1, 64, 32)].concat();
+    let valid = [keyed("beta", 1, 8, 96), keyed("gamma", 0, 24, 104)].concat();
+    let test = keyed("gamma", 0, 24, 200);
+    let fit = |refit: bool| {
+        let hyper = HyperParams {
+            refit,
+            ..toy_hyper()
+        };
+        train_ngram(&dir, tmp.path(), hyper, [&train, &valid, &test])
+    };
+    let (first, refit) = (fit(false), fit(true));
+    assert!(
+        score(&first) <= 50.0,
+        "without the refit: {}",
+        score(&first)
+    );
+    assert!(score(&refit) >= 90.0, "refit: {}", score(&refit));
+    assert_eq!(first.meta.validation, refit.meta.validation);
+    assert_eq!(first.meta.ngram_strength, refit.meta.ngram_strength);
+}

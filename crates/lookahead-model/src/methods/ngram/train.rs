@@ -113,24 +113,28 @@ fn fit_strength(
     best.map_or_else(|| (fit(1.0), 1.0), |(_, r, c)| (r, c))
 }
 
-/// The source-aware router of `req` and its strength: a source classifier on the training
-/// prompts, and the weights fitted on rows that carry each training example's own source.
-fn fit_source_aware(req: &TrainRequest) -> (NgramRouter, f32) {
-    let hasher = req.hyper.ngram_hasher();
-    let buckets = hasher.buckets;
-    let refs: Vec<&Example> = req.train.iter().collect();
-    let classifier = SourceCalibration::fit_classifier(&refs, &req.sources, hasher);
-    let counts: Vec<SparseRow> = req
-        .train
+/// The count rows of `examples`: with `sources` (source features), each conjoined with the
+/// example's own source.
+fn source_rows(hasher: NgramHasher, examples: &[&Example], sources: &[String]) -> Vec<SparseRow> {
+    examples
         .iter()
         .map(|e| {
             conjoin(
                 hasher.counts(&e.prompt),
-                &source_one_hot(&req.sources, &e.source),
-                buckets,
+                &source_one_hot(sources, &e.source),
+                hasher.buckets,
             )
         })
-        .collect();
+        .collect()
+}
+
+/// The source-aware router of `req` and its strength: a source classifier on the training
+/// prompts, and the weights fitted on rows that carry each training example's own source.
+fn fit_source_aware(req: &TrainRequest) -> (NgramRouter, f32) {
+    let hasher = req.hyper.ngram_hasher();
+    let refs: Vec<&Example> = req.train.iter().collect();
+    let classifier = SourceCalibration::fit_classifier(&refs, &req.sources, hasher);
+    let counts = source_rows(hasher, &refs, &req.sources);
     fit_strength(
         hasher,
         &counts,
@@ -141,11 +145,35 @@ fn fit_source_aware(req: &TrainRequest) -> (NgramRouter, f32) {
     )
 }
 
-/// Trains the n-gram router of `req`.
+/// The router of `req`'s settings fitted on `examples` at strength `c`, nothing held out: the
+/// refit on training and validation examples once validation has picked `c`.
+fn fit_at(examples: &[&Example], c: f32, req: &TrainRequest) -> NgramRouter {
+    let hasher = req.hyper.ngram_hasher();
+    let (counts, source) = if req.hyper.source_features {
+        let classifier = SourceCalibration::fit_classifier(examples, &req.sources, hasher);
+        (
+            source_rows(hasher, examples, &req.sources),
+            Some(classifier),
+        )
+    } else {
+        let texts: Vec<&str> = examples.iter().map(|e| e.prompt.as_str()).collect();
+        (WideModel::count_rows(hasher, &texts), None)
+    };
+    let y: Vec<Vec<f32>> = examples.iter().map(|e| targets(e, &req.hyper)).collect();
+    NgramRouter {
+        model: WideModel::fit(hasher, &counts, &y, fit_options(c, &req.hyper)),
+        source,
+    }
+}
+
+/// Trains the n-gram router of `req`. Its validation metrics (what the validation gate and
+/// the calibration's re-scoring read) are those of the fit that validation picked the
+/// strength for; with `refit`, the router served and tested is then fitted again at that
+/// strength on the training and validation examples together.
 pub fn train(req: &TrainRequest) -> Result<Trained, TrainError> {
     req.check_examples()?;
     let started = Instant::now();
-    let (router, strength) = if req.hyper.source_features {
+    let (picked, strength) = if req.hyper.source_features {
         fit_source_aware(req)
     } else {
         let (model, c) = fit_wide(req.train, req.valid, &req.hyper);
@@ -155,7 +183,13 @@ pub fn train(req: &TrainRequest) -> Result<Trained, TrainError> {
         };
         (router, c)
     };
-    let validation = evaluate(&router, req.valid, &req.models, &req.hyper);
+    let validation = evaluate(&picked, req.valid, &req.models, &req.hyper);
+    let router = if req.hyper.refit && !req.valid.is_empty() {
+        let all: Vec<&Example> = req.train.iter().chain(req.valid).collect();
+        fit_at(&all, strength, req)
+    } else {
+        picked
+    };
     let test = req
         .test
         .map(|t| evaluate(&router, t, &req.models, &req.hyper));
