@@ -49,6 +49,11 @@ pub struct ProxyArgs {
     /// Port for the LiteLLM proxy.
     #[arg(long, default_value_t = 4011)]
     litellm_port: u16,
+    /// Install the router's tracing subscriber (info level, `RUST_LOG` overrides; lines on
+    /// stderr), as `lookahead router` runs in production: its per-request span is then
+    /// recorded, which costs CPU the bench otherwise leaves out.
+    #[arg(long)]
+    pub log: bool,
 }
 
 /// Constant scores: the decision path runs (ranking, headers) at no model cost; being trivial, it

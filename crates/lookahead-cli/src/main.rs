@@ -91,6 +91,11 @@ impl Command {
             // train: per-epoch progress goes through tracing (visible in logs, not only on a
             // terminal).
             Command::Train(_) => (Colour::Default, "lookahead-train"),
+            // The bench's router logs as `lookahead router` does only when asked: its report
+            // is the table on stdout.
+            Command::Bench(bench::BenchCommand::Proxy(args)) if args.log => {
+                (Colour::IfTerminal, "lookahead-router")
+            }
             _ => return None,
         };
         Some(logging::Logging {
