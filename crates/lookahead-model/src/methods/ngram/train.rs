@@ -113,8 +113,8 @@ fn fit_strength(
     best.map_or_else(|| (fit(1.0), 1.0), |(_, r, c)| (r, c))
 }
 
-/// The count rows of `examples`: with `sources` (source features), each conjoined with the
-/// example's own source.
+/// The count rows of `examples` for source features: each conjoined with its example's own
+/// source (one-hot over `sources`).
 fn source_rows(hasher: NgramHasher, examples: &[&Example], sources: &[String]) -> Vec<SparseRow> {
     examples
         .iter()
