@@ -38,6 +38,7 @@ mod tests {
     use crate::artifact::{Method, ResponseTarget, SelectOn, SlotDesign};
     use crate::backbones::encoder_dir::Truncation;
     use crate::kernels::quant::Precision;
+    use crate::wide::NgramTokens;
 
     /// Every name parses back to its variant, and the serde name `router.json` holds is the
     /// same text the command line takes.
@@ -74,6 +75,9 @@ mod tests {
         let truncations = [Truncation::Head, Truncation::HeadTail];
         round_trips(&truncations);
         serde_matches(&truncations);
+        let tokens = [NgramTokens::WordsAndPunctuation, NgramTokens::Words];
+        round_trips(&tokens);
+        serde_matches(&tokens);
         round_trips(&[Precision::F32, Precision::Int8, Precision::Auto]);
     }
 

@@ -11,6 +11,19 @@ use lookahead_model::{
     load_scorer, save_artifact, Example, HyperParams, Method, ScorerOptions, Trained,
 };
 
+/// A two-model example whose labels are its scaled scores (0 or 1 here) and that has no
+/// responses.
+fn scored(id: String, source: &str, prompt: String, quality: Vec<f32>) -> Example {
+    Example {
+        id,
+        source: source.into(),
+        prompt,
+        responses: vec![String::new(); 2],
+        labels: quality.iter().map(|q| q / 100.0).collect(),
+        quality,
+    }
+}
+
 /// Two sources whose prompts say which they are ("quiz …" / "story …"), and a key word that
 /// points to opposite models in each: on source A "alpha" prompts go to model 0, on source B to
 /// model 1 (and "beta" the other way). No linear model over shared n-grams can route this (the
@@ -32,14 +45,12 @@ fn crossed(n: usize, offset: usize) -> Vec<Example> {
             } else {
                 vec![0.0, 100.0]
             };
-            Example {
-                id: format!("crossed-{j}"),
-                source: if source_a { "A" } else { "B" }.into(),
-                prompt: format!("{marker} {filler} {key} {filler}"),
-                responses: vec![String::new(); 2],
-                labels: quality.iter().map(|q| q / 100.0).collect(),
+            scored(
+                format!("crossed-{j}"),
+                if source_a { "A" } else { "B" },
+                format!("{marker} {filler} {key} {filler}"),
                 quality,
-            }
+            )
         })
         .collect()
 }
@@ -188,19 +199,13 @@ fn punctuated(n: usize, offset: usize) -> Vec<Example> {
                 vec![0.0, 100.0]
             };
             let words = [common::WORDS[j % 16], common::WORDS[(j / 16) % 16]];
-            Example {
-                id: format!("punctuated-{j}"),
-                source: if source_a { "A" } else { "B" }.into(),
-                prompt: format!(
-                    "{} {} {}",
-                    words[0],
-                    words[1],
-                    if source_a { "?" } else { "!" }
-                ),
-                responses: vec![String::new(); 2],
-                labels: quality.iter().map(|q| q / 100.0).collect(),
+            let mark = if source_a { "?" } else { "!" };
+            scored(
+                format!("punctuated-{j}"),
+                if source_a { "A" } else { "B" },
+                format!("{} {} {mark}", words[0], words[1]),
                 quality,
-            }
+            )
         })
         .collect()
 }
@@ -278,18 +283,12 @@ fn keyed(key: &str, best: usize, n: usize, offset: usize) -> Vec<Example> {
             let j = i + offset;
             let mut quality = vec![0.0, 0.0];
             quality[best] = 100.0;
-            Example {
-                id: format!("keyed-{j}"),
-                source: "A".into(),
-                prompt: format!(
-                    "{} {key} {}",
-                    common::WORDS[4 + j % 12],
-                    common::WORDS[4 + (j / 12) % 12]
-                ),
-                responses: vec![String::new(); 2],
-                labels: quality.iter().map(|q| q / 100.0).collect(),
-                quality,
-            }
+            let prompt = format!(
+                "{} {key} {}",
+                common::WORDS[4 + j % 12],
+                common::WORDS[4 + (j / 12) % 12]
+            );
+            scored(format!("keyed-{j}"), "A", prompt, quality)
         })
         .collect()
 }

@@ -113,55 +113,44 @@ fn fit_strength(
     best.map_or_else(|| (fit(1.0), 1.0), |(_, r, c)| (r, c))
 }
 
-/// The count rows of `examples` for source features: each conjoined with its example's own
-/// source (one-hot over `sources`).
-fn source_rows(hasher: NgramHasher, examples: &[&Example], sources: &[String]) -> Vec<SparseRow> {
-    examples
+/// The count rows `req`'s router fits on for `examples` and, with source features, the source
+/// classifier fitted on their prompts (each row then conjoined with its example's own source).
+fn design(examples: &[&Example], req: &TrainRequest) -> (Vec<SparseRow>, Option<WideModel>) {
+    let hasher = req.hyper.ngram_hasher();
+    if !req.hyper.source_features {
+        let texts: Vec<&str> = examples.iter().map(|e| e.prompt.as_str()).collect();
+        return (WideModel::count_rows(hasher, &texts), None);
+    }
+    let classifier = SourceCalibration::fit_classifier(examples, &req.sources, hasher);
+    let rows = examples
         .iter()
         .map(|e| {
             conjoin(
                 hasher.counts(&e.prompt),
-                &source_one_hot(sources, &e.source),
+                &source_one_hot(&req.sources, &e.source),
                 hasher.buckets,
             )
         })
-        .collect()
+        .collect();
+    (rows, Some(classifier))
 }
 
-/// The source-aware router of `req` and its strength: a source classifier on the training
-/// prompts, and the weights fitted on rows that carry each training example's own source.
-fn fit_source_aware(req: &TrainRequest) -> (NgramRouter, f32) {
-    let hasher = req.hyper.ngram_hasher();
+/// The router of `req` fitted on its training examples, and the strength validation picked.
+fn fit_picked(req: &TrainRequest) -> (NgramRouter, f32) {
     let refs: Vec<&Example> = req.train.iter().collect();
-    let classifier = SourceCalibration::fit_classifier(&refs, &req.sources, hasher);
-    let counts = source_rows(hasher, &refs, &req.sources);
-    fit_strength(
-        hasher,
-        &counts,
-        req.train,
-        req.valid,
-        &req.hyper,
-        Some(classifier),
-    )
+    let (counts, source) = design(&refs, req);
+    let hasher = req.hyper.ngram_hasher();
+    fit_strength(hasher, &counts, req.train, req.valid, &req.hyper, source)
 }
 
 /// The router of `req`'s settings fitted on `examples` at strength `c`, nothing held out: the
 /// refit on training and validation examples once validation has picked `c`.
 fn fit_at(examples: &[&Example], c: f32, req: &TrainRequest) -> NgramRouter {
-    let hasher = req.hyper.ngram_hasher();
-    let (counts, source) = if req.hyper.source_features {
-        let classifier = SourceCalibration::fit_classifier(examples, &req.sources, hasher);
-        (
-            source_rows(hasher, examples, &req.sources),
-            Some(classifier),
-        )
-    } else {
-        let texts: Vec<&str> = examples.iter().map(|e| e.prompt.as_str()).collect();
-        (WideModel::count_rows(hasher, &texts), None)
-    };
+    let (counts, source) = design(examples, req);
     let y: Vec<Vec<f32>> = examples.iter().map(|e| targets(e, &req.hyper)).collect();
+    let options = fit_options(c, &req.hyper);
     NgramRouter {
-        model: WideModel::fit(hasher, &counts, &y, fit_options(c, &req.hyper)),
+        model: WideModel::fit(req.hyper.ngram_hasher(), &counts, &y, options),
         source,
     }
 }
@@ -173,16 +162,7 @@ fn fit_at(examples: &[&Example], c: f32, req: &TrainRequest) -> NgramRouter {
 pub fn train(req: &TrainRequest) -> Result<Trained, TrainError> {
     req.check_examples()?;
     let started = Instant::now();
-    let (picked, strength) = if req.hyper.source_features {
-        fit_source_aware(req)
-    } else {
-        let (model, c) = fit_wide(req.train, req.valid, &req.hyper);
-        let router = NgramRouter {
-            model,
-            source: None,
-        };
-        (router, c)
-    };
+    let (picked, strength) = fit_picked(req);
     let validation = evaluate(&picked, req.valid, &req.models, &req.hyper);
     let router = if req.hyper.refit && !req.valid.is_empty() {
         let all: Vec<&Example> = req.train.iter().chain(req.valid).collect();
