@@ -85,8 +85,10 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = HyperParams::default().ngram_buckets)]
     ngram_buckets: usize,
     /// Which tokens the n-gram features are made of (`--method ngram`, `--wide`, the source
-    /// classifier): `words` (two or more word characters) or `words-and-punctuation` (what
-    /// artifacts written before it read).
+    /// classifier): `multilingual-words` (two or more word characters; each character in the
+    /// scripts written without spaces, such as Chinese and Japanese), `words` (two or more word
+    /// characters in every script) or `words-and-punctuation` (what artifacts written before the
+    /// setting read).
     #[arg(long, default_value_t = HyperParams::default().ngram_tokens)]
     ngram_tokens: NgramTokens,
     /// N-gram fits drop the hashed n-grams fewer training prompts than this have (1 keeps all).

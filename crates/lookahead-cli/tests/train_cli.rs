@@ -188,7 +188,7 @@ fn an_ensemble_trains_its_members_and_eval_serves_the_whole() {
     // The strength its fit picked on validation, from scikit-learn's grid of `C`.
     let c = ngram["ngram_strength"].as_f64().unwrap_or_default();
     assert!([0.5, 1.0, 2.0, 4.0].contains(&c), "{ngram}");
-    assert_eq!(ngram["hyper"]["ngram_tokens"], "words");
+    assert_eq!(ngram["hyper"]["ngram_tokens"], "multilingual-words");
     assert_eq!(json(&art.join("members/mlc/router.json"))["method"], "mlc");
 
     let eval = Command::new(env!("CARGO_BIN_EXE_lookahead"))

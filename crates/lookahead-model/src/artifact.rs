@@ -262,7 +262,7 @@ impl Default for HyperParams {
             knn_k: 20,
             wide: false,
             ngram_buckets: default_ngram_buckets(),
-            ngram_tokens: NgramTokens::Words,
+            ngram_tokens: NgramTokens::MultilingualWords,
             ngram_min_df: 2,
             refit: false,
             coupling: plain_l2(),

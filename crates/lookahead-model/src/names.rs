@@ -75,7 +75,11 @@ mod tests {
         let truncations = [Truncation::Head, Truncation::HeadTail];
         round_trips(&truncations);
         serde_matches(&truncations);
-        let tokens = [NgramTokens::WordsAndPunctuation, NgramTokens::Words];
+        let tokens = [
+            NgramTokens::WordsAndPunctuation,
+            NgramTokens::Words,
+            NgramTokens::MultilingualWords,
+        ];
         round_trips(&tokens);
         serde_matches(&tokens);
         round_trips(&[Precision::F32, Precision::Int8, Precision::Auto]);

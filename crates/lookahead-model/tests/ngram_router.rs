@@ -322,3 +322,46 @@ fn a_refit_router_learns_what_only_the_validation_examples_show() {
     assert_eq!(first.meta.validation, refit.meta.validation);
     assert_eq!(first.meta.ngram_strength, refit.meta.ngram_strength);
 }
+
+/// Chinese prompts, written without spaces: "…诗歌…" (a poem) prompts go to model 0, "…函数…"
+/// (a function) prompts to model 1, around filler characters that make every prompt's text
+/// different.
+fn chinese(n: usize, offset: usize) -> Vec<Example> {
+    const FILLER: [&str; 8] = ["山", "水", "花", "月", "风", "雨", "星", "云"];
+    (0..n)
+        .map(|i| {
+            let j = i + offset;
+            let poem = j.is_multiple_of(2);
+            let quality = if poem {
+                vec![100.0, 0.0]
+            } else {
+                vec![0.0, 100.0]
+            };
+            let key = if poem { "诗歌" } else { "函数" };
+            let [a, b, c] = [j / 2 % 8, j / 16 % 8, j / 128 % 8].map(|k| FILLER[k]);
+            let prompt = format!("请{a}{b}写一个{key}{c}");
+            scored(format!("chinese-{j}"), "A", prompt, quality)
+        })
+        .collect()
+}
+
+/// The n-gram router (trained by `lookahead_model::train`) on its default tokens routes
+/// Chinese prompts by what they ask; on `words`, each prompt is one token no other prompt has
+/// and it routes blind.
+#[test]
+fn the_default_tokens_route_prompts_written_without_spaces() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = common::tiny_backbone_dir(&tmp.path().join("bb"), 0.0);
+    let (train, valid, test) = (chinese(96, 0), chinese(32, 96), chinese(32, 128));
+    let fit = |ngram_tokens| {
+        let hyper = HyperParams {
+            ngram_tokens,
+            ..toy_hyper()
+        };
+        train_ngram(&dir, tmp.path(), hyper, [&train, &valid, &test])
+    };
+    let default = fit(HyperParams::default().ngram_tokens);
+    assert!(score(&default) >= 90.0, "default: {}", score(&default));
+    let words = fit(NgramTokens::Words);
+    assert!(score(&words) <= 60.0, "words: {}", score(&words));
+}

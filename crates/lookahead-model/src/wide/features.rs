@@ -6,6 +6,7 @@
 //! bucket too few training prompts have), and L2-normalised: TF-IDF without a vocabulary to store.
 
 use serde::{Deserialize, Serialize};
+use unicode_categories::UnicodeCategories;
 
 use crate::names::setting_names;
 
@@ -24,13 +25,23 @@ pub enum NgramTokens {
     WordsAndPunctuation,
     /// Alphanumeric runs (with `_`) of two or more characters: scikit-learn's default token
     /// pattern. With `min_df` 2 the uncalibrated fit gains ~0.4 and fits three times faster;
-    /// after the within-source calibration, routing is unchanged (docs/results.md).
+    /// after the within-source calibration, routing is unchanged (docs/results.md). Blind to
+    /// the scripts written without spaces: a Chinese or Japanese sentence is one alphanumeric
+    /// run, so one token no other prompt has.
     Words,
+    /// [`Words`](Self::Words) in every script: a word's combining marks stay in it (a Hindi
+    /// virama or vowel sign does not cut the word in two), and in the scripts written without
+    /// spaces between words (Han, Hiragana, Katakana, Thai, Lao, Khmer, Myanmar) every
+    /// character is a token of its own, so the n-grams are their characters and character
+    /// bigrams, as CJK search indexes them. Text in other scripts gets exactly `words`' tokens.
+    #[serde(rename = "multilingual-words")]
+    MultilingualWords,
 }
 
 setting_names!(NgramTokens, "n-gram tokens", {
     WordsAndPunctuation => "words-and-punctuation",
     Words => "words",
+    MultilingualWords => "multilingual-words",
 });
 
 /// Token-length buckets also become features (`log2` of the token count): how long a prompt is
@@ -57,6 +68,7 @@ impl NgramHasher {
         let tokens = match self.tokens {
             NgramTokens::WordsAndPunctuation => tokens(text),
             NgramTokens::Words => words(text),
+            NgramTokens::MultilingualWords => multilingual_words(text),
         };
         let mut hashes: Vec<u32> = Vec::with_capacity(tokens.len() * 2 + 1);
         for (i, t) in tokens.iter().enumerate() {
@@ -141,6 +153,63 @@ fn words(text: &str) -> Vec<String> {
         .filter(|w| w.chars().nth(1).is_some())
         .map(str::to_lowercase)
         .collect()
+}
+
+/// Lower-cased runs of letters, digits, marks and `_` of two or more characters, and every
+/// character of a script written without spaces on its own ([`NgramTokens::MultilingualWords`]).
+fn multilingual_words(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    for c in text.chars() {
+        if written_without_spaces(c) {
+            push_word(&mut out, &mut word);
+            out.push(c.to_string());
+        } else if c.is_alphanumeric() || c == '_' || c.is_mark() {
+            word.extend(c.to_lowercase());
+        } else {
+            push_word(&mut out, &mut word);
+        }
+    }
+    push_word(&mut out, &mut word);
+    out
+}
+
+/// Moves `word` to `out` when it has two or more characters; empties it either way.
+fn push_word(out: &mut Vec<String>, word: &mut String) {
+    if word.chars().nth(1).is_some() {
+        out.push(std::mem::take(word));
+    } else {
+        word.clear();
+    }
+}
+
+/// The Unicode blocks of the scripts written without spaces between words: Han (CJK unified
+/// and compatibility ideographs, every extension), Hiragana, Katakana, Thai, Lao, Khmer,
+/// Myanmar. A word of them cannot be told from the next without a dictionary, so each
+/// character stands for itself.
+const WRITTEN_WITHOUT_SPACES: [(char, char); 14] = [
+    ('\u{0E00}', '\u{0EFF}'),   // Thai, Lao
+    ('\u{1000}', '\u{109F}'),   // Myanmar
+    ('\u{1780}', '\u{17FF}'),   // Khmer
+    ('\u{19E0}', '\u{19FF}'),   // Khmer symbols
+    ('\u{3040}', '\u{30FF}'),   // Hiragana, Katakana
+    ('\u{31F0}', '\u{31FF}'),   // Katakana phonetic extensions
+    ('\u{3400}', '\u{4DBF}'),   // CJK extension A
+    ('\u{4E00}', '\u{9FFF}'),   // CJK unified ideographs
+    ('\u{A9E0}', '\u{A9FF}'),   // Myanmar extended-B
+    ('\u{AA60}', '\u{AA7F}'),   // Myanmar extended-A
+    ('\u{F900}', '\u{FAFF}'),   // CJK compatibility ideographs
+    ('\u{FF66}', '\u{FF9F}'),   // halfwidth Katakana
+    ('\u{20000}', '\u{2FA1F}'), // CJK extensions B-F, compatibility supplement
+    ('\u{30000}', '\u{323AF}'), // CJK extensions G, H
+];
+
+fn written_without_spaces(c: char) -> bool {
+    // Latin, digits and punctuation first: most prompts are mostly ASCII.
+    c > '\u{0DFF}'
+        && WRITTEN_WITHOUT_SPACES
+            .iter()
+            .any(|&(lo, hi)| (lo..=hi).contains(&c))
 }
 
 /// Lower-cased alphanumeric runs (with `_`) and single other non-space characters
@@ -229,6 +298,37 @@ mod tests {
         let words = NgramHasher::new(1 << 16, NgramTokens::Words);
         let text = "def f(x): return x + 1";
         assert!(words.counts(text).len() < punctuation.counts(text).len());
+    }
+
+    /// Chinese and Japanese are read a character at a time (with the Latin words among them as
+    /// words); Hindi's combining marks stay inside their words; text of the spaced scripts
+    /// without marks gets exactly `words`' tokens.
+    #[test]
+    fn scripts_written_without_spaces_are_read_a_character_at_a_time() {
+        assert_eq!(
+            multilingual_words("用Python写一个函数。"),
+            ["用", "python", "写", "一", "个", "函", "数"]
+        );
+        assert_eq!(
+            multilingual_words("カタカナで書く x"),
+            ["カ", "タ", "カ", "ナ", "で", "書", "く"]
+        );
+        assert_eq!(words("क्या आप"), ["या", "आप"], "the virama cuts the word");
+        assert_eq!(multilingual_words("क्या आप"), ["क्या", "आप"]);
+        let spaced = "Solve: x^2 = 42, def f_1(x) naïve Привет мир";
+        assert_eq!(multilingual_words(spaced), words(spaced));
+
+        // A Chinese sentence is one token to `words`, so two sentences that share every
+        // character but one share no n-gram; read a character at a time, most of them.
+        let hasher = |tokens| NgramHasher::new(1 << 16, tokens);
+        let shared = |tokens| {
+            let [a, b] = ["写一个排序函数", "写一个搜索函数"].map(|t| hasher(tokens).counts(t));
+            a.iter()
+                .filter(|(x, _)| b.iter().any(|(y, _)| x == y))
+                .count()
+        };
+        assert_eq!(shared(NgramTokens::Words), 1, "the length feature only");
+        assert!(shared(NgramTokens::MultilingualWords) >= 8);
     }
 
     /// A bucket fewer than `min_df` training prompts have weighs nothing, so it leaves the rows
