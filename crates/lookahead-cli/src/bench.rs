@@ -10,7 +10,7 @@ use candle_core::Device;
 use clap::{Args, Subcommand};
 use lookahead_data::metrics::percentile;
 use lookahead_model::{
-    default_backbone_dir, load_scorer, Backbone, Precision, RouterMeta, ScorerOptions,
+    default_backbone_dir, load_scorer, Backbone, Method, Precision, RouterMeta, ScorerOptions,
 };
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +42,10 @@ pub struct ScorerArgs {
     /// Weight precisions to time (candle rows are repeated for each).
     #[arg(long, value_delimiter = ',', default_value = "f32,int8")]
     precision: Vec<Precision>,
+    /// Time the artifact's decision path only, without the encoder's rows (an n-gram artifact
+    /// reads no encoder).
+    #[arg(long, requires = "artifact")]
+    router_only: bool,
     /// Python with torch + sentence-transformers: also run bench/pytorch_minilm.py.
     #[arg(long)]
     python: Option<PathBuf>,
@@ -145,16 +149,22 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     let backbone_dir = args.backbone.clone().unwrap_or_else(default_backbone_dir);
     let mut rows = Vec::new();
     let mut notes = Vec::new();
-    let reference = Backbone::load(&backbone_dir, &Device::Cpu)?;
+    let reference = if args.router_only {
+        None
+    } else {
+        Some(Backbone::load(&backbone_dir, &Device::Cpu)?)
+    };
     for &precision in &args.precision {
-        encoder_rows(
-            &args,
-            &backbone_dir,
-            precision,
-            &reference,
-            &mut rows,
-            &mut notes,
-        )?;
+        if let Some(reference) = &reference {
+            encoder_rows(
+                &args,
+                &backbone_dir,
+                precision,
+                reference,
+                &mut rows,
+                &mut notes,
+            )?;
+        }
         if let Some(art) = &args.artifact {
             router_rows(&args, art, &backbone_dir, precision, &mut rows)?;
         }
@@ -256,14 +266,18 @@ fn router_rows(
     };
     let scorer = load_scorer(art, &options)?;
     let m = &RouterMeta::read(art)?;
-    let name = format!(
-        "router {} decision {precision} (L={}, +{} layers, {} models, prompt cut at {} tokens)",
-        m.method,
-        m.hyper.frozen_layers,
-        m.hyper.trainable_layers,
-        m.models.len(),
-        m.hyper.max_prompt_tokens
-    );
+    let models = m.models.len();
+    let design = match m.method {
+        Method::Ngram => format!(
+            "{} tokens of the whole prompt, {} buckets, {models} models",
+            m.hyper.ngram_tokens, m.hyper.ngram_buckets
+        ),
+        _ => format!(
+            "L={}, +{} layers, {models} models, prompt cut at {} tokens",
+            m.hyper.frozen_layers, m.hyper.trainable_layers, m.hyper.max_prompt_tokens
+        ),
+    };
+    let name = format!("router {} decision {precision} ({design})", m.method);
     for &n in &args.lengths {
         rows.push(time_single(&name, n, args.iters, |p| {
             scorer.score_batch(&[p])?;

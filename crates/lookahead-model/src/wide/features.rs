@@ -159,27 +159,41 @@ fn words(text: &str) -> Vec<String> {
 /// character of a script written without spaces on its own ([`NgramTokens::MultilingualWords`]).
 fn multilingual_words(text: &str) -> Vec<String> {
     let mut out = Vec::new();
-    let mut word = String::new();
-    for c in text.chars() {
-        if written_without_spaces(c) {
-            push_word(&mut out, &mut word);
+    // Byte offset where the word being read began.
+    let mut start = None;
+    for (i, c) in text.char_indices() {
+        let own_token = written_without_spaces(c);
+        if !own_token && word_character(c) {
+            start.get_or_insert(i);
+            continue;
+        }
+        if let Some(s) = start.take() {
+            push_word(&mut out, &text[s..i]);
+        }
+        if own_token {
             out.push(c.to_string());
-        } else if c.is_alphanumeric() || c == '_' || c.is_mark() {
-            word.extend(c.to_lowercase());
-        } else {
-            push_word(&mut out, &mut word);
         }
     }
-    push_word(&mut out, &mut word);
+    if let Some(s) = start {
+        push_word(&mut out, &text[s..]);
+    }
     out
 }
 
-/// Moves `word` to `out` when it has two or more characters; empties it either way.
-fn push_word(out: &mut Vec<String>, word: &mut String) {
-    if word.chars().nth(1).is_some() {
-        out.push(std::mem::take(word));
+/// Letters, digits, `_` and combining marks (no ASCII character is a mark, and ASCII text, most
+/// of most prompts, takes the quick test).
+fn word_character(c: char) -> bool {
+    if c.is_ascii() {
+        c.is_ascii_alphanumeric() || c == '_'
     } else {
-        word.clear();
+        c.is_alphanumeric() || c.is_mark()
+    }
+}
+
+/// `word`, lower-cased, onto `out` when it has two or more characters.
+fn push_word(out: &mut Vec<String>, word: &str) {
+    if word.chars().nth(1).is_some() {
+        out.push(word.to_lowercase());
     }
 }
 
