@@ -33,7 +33,8 @@ pub enum NgramTokens {
     /// virama or vowel sign does not cut the word in two), and in the scripts written without
     /// spaces between words (Han, Hiragana, Katakana, Thai, Lao, Khmer, Myanmar) every
     /// character is a token of its own, so the n-grams are their characters and character
-    /// bigrams, as CJK search indexes them. Text in other scripts gets exactly `words`' tokens.
+    /// bigrams, as CJK search indexes them; full-width letters and digits read as ASCII. Text in
+    /// other scripts gets exactly `words`' tokens.
     #[serde(rename = "multilingual-words")]
     MultilingualWords,
 }
@@ -190,10 +191,25 @@ fn word_character(c: char) -> bool {
     }
 }
 
-/// `word`, lower-cased, onto `out` when it has two or more characters.
+/// `word`, lower-cased and with full-width letters and digits as their ASCII forms (CJK text
+/// often types `ＧＰＴ４` for `GPT4`), onto `out` when it has two or more characters.
 fn push_word(out: &mut Vec<String>, word: &str) {
-    if word.chars().nth(1).is_some() {
-        out.push(word.to_lowercase());
+    if word.chars().nth(1).is_none() {
+        return;
+    }
+    let lower = word.to_lowercase();
+    out.push(if lower.is_ascii() {
+        lower
+    } else {
+        lower.chars().map(half_width).collect()
+    });
+}
+
+/// The ASCII form of a full-width ASCII character (U+FF01..=U+FF5E), else `c`.
+fn half_width(c: char) -> char {
+    match c {
+        '\u{FF01}'..='\u{FF5E}' => char::from_u32(u32::from(c) - 0xFEE0).unwrap_or(c),
+        _ => c,
     }
 }
 
@@ -315,8 +331,8 @@ mod tests {
     }
 
     /// Chinese and Japanese are read a character at a time (with the Latin words among them as
-    /// words); Hindi's combining marks stay inside their words; text of the spaced scripts
-    /// without marks gets exactly `words`' tokens.
+    /// words, full-width ones as ASCII); Hindi's combining marks stay inside their words; text of
+    /// the spaced scripts without marks gets exactly `words`' tokens.
     #[test]
     fn scripts_written_without_spaces_are_read_a_character_at_a_time() {
         assert_eq!(
@@ -327,6 +343,7 @@ mod tests {
             multilingual_words("カタカナで書く x"),
             ["カ", "タ", "カ", "ナ", "で", "書", "く"]
         );
+        assert_eq!(multilingual_words("用ＧＰＴ４写"), ["用", "gpt4", "写"]);
         assert_eq!(words("क्या आप"), ["या", "आप"], "the virama cuts the word");
         assert_eq!(multilingual_words("क्या आप"), ["क्या", "आप"]);
         let spaced = "Solve: x^2 = 42, def f_1(x) naïve Привет мир";
