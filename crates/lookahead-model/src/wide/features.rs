@@ -32,7 +32,8 @@ pub enum NgramTokens {
     /// [`Words`](Self::Words) in every script: a word's combining marks stay in it (a Hindi
     /// virama or vowel sign does not cut the word in two), and in the scripts written without
     /// spaces between words (Han, Hiragana, Katakana, Thai, Lao, Khmer, Myanmar) every
-    /// character is a token of its own, so the n-grams are their characters and character
+    /// character (with the vowel signs and tone marks on it) is a token of its own, so the
+    /// n-grams are their characters and character
     /// bigrams, as CJK search indexes them; full-width letters and digits read as ASCII. Text in
     /// other scripts gets exactly `words`' tokens.
     #[serde(rename = "multilingual-words")]
@@ -157,15 +158,27 @@ fn words(text: &str) -> Vec<String> {
 }
 
 /// Lower-cased runs of letters, digits, marks and `_` of two or more characters, and every
-/// character of a script written without spaces on its own ([`NgramTokens::MultilingualWords`]).
+/// character of a script written without spaces on its own, with the combining marks that
+/// follow it (a Thai vowel sign or tone mark belongs to its consonant)
+/// ([`NgramTokens::MultilingualWords`]).
 fn multilingual_words(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out: Vec<String> = Vec::new();
     // Byte offset where the word being read began.
     let mut start = None;
+    // Whether the last token pushed is a character of a script written without spaces that a
+    // following mark would combine with.
+    let mut after_character = false;
     for (i, c) in text.char_indices() {
         let own_token = written_without_spaces(c);
+        if own_token && after_character && c.is_mark() {
+            if let Some(last) = out.last_mut() {
+                last.push(c);
+            }
+            continue;
+        }
         if !own_token && word_character(c) {
             start.get_or_insert(i);
+            after_character = false;
             continue;
         }
         if let Some(s) = start.take() {
@@ -174,6 +187,7 @@ fn multilingual_words(text: &str) -> Vec<String> {
         if own_token {
             out.push(c.to_string());
         }
+        after_character = own_token;
     }
     if let Some(s) = start {
         push_word(&mut out, &text[s..]);
@@ -344,6 +358,8 @@ mod tests {
             ["カ", "タ", "カ", "ナ", "で", "書", "く"]
         );
         assert_eq!(multilingual_words("用ＧＰＴ４写"), ["用", "gpt4", "写"]);
+        // ที่นี่ ("here"): each consonant with its vowel sign and tone mark.
+        assert_eq!(multilingual_words("ที่นี่ ok"), ["ที่", "นี่", "ok"]);
         assert_eq!(words("क्या आप"), ["या", "आप"], "the virama cuts the word");
         assert_eq!(multilingual_words("क्या आप"), ["क्या", "आप"]);
         let spaced = "Solve: x^2 = 42, def f_1(x) naïve Привет мир";
