@@ -169,7 +169,8 @@ fn multilingual_words(text: &str) -> Vec<String> {
     // following mark would combine with.
     let mut after_character = false;
     for (i, c) in text.char_indices() {
-        let own_token = written_without_spaces(c);
+        // Their punctuation (`・`, `๚`, `။`) separates, as everywhere else.
+        let own_token = written_without_spaces(c) && word_character(c);
         if own_token && after_character && c.is_mark() {
             if let Some(last) = out.last_mut() {
                 last.push(c);
@@ -354,7 +355,7 @@ mod tests {
             ["用", "python", "写", "一", "个", "函", "数"]
         );
         assert_eq!(
-            multilingual_words("カタカナで書く x"),
+            multilingual_words("カタカナ・で書く x"),
             ["カ", "タ", "カ", "ナ", "で", "書", "く"]
         );
         assert_eq!(multilingual_words("用ＧＰＴ４写"), ["用", "gpt4", "写"]);
