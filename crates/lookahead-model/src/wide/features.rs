@@ -33,10 +33,9 @@ pub enum NgramTokens {
     /// virama or vowel sign does not cut the word in two), and in the scripts written without
     /// spaces between words (Han, Hiragana, Katakana, Thai, Lao, Khmer, Myanmar) every
     /// character (with the vowel signs and tone marks on it) is a token of its own, so the
-    /// n-grams are their characters and character
-    /// bigrams, as CJK search indexes them; full-width letters and digits read as ASCII. Text in
-    /// other scripts gets exactly `words`' tokens.
-    #[serde(rename = "multilingual-words")]
+    /// n-grams are their characters and character bigrams, as CJK search indexes them;
+    /// full-width letters and digits read as ASCII. Text in other scripts gets exactly `words`'
+    /// tokens.
     MultilingualWords,
 }
 
