@@ -13,6 +13,15 @@
 //! `c_m` is the router's score centred over the pool and `C̄` its mean on the source: with
 //! `b = 0` a source's prompts go to its best model, with a large `b` the router's differences
 //! decide. `P(s | prompt)` comes from an n-gram source classifier fitted with it.
+//!
+//! A prompt no training source claims (a new benchmark, a new kind of traffic: no source's
+//! one-vs-rest probability reaches [`CLAIM`]) is not forced onto the nearest source. Normalising
+//! its low probabilities would turn "none of these" into a pick of whichever source shares a few
+//! words, and that source's best model and slope would override what the router reads in the
+//! prompt (measured, leaving one benchmark out: HumanEval's prompts went mostly to ArenaHard's
+//! calibration, which sends them to a chat model, while the router's words said "the coder").
+//! Such a prompt is decided by the router's own differences, in quality units through the
+//! sources' pooled slope ([`Unclaimed`]).
 
 use std::collections::HashMap;
 
@@ -58,6 +67,26 @@ pub struct WithinSource {
     /// value per source repeated over its models, or one per model with
     /// `HyperParams::per_model_slopes`.
     pub slope: Vec<Vec<f32>>,
+    /// How a prompt no source claims is scored; `None` in artifacts written before it, which
+    /// share every prompt among the sources.
+    pub unclaimed: Option<Unclaimed>,
+}
+
+/// A source's one-vs-rest probability at which the source classifier claims a prompt for it:
+/// more likely from that source than not. Below it for every source, the prompt is
+/// [`Unclaimed`]. Chosen by that reading, not tuned (docs/results.md reports 0.3 and 0.7 too).
+pub const CLAIM: f32 = 0.5;
+
+/// The scores of a prompt no training source claims: `level + slope · c_m`, the router's own
+/// pool-centred scores `c` in quality units, so its order is the router's and a cost weight
+/// reads it on the same scale as the calibrated scores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unclaimed {
+    /// The mean quality over sources (equal weight) and models.
+    pub level: f32,
+    /// Per model, the sources' least-squares slope pooled with equal weight per source (one
+    /// value repeated unless the slopes are per model).
+    pub slope: Vec<f32>,
 }
 
 /// A fitted within-source calibration with the source classifier that serves it.
@@ -78,6 +107,12 @@ pub fn source_probabilities(classifier: &WideModel, prompt: &str) -> Vec<f32> {
     } else {
         vec![1.0 / p.len().max(1) as f32; p.len()]
     }
+}
+
+/// Each source's claim on `prompt`: the classifier's one-vs-rest probabilities, not normalised
+/// (their sum says nothing; their maximum says whether any source claims the prompt).
+pub fn source_claims(classifier: &WideModel, prompt: &str) -> Vec<f32> {
+    classifier.logits(prompt).into_iter().map(sigmoid).collect()
 }
 
 /// `source` as a one-hot row over `sources` (all zero for a source not among them).
@@ -121,24 +156,63 @@ impl WithinSource {
             quality[s].iter_mut().for_each(|q| *q /= n);
             centred[s].iter_mut().for_each(|c| *c /= n);
         }
-        let slope = Self::slopes(examples, scores, sources, (&quality, &centred), slopes);
+        let moments = Moments::of(examples, scores, sources, (&quality, &centred));
+        let unclaimed = Unclaimed::of(&quality, &count, &moments, slopes);
         Some(Self {
+            slope: moments.slopes(slopes),
             quality,
             centred,
-            slope,
+            unclaimed,
         })
     }
 
-    /// Per source (or per source and model, [`Slopes::PerModel`]), the least-squares slope of centred
-    /// quality on centred score (both measured from the source's per-model means), clamped at 0:
-    /// a router whose differences go against the outcomes is not followed.
-    fn slopes(
+    /// The calibrated scores (expected quality, 0..1) of a router's `scores` for a prompt the
+    /// sources claim as `claims` says ([`source_claims`]): mixed over the sources in proportion
+    /// to their claims, or, when no source claims it and the calibration has the row,
+    /// [`Unclaimed`].
+    pub fn apply_with(&self, claims: &[f32], scores: &[f32]) -> Vec<f32> {
+        let c = centre(scores);
+        let strongest = claims.iter().copied().fold(0f32, f32::max);
+        if let Some(u) = self.unclaimed.as_ref().filter(|_| strongest < CLAIM) {
+            return c
+                .iter()
+                .zip(&u.slope)
+                .map(|(c, b)| u.level + b * c)
+                .collect();
+        }
+        let total: f32 = claims.iter().sum();
+        let share = |w: f32| {
+            if total > 0.0 {
+                w / total
+            } else {
+                1.0 / claims.len().max(1) as f32
+            }
+        };
+        let mut out = vec![0f32; scores.len()];
+        let per_source = self.quality.iter().zip(&self.centred).zip(&self.slope);
+        for (&w, ((q, cbar), b)) in claims.iter().zip(per_source) {
+            for ((((o, &c), &q), &cbar), &b) in out.iter_mut().zip(&c).zip(q).zip(cbar).zip(b) {
+                *o += share(w) * (q + b * (c - cbar));
+            }
+        }
+        out
+    }
+}
+
+/// Per source and model, the sums a least-squares slope of centred quality on centred score is
+/// made of (both measured from the source's per-model means).
+struct Moments {
+    cross: Vec<Vec<f64>>,
+    square: Vec<Vec<f64>>,
+}
+
+impl Moments {
+    fn of(
         examples: &[&Example],
         scores: &[Vec<f32>],
         sources: &[String],
         (quality, centred): (&[Vec<f32>], &[Vec<f32>]),
-        slopes: Slopes,
-    ) -> Vec<Vec<f32>> {
+    ) -> Self {
         let models = quality.first().map_or(0, Vec::len);
         let mut cross = vec![vec![0f64; models]; sources.len()];
         let mut square = vec![vec![0f64; models]; sources.len()];
@@ -157,38 +231,73 @@ impl WithinSource {
                 square[s][m] += x * x;
             }
         }
-        let slope = |c: f64, s: f64| {
-            if s > 0.0 {
-                (c / s).max(0.0) as f32
-            } else {
-                0.0
-            }
-        };
-        cross
-            .iter()
-            .zip(&square)
-            .map(|(c, s)| {
-                if slopes == Slopes::PerModel {
-                    c.iter().zip(s).map(|(&c, &s)| slope(c, s)).collect()
-                } else {
-                    vec![slope(c.iter().sum(), s.iter().sum()); models]
-                }
-            })
-            .collect()
+        Self { cross, square }
     }
 
-    /// The calibrated scores (expected quality, 0..1) of a router's `scores` for a prompt whose
-    /// source probabilities are `source`.
-    pub fn apply_with(&self, source: &[f32], scores: &[f32]) -> Vec<f32> {
-        let c = centre(scores);
-        let mut out = vec![0f32; scores.len()];
-        let per_source = self.quality.iter().zip(&self.centred).zip(&self.slope);
-        for (&w, ((q, cbar), b)) in source.iter().zip(per_source) {
-            for ((((o, &c), &q), &cbar), &b) in out.iter_mut().zip(&c).zip(q).zip(cbar).zip(b) {
-                *o += w * (q + b * (c - cbar));
-            }
+    /// Per source (or per source and model, [`Slopes::PerModel`]) the slope, clamped at 0: a
+    /// router whose differences go against the outcomes is not followed.
+    fn slopes(&self, slopes: Slopes) -> Vec<Vec<f32>> {
+        self.cross
+            .iter()
+            .zip(&self.square)
+            .map(|(c, s)| per_model_or_shared(c, s, slopes))
+            .collect()
+    }
+}
+
+/// The slope of summed moments `cross / square` (≥ 0), one per model or one shared by them.
+fn per_model_or_shared(cross: &[f64], square: &[f64], slopes: Slopes) -> Vec<f32> {
+    let slope = |c: f64, s: f64| {
+        if s > 0.0 {
+            (c / s).max(0.0) as f32
+        } else {
+            0.0
         }
-        out
+    };
+    if slopes == Slopes::PerModel {
+        cross
+            .iter()
+            .zip(square)
+            .map(|(&c, &s)| slope(c, s))
+            .collect()
+    } else {
+        vec![slope(cross.iter().sum(), square.iter().sum()); cross.len()]
+    }
+}
+
+impl Unclaimed {
+    /// Every source with examples at equal weight: the mean of the sources' mean qualities, and
+    /// the slope of the sources' moments each divided by its example count; `None` without
+    /// sources.
+    fn of(
+        quality: &[Vec<f32>],
+        count: &[usize],
+        moments: &Moments,
+        slopes: Slopes,
+    ) -> Option<Self> {
+        let seen: Vec<usize> = (0..count.len()).filter(|&s| count[s] > 0).collect();
+        let models = quality.first()?.len();
+        if seen.is_empty() || models == 0 {
+            return None;
+        }
+        let level = seen
+            .iter()
+            .map(|&s| quality[s].iter().sum::<f32>() / models as f32)
+            .sum::<f32>()
+            / seen.len() as f32;
+        let per_example = |rows: &[Vec<f64>]| -> Vec<f64> {
+            (0..models)
+                .map(|m| seen.iter().map(|&s| rows[s][m] / count[s] as f64).sum())
+                .collect()
+        };
+        Some(Self {
+            level,
+            slope: per_model_or_shared(
+                &per_example(&moments.cross),
+                &per_example(&moments.square),
+                slopes,
+            ),
+        })
     }
 }
 
@@ -212,7 +321,7 @@ impl SourceCalibration {
     /// The calibrated scores (expected quality, 0..1) of a router's `scores` for `prompt`.
     pub fn apply(&self, prompt: &str, scores: &[f32]) -> Vec<f32> {
         self.within
-            .apply_with(&source_probabilities(&self.classifier, prompt), scores)
+            .apply_with(&source_claims(&self.classifier, prompt), scores)
     }
 
     /// The artifact tensors (names under [`PREFIX`]); the source names are the artifact's
@@ -234,6 +343,13 @@ impl SourceCalibration {
             format!("{PREFIX}slope"),
             Tensor::from_slice(&w.slope.concat(), (s, m), &dev)?,
         );
+        if let Some(u) = &w.unclaimed {
+            let row = [&[u.level][..], &u.slope].concat();
+            t.insert(
+                format!("{PREFIX}unclaimed"),
+                Tensor::from_slice(&row, 1 + m, &dev)?,
+            );
+        }
         Ok(t)
     }
 
@@ -276,15 +392,39 @@ impl SourceCalibration {
                 slope.len()
             )));
         };
+        let unclaimed = Self::unclaimed_from(tensors, models)?;
         let classifier = WideModel::from_tensors(tensors, SOURCE_PREFIX, sources, tokens)?;
         Ok(Some(Self {
             within: WithinSource {
                 quality,
                 centred,
                 slope,
+                unclaimed,
             },
             classifier,
         }))
+    }
+
+    /// The unclaimed prompts' scoring (`[level, slope per model]`); `None` in artifacts written
+    /// before it.
+    fn unclaimed_from(
+        tensors: &HashMap<String, Tensor>,
+        models: usize,
+    ) -> Result<Option<Unclaimed>, WideError> {
+        let Some(t) = tensors.get(&format!("{PREFIX}unclaimed")) else {
+            return Ok(None);
+        };
+        let flat = t.flatten_all()?.to_vec1::<f32>()?;
+        match flat.split_first() {
+            Some((&level, slope)) if slope.len() == models => Ok(Some(Unclaimed {
+                level,
+                slope: slope.to_vec(),
+            })),
+            _ => Err(WideError::Shape(format!(
+                "calibration unclaimed: {} values for 1 + {models} models",
+                flat.len()
+            ))),
+        }
     }
 }
 
@@ -422,6 +562,47 @@ mod tests {
         assert_eq!(old.within.slope, vec![vec![0.5; 3]]);
     }
 
+    /// "chat" follows the router, "math" sends everything to model 0; a prompt neither source
+    /// claims is decided by the router's own differences, on the sources' mean quality level.
+    #[test]
+    fn a_prompt_no_source_claims_is_decided_by_the_router_not_by_the_nearest_source() {
+        let (examples, scores) = data();
+        let refs: Vec<&Example> = examples.iter().collect();
+        let w = WithinSource::fit(&refs, &scores, &sources(), Slopes::PerSource).unwrap();
+        let u = w.unclaimed.clone().unwrap();
+        assert!((u.level - 0.5).abs() < 1e-6, "{u:?}");
+        assert!(
+            u.slope[0] < w.slope[0][0] && u.slope[0] > w.slope[1][0],
+            "{u:?} {w:?}"
+        );
+        let pick = |claims: &[f32], s: &[f32]| {
+            let out = w.apply_with(claims, s);
+            usize::from(out[1] > out[0])
+        };
+        // Unclaimed (no source reaches CLAIM): the router's order, even where "math" leans in.
+        assert_eq!(pick(&[0.1, 0.45], &[0.45, 0.55]), 1);
+        assert_eq!(pick(&[0.1, 0.45], &[0.55, 0.45]), 0);
+        let out = w.apply_with(&[0.1, 0.45], &[0.45, 0.55]);
+        assert!((out[0] + out[1] - 1.0).abs() < 1e-5, "{out:?}");
+        // Claimed by "math": its best model, whatever the router leans to.
+        assert_eq!(pick(&[0.1, 0.6], &[0.45, 0.55]), 0);
+        // An artifact from before (no unclaimed row) shares every prompt among the sources.
+        let old = WithinSource {
+            unclaimed: None,
+            ..w.clone()
+        };
+        let shared = old.apply_with(&[0.1, 0.45], &[0.45, 0.55]);
+        let normalised = old.apply_with(&[0.1 / 0.55, 0.45 / 0.55], &[0.45, 0.55]);
+        assert!(
+            shared
+                .iter()
+                .zip(&normalised)
+                .all(|(a, b)| (a - b).abs() < 1e-6),
+            "{shared:?} {normalised:?}"
+        );
+        assert!(shared[0] > shared[1], "{shared:?}");
+    }
+
     #[test]
     fn a_router_whose_differences_go_against_the_outcomes_is_not_followed() {
         let (examples, scores) = data();
@@ -443,11 +624,23 @@ mod tests {
             NgramHasher::new(1 << 10, NgramTokens::Words),
         );
         let cal = SourceCalibration { within, classifier };
-        let back =
-            SourceCalibration::from_tensors(&cal.to_tensors().unwrap(), 2, 2, NgramTokens::Words)
-                .unwrap()
-                .unwrap();
+        let mut t = cal.to_tensors().unwrap();
+        let back = SourceCalibration::from_tensors(&t, 2, 2, NgramTokens::Words)
+            .unwrap()
+            .unwrap();
         assert_eq!(back, cal);
+        assert!(back.within.unclaimed.is_some());
+        // Written before the unclaimed row: reads without it; a row of the wrong size is an error.
+        let unclaimed = t.remove(&format!("{PREFIX}unclaimed")).unwrap();
+        let old = SourceCalibration::from_tensors(&t, 2, 2, NgramTokens::Words)
+            .unwrap()
+            .unwrap();
+        assert_eq!(old.within.unclaimed, None);
+        t.insert(
+            format!("{PREFIX}unclaimed"),
+            unclaimed.narrow(0, 0, 2).unwrap(),
+        );
+        assert!(SourceCalibration::from_tensors(&t, 2, 2, NgramTokens::Words).is_err());
         // The classifier tells the sources apart by their words.
         let p = source_probabilities(&back.classifier, "math question 7");
         assert!(p[1] > 0.75, "{p:?}");

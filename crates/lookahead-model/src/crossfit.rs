@@ -9,7 +9,7 @@ use lookahead_data::KFold;
 use rayon::prelude::*;
 
 use crate::artifact::Acceptance;
-use crate::calibration::{source_probabilities, Slopes, SourceCalibration, WithinSource};
+use crate::calibration::{source_claims, Slopes, SourceCalibration, WithinSource};
 use crate::fit::acceptance::Judged;
 use crate::fit::{best_single, Example, TrainError, TrainRequest};
 use crate::methods;
@@ -26,8 +26,9 @@ pub struct CrossFitted<'a> {
     pub fold: Vec<usize>,
     /// The router's scores from the fold's fit (pool order).
     pub scores: Vec<Vec<f32>>,
-    /// `P(source | prompt)` from the fold's source classifier, over the request's sources.
-    pub source_probabilities: Vec<Vec<f32>>,
+    /// Each source's claim on the example from the fold's source classifier, over the
+    /// request's sources ([`source_claims`]).
+    pub source_claims: Vec<Vec<f32>>,
     /// The single model best on the examples the fold's router was fitted and validated on.
     pub single: Vec<usize>,
 }
@@ -46,7 +47,7 @@ pub fn cross_fit<'a>(
         examples: Vec::new(),
         fold: Vec::new(),
         scores: Vec::new(),
-        source_probabilities: Vec::new(),
+        source_claims: Vec::new(),
         single: Vec::new(),
     };
     let all: Vec<&'a Example> = req.train.iter().chain(req.valid).collect();
@@ -62,12 +63,12 @@ pub fn cross_fit<'a>(
     for (fold, part) in fitted.into_iter().enumerate() {
         let Some(part) = part? else { continue };
         tracing::info!(fold, folds, judged = part.held.len(), "cross-fitted a fold");
-        for (e, (row, probs)) in part
+        for (e, (row, claims)) in part
             .held
             .iter()
-            .zip(part.scores.into_iter().zip(part.source_probabilities))
+            .zip(part.scores.into_iter().zip(part.source_claims))
         {
-            out.source_probabilities.push(probs);
+            out.source_claims.push(claims);
             out.examples.push(e);
             out.fold.push(fold);
             out.scores.push(row);
@@ -82,7 +83,7 @@ pub fn cross_fit<'a>(
 struct Fold<'a> {
     held: Vec<&'a Example>,
     scores: Vec<Vec<f32>>,
-    source_probabilities: Vec<Vec<f32>>,
+    source_claims: Vec<Vec<f32>>,
     single: usize,
 }
 
@@ -122,15 +123,15 @@ fn fit_fold<'a>(
     let seen: Vec<&Example> = train.iter().chain(&valid).collect();
     let classifier =
         SourceCalibration::fit_classifier(&seen, &req.sources, req.hyper.ngram_hasher());
-    let source_probabilities = held
+    let claims = held
         .iter()
-        .map(|e| source_probabilities(&classifier, &e.prompt))
+        .map(|e| source_claims(&classifier, &e.prompt))
         .collect();
     Ok(Some(Fold {
         single: best_single(seen.iter().copied(), req.models.len()).unwrap_or(0),
         held,
         scores,
-        source_probabilities,
+        source_claims: claims,
     }))
 }
 
@@ -168,7 +169,7 @@ impl CrossFitted<'_> {
             let within = WithinSource::fit(&examples, &scores, sources, slopes);
             for i in (0..self.examples.len()).filter(|&i| self.fold[i] == fold) {
                 let row = match &within {
-                    Some(w) => w.apply_with(&self.source_probabilities[i], &self.scores[i]),
+                    Some(w) => w.apply_with(&self.source_claims[i], &self.scores[i]),
                     None => self.scores[i].clone(),
                 };
                 choices[i] = select(&row, None, 0.0).unwrap_or(0);
