@@ -41,17 +41,8 @@ METHODS=${METHODS:-knn mlc lite}
 SEEDS=${SEEDS:-17}
 VERSUS=${VERSUS:-}
 BENCHMARKS=AlpacaEval,ArenaHard,GSM8K,HumanEval,MATH,MBPP,MT-Bench
-# Default: the seven benchmark sources where DATA has them, else every source of DATA's manifest
-# (another team's data names its own), as `lookahead demo` picks them.
-default_sources() {
-  python3 - "$DATA/manifest.json" "$BENCHMARKS" <<'PY' 2>/dev/null || echo "$BENCHMARKS"
-import json, sys
-names = list(json.load(open(sys.argv[1])))
-known = [s for s in sys.argv[2].split(",") if s in names]
-print(",".join(known or names))
-PY
-}
-SOURCES=${SOURCES:-$(default_sources)}
+# The seven benchmark sources where DATA has them, else all of DATA's (scripts/default_sources.py).
+SOURCES=${SOURCES:-$(python3 "$root/scripts/default_sources.py" "$DATA" 2>/dev/null || echo "$BENCHMARKS")}
 MAX_TRAIN=${MAX_TRAIN:-1500}
 EPOCHS=${EPOCHS:-2}
 EXTRA=${EXTRA:-}

@@ -27,15 +27,8 @@ METHOD=${METHOD:-ngram}
 EXTRA=${EXTRA:-}
 TAG=${TAG:-base}
 BENCHMARKS=AlpacaEval,ArenaHard,GSM8K,HumanEval,MATH,MBPP,MT-Bench
-default_sources() {
-  python3 - "$DATA/manifest.json" "$BENCHMARKS" <<'PY' 2>/dev/null || echo "$BENCHMARKS"
-import json, sys
-names = list(json.load(open(sys.argv[1])))
-known = [s for s in sys.argv[2].split(",") if s in names]
-print(",".join(known or names))
-PY
-}
-SOURCES=${SOURCES:-$(default_sources)}
+# The seven benchmark sources where DATA has them, else all of DATA's (scripts/default_sources.py).
+SOURCES=${SOURCES:-$(python3 "$root/scripts/default_sources.py" "$DATA" 2>/dev/null || echo "$BENCHMARKS")}
 
 # The model an artifact serves when its router is not used: the gate's fallback.
 fallback_of() {
