@@ -26,6 +26,7 @@ two cores, head + tail window of 256 word pieces) and cached in /tmp.
 
     pip install scikit-learn
     scripts/sentence_embeddings.py VARIANT [DATA] [--salt S] [--versus VARIANT]   # ~7 min
+    scripts/sentence_embeddings.py VARIANT [DATA] --leave-one-source-out [--versus VARIANT]
 """
 import hashlib
 import json
@@ -207,15 +208,36 @@ def one_fold(job):
     return test, scores.argmax(1), cal.argmax(1)
 
 
-def report(name, q, bar, sources):
+def report(name, q, bar, sources, baseline="bar"):
     per = " ".join(f"{s} {q[sources == s].mean():.2f}" for s in SOURCES)
     six = np.mean([(q - bar)[sources == s].mean() for s in SOURCES if s != "MT-Bench"])
     print(f"{name}: {equal_weight(q, sources):.2f} ({per})")
-    print(f"  - bar ({equal_weight(bar, sources):.2f}): {paired(q - bar, sources)}; without MT-Bench {six:+.2f}")
+    print(f"  - {baseline} ({equal_weight(bar, sources):.2f}): {paired(q - bar, sources)}; "
+          f"without MT-Bench {six:+.2f}")
+
+
+def leave_one_source_out(variant, records, prompts, sources, quality, labels):
+    """Each source routed by a router fitted (C = 1, uncalibrated) on the other sources only,
+    against the best single member of those (equal weight): does the embedding carry what a
+    router learnt to prompts of a kind it never saw better than the words do?"""
+    emb = embeddings(records) if "embed" in variant else None
+    routed, fallback = np.zeros(len(records)), np.zeros(len(records))
+    for held in SOURCES:
+        train, test = np.where(sources != held)[0], np.where(sources == held)[0]
+        a, b = features(variant, emb, prompts, train, test)
+        routed[test] = quality[test, per_member(a, labels[train], b, 1.0).argmax(1)]
+        means = [quality[train][sources[train] == s].mean(0) for s in SOURCES if s != held]
+        fallback[test] = quality[test, np.mean(means, 0).argmax()]
+    np.save(f"/tmp/sentence-embeddings-{variant}-loso.npy", routed)
+    report(f"{variant}, each source unseen", routed, fallback, sources, "best single of the others")
+    return routed
 
 
 def main():
     args = sys.argv[1:]
+    loso = "--leave-one-source-out" in args
+    if loso:
+        args.remove("--leave-one-source-out")
     opts = {}
     for flag in ("--salt", "--versus"):
         if flag in args:
@@ -230,6 +252,12 @@ def main():
     sources = np.array([r["source"] for r in records])
     quality = np.array([scaled(r, manifest, models) for r in records])
     labels = np.array([paper_labels(q) for q in quality])
+    if loso:
+        routed = leave_one_source_out(variant, records, prompts, sources, quality, labels)
+        if "--versus" in opts:
+            other = np.load(f"/tmp/sentence-embeddings-{opts['--versus']}-loso.npy")
+            print(f"  - {opts['--versus']}: {paired(routed - other, sources)}")
+        return
     fold = np.array([fold_of(r["id"], salt) for r in records])
     # Inner folds (for the strength and the calibration) do not move with the salt: the outer
     # assignment is what the salts vary.
