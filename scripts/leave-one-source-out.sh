@@ -2,8 +2,9 @@
 # Routing prompts of a kind the router never saw: for each source, train on the others, then
 # route every record of the held-out source (`lookahead eval --split all`) and compare, record
 # by record, with the model the artifact would serve without its router: its acceptance gate's
-# fallback, the best single model on its training records (`--versus fixed:MODEL`). A platform's
-# traffic drifts to tasks its routing data lacks; this measures what the router does then.
+# fallback, the best single model on its training records (`eval --split all` compares a single
+# artifact with it, as `--versus fixed:MODEL`). A platform's traffic drifts to tasks its routing
+# data lacks; this measures what the router does then.
 #
 #   scripts/leave-one-source-out.sh                          # the default router (ngram)
 #   TAG=raw EXTRA=--no-source-calibration scripts/leave-one-source-out.sh
@@ -30,12 +31,6 @@ BENCHMARKS=AlpacaEval,ArenaHard,GSM8K,HumanEval,MATH,MBPP,MT-Bench
 # The seven benchmark sources where DATA has them, else all of DATA's (scripts/default_sources.py).
 SOURCES=${SOURCES:-$(python3 "$root/scripts/default_sources.py" "$DATA" 2>/dev/null || echo "$BENCHMARKS")}
 
-# The model an artifact serves when its router is not used: the gate's fallback.
-fallback_of() {
-  python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["acceptance"]["fallbackModel"])' \
-    "$1/router.json"
-}
-
 mkdir -p "$OUT"
 evaluated=()
 IFS=, read -ra all <<<"$SOURCES"
@@ -52,10 +47,9 @@ for held in "${all[@]}"; do
     nice -n "${NICE:-19}" "$BIN" train --method "$METHOD" --data "$DATA" --sources "$others" \
       --quiet $EXTRA --out "$art" >"$art.log" 2>&1
   fi
-  fallback=$(fallback_of "$art")
   "$BIN" eval --data "$DATA" --sources "$held" --split all --artifact "$art" --quiet \
-    --versus "fixed:$fallback" --predictions-out "$art.jsonl" --json-out "$art.json" >"$art.md"
-  echo "$(date +%T) $held: $art.md (versus $fallback)" >&2
+    --predictions-out "$art.jsonl" --json-out "$art.json" >"$art.md"
+  echo "$(date +%T) $held: $art.md" >&2
   evaluated+=("$art.json")
 done
 python3 "$root/scripts/loso_summary.py" "${evaluated[@]}" >"$OUT/$TAG-summary.md"

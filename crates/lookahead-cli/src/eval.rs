@@ -22,7 +22,7 @@ use lookahead_model::Scorer;
 use crate::calibrate::{self, CalibrateArgs, Calibration};
 use crate::holdout::HoldoutArgs;
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 #[command(group(clap::ArgGroup::new("which").required(true).args(["router", "artifact"])))]
 pub struct EvalArgs {
     /// Routing dataset directory (manifest.json + one .jsonl[.gz] per source).
@@ -63,7 +63,8 @@ pub struct EvalArgs {
     /// Also compare with another router, record by record: a predictions file of another run
     /// (`--predictions-out`, matched by record id; it must cover exactly these records) or a
     /// baseline (oracle, random, fixed:MODEL). Gives wins / losses / ties and router − it with
-    /// its paired bootstrap interval. Repeat the flag for several.
+    /// its paired bootstrap interval. Repeat the flag for several. With `--split all` and one
+    /// artifact, its acceptance gate's fallback model is compared by default.
     #[arg(long)]
     versus: Vec<String>,
     /// Write the per-record predictions here (JSON Lines: id, source, fold under CV, each
@@ -654,7 +655,35 @@ pub fn run_calibration(
 
 /// Loads the `--artifact` scorers and evaluates them as one router (one per fold: CV).
 fn evaluate_artifacts(args: &EvalArgs, dirs: &[PathBuf]) -> anyhow::Result<EvalOutcome> {
-    with_artifacts(args, dirs, |router| evaluate(args, Some(router)))
+    let args = with_fallback_versus(args, dirs);
+    with_artifacts(&args, dirs, |router| evaluate(&args, Some(router)))
+}
+
+/// With `--split all` no record is left that the artifact trained on (the records are another
+/// dataset's, or of sources it never saw), so no honest baseline can be chosen; the model the
+/// artifact itself serves when its router is not accepted can: its gate's fallback is added to
+/// `--versus` (once; a single artifact with a verdict only).
+fn with_fallback_versus(args: &EvalArgs, dirs: &[PathBuf]) -> EvalArgs {
+    let mut args = args.clone();
+    let fallback = match dirs {
+        [one] if args.split == "all" && args.holdout.fold.is_none() => {
+            lookahead_model::artifact::RouterMeta::read(one)
+                .ok()
+                .and_then(|m| m.acceptance)
+                .map(|a| format!("fixed:{}", a.fallback_model))
+        }
+        _ => None,
+    };
+    let in_pool = |spec: &str| {
+        let model = spec.trim_start_matches("fixed:");
+        args.models
+            .as_ref()
+            .is_none_or(|m| m.iter().any(|x| x == model))
+    };
+    if let Some(spec) = fallback.filter(|s| !args.versus.contains(s) && in_pool(s)) {
+        args.versus.push(spec);
+    }
+    args
 }
 
 /// Loads the `--artifact` scorers as one router (one per fold: CV) and hands it to `then`.

@@ -1,8 +1,8 @@
 #![cfg(test)]
 //! `scripts/leave-one-source-out.sh` with the real `lookahead` binary on a small dataset of four
 //! sources: each source is held out once, routed by a router trained on the other three, and
-//! compared with the model that router's artifact falls back to. Also shellcheck, when it is
-//! installed.
+//! compared with the model that router's artifact falls back to (`lookahead eval --split all`
+//! adds that comparison for a single artifact by itself). Also shellcheck, when it is installed.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
