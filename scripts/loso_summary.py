@@ -3,6 +3,8 @@
 
     scripts/loso_summary.py OUT/TAG-SOURCE.json ...   (`eval --json-out` files, each with its
                                                        `--predictions-out` beside it as .jsonl)
+    scripts/loso_summary.py --versus OUT/OTHER OUT/TAG-SOURCE.json ...   (+ TAG − OTHER, paired,
+                                                       from OUT/OTHER-SOURCE.jsonl)
 
 Each row: the router on the source it never saw, the model its artifact falls back to (the best
 single model on its training records) and router − that model with the evaluation's paired
@@ -46,7 +48,31 @@ def bootstrap(groups, resamples=2000, seed=0):
     return means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
 
 
-def main(paths):
+def decided(path):
+    """Record id -> the scaled score of the routed model, from a predictions file."""
+    with open(path) as f:
+        return {r["id"]: r["scaled"][r["decision"]] for r in map(json.loads, f)}
+
+
+def versus(paths, other):
+    """Per held-out source, this run's routed score minus OTHER's on the same records."""
+    groups = []
+    for path in paths:
+        with open(path) as f:
+            source = ",".join(json.load(f)["sources"])
+        mine = decided(path[: -len(".json")] + ".jsonl")
+        theirs = decided(f"{other}-{source}.jsonl")
+        if set(mine) != set(theirs):
+            sys.exit(f"{other}-{source}.jsonl: not the same records as {path}")
+        groups.append([mine[i] - theirs[i] for i in sorted(mine)])
+    lo, hi = bootstrap(groups)
+    wins = sum(d > 0 for g in groups for d in g)
+    losses = sum(d < 0 for g in groups for d in g)
+    print(f"\nversus {other}: {mean([mean(g) for g in groups]):+.2f} [{lo:+.2f}, {hi:+.2f}] "
+          f"({wins} wins, {losses} losses)")
+
+
+def main(paths, other=None):
     rows = [read(p) for p in paths]
     print("| held-out source | n | router | fallback model (best single on the others) | "
           "router − fallback [95% CI] |")
@@ -59,9 +85,15 @@ def main(paths):
     print(f"| **mean of {len(rows)}** | {sum(len(g) for g in groups)} | "
           f"{mean([r[1] for r in rows]):.2f} | {mean([r[3] for r in rows]):.2f} | "
           f"**{mean([mean(g) for g in groups]):+.2f} [{lo:+.2f}, {hi:+.2f}]** |")
+    if other:
+        versus(paths, other)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
+    args = sys.argv[1:]
+    other = None
+    if args[:1] == ["--versus"] and len(args) > 2:
+        other, args = args[1], args[2:]
+    if not args:
         sys.exit(__doc__)
-    main(sys.argv[1:])
+    main(args, other)
