@@ -100,12 +100,17 @@ pub struct SourceCalibration {
 
 /// `P(source | prompt)`: a source classifier's one-vs-rest probabilities, normalised.
 pub fn source_probabilities(classifier: &WideModel, prompt: &str) -> Vec<f32> {
-    let p: Vec<f32> = classifier.logits(prompt).into_iter().map(sigmoid).collect();
-    let total: f32 = p.iter().sum();
+    normalised(&source_claims(classifier, prompt))
+}
+
+/// `claims` scaled to sum to 1 (uniform when they are all 0), as scikit-learn's one-vs-rest
+/// normalises its probabilities.
+fn normalised(claims: &[f32]) -> Vec<f32> {
+    let total: f32 = claims.iter().sum();
     if total > 0.0 {
-        p.iter().map(|v| v / total).collect()
+        claims.iter().map(|v| v / total).collect()
     } else {
-        vec![1.0 / p.len().max(1) as f32; p.len()]
+        vec![1.0 / claims.len().max(1) as f32; claims.len()]
     }
 }
 
@@ -180,19 +185,11 @@ impl WithinSource {
                 .map(|(c, b)| u.level + b * c)
                 .collect();
         }
-        let total: f32 = claims.iter().sum();
-        let share = |w: f32| {
-            if total > 0.0 {
-                w / total
-            } else {
-                1.0 / claims.len().max(1) as f32
-            }
-        };
         let mut out = vec![0f32; scores.len()];
         let per_source = self.quality.iter().zip(&self.centred).zip(&self.slope);
-        for (&w, ((q, cbar), b)) in claims.iter().zip(per_source) {
+        for (w, ((q, cbar), b)) in normalised(claims).into_iter().zip(per_source) {
             for ((((o, &c), &q), &cbar), &b) in out.iter_mut().zip(&c).zip(q).zip(cbar).zip(b) {
-                *o += share(w) * (q + b * (c - cbar));
+                *o += w * (q + b * (c - cbar));
             }
         }
         out
