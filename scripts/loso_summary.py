@@ -17,7 +17,8 @@ import sys
 
 
 def read(path):
-    """(source, router average, fallback name, fallback score, gain, lower, upper, diffs)."""
+    """(source, router average, fallback name, fallback score, gain, lower, upper, diffs,
+    routed): diffs are router − fallback per record, routed maps record id -> routed score."""
     with open(path) as f:
         doc = json.load(f)
     versus = [c for c in doc.get("comparisons", []) if c["kind"] == "versus"]
@@ -25,14 +26,16 @@ def read(path):
         sys.exit(f"{path}: no `--versus fixed:MODEL` comparison")
     c = versus[0]
     model = c["name"][len("fixed:"):]
-    diffs = []
+    diffs, routed = [], {}
     with open(path[: -len(".json")] + ".jsonl") as f:
         for line in f:
             r = json.loads(line)
-            diffs.append(r["scaled"][r["decision"]] - r["scaled"][model])
+            routed[r["id"]] = r["scaled"][r["decision"]]
+            diffs.append(routed[r["id"]] - r["scaled"][model])
     g = c["gain"]
     source = ",".join(doc["sources"])
-    return source, doc["average"], model, c["score"], g["gain"], g["lower"], g["upper"], diffs
+    return (source, doc["average"], model, c["score"], g["gain"], g["lower"], g["upper"], diffs,
+            routed)
 
 
 def mean(xs):
@@ -54,16 +57,14 @@ def decided(path):
         return {r["id"]: r["scaled"][r["decision"]] for r in map(json.loads, f)}
 
 
-def versus(paths, other):
+def versus(rows, other):
     """Per held-out source, this run's routed score minus OTHER's on the same records."""
     groups = []
-    for path in paths:
-        with open(path) as f:
-            source = ",".join(json.load(f)["sources"])
-        mine = decided(path[: -len(".json")] + ".jsonl")
+    for row in rows:
+        source, mine = row[0], row[8]
         theirs = decided(f"{other}-{source}.jsonl")
         if set(mine) != set(theirs):
-            sys.exit(f"{other}-{source}.jsonl: not the same records as {path}")
+            sys.exit(f"{other}-{source}.jsonl: not the same records as this run's {source}")
         groups.append([mine[i] - theirs[i] for i in sorted(mine)])
     lo, hi = bootstrap(groups)
     wins = sum(d > 0 for g in groups for d in g)
@@ -77,7 +78,7 @@ def main(paths, other=None):
     print("| held-out source | n | router | fallback model (best single on the others) | "
           "router − fallback [95% CI] |")
     print("|---|---:|---:|---|---:|")
-    for source, router, model, score, gain, lo, hi, diffs in rows:
+    for source, router, model, score, gain, lo, hi, diffs, _ in rows:
         print(f"| {source} | {len(diffs)} | {router:.2f} | {model} {score:.2f} | "
               f"{gain:+.2f} [{lo:+.2f}, {hi:+.2f}] |")
     groups = [r[7] for r in rows if r[7]]
@@ -86,7 +87,7 @@ def main(paths, other=None):
           f"{mean([r[1] for r in rows]):.2f} | {mean([r[3] for r in rows]):.2f} | "
           f"**{mean([mean(g) for g in groups]):+.2f} [{lo:+.2f}, {hi:+.2f}]** |")
     if other:
-        versus(paths, other)
+        versus(rows, other)
 
 
 if __name__ == "__main__":
